@@ -1,0 +1,102 @@
+"""``Function``: one node of the define-by-run graph, a forward on arrays and its hand-written backward.
+
+Modelled on Chainer's ``FunctionNode``. A subclass implements
+
+* ``forward(self, *xs) -> y or (y1, y2, ...)`` on raw arrays (NumPy or CuPy), saving on ``self`` whatever
+  the backward needs, and
+* ``backward(self, *gys) -> gx or (gx1, gx2, ...)``: the vector-Jacobian product, one entry per input
+  (``None`` where an input needs no gradient; ``self.needs_input_grad[i]`` says which ones do).
+
+Calling the instance on tensors runs ``forward`` and, when grad mode is on and some input requires a
+gradient, records the node so that ``Tensor.backward`` can walk it. Hyper-parameters go to ``__init__``::
+
+    y = Sum(axis=1, keepdims=True)(x)
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.grad_mode import state
+
+if TYPE_CHECKING:
+    from handgrad.engine.tensor import Tensor
+
+
+class Function:
+    inputs: tuple[Tensor, ...] | None
+    needs_input_grad: tuple[bool, ...]
+    outputs_meta: tuple[tuple[tuple[int, ...], Any], ...]
+    origin: str | None = None  # the user's line that created the node (only under detect_anomaly)
+
+    # -- the two methods every op writes -------------------------------------------------------------
+    def forward(self, *xs: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, *gys: Any) -> Any:
+        raise NotImplementedError
+
+    # -- machinery ------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __call__(self, *inputs: Tensor) -> Any:
+        from handgrad.engine.tensor import Tensor
+
+        record = state.grad_enabled and any(t.requires_grad for t in inputs)
+        self.needs_input_grad = tuple(t.requires_grad for t in inputs) if record else (False,) * len(inputs)
+        outs = self.forward(*(t.data for t in inputs))
+        single = not isinstance(outs, tuple)
+        if single:
+            outs = (outs,)
+        if state.anomaly:
+            self.origin = _user_line()
+            _check_finite(self, outs, "forward")
+        if record:
+            self.inputs = inputs
+            self.outputs_meta = tuple((o.shape, o.dtype) for o in outs)
+            results = tuple(
+                Tensor._from_op(o, self if o.dtype.kind in "fc" else None, i) for i, o in enumerate(outs)
+            )
+        else:
+            results = tuple(Tensor._from_op(o, None, 0) for o in outs)
+        return results[0] if single else results
+
+    def release(self) -> None:
+        """Drop the saved arrays and inputs once backward is done (the graph is freed)."""
+        self.inputs = None
+        for key in [k for k in self.__dict__ if k not in ("needs_input_grad", "outputs_meta", "origin")]:
+            del self.__dict__[key]
+        self.inputs = None
+
+    def __repr__(self) -> str:
+        return f"<{self.name} backward>"
+
+
+def _user_line() -> str:
+    """The innermost stack frame outside the handgrad package: where the user built this op."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "/handgrad/" not in frame.filename.replace("\\", "/"):
+            return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}: {frame.line}'
+    return "<unknown>"
+
+
+def _check_finite(fn: Function, arrays: Any, phase: str) -> None:
+    for i, a in enumerate(arrays):
+        if a is None or a.dtype.kind not in "fc":
+            continue
+        xp = get_array_module(a)
+        if not bool(xp.isfinite(a).all()):
+            bad = "NaN" if bool(xp.isnan(a).any()) else "inf"
+            what = f"output {i}" if phase == "forward" else f"gradient for input {i}"
+            raise FloatingPointError(
+                f"detect_anomaly: {fn.name}.{phase} produced {bad} in its {what} "
+                f"(shape {tuple(a.shape)}); the op was created at {fn.origin or '<unknown>'}"
+            )
+
+
+def check_backward_finite(fn: Function, grads: Any) -> None:
+    _check_finite(fn, grads, "backward")

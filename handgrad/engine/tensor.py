@@ -1,0 +1,460 @@
+"""``Tensor``: an array plus the node that made it, and reverse-mode autodiff over the recorded graph."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy
+
+from handgrad.engine.backend import get_array_module, get_default_dtype
+from handgrad.engine.function import Function, check_backward_finite
+from handgrad.engine.grad_mode import state
+
+
+def _to_array(data: Any, dtype: Any = None) -> Any:
+    """Turn Python data or an array into an array; Python floats get the default float dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if isinstance(data, xp.ndarray):
+        return data if dtype is None else data.astype(dtype, copy=False)
+    if isinstance(data, numpy.generic):
+        return numpy.asarray(data, dtype=dtype)
+    arr = numpy.asarray(data)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
+    if arr.dtype.kind == "f":
+        return arr.astype(get_default_dtype(), copy=False)
+    if arr.dtype.kind == "i":
+        return arr.astype(numpy.int64, copy=False)
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it, so gradients can flow back.
+
+    ``data`` is the underlying NumPy (or CuPy) array. ``grad`` is a Tensor filled by ``backward`` for
+    leaves with ``requires_grad=True``.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "_output_index", "__weakref__")
+    __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data = _to_array(data, dtype)
+        self.grad: Tensor | None = None
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self._creator: Function | None = None
+        self._output_index = 0
+
+    @classmethod
+    def _from_op(cls, data: Any, creator: Function | None, index: int) -> Tensor:
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = creator is not None
+        t._creator = creator
+        t._output_index = index
+        return t
+
+    # -- basic facts -----------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> numpy.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._creator is None
+
+    @property
+    def grad_fn(self) -> Function | None:
+        return self._creator
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> numpy.ndarray:
+        """The data as a NumPy array (shared, not copied, on the CPU)."""
+        xp = get_array_module(self.data)
+        return self.data if xp is numpy else xp.asnumpy(self.data)
+
+    def item(self) -> Any:
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing the data, cut from the graph."""
+        return Tensor._from_op(self.data, None, 0)
+
+    def clone(self) -> Tensor:
+        return _ops.clone(self)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_: only leaf tensors can change requires_grad")
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad_value(self) -> None:  # pragma: no cover - reserved
+        raise NotImplementedError
+
+    def to(self, dtype: Any) -> Tensor:
+        return _ops.cast(self, dtype)
+
+    def float(self) -> Tensor:
+        return self.to(numpy.float32)
+
+    def double(self) -> Tensor:
+        return self.to(numpy.float64)
+
+    def long(self) -> Tensor:
+        return Tensor(self.data.astype(numpy.int64))
+
+    def __repr__(self) -> str:
+        body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=50)
+        extra = ""
+        if self._creator is not None:
+            extra = f", grad_fn={self._creator.name}"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    def __int__(self) -> int:
+        return int(self.data)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- autodiff --------------------------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) . grad into ``leaf.grad`` for every leaf that requires a gradient.
+
+        ``grad`` defaults to 1 for a one-element tensor. The graph is freed afterwards unless
+        ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no grad_fn")
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implied only for a one-element tensor, got shape {self.shape}"
+                )
+            g = xp.ones_like(self.data)
+        else:
+            g = _to_array(grad, self.dtype)
+            if g.shape != self.data.shape:
+                raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the tensor has {self.shape}")
+        if self._creator is None:
+            _accumulate_leaf(self, g)
+            return
+        _run_backward(self._creator, self._output_index, g, retain_graph)
+
+    # -- Python operators (the ops themselves live in handgrad.engine.ops) -------------------------------
+    def __add__(self, o: Any) -> Tensor:
+        return _ops.add(self, o)
+
+    def __radd__(self, o: Any) -> Tensor:
+        return _ops.add(o, self)
+
+    def __sub__(self, o: Any) -> Tensor:
+        return _ops.sub(self, o)
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return _ops.sub(o, self)
+
+    def __mul__(self, o: Any) -> Tensor:
+        return _ops.mul(self, o)
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return _ops.mul(o, self)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return _ops.div(self, o)
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return _ops.div(o, self)
+
+    def __pow__(self, o: Any) -> Tensor:
+        return _ops.pow(self, o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return _ops.pow(o, self)
+
+    def __neg__(self) -> Tensor:
+        return _ops.neg(self)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        return _ops.matmul(self, o)
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        return _ops.matmul(o, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _ops.getitem(self, index)
+
+    # comparisons give boolean tensors outside the graph
+    def _cmp(self, o: Any, op: str) -> Tensor:
+        other = o.data if isinstance(o, Tensor) else o
+        return Tensor(getattr(self.data, op)(other))
+
+    def __lt__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__lt__")
+
+    def __le__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__le__")
+
+    def __gt__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__gt__")
+
+    def __ge__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__ge__")
+
+    def eq(self, o: Any) -> Tensor:
+        return self._cmp(o, "__eq__")
+
+    def ne(self, o: Any) -> Tensor:
+        return self._cmp(o, "__ne__")
+
+    def __invert__(self) -> Tensor:
+        return Tensor(~self.data)
+
+    def __and__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__and__")
+
+    def __or__(self, o: Any) -> Tensor:
+        return self._cmp(o, "__or__")
+
+
+    # -- op methods (thin: the ops live in handgrad.engine.ops) -------------------------------------------
+    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.sum(self, dim, keepdim)
+
+    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.mean(self, dim, keepdim)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return _ops.reshape(self, *shape)
+
+    def view(self, *shape: Any) -> Tensor:
+        return _ops.reshape(self, *shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        s = self.shape
+        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
+        return _ops.reshape(self, *s[:start], -1, *s[end + 1 :])
+
+    def permute(self, *dims: Any) -> Tensor:
+        return _ops.permute(self, *dims)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return _ops.transpose(self, dim0, dim1)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - torch name
+        return _ops.permute(self, *reversed(range(self.ndim)))
+
+    def matmul(self, other: Any) -> Tensor:
+        return _ops.matmul(self, other)
+
+    def exp(self) -> Tensor:
+        return _ops.exp(self)
+
+    def log(self) -> Tensor:
+        return _ops.log(self)
+
+    def tanh(self) -> Tensor:
+        return _ops.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return _ops.sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return _ops.relu(self)
+
+
+def _accumulate_leaf(t: Tensor, g: Any) -> None:
+    if t.grad is None:
+        # copy: a backward may hand the same array to several inputs (e.g. add)
+        t.grad = Tensor._from_op(g.astype(t.data.dtype, copy=True), None, 0)
+    else:
+        t.grad.data += g
+
+
+def _topological_order(root: Function) -> list[Function]:
+    """Functions reachable from ``root``, each before every function that feeds it."""
+    order: list[Function] = []
+    visited: set[int] = set()
+    stack: list[tuple[Function, bool]] = [(root, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if id(fn) in visited:
+            continue
+        visited.add(id(fn))
+        if fn.inputs is None:
+            raise RuntimeError(
+                f"backward through {fn.name} a second time: its graph was freed after the first backward; "
+                "pass retain_graph=True to the first call if you need to go back twice"
+            )
+        stack.append((fn, True))
+        for t in fn.inputs:
+            c = t._creator
+            if c is not None and id(c) not in visited:
+                stack.append((c, False))
+    order.reverse()
+    return order
+
+
+def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> None:
+    order = _topological_order(root)
+    pending: dict[int, list[Any]] = {id(root): [None] * len(root.outputs_meta)}
+    pending[id(root)][index] = grad
+    anomaly = state.anomaly
+    for fn in order:
+        gys = pending.pop(id(fn), None)
+        if gys is None:
+            if not retain_graph:
+                fn.release()
+            continue
+        if any(g is None for g in gys):
+            xp = get_array_module(*(g for g in gys if g is not None))
+            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, fn.outputs_meta)]
+        gxs = fn.backward(*gys)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        inputs = fn.inputs
+        assert inputs is not None
+        if len(gxs) != len(inputs):
+            raise RuntimeError(f"{fn.name}.backward returned {len(gxs)} gradients for {len(inputs)} inputs")
+        if anomaly:
+            check_backward_finite(fn, gxs)
+        for t, need, gx in zip(inputs, fn.needs_input_grad, gxs):
+            if not need or gx is None:
+                continue
+            if gx.shape != t.data.shape:
+                raise RuntimeError(
+                    f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
+                    f"for an input of shape {t.shape}"
+                )
+            c = t._creator
+            if c is None:
+                _accumulate_leaf(t, gx)
+            else:
+                slot = pending.get(id(c))
+                if slot is None:
+                    slot = pending[id(c)] = [None] * len(c.outputs_meta)
+                j = t._output_index
+                slot[j] = gx if slot[j] is None else slot[j] + gx
+        if not retain_graph:
+            fn.release()
+
+
+# -- factories ---------------------------------------------------------------------------------------------
+def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """A new leaf tensor holding a copy of ``data`` (floats default to ``get_default_dtype()``)."""
+    arr = _to_array(data, dtype)
+    if isinstance(data, Tensor) or get_array_module(arr) is not numpy or arr is data:
+        arr = arr.copy()
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def as_tensor(data: Any, dtype: Any = None) -> Tensor:
+    """Wrap ``data`` without copying where possible."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == numpy.dtype(dtype)):
+        return data
+    return Tensor(_to_array(data, dtype))
+
+
+def _shape(size: Sequence[Any]) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        return tuple(int(s) for s in size[0])
+    return tuple(int(s) for s in size)
+
+
+def _float(dtype: Any) -> numpy.dtype:
+    return get_default_dtype() if dtype is None else numpy.dtype(dtype)
+
+
+def zeros(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(numpy.zeros(_shape(size), _float(dtype)), requires_grad=requires_grad)
+
+
+def ones(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(numpy.ones(_shape(size), _float(dtype)), requires_grad=requires_grad)
+
+
+def full(size: Iterable[int], fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(numpy.full(tuple(size), fill_value, _float(dtype)), requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return Tensor(numpy.zeros(t.shape, t.dtype if dtype is None else dtype))
+
+
+def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return Tensor(numpy.ones(t.shape, t.dtype if dtype is None else dtype))
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        is_int = all(float(v).is_integer() and not isinstance(v, float) for v in (start, end, step))
+        dtype = numpy.int64 if is_int else get_default_dtype()
+    return Tensor(numpy.arange(start, end, step, dtype=dtype))
+
+
+def randn(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    from handgrad.engine.random import get_rng
+
+    data = get_rng().standard_normal(_shape(size)).astype(_float(dtype), copy=False)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def rand(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    from handgrad.engine.random import get_rng
+
+    data = get_rng().random(_shape(size)).astype(_float(dtype), copy=False)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def randint(low: int, high: int, size: Sequence[int]) -> Tensor:
+    from handgrad.engine.random import get_rng
+
+    return Tensor(get_rng().integers(low, high, size=tuple(size), dtype=numpy.int64))
+
+
+from handgrad.engine import ops as _ops  # noqa: E402  (ops need Tensor, Tensor's operators need ops)
