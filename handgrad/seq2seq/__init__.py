@@ -1,0 +1,1 @@
+"""Sequence to sequence: encoder-decoder with attention, decoding (greedy, sampling, beam search)."""
