@@ -8,6 +8,7 @@ from handgrad.engine.ops import (
     tanh, transpose,
 )
 from handgrad.engine.random import manual_seed
+from handgrad.serialization import load, load_into, save
 from handgrad.engine.tensor import (
     Tensor, arange, as_tensor, full, ones, ones_like, rand, randint, randn, tensor, zeros, zeros_like,
 )
