@@ -7,14 +7,21 @@ cd "$(dirname "$0")"
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
-# Debian's Fashion-MNIST (the four original IDX files in /usr/share/datasets/fashion-mnist).
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# Debian packages with the real data: Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist),
+# the WEB and RV1909 Bibles with SWORD's diatheke (English-Spanish pairs), Noto Color Emoji (captions).
+need=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v diatheke >/dev/null 2>&1 || need+=(diatheke)
+[ -d /usr/share/sword/modules/texts/ztext/engweb2015eb ] || [ -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] || need+=(sword-text-web)
+[ -d /usr/share/sword/modules/texts/ztext/sparv1909eb ] || [ -d /usr/share/sword/modules/texts/ztext/spaRV1909eb ] || need+=(sword-text-sparv)
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
+if [ ${#need[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
         $SUDO apt-get update -qq
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else
-        echo "setup.sh: no apt-get; point HANDGRAD_FASHION_MNIST at a folder with the four IDX files" >&2
+        echo "setup.sh: no apt-get; missing Debian data packages: ${need[*]} (see handgrad/data/README.md)" >&2
     fi
 fi
 
