@@ -3,3 +3,7 @@
 Use as ``import handgrad.functional as F``. Each submodule groups one family (activations, conv, pooling,
 normalisation, losses, ...); this file only re-exports them.
 """
+from handgrad.functional.losses import (
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss, mse_loss,
+    nll_loss, smooth_l1_loss,
+)

@@ -1,0 +1,648 @@
+"""Loss functions, named and shaped like ``torch.nn.functional``'s.
+
+Each loss is ONE fused ``Function`` whose backward is written by hand next to its forward (no chain of
+primitive ops), so the cost is one pass forward and one pass back whatever the options.
+
+Notation: ``x`` is the input, ``t`` the target, ``w`` an optional weight, ``l_n`` the loss of element
+(or sample) ``n``. Reductions: ``'none'`` returns ``l`` itself, ``'sum'`` returns ``sum_n l_n`` and
+``'mean'`` returns ``sum_n l_n / D`` where ``D`` is the number of elements unless a loss says otherwise
+(class-weighted cross-entropy divides by the sum of the targets' weights, exactly like PyTorch). The
+deprecated ``size_average`` / ``reduce`` arguments are accepted where PyTorch accepts them, in the same
+positions, and mapped to ``reduction`` the way PyTorch does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.function import Function
+from handgrad.engine.ops._util import unbroadcast
+from handgrad.engine.tensor import Tensor
+
+__all__ = [
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "kl_div",
+    "l1_loss", "mse_loss", "nll_loss", "smooth_l1_loss",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """PyTorch's ``_Reduction.legacy_get_string``: the old pair of flags wins over ``reduction``."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if size_average and reduce:
+        return "mean"
+    return "sum" if reduce else "none"
+
+
+def _check_reduction(op: str, reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{op}: reduction must be one of {', '.join(repr(a) for a in allowed)}, got {reduction!r}")
+
+
+def _tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:
+    """``value`` as a Tensor (constants take ``like``'s dtype); a clear error for anything else."""
+    if isinstance(value, Tensor):
+        return value
+    if like is None:
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+    xp = get_array_module(like.data)
+    arr = xp.asarray(value)
+    if arr.dtype.kind in "fc" or isinstance(value, float):
+        arr = arr.astype(like.dtype)
+    return Tensor._from_op(arr, None, 0)
+
+
+def _check_float(op: str, name: str, t: Tensor) -> None:
+    if t.dtype.kind not in "fc":
+        raise TypeError(f"{op}: {name} must be a floating tensor, got dtype {t.dtype} (shape {t.shape})")
+
+
+def _const(value: Any, like: Any) -> Any:
+    """An optional weight-like argument as a raw array in ``like``'s array module and dtype (or None)."""
+    if value is None:
+        return None
+    data = value.data if isinstance(value, Tensor) else value
+    xp = get_array_module(like)
+    return xp.asarray(data, dtype=like.dtype)
+
+
+def _reduce(l: Any, reduction: str, denom: Any = None) -> Any:
+    """Apply ``reduction`` to the per-element loss ``l``; ``denom`` overrides the element count for mean."""
+    xp = get_array_module(l)
+    if reduction == "none":
+        return l
+    s = l.sum()
+    if reduction == "sum":
+        return xp.asarray(s, dtype=l.dtype)
+    d = l.size if denom is None else denom
+    with numpy.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> nan, like PyTorch
+        return xp.asarray(s / d, dtype=l.dtype)
+
+
+def _expand_grad(gy: Any, shape: tuple[int, ...], reduction: str, denom: Any = None) -> Any:
+    """The gradient of the reduced loss with respect to every per-element loss ``l_n``, shape ``shape``."""
+    xp = get_array_module(gy)
+    if reduction == "none":
+        return gy
+    if reduction == "mean":
+        n = int(numpy.prod(shape)) if denom is None else denom
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            gy = gy / n
+    return xp.broadcast_to(gy, shape)
+
+
+def _broadcast_shapes(op: str, x: Tensor, t: Tensor) -> tuple[int, ...]:
+    try:
+        return tuple(numpy.broadcast_shapes(x.shape, t.shape))
+    except ValueError:
+        raise ValueError(
+            f"{op}: input {x.shape} and target {t.shape} cannot be broadcast together"
+        ) from None
+
+
+# -- element-wise regression losses -----------------------------------------------------------------------
+class _PointwiseLoss(Function):
+    """Base of losses ``l_i = w_i * f(x_i, t_i)`` (x, t broadcast together), reduced.
+
+    Subclasses give ``value(x, t)`` = f and ``derivs(x, t)`` = (df/dx, df/dt). The backward is
+    ``dx_i = g_i * w_i * df/dx_i`` with ``g`` the reduction's gradient, summed over broadcast axes.
+    ``mean_by_weight`` makes 'mean' divide by ``sum(w)`` instead of the element count (PyTorch does this
+    for weighted mse_loss / l1_loss but not for huber_loss).
+    """
+
+    mean_by_weight = False
+
+    def __init__(self, reduction: str, weight: Any = None) -> None:
+        self.reduction, self.weight = reduction, weight
+
+    def value(self, x: Any, t: Any) -> Any:
+        raise NotImplementedError
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _denom(self) -> Any:
+        if self.weight is not None and self.mean_by_weight:
+            return self.weight.sum()
+        return None
+
+    def forward(self, x: Any, t: Any) -> Any:
+        self.x, self.t = x, t
+        l = self.value(x, t)
+        if self.weight is not None:
+            l = l * self.weight
+        self.lshape = l.shape
+        return _reduce(l, self.reduction, self._denom())
+
+    def backward(self, gy: Any) -> Any:
+        g = _expand_grad(gy, self.lshape, self.reduction, self._denom())
+        if self.weight is not None:
+            g = g * self.weight
+        dx, dt = self.derivs(self.x, self.t)
+        gx = unbroadcast(g * dx, self.x.shape) if self.needs_input_grad[0] else None
+        gt = unbroadcast(g * dt, self.t.shape) if self.needs_input_grad[1] and dt is not None else None
+        return gx, gt
+
+
+class MSELossFn(_PointwiseLoss):
+    """f = (x - t)^2;  df/dx = 2 (x - t), df/dt = -2 (x - t)."""
+
+    mean_by_weight = True
+
+    def value(self, x: Any, t: Any) -> Any:
+        d = x - t
+        return d * d
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        d = 2 * (x - t)
+        return d, -d
+
+
+class L1LossFn(_PointwiseLoss):
+    """f = |x - t|;  df/dx = sign(x - t) (0 at 0, like PyTorch), df/dt = -sign(x - t)."""
+
+    mean_by_weight = True
+
+    def value(self, x: Any, t: Any) -> Any:
+        return get_array_module(x).abs(x - t)
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        s = get_array_module(x).sign(x - t)
+        return s, -s
+
+
+class SmoothL1LossFn(_PointwiseLoss):
+    """With d = x - t: f = d^2 / (2 beta) if |d| < beta else |d| - beta/2 (beta = 0 is the L1 loss);
+    df/dx = d / beta inside, sign(d) outside; df/dt = -df/dx."""
+
+    def __init__(self, reduction: str, beta: float) -> None:
+        super().__init__(reduction)
+        self.beta = float(beta)
+
+    def value(self, x: Any, t: Any) -> Any:
+        xp = get_array_module(x)
+        d = x - t
+        a = xp.abs(d)
+        if self.beta == 0:
+            return a
+        return xp.where(a < self.beta, 0.5 * d * d / self.beta, a - 0.5 * self.beta)
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        d = x - t
+        if self.beta == 0:
+            g = xp.sign(d)
+        else:
+            g = xp.where(xp.abs(d) < self.beta, d / self.beta, xp.sign(d))
+        return g, -g
+
+
+class HuberLossFn(_PointwiseLoss):
+    """With d = x - t: f = d^2 / 2 if |d| < delta else delta (|d| - delta/2);
+    df/dx = d inside, delta sign(d) outside; df/dt = -df/dx. (Huber = delta * SmoothL1 with beta=delta.)"""
+
+    def __init__(self, reduction: str, delta: float, weight: Any = None) -> None:
+        super().__init__(reduction, weight)
+        self.delta = float(delta)
+
+    def value(self, x: Any, t: Any) -> Any:
+        xp = get_array_module(x)
+        d = x - t
+        a = xp.abs(d)
+        return xp.where(a < self.delta, 0.5 * d * d, self.delta * (a - 0.5 * self.delta))
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        d = x - t
+        g = xp.where(xp.abs(d) < self.delta, d, self.delta * xp.sign(d))
+        return g, -g
+
+
+class BCELossFn(_PointwiseLoss):
+    """f = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 (PyTorch's guard against log 0);
+    df/dx = (x - t) / max(x (1 - x), 1e-12); df/dt = log(1 - x) - log(x) (same clamps)."""
+
+    def _logs(self, x: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        with numpy.errstate(divide="ignore"):
+            return xp.maximum(xp.log(x), -100.0), xp.maximum(xp.log1p(-x), -100.0)
+
+    def value(self, x: Any, t: Any) -> Any:
+        lx, l1x = self._logs(x)
+        return -(t * lx + (1 - t) * l1x)
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        dx = (x - t) / xp.maximum(x * (1 - x), 1e-12)
+        lx, l1x = self._logs(x)
+        return dx, l1x - lx
+
+
+class BCEWithLogitsLossFn(_PointwiseLoss):
+    """With s(x) = log(1 + e^-x) computed stably as log1p(e^-|x|) + max(-x, 0) and the positive-class
+    factor p = 1 + (pos_weight - 1) t (p = 1 without pos_weight):
+    f = (1 - t) x + p s(x);  df/dx = (1 - t) - p sigmoid(-x);  df/dt = -x + (pos_weight - 1) s(x)."""
+
+    def __init__(self, reduction: str, weight: Any = None, pos_weight: Any = None) -> None:
+        super().__init__(reduction, weight)
+        self.pos_weight = pos_weight
+
+    def _softplus_neg(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        return xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)
+
+    def value(self, x: Any, t: Any) -> Any:
+        p = 1 if self.pos_weight is None else 1 + (self.pos_weight - 1) * t
+        return (1 - t) * x + p * self._softplus_neg(x)
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        e = xp.exp(-xp.abs(x))
+        sig_neg = xp.where(x >= 0, e / (1 + e), 1 / (1 + e))  # sigmoid(-x) without overflow
+        if self.pos_weight is None:
+            return (1 - t) - sig_neg, -x + 0 * t
+        p = 1 + (self.pos_weight - 1) * t
+        return (1 - t) - p * sig_neg, -x + (self.pos_weight - 1) * self._softplus_neg(x)
+
+
+class KLDivFn(_PointwiseLoss):
+    """x = log q (log-probabilities). Plain target t = p: f = p (log p - x), 0 where p = 0;
+    df/dx = -p, df/dp = log p + 1 - x. With log_target (t = log p): f = e^t (t - x);
+    df/dx = -e^t, df/dt = e^t (t - x + 1). 'batchmean' divides the sum by the batch size x.shape[0]."""
+
+    def __init__(self, reduction: str, log_target: bool) -> None:
+        super().__init__(reduction)
+        self.log_target = log_target
+
+    def _denom(self) -> Any:
+        if self.reduction == "batchmean":
+            return self.lshape[0] if len(self.lshape) else 1
+        return None
+
+    def value(self, x: Any, t: Any) -> Any:
+        xp = get_array_module(x)
+        if self.log_target:
+            return xp.exp(t) * (t - x)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            # xlogy(t, t) - t x: 0 log 0 counts as 0 (a negative p gives nan, as in PyTorch)
+            return xp.where(t == 0, 0, t * xp.log(xp.where(t == 0, 1, t))) - t * x
+
+    def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        if self.log_target:
+            e = xp.exp(t)
+            return -e, e * (t - x + 1)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            dt = xp.log(xp.where(t > 0, t, 1)) + 1 - x
+        return -t + 0 * x, dt
+
+    def forward(self, x: Any, t: Any) -> Any:
+        self.x, self.t = x, t
+        l = self.value(x, t)
+        self.lshape = l.shape
+        if self.reduction == "batchmean":
+            return _reduce(l, "mean", self._denom())
+        return _reduce(l, self.reduction)
+
+    def backward(self, gy: Any) -> Any:
+        red = "mean" if self.reduction == "batchmean" else self.reduction
+        g = _expand_grad(gy, self.lshape, red, self._denom())
+        dx, dt = self.derivs(self.x, self.t)
+        gx = unbroadcast(g * dx, self.x.shape) if self.needs_input_grad[0] else None
+        gt = unbroadcast(g * dt, self.t.shape) if self.needs_input_grad[1] else None
+        return gx, gt
+
+
+def _pointwise(
+    op: str, fn: _PointwiseLoss, input: Any, target: Any, weight: Any = None, weight_same_size: bool = False
+) -> Tensor:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    _check_float(op, "input", input)
+    target = _tensor(op, "target", target, input)
+    if target.dtype.kind not in "fc":
+        target = Tensor._from_op(target.data.astype(input.dtype), None, 0)
+    if target.dtype != input.dtype:
+        raise TypeError(f"{op}: input dtype {input.dtype} and target dtype {target.dtype} differ")
+    shape = _broadcast_shapes(op, input, target)
+    if weight is not None:
+        wshape = tuple(weight.shape)
+        if weight_same_size and wshape != input.shape:
+            raise ValueError(f"{op}: weight {wshape} must have the same size as input {input.shape}")
+        try:
+            numpy.broadcast_shapes(wshape, shape)
+        except ValueError:
+            raise ValueError(f"{op}: weight {wshape} cannot be broadcast to the input {shape}") from None
+        fn.weight = _const(weight, input.data)
+    return fn(input, target)
+
+
+def mse_loss(
+    input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+    reduction: str = "mean", weight: Tensor | None = None,
+) -> Tensor:
+    """Mean squared error ``l_i = w_i (x_i - t_i)^2``; weighted 'mean' divides by ``sum(w)`` (as PyTorch).
+
+    ``input`` and ``target`` broadcast together (any shape); ``weight`` must have ``input``'s shape.
+    """
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("mse_loss", reduction)
+    return _pointwise("mse_loss", MSELossFn(reduction), input, target, weight, weight_same_size=True)
+
+
+def l1_loss(
+    input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+    reduction: str = "mean", weight: Tensor | None = None,
+) -> Tensor:
+    """Mean absolute error ``l_i = w_i |x_i - t_i|``; weighted 'mean' divides by ``sum(w)`` (as PyTorch)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("l1_loss", reduction)
+    return _pointwise("l1_loss", L1LossFn(reduction), input, target, weight, weight_same_size=True)
+
+
+def smooth_l1_loss(
+    input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+    reduction: str = "mean", beta: float = 1.0,
+) -> Tensor:
+    """``l_i = 0.5 d_i^2 / beta`` if ``|d_i| < beta`` else ``|d_i| - 0.5 beta``, with ``d = x - t``."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("smooth_l1_loss", reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
+    return _pointwise("smooth_l1_loss", SmoothL1LossFn(reduction, beta), input, target)
+
+
+def huber_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0, weight: Tensor | None = None
+) -> Tensor:
+    """``l_i = w_i * (0.5 d_i^2 if |d_i| < delta else delta (|d_i| - 0.5 delta))``; 'mean' is over elements."""
+    _check_reduction("huber_loss", reduction)
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    return _pointwise("huber_loss", HuberLossFn(reduction, delta), input, target, weight, weight_same_size=True)
+
+
+def binary_cross_entropy(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+    reduce: bool | None = None, reduction: str = "mean",
+) -> Tensor:
+    """``l_i = -w_i (t_i log x_i + (1 - t_i) log(1 - x_i))`` for probabilities ``x`` in [0, 1].
+
+    ``target`` must have ``input``'s shape; ``weight`` broadcasts to it. Logs are clamped at -100.
+    """
+    op = "binary_cross_entropy"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(op, reduction)
+    if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
+        raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
+    if isinstance(input, Tensor):
+        x = input.data
+        if x.size and (bool((x < 0).any()) or bool((x > 1).any())):
+            raise ValueError(f"{op}: input {input.shape} must hold probabilities in [0, 1]")
+    return _pointwise(op, BCELossFn(reduction), input, target, weight)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+    reduce: bool | None = None, reduction: str = "mean", pos_weight: Tensor | None = None,
+) -> Tensor:
+    """Sigmoid + binary cross-entropy fused, stable for any logit ``x``:
+    ``l_i = w_i [(1 - t_i) x_i + (1 + (pw - 1) t_i) log(1 + e^{-x_i})]`` with ``pw`` = ``pos_weight``
+    broadcast along the last (class) axis. ``target`` must have ``input``'s shape.
+    """
+    op = "binary_cross_entropy_with_logits"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(op, reduction)
+    if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
+        raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
+    fn = BCEWithLogitsLossFn(reduction)
+    if pos_weight is not None and isinstance(input, Tensor):
+        pshape = tuple(pos_weight.shape)
+        try:
+            numpy.broadcast_shapes(pshape, input.shape)
+        except ValueError:
+            raise ValueError(f"{op}: pos_weight {pshape} cannot be broadcast to input {input.shape}") from None
+        fn.pos_weight = _const(pos_weight, input.data)
+    return _pointwise(op, fn, input, target, weight)
+
+
+def kl_div(
+    input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
+    reduction: str = "mean", log_target: bool = False,
+) -> Tensor:
+    """Kullback-Leibler divergence ``KL(p || q)`` with ``input = log q``: ``l_i = p_i (log p_i - x_i)``.
+
+    ``target`` is ``p`` (or ``log p`` with ``log_target=True``). ``reduction='batchmean'`` divides the sum
+    by ``input.shape[0]`` and is the mathematically right KL per sample; ``'mean'`` divides by the
+    element count (PyTorch's default, kept for compatibility).
+    """
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("kl_div", reduction, ("none", "mean", "sum", "batchmean"))
+    return _pointwise("kl_div", KLDivFn(reduction, bool(log_target)), input, target)
+
+
+# -- classification losses over a class axis --------------------------------------------------------------
+def _class_target(op: str, input: Tensor, target: Tensor, ignore_index: int) -> tuple[Any, Any]:
+    """Validate class-index targets; return (target with ignored entries set to 0, valid mask)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"{op}: class-index target must be an integer tensor, got dtype {target.dtype} (shape {target.shape})"
+        )
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    expected = input.shape[1:] if input.ndim == 1 else (input.shape[0],) + input.shape[2:]
+    if input.ndim == 1:
+        expected = ()
+    if target.shape != expected:
+        raise ValueError(
+            f"{op}: input {input.shape} expects a target of shape {expected} (class indices) or {input.shape} "
+            f"(class probabilities), got {target.shape}"
+        )
+    xp = get_array_module(input.data)
+    c = input.shape[0] if input.ndim == 1 else input.shape[1]
+    t = target.data
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= c))
+    if bool(bad.any()):
+        first = int(t[bad].ravel()[0])
+        raise IndexError(
+            f"{op}: target {target.shape} holds class {first}, out of range for input {input.shape} with {c} "
+            f"classes (valid 0..{c - 1} or ignore_index={ignore_index})"
+        )
+    return xp.where(valid, t, 0), valid
+
+
+def _weight_array(op: str, weight: Any, c: int, like: Any) -> Any:
+    if weight is None:
+        return None
+    w = _const(weight, like)
+    if w.ndim != 1 or w.shape[0] != c:
+        raise ValueError(f"{op}: weight must be a 1-d tensor with one entry per class ({c}), got {tuple(w.shape)}")
+    return w
+
+
+def _class_view(a: Any, ndim: int) -> Any:
+    """A per-class vector (C,) reshaped to broadcast along axis 1 of an ndim-array (axis 0 if ndim == 1)."""
+    if ndim == 1:
+        return a
+    return a.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class CrossEntropyFn(Function):
+    """Softmax + negative log-likelihood fused over the class axis (1, or 0 for a 1-d input).
+
+    Per sample n the loss is ``l_n = -sum_c q_nc log softmax(x_n)_c`` for a target distribution ``q``:
+
+    * class indices: ``q_nc = m_n [(1 - eps) w_{t_n} [c = t_n] + (eps / C) w_c]`` where ``m_n = 0`` for
+      ``t_n = ignore_index`` and ``w = 1`` without weight; 'mean' divides by ``sum_n m_n w_{t_n}``;
+    * probabilities p (same shape as x): ``q_nc = w_c ((1 - eps) p_nc + eps / C)``; 'mean' divides by
+      the number of samples (N times the spatial size), not by the weights (PyTorch's convention).
+
+    Backward: ``dx_nc = g_n (softmax(x_n)_c sum_k q_nk - q_nc)`` (softmax minus target when the q's sum
+    to one); for probability targets also ``dp_nc = -g_n (1 - eps) w_c log softmax(x_n)_c``.
+    """
+
+    def __init__(self, mode: str, reduction: str, weight: Any, label_smoothing: float,
+                 target_idx: Any = None, valid: Any = None) -> None:
+        self.mode, self.reduction, self.weight = mode, reduction, weight
+        self.eps, self.target_idx, self.valid = label_smoothing, target_idx, valid
+
+    def forward(self, x: Any, *rest: Any) -> Any:
+        xp = get_array_module(x)
+        ax = 0 if x.ndim == 1 else 1
+        c = x.shape[ax]
+        m = x.max(axis=ax, keepdims=True)
+        z = x - m
+        e = xp.exp(z)
+        se = e.sum(axis=ax, keepdims=True)
+        logp = z - xp.log(se)
+        self.softmax = e / se
+        w = self.weight
+        wc = None if w is None else _class_view(w, x.ndim)
+        if self.mode == "index":
+            t = xp.expand_dims(self.target_idx, ax)
+            valid = self.valid.astype(x.dtype)
+            wt = valid if w is None else w[self.target_idx] * valid
+            q = xp.zeros_like(x)
+            xp.put_along_axis(q, t, xp.expand_dims((1 - self.eps) * wt, ax), axis=ax)
+            if self.eps:
+                q += (self.eps / c) * (1 if wc is None else wc) * xp.expand_dims(valid, ax)
+            self.denom = wt.sum()
+        else:
+            p = rest[0]
+            self.logp = logp
+            q = (1 - self.eps) * p + self.eps / c
+            if wc is not None:
+                q = q * wc
+            self.denom = x.size // c if x.size else 0
+        self.q = q
+        l = -(q * logp).sum(axis=ax)
+        self.lshape, self.ax = l.shape, ax
+        if self.reduction == "mean" and self.mode == "prob" and x.size == 0:
+            return xp.asarray(xp.nan, dtype=x.dtype)
+        return _reduce(l, self.reduction, self.denom)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        g = xp.expand_dims(_expand_grad(gy, self.lshape, self.reduction, self.denom), self.ax)
+        gx = None
+        if self.needs_input_grad[0]:
+            gx = g * (self.softmax * self.q.sum(axis=self.ax, keepdims=True) - self.q)
+        if self.mode == "index":
+            return gx
+        gp = None
+        if self.needs_input_grad[1]:
+            gp = -g * (1 - self.eps) * self.logp
+            if self.weight is not None:
+                gp = gp * _class_view(self.weight, self.logp.ndim)
+        return gx, gp
+
+
+def cross_entropy(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+    ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean", label_smoothing: float = 0.0,
+) -> Tensor:
+    """Cross-entropy between the softmax of logits ``input`` and ``target``, as ``torch.nn.functional``.
+
+    Shapes: ``input`` (N, C), (N, C, d1, ...) or (C,). ``target`` is either class indices (N,),
+    (N, d1, ...) or () of an integer dtype, where ``ignore_index`` entries contribute nothing, or class
+    probabilities of ``input``'s shape. ``weight`` (C,) rescales each class; ``label_smoothing`` eps mixes
+    the target with the uniform distribution. See ``CrossEntropyFn`` for the exact math and the 'mean'
+    denominators (PyTorch's, including ``nan`` when every target is ignored).
+    """
+    op = "cross_entropy"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(op, reduction)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    _check_float(op, "input", input)
+    target = _tensor(op, "target", target)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    c = input.shape[0] if input.ndim == 1 else input.shape[1]
+    w = _weight_array(op, weight, c, input.data)
+    if target.shape == input.shape and target.dtype.kind in "fc":
+        if target.dtype != input.dtype:
+            raise TypeError(f"{op}: probability target dtype {target.dtype} differs from input dtype {input.dtype}")
+        return CrossEntropyFn("prob", reduction, w, float(label_smoothing))(input, target)
+    t, valid = _class_target(op, input, target, ignore_index)
+    return CrossEntropyFn("index", reduction, w, float(label_smoothing), t, valid)(input)
+
+
+class NLLLossFn(Function):
+    """Negative log-likelihood of log-probabilities ``x``: ``l_n = -m_n w_{t_n} x_{n, t_n}`` with ``m_n = 0``
+    for ignored targets; 'mean' divides by ``sum_n m_n w_{t_n}``.  Backward: ``dx_{n, t_n} = -g_n m_n w_{t_n}``,
+    zero elsewhere."""
+
+    def __init__(self, reduction: str, weight: Any, target_idx: Any, valid: Any) -> None:
+        self.reduction, self.weight, self.target_idx, self.valid = reduction, weight, target_idx, valid
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.ax = 0 if x.ndim == 1 else 1
+        self.xshape, self.dtype = x.shape, x.dtype
+        valid = self.valid.astype(x.dtype)
+        self.wt = valid if self.weight is None else self.weight[self.target_idx] * valid
+        self.t = xp.expand_dims(self.target_idx, self.ax)
+        picked = xp.take_along_axis(x, self.t, axis=self.ax).squeeze(self.ax)
+        l = -self.wt * picked
+        self.lshape = l.shape
+        return _reduce(l, self.reduction, self.wt.sum())
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        g = _expand_grad(gy, self.lshape, self.reduction, self.wt.sum())
+        gx = xp.zeros(self.xshape, self.dtype)
+        xp.put_along_axis(gx, self.t, xp.expand_dims(-g * self.wt, self.ax), axis=self.ax)
+        return gx
+
+
+def nll_loss(
+    input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
+    ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
+) -> Tensor:
+    """Negative log-likelihood loss on log-probabilities ``input`` (N, C), (N, C, d1, ...) or (C,) with
+    class-index ``target`` (N,), (N, d1, ...) or (); see ``NLLLossFn`` for the math."""
+    op = "nll_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(op, reduction)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    _check_float(op, "input", input)
+    target = _tensor(op, "target", target)
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    c = input.shape[0] if input.ndim == 1 else input.shape[1]
+    w = _weight_array(op, weight, c, input.data)
+    t, valid = _class_target(op, input, target, ignore_index)
+    return NLLLossFn(reduction, w, t, valid)(input)
