@@ -139,13 +139,17 @@ class MultiplicativeAttention(Module):
         if kind not in ("general", "dot"):
             raise ValueError(f"MultiplicativeAttention: kind must be 'general' or 'dot', got {kind!r}")
         if kind == "dot" and query_size != key_size:
-            raise ValueError(f"MultiplicativeAttention: 'dot' needs query_size == key_size ({query_size} != {key_size})")
+            raise ValueError(
+                f"MultiplicativeAttention: 'dot' needs query_size == key_size ({query_size} != {key_size})"
+            )
         self.kind = kind
         self.scale = 1.0 / math.sqrt(key_size) if scaled else 1.0
         if kind == "general":
             self.W = _uniform((query_size, key_size), query_size)
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Any = None, projected_keys: Any = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, mask: Any = None, projected_keys: Any = None
+    ) -> tuple[Tensor, Tensor]:
         m = _check("MultiplicativeAttention", query, keys, mask)
         r = query @ self.W if self.kind == "general" else query
         a = BilinearScores(m, self.scale)(r, keys)
