@@ -10,3 +10,7 @@ from handgrad.functional.losses import (
 from handgrad.functional.linear import linear
 from handgrad.functional.conv import conv2d, conv_transpose2d
 from handgrad.functional.pooling import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
+from handgrad.functional.metric_losses import (
+    cdist, contrastive_loss, cosine_distance, cosine_similarity, distance, distance_matrix, euclidean_distance,
+    pairwise_distance, squared_euclidean_distance, triplet_margin_loss,
+)
