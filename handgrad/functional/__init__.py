@@ -14,3 +14,4 @@ from handgrad.functional.metric_losses import (
     cdist, contrastive_loss, cosine_distance, cosine_similarity, distance, distance_matrix, euclidean_distance,
     pairwise_distance, squared_euclidean_distance, triplet_margin_loss,
 )
+from handgrad.functional.distillation import distillation_loss
