@@ -1,0 +1,263 @@
+"""Regularisation for RNNs: locked / embedding / element dropout, zoneout, gradient-clipping tracker.
+
+Each op: a float64 central-difference gradient check, a forward+backward comparison with PyTorch using the
+same masks, the statistical properties that define it (masks constant over time, E[y] = x), eval-mode
+determinism and the error paths.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import handgrad as hg
+from handgrad.engine.random import get_rng
+from handgrad.nn import Module, Parameter
+from handgrad.recurrent.regularization import (
+    ClipTracker,
+    EmbeddingDropout,
+    LockedDropout,
+    MaskScale,
+    dropout,
+    embedding_dropout,
+    locked_dropout,
+)
+from handgrad.recurrent.zoneout import ZoneoutMix, zoneout
+
+
+def numgrad(f, arrays, eps=1e-6):
+    """Central differences of the scalar f(*arrays) w.r.t. every array (float64)."""
+    grads = []
+    for a in arrays:
+        g = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            old = a[idx]
+            a[idx] = old + eps
+            fp = f(*arrays)
+            a[idx] = old - eps
+            fm = f(*arrays)
+            a[idx] = old
+            g[idx] = (fp - fm) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+def check_grad(fn, arrays, seed=None, rtol=1e-6, atol=1e-8):
+    """Analytic gradient of sum(fn(*tensors) * w) against central differences; ``seed`` re-seeds handgrad's
+    generator before every evaluation so random masks are the same in all of them."""
+    rng = np.random.default_rng(123)
+    arrays = [np.array(a, dtype=np.float64) for a in arrays]
+    if seed is not None:
+        hg.manual_seed(seed)
+    out = fn(*[hg.tensor(a) for a in arrays])
+    w = rng.standard_normal(out.shape)
+
+    def f(*arrs):
+        if seed is not None:
+            hg.manual_seed(seed)
+        return float((fn(*[hg.tensor(a) for a in arrs]).numpy() * w).sum())
+
+    ts = [hg.tensor(a, requires_grad=True) for a in arrays]
+    if seed is not None:
+        hg.manual_seed(seed)
+    (fn(*ts) * hg.tensor(w)).sum().backward()
+    for t, g in zip(ts, numgrad(f, arrays)):
+        np.testing.assert_allclose(t.grad.numpy(), g, rtol=rtol, atol=atol)
+
+
+# -- locked (variational) dropout ---------------------------------------------------------------------
+def test_locked_dropout_mask_is_constant_over_time_and_scaled():
+    hg.manual_seed(0)
+    x = hg.ones(50, 8, 16, dtype="float64")
+    y = locked_dropout(x, 0.3).numpy()
+    assert np.all(y == y[:1])  # the same mask at every one of the 50 steps
+    assert set(np.unique(y)) <= {0.0, 1 / 0.7}
+    # batch_first: time is axis 1
+    yb = locked_dropout(x, 0.3, batch_first=True).numpy()
+    assert np.all(yb == yb[:, :1])
+    assert not np.all(yb == yb[:1])  # but it varies over the batch
+    y2 = LockedDropout(0.3)(hg.ones(6, 5, dtype="float64")).numpy()  # unbatched (T, F)
+    assert np.all(y2 == y2[:1])
+
+
+def test_locked_dropout_preserves_expectation():
+    hg.manual_seed(1)
+    x = np.random.default_rng(0).standard_normal((3, 4000, 10))
+    y = locked_dropout(hg.tensor(x), 0.4).numpy()
+    # mean over 4000 independent masks of m/(1-p): E = 1, sd = sqrt(p/(1-p))/sqrt(4000) ~ 0.013
+    ratio = (y / x).mean(axis=1)
+    assert np.all(np.abs(ratio - 1.0) < 0.06)
+    assert abs((y == 0).mean() - 0.4) < 0.02
+
+
+def test_locked_dropout_eval_and_p0_are_identity_and_deterministic():
+    x = hg.randn(5, 3, 4)
+    m = LockedDropout(0.5)
+    m.eval()
+    assert m(x) is x
+    np.testing.assert_array_equal(m(x).numpy(), m(x).numpy())
+    assert locked_dropout(x, 0.0) is x
+    assert "p=0.5" in repr(m)
+    assert np.all(locked_dropout(x, 1.0).numpy() == 0)
+
+
+def test_locked_dropout_gradcheck_and_torch():
+    x = np.random.default_rng(2).standard_normal((4, 3, 5))
+    check_grad(lambda t: locked_dropout(t, 0.5), [x], seed=7)
+    hg.manual_seed(7)
+    xt = hg.tensor(x, requires_grad=True)
+    y = locked_dropout(xt, 0.5)
+    hg.manual_seed(7)
+    mask = (get_rng().random((1, 3, 5)) >= 0.5) / 0.5  # the mask our op drew
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tx * torch.tensor(mask)
+    gy = np.random.default_rng(3).standard_normal(y.shape)
+    y.backward(gy)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), tx.grad.numpy(), rtol=1e-12)
+
+
+def test_element_dropout_changes_over_time_and_gradcheck():
+    hg.manual_seed(3)
+    y = dropout(hg.ones(40, 2, 30, dtype="float64"), 0.5).numpy()
+    assert not np.all(y == y[:1])  # Zaremba's dropout: a new mask at every step
+    assert abs(y.mean() - 1.0) < 0.05
+    check_grad(lambda t: dropout(t, 0.3), [np.random.default_rng(4).standard_normal((3, 4))], seed=5)
+    x = hg.randn(3, 4)
+    assert dropout(x, 0.5, training=False) is x
+
+
+def test_mask_scale_gradcheck():
+    mask = np.random.default_rng(5).random((1, 3)) * 2
+    check_grad(lambda t: MaskScale(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
+
+
+# -- embedding dropout ----------------------------------------------------------------------------------
+def test_embedding_dropout_drops_whole_words_everywhere():
+    hg.manual_seed(4)
+    w = hg.tensor(np.random.default_rng(0).standard_normal((20, 6)) + 5.0)
+    idx = hg.tensor(np.tile(np.arange(20), (8, 1)))  # every word at 8 positions
+    y = embedding_dropout(idx, w, 0.5).numpy()  # (8, 20, 6)
+    dropped = np.all(y == 0, axis=-1)  # (8, 20)
+    assert np.all(dropped == dropped[:1])  # a word is dropped at all its positions or none
+    assert 0 < dropped[0].sum() < 20
+    kept = ~dropped[0]
+    np.testing.assert_allclose(y[0, kept], w.numpy()[kept] * 2.0, rtol=1e-6)
+
+
+def test_embedding_dropout_expectation_and_eval():
+    hg.manual_seed(5)
+    w = hg.tensor(np.ones((3000, 2)))
+    y = embedding_dropout(hg.tensor(np.arange(3000)), w, 0.25).numpy()
+    assert abs(y.mean() - 1.0) < 0.05
+    y_eval = embedding_dropout(hg.tensor(np.arange(3000)), w, 0.25, training=False).numpy()
+    np.testing.assert_array_equal(y_eval, w.numpy())
+
+
+def test_embedding_dropout_gradcheck_and_torch_with_padding_and_repeats():
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((7, 3))
+    idx = np.array([[1, 2, 2, 0], [6, 1, 0, 3]])
+    check_grad(lambda t: embedding_dropout(hg.tensor(idx), t, 0.4), [w], seed=11)
+    hg.manual_seed(11)
+    wt = hg.tensor(w, requires_grad=True)
+    y = embedding_dropout(hg.tensor(idx), wt, 0.4, padding_idx=0)
+    hg.manual_seed(11)
+    mask = (get_rng().random((7, 1)) >= 0.4) / 0.6
+    tw = torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.embedding(torch.tensor(idx), tw * torch.tensor(mask), padding_idx=0)
+    gy = rng.standard_normal(y.shape)
+    y.backward(gy)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(wt.grad.numpy(), tw.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert np.all(wt.grad.numpy()[0] == 0)
+
+
+def test_embedding_dropout_module_wraps_weight():
+    class Emb(Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = Parameter(np.ones((5, 2)))
+            self.padding_idx = None
+
+    m = EmbeddingDropout(Emb(), 0.5)
+    m.eval()
+    np.testing.assert_array_equal(m(hg.tensor([[0, 4]])).numpy(), np.ones((1, 2, 2)))
+    assert "p=0.5" in repr(m)
+
+
+# -- zoneout mixing -------------------------------------------------------------------------------------
+def test_zoneout_mix_values_gradcheck_and_torch():
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    d = (rng.random((3, 4)) < 0.5).astype(np.float64)
+    check_grad(lambda p, q: ZoneoutMix(d)(p, q), [a, b])
+    check_grad(lambda p, q: zoneout(p, q, 0.3), [a, b], seed=2)
+    check_grad(lambda p, q: zoneout(p, q, 0.3, training=False), [a, b])
+    pa, pb = hg.tensor(a, requires_grad=True), hg.tensor(b, requires_grad=True)
+    y = ZoneoutMix(d)(pa, pb)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    ty = torch.tensor(d) * ta + (1 - torch.tensor(d)) * tb
+    gy = rng.standard_normal((3, 4))
+    y.backward(gy)
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(pa.grad.numpy(), ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(pb.grad.numpy(), tb.grad.numpy(), rtol=1e-12)
+
+
+def test_zoneout_training_keeps_previous_or_takes_new_and_eval_is_expectation():
+    hg.manual_seed(8)
+    prev, new = hg.zeros(200, 50, dtype="float64"), hg.ones(200, 50, dtype="float64")
+    y = zoneout(prev, new, 0.3).numpy()
+    assert set(np.unique(y)) == {0.0, 1.0}  # each unit either kept its old value or updated
+    assert abs((y == 0).mean() - 0.3) < 0.02
+    np.testing.assert_allclose(zoneout(prev, new, 0.3, training=False).numpy(), 0.7)
+    assert zoneout(prev, new, 0.0) is new
+
+
+# -- clipping tracker --------------------------------------------------------------------------------------
+def test_clip_tracker_counts_clipped_steps_and_matches_torch():
+    pytest.importorskip("handgrad.nn.utils")
+    g = np.array([3.0, 4.0])  # norm 5
+    p = Parameter(np.zeros(2))
+    tr = ClipTracker(max_norm=1.0)
+    for scale in (1.0, 0.1, 2.0, 0.05):
+        p.grad = hg.tensor(g * scale)
+        total = tr([p])
+        tp = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        tp.grad = torch.tensor(g * scale)
+        t_total = torch.nn.utils.clip_grad_norm_([tp], 1.0)
+        assert total == pytest.approx(float(t_total), rel=1e-12)
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
+    assert tr.steps == 4 and tr.clipped == 2 and tr.fraction == 0.5
+    s = tr.summary()
+    assert s["grad_norm_max"] == pytest.approx(10.0) and s["clip_fraction"] == 0.5
+    tr.reset()
+    assert tr.fraction == 0.0
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+def test_errors_name_op_and_shapes():
+    x = hg.randn(3, 4, 5)
+    with pytest.raises(ValueError, match="locked_dropout: dropout probability has to be between 0 and 1, but got 1.5"):
+        locked_dropout(x, 1.5)
+    with pytest.raises(ValueError, match=r"locked_dropout: expected a \(T, B, F\).*\(3, 4, 5, 1\)"):
+        locked_dropout(hg.randn(3, 4, 5, 1), 0.1)
+    with pytest.raises(ValueError, match="dropout: dropout probability"):
+        dropout(x, -0.1)
+    with pytest.raises(ValueError, match="LockedDropout: dropout probability"):
+        LockedDropout(2.0)
+    with pytest.raises(ValueError, match=r"embedding_dropout: weight must be \(num_embeddings, embedding_dim\)"):
+        embedding_dropout(hg.tensor([0]), hg.randn(3), 0.1)
+    with pytest.raises(TypeError, match="embedding_dropout: input must hold integer indices"):
+        embedding_dropout(hg.tensor([0.5]), hg.randn(3, 2), 0.1)
+    with pytest.raises(IndexError, match=r"embedding_dropout: indices must lie in \[0, 3\).*\(3, 2\)"):
+        embedding_dropout(hg.tensor([0, 3]), hg.randn(3, 2), 0.1)
+    with pytest.raises(ValueError, match=r"zoneout: previous state \(2, 3\) and new state \(2, 4\)"):
+        zoneout(hg.randn(2, 3), hg.randn(2, 4), 0.1)
+    with pytest.raises(ValueError, match="zoneout: dropout probability"):
+        zoneout(hg.randn(2, 3), hg.randn(2, 3), 1.1)
+    with pytest.raises(ValueError, match="ClipTracker: max_norm must be > 0"):
+        ClipTracker(0.0)
