@@ -1,0 +1,11 @@
+"""Recurrent networks: fused sequence ops with hand-written BPTT, cells, truncated-BPTT helpers.
+
+The layers themselves (``RNN``, ``LSTM``, ``GRU`` and the ``*Cell`` modules) are exported from
+``handgrad.nn``; this package exports the functional ops they are built on.
+"""
+
+import handgrad.nn  # first: handgrad.nn imports this package's layers, so it must be initialised before them
+
+from handgrad.recurrent.gru_sequence import gru_cell, gru_sequence
+from handgrad.recurrent.lstm_sequence import lstm_cell, lstm_sequence
+from handgrad.recurrent.rnn_sequence import rnn_cell, rnn_relu_cell, rnn_sequence, rnn_tanh_cell

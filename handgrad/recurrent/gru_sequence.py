@@ -1,0 +1,181 @@
+"""GRU over a whole sequence as ONE op with hand-written BPTT (``gru_sequence``), and the one-step ``gru_cell``.
+
+PyTorch's GRU (gate order r, z, n; weights ``W_ih (3H, I)``, ``W_hh (3H, H)``, biases ``(3H,)``)::
+
+    r_t = sigma(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    z_t = sigma(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+    n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+In the course's notation the r and z gates are ``sigma(W_*^T [h_{t-1}; x_t; 1])`` with
+``W_* = [W_h*^T; W_i*^T; (b_i* + b_h*)^T]``; the candidate keeps the hidden part ``W_hn h + b_hn`` apart
+because the reset gate multiplies it (so ``b_hn`` is not interchangeable with ``b_in``).
+
+BPTT, with dh_t = dL/dy_t + carry, a_t the pre-activation of n and hn_t = W_hn h_{t-1} + b_hn::
+
+    da_t  = dh_t * (1 - z_t) * (1 - n_t^2)
+    dz_z  = dh_t * (h_{t-1} - n_t) * z (1 - z)       dz_r = da_t * hn_t * r (1 - r)
+    input side  dGx_t = [dz_r, dz_z, da_t]           hidden side  dGh_t = [dz_r, dz_z, da_t * r_t]
+    dh_{t-1} = dh_t * z_t + dGh_t @ W_hh
+    dW_ih = sum dGx^T x,  dW_hh = sum dGh^T h_{t-1},  db_ih = sum dGx,  db_hh = sum dGh   (after the loop)
+
+Speed: one GEMM for all input projections, one recurrent GEMM per step, the r and z gates in one sigmoid pass,
+and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.tensor import Tensor
+from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
+
+
+class GRUSequence(FusedRecurrence):
+    """Fused GRU layer-direction: ``(x, h0, W_ih, W_hh[, b_ih, b_hh]) -> (output, h_n)``."""
+
+    n_states = 1
+    n_gates = 3
+
+    def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any]:
+        xp = get_array_module(x)
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        H2 = 2 * H
+        dt = x.dtype
+        sizes = self.sch.sizes
+        scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0))  # stored: -z for r and z, -2a for n
+        w_hh_s = w_hh * scale[:, None]
+        G = xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T).reshape(T, B, 3 * H)
+        b_hn_s = None
+        if b_ih is not None:
+            b = b_ih.copy()
+            b[:H2] += b_hh[:H2]  # the r and z biases only ever appear summed
+            G += b * scale
+            b_hn_s = b_hh[H2:] * -2.0
+        Hs = (xp.zeros if self.sch.padded else xp.empty)((T + 1, B, H), dt)
+        Hs[0] = states[0]
+        HN = xp.empty((T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
+        R = xp.empty((B, 3 * H), dt)
+        tmp = xp.empty((B, H), dt)
+        for t in range(T):
+            n = sizes[t]
+            g = G[t, :n]
+            r_ = R[:n]
+            hp = Hs[t, :n]
+            xp.matmul(w_hh_s, hp.T, out=r_.T)
+            hn = HN[t, :n]
+            if b_hn_s is not None:
+                xp.add(r_[:, H2:], b_hn_s, out=hn)
+            else:
+                hn[...] = r_[:, H2:]
+            rz = g[:, :H2]
+            rz += r_[:, :H2]
+            xp.exp(rz, out=rz)
+            rz += 1
+            xp.reciprocal(rz, out=rz)  # [r, z]
+            a = g[:, H2:]
+            u = tmp[:n]
+            xp.multiply(rz[:, :H], hn, out=u)
+            a += u  # -2 (W_in x + b_in + r * (W_hn h + b_hn))
+            xp.exp(a, out=a)
+            a += 1
+            xp.divide(2, a, out=a)
+            a -= 1  # n = tanh(.)
+            h = Hs[t + 1, :n]
+            xp.subtract(hp, a, out=h)
+            h *= rz[:, H:]
+            h += a  # h = n + z (h_{t-1} - n)
+        self.x, self.G, self.HN, self.Hs, self.w_ih, self.w_hh = x, G, HN, Hs, w_ih, w_hh
+        return (Hs,)
+
+    def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:
+        x, G, HN, Hs, w_hh = self.x, self.G, self.HN, self.Hs, self.w_hh
+        xp = get_array_module(x)
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        H2 = 2 * H
+        dt = x.dtype
+        sizes = self.sch.sizes
+        (dh,) = gfinal
+        alloc = xp.zeros if self.sch.padded else xp.empty
+        dGx = alloc((T, B, 3 * H), dt)
+        dGh = alloc((T, B, 3 * H), dt)
+        a_buf = xp.empty((B, H), dt)
+        b_buf = xp.empty((B, H), dt)
+        d_buf = xp.empty((B, H2), dt)
+        for t in range(T - 1, -1, -1):
+            n = sizes[t]
+            dht = dh[:n]
+            if gy is not None:
+                dht += gy[t, :n]
+            g = G[t, :n]
+            rz = g[:, :H2]
+            r, z, nn = g[:, :H], g[:, H:H2], g[:, H2:]
+            dx = dGx[t, :n]
+            dhh = dGh[t, :n]
+            xp.subtract(Hs[t, :n], nn, out=dx[:, H:H2])
+            dx[:, H:H2] *= dht  # dL/dz
+            a = a_buf[:n]
+            xp.multiply(nn, nn, out=a)
+            xp.subtract(1, a, out=a)
+            a *= dht
+            bz = b_buf[:n]
+            xp.subtract(1, z, out=bz)
+            xp.multiply(a, bz, out=dx[:, H2:])  # da = dh (1 - z)(1 - n^2)
+            xp.multiply(dx[:, H2:], r, out=dhh[:, H2:])  # d(W_hn h + b_hn) = da * r
+            xp.multiply(dx[:, H2:], HN[t, :n], out=dx[:, :H])
+            dx[:, :H] *= -0.5  # dL/dr = da * (W_hn h + b_hn), HN holds -2 times it
+            d = d_buf[:n]
+            xp.subtract(1, rz, out=d)
+            d *= rz
+            dx[:, :H2] *= d  # through the r and z sigmoids at once
+            dhh[:, :H2] = dx[:, :H2]
+            xp.multiply(dht, z, out=bz)
+            xp.matmul(dhh, w_hh, out=dht)
+            dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
+        need = self.needs_input_grad
+        dGx2 = dGx.reshape(T * B, 3 * H)
+        dGh2 = dGh.reshape(T * B, 3 * H)
+        gx = (dGx2 @ self.w_ih).reshape(T, B, I) if need[0] else None
+        gw_ih = dGx2.T @ x.reshape(T * B, I) if need[2] else None
+        gw_hh = dGh2.T @ Hs[:-1].reshape(T * B, H) if need[3] else None
+        gb_ih = gb_hh = None
+        if self.has_bias:
+            gb_ih = dGx2.sum(axis=0)
+            gb_hh = dGh2.sum(axis=0)
+        return gx, [dh], gw_ih, gw_hh, gb_ih, gb_hh
+
+
+def gru_sequence(
+    input: Tensor,
+    hx: Tensor | None,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    lengths: Any = None,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer-direction over a whole sequence: one graph node, hand-written BPTT backward.
+
+    input (T, B, I); hx = h0 (B, H) or None for zeros; weight_ih (3H, I); weight_hh (3H, H); biases (3H,) or
+    None. ``lengths`` (B,) ints in [1, T]: steps past a sequence's length keep its state and output zeros
+    (PyTorch's packed-sequence numbers). ``reverse=True`` runs each sequence from its own last valid step back
+    to step 0. Returns ``output (T, B, H)`` and ``h_n (B, H)``.
+    """
+    fn = GRUSequence(reverse=reverse)
+    return run_fused(fn, "gru_sequence", input, [hx], weight_ih, weight_hh, bias_ih, bias_hh, lengths)
+
+
+def gru_cell(
+    input: Tensor,
+    hx: Tensor | None,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> Tensor:
+    """One GRU step (``torch.gru_cell``): input (B, I), hx (B, H) or None -> h' (B, H). One op."""
+    return run_fused(GRUSequence(cell=True), "gru_cell", input, [hx], w_ih, w_hh, b_ih, b_hh, None)

@@ -1,0 +1,195 @@
+"""LSTM over a whole sequence as ONE op with hand-written BPTT (``lstm_sequence``), and the one-step ``lstm_cell``.
+
+The course writes each gate as ``W_*^T [h_{t-1}; x_t; 1]``; stacking the four gates gives one matrix
+``W = [W_h; W_x; W_1] in R^{(H+I+1) x 4H}``. PyTorch (and handgrad) store the same numbers as
+``W_hh = W_h^T (4H, H)``, ``W_ih = W_x^T (4H, I)`` and ``W_1 = b_ih + b_hh`` (two biases, for cuDNN
+compatibility; only their sum matters), gates in the order i, f, g, o::
+
+    z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh              (B, 4H)  = W^T [h_{t-1}; x_t; 1]
+    i_t = sigma(z_i)   f_t = sigma(z_f)   g_t = c~_t = tanh(z_g)   o_t = sigma(z_o)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    h_t = o_t * tanh(c_t)
+
+BPTT, with ``dh_t`` = dL/dy_t + (carry from t+1) and ``dc_t`` = (carry from t+1)::
+
+    dc_t  += dh_t * o_t * (1 - tanh^2(c_t))
+    dz_o   = dh_t * tanh(c_t) * o (1 - o)      dz_i = dc_t * g_t * i (1 - i)
+    dz_g   = dc_t * i_t * (1 - g^2)             dz_f = dc_t * c_{t-1} * f (1 - f)
+    dc_{t-1} = dc_t * f_t        (the course's dc_t/dc_{t-1} = diag(f_t): no squashing, no W)
+    dh_{t-1} = dz_t @ W_hh
+    dW_ih = sum_t dz_t^T x_t,  dW_hh = sum_t dz_t^T h_{t-1},  db = sum_t dz_t   (one GEMM each, after the loop)
+
+Speed. One GEMM computes every step's input projection ``X (T*B, I) @ W_ih^T``; each step adds one
+recurrent GEMM. All four gates then go through ONE sigmoid pass: the weights are pre-scaled so that the
+stored pre-activation is ``-z`` for i, f, o and ``-2 z`` for g, giving ``s = 1 / (1 + exp(stored))`` =
+``sigma(z)`` resp. ``sigma(2 z)``, and ``tanh(z) = 2 sigma(2z) - 1`` is fixed up on the g slice only.
+(NumPy's ``exp`` is much faster than its ``tanh``; ``tanh(c)`` uses the same identity.) The gate buffer keeps
+the sigmoids ``s``, so the backward multiplies all 4H columns by ``s (1 - s)`` in one pass, with the g
+column's extra factor 4 (``d/dz [2 sigma(2z) - 1] = 4 s (1 - s)``) folded into its upstream gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.tensor import Tensor
+from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
+
+
+class LSTMSequence(FusedRecurrence):
+    """Fused LSTM layer-direction: ``(x, h0, c0, W_ih, W_hh[, b_ih, b_hh]) -> (output, h_n, c_n)``."""
+
+    n_states = 2
+    n_gates = 4
+
+    def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any, Any]:
+        xp = get_array_module(x)
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        sizes = self.sch.sizes
+        dt = x.dtype
+        scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0, -1.0))
+        w_hh_s = w_hh * scale[:, None]
+        alloc = xp.zeros if self.sch.padded else xp.empty  # padded outputs must read zero
+        # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
+        S = xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T).reshape(T, B, 4 * H)
+        if b_ih is not None:
+            S += (b_ih + b_hh) * scale
+        Hs = alloc((T + 1, B, H), dt)
+        Cs = alloc((T + 1, B, H), dt)
+        TC = alloc((T, B, H), dt)  # tanh(c_t), reused by the backward
+        Hs[0] = states[0]
+        Cs[0] = states[1]
+        R = xp.empty((B, 4 * H), dt)
+        tmp = xp.empty((B, H), dt)
+        H2, H3 = 2 * H, 3 * H
+        for t in range(T):
+            n = sizes[t]
+            s = S[t, :n]
+            r = R[:n]
+            # r = h_{t-1} @ W_hh_s^T, written through r.T (the faster GEMM layout for a small batch)
+            xp.matmul(w_hh_s, Hs[t, :n].T, out=r.T)
+            s += r
+            xp.exp(s, out=s)
+            s += 1
+            xp.reciprocal(s, out=s)  # s = [sigma(z_i), sigma(z_f), sigma(2 z_g), sigma(z_o)]
+            g = tmp[:n]
+            xp.multiply(s[:, H2:H3], 2, out=g)
+            g -= 1  # g = tanh(z_g)
+            g *= s[:, :H]  # i * g
+            c = Cs[t + 1, :n]
+            xp.multiply(s[:, H:H2], Cs[t, :n], out=c)
+            c += g
+            tc = TC[t, :n]
+            xp.multiply(c, -2, out=tc)
+            xp.exp(tc, out=tc)
+            tc += 1
+            xp.divide(2, tc, out=tc)
+            tc -= 1  # tanh(c) = 2 sigma(2c) - 1
+            xp.multiply(s[:, H3:], tc, out=Hs[t + 1, :n])
+        self.x, self.S, self.Hs, self.Cs, self.TC = x, S, Hs, Cs, TC
+        self.w_ih, self.w_hh = w_ih, w_hh
+        return Hs, Cs
+
+    def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:
+        x, S, Hs, Cs, TC, w_hh = self.x, self.S, self.Hs, self.Cs, self.TC, self.w_hh
+        xp = get_array_module(x)
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        H2, H3 = 2 * H, 3 * H
+        dt = x.dtype
+        sizes = self.sch.sizes
+        dh, dc = gfinal  # (B, H) each, accumulated in place; rows past a sequence's end wait for their step
+        dZ = (xp.zeros if self.sch.padded else xp.empty)((T, B, 4 * H), dt)
+        a_buf = xp.empty((B, H), dt)
+        d_buf = xp.empty((B, 4 * H), dt)
+        for t in range(T - 1, -1, -1):
+            n = sizes[t]
+            s = S[t, :n]
+            tc = TC[t, :n]
+            dht = dh[:n]
+            dct = dc[:n]
+            if gy is not None:
+                dht += gy[t, :n]
+            dz = dZ[t, :n]
+            xp.multiply(dht, tc, out=dz[:, H3:])  # dL/do
+            a = a_buf[:n]
+            xp.multiply(tc, tc, out=a)
+            xp.subtract(1, a, out=a)
+            a *= s[:, H3:]
+            a *= dht
+            dct += a  # dL/dc_t, total
+            xp.multiply(s[:, H2:H3], 2, out=a)
+            a -= 1  # g_t
+            xp.multiply(dct, a, out=dz[:, :H])  # dL/di
+            xp.multiply(dct, s[:, :H], out=dz[:, H2:H3])
+            dz[:, H2:H3] *= 4  # dL/dg * 4: g = 2 sigma(2z) - 1 has derivative 4 s (1 - s)
+            xp.multiply(dct, Cs[t, :n], out=dz[:, H:H2])  # dL/df
+            dct *= s[:, H:H2]  # carry: dc_{t-1} = dc_t * f_t
+            d = d_buf[:n]
+            xp.subtract(1, s, out=d)
+            d *= s
+            dz *= d  # through all four sigmoids at once
+            xp.matmul(dz, w_hh, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
+        return _weight_grads(self, dZ, x, Hs, [dh, dc])
+
+
+def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any]) -> tuple:
+    """After the BPTT loop: every weight gradient and the input gradient in one large GEMM each."""
+    T, B, I = x.shape
+    G = dZ.shape[-1]
+    H = Hs.shape[-1]
+    need = fn.needs_input_grad
+    ns = fn.n_states
+    dZ2 = dZ.reshape(T * B, G)
+    gx = (dZ2 @ fn.w_ih).reshape(T, B, I) if need[0] else None
+    gw_ih = dZ2.T @ x.reshape(T * B, I) if need[ns + 1] else None
+    gw_hh = dZ2.T @ Hs[:-1].reshape(T * B, H) if need[ns + 2] else None
+    gb_ih = gb_hh = None
+    if fn.has_bias:
+        gb = dZ2.sum(axis=0)
+        gb_ih, gb_hh = gb, gb.copy()
+    return gx, gstates, gw_ih, gw_hh, gb_ih, gb_hh
+
+
+def lstm_sequence(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor] | None,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    lengths: Any = None,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer-direction over a whole sequence, one graph node with a hand-written BPTT backward.
+
+    input (T, B, I); hx = (h0, c0), each (B, H), or None for zeros; weight_ih (4H, I); weight_hh (4H, H);
+    biases (4H,) or None. ``lengths`` (B,) ints in [1, T]: steps ``t >= lengths[b]`` leave sequence b's state
+    unchanged and output zeros (PyTorch's packed-sequence numbers). ``reverse=True`` runs each sequence from
+    its own last valid step back to step 0 (the backward half of a bidirectional layer).
+
+    Returns ``output (T, B, H)``, ``h_n (B, H)``, ``c_n (B, H)``; gradients flow from all three.
+    """
+    h0, c0 = (None, None) if hx is None else hx
+    return run_fused(
+        LSTMSequence(reverse=reverse), "lstm_sequence", input, [h0, c0], weight_ih, weight_hh, bias_ih, bias_hh,
+        lengths,
+    )
+
+
+def lstm_cell(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor] | None,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One LSTM step (``torch.lstm_cell``): input (B, I), hx = (h, c) each (B, H) or None -> (h', c').
+
+    The same kernel as ``lstm_sequence`` with T = 1: one op, hand-written backward.
+    """
+    h, c = (None, None) if hx is None else hx
+    return run_fused(LSTMSequence(cell=True), "lstm_cell", input, [h, c], w_ih, w_hh, b_ih, b_hh, None)
