@@ -2,10 +2,16 @@
 
 from handgrad.engine.backend import get_array_module, get_default_dtype, set_default_dtype
 from handgrad.engine.function import Function
-from handgrad.engine.grad_mode import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from handgrad.engine.grad_mode import (
+    detect_anomaly, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled,
+)
+from handgrad.engine.gradcheck import GradcheckError, gradcheck
 from handgrad.engine.ops import (
-    add, cast, clone, div, exp, log, matmul, mean, mul, neg, permute, pow, relu, reshape, sigmoid, sub, sum,
-    tanh, transpose,
+    abs, add, amax, amin, argmax, argmin, cast, cat, chunk, clamp, clip, clone, concat, concatenate, cos, div, elu,
+    exp, expand, expand_as, flatten, gather, gelu, index_select, leaky_relu, log, log_softmax, logsumexp,
+    masked_fill, matmul, max, maximum, mean, min, minimum, mul, neg, pad, permute, pow, prod, relu, reshape,
+    scatter_add, sigmoid, silu, sin, softmax, softplus, split, sqrt, square, squeeze, stack, std, sub, sum, tanh,
+    transpose, unbind, unflatten, unsqueeze, var, where,
 )
 from handgrad.engine.random import manual_seed
 from handgrad.serialization import load, load_into, save

@@ -30,6 +30,7 @@ class Function:
     needs_input_grad: tuple[bool, ...]
     outputs_meta: tuple[tuple[tuple[int, ...], Any], ...]
     origin: str | None = None  # the user's line that created the node (only under detect_anomaly)
+    _retain: dict[int, Any] | None = None  # output index -> weakref of a tensor that called retain_grad()
 
     # -- the two methods every op writes -------------------------------------------------------------
     def forward(self, *xs: Any) -> Any:
@@ -44,36 +45,58 @@ class Function:
         return type(self).__name__
 
     def __call__(self, *inputs: Tensor) -> Any:
-        from handgrad.engine.tensor import Tensor
-
-        record = state.grad_enabled and any(t.requires_grad for t in inputs)
-        self.needs_input_grad = tuple(t.requires_grad for t in inputs) if record else (False,) * len(inputs)
-        outs = self.forward(*(t.data for t in inputs))
-        single = not isinstance(outs, tuple)
-        if single:
-            outs = (outs,)
+        # The hot path of every op: kept flat (no isinstance chains, no per-call imports) because at small
+        # sizes this Python bookkeeping, not the array math, is the cost of an op.
+        if state.grad_enabled:
+            needs = tuple([t.requires_grad for t in inputs])
+            record = True in needs
+        else:
+            needs, record = None, False
+        self.needs_input_grad = needs if record else _no_grad_flags(len(inputs))
+        outs = self.forward(*[t.data for t in inputs])
         if state.anomaly:
             self.origin = _user_line()
-            _check_finite(self, outs, "forward")
-        if record:
+            _check_finite(self, outs if type(outs) is tuple else (outs,), "forward")
+        new = _new_tensor
+        if type(outs) is not tuple:
+            if not record:
+                return new(outs, None, 0)
             self.inputs = inputs
-            self.outputs_meta = tuple((o.shape, o.dtype) for o in outs)
-            results = tuple(
-                Tensor._from_op(o, self if o.dtype.kind in "fc" else None, i) for i, o in enumerate(outs)
-            )
-        else:
-            results = tuple(Tensor._from_op(o, None, 0) for o in outs)
-        return results[0] if single else results
+            self.outputs_meta = ((outs.shape, outs.dtype),)
+            return new(outs, self if outs.dtype.kind in "fc" else None, 0)
+        if not record:
+            return tuple([new(o, None, 0) for o in outs])
+        self.inputs = inputs
+        self.outputs_meta = tuple([(o.shape, o.dtype) for o in outs])
+        return tuple([new(o, self if o.dtype.kind in "fc" else None, i) for i, o in enumerate(outs)])
 
     def release(self) -> None:
         """Drop the saved arrays and inputs once backward is done (the graph is freed)."""
-        self.inputs = None
-        for key in [k for k in self.__dict__ if k not in ("needs_input_grad", "outputs_meta", "origin")]:
-            del self.__dict__[key]
+        d = self.__dict__
+        kept = {k: d[k] for k in ("needs_input_grad", "outputs_meta", "origin", "_retain") if k in d}
+        d.clear()
+        d.update(kept)
         self.inputs = None
 
     def __repr__(self) -> str:
         return f"<{self.name} backward>"
+
+
+_NO_GRAD_FLAGS = [(False,) * n for n in range(8)]
+
+
+def _no_grad_flags(n: int) -> tuple[bool, ...]:
+    return _NO_GRAD_FLAGS[n] if n < 8 else (False,) * n
+
+
+def _new_tensor(data: Any, creator: Function | None, index: int) -> Tensor:  # replaced by tensor.py
+    raise RuntimeError("handgrad.engine.tensor was not imported")
+
+
+def _bind_tensor_factory(factory: Any) -> None:
+    """Called once by ``tensor.py``: the fast constructor of op outputs (avoids an import per op call)."""
+    global _new_tensor
+    _new_tensor = factory
 
 
 def _user_line() -> str:

@@ -1,15 +1,27 @@
 """Switches that decide whether ops record the graph (``no_grad``) and whether they check for NaN/inf
-(``detect_anomaly``)."""
+(``detect_anomaly``).
+
+``no_grad``, ``enable_grad`` and ``set_grad_enabled`` work like PyTorch's: as ``with`` blocks, as
+decorators with or without parentheses (``@no_grad`` / ``@no_grad()``), and ``set_grad_enabled(False)``
+called on its own switches the mode at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _State:
-    grad_enabled: bool = True
-    anomaly: bool = False
+    __slots__ = ("grad_enabled", "anomaly")
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
 
 
 state = _State()
@@ -19,27 +31,66 @@ def is_grad_enabled() -> bool:
     return state.grad_enabled
 
 
-@contextlib.contextmanager
-def _grad_mode(enabled: bool) -> Iterator[None]:
-    previous = state.grad_enabled
-    state.grad_enabled = enabled
-    try:
-        yield
-    finally:
-        state.grad_enabled = previous
+class _GradMode:
+    """Sets ``state.grad_enabled`` for a ``with`` block (re-entrant: a stack of previous values) or for
+    every call of a decorated function."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._previous.append(state.grad_enabled)
+        state.grad_enabled = self.enabled
+
+    def __exit__(self, *exc: Any) -> None:
+        state.grad_enabled = self._previous.pop()
+
+    def __call__(self, func: F) -> F:
+        enabled = self.enabled
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _GradMode(enabled):
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
 
 
-def no_grad() -> contextlib.AbstractContextManager[None]:
-    """Context manager (and decorator) in which ops record no graph: for evaluation and parameter updates."""
-    return _grad_mode(False)
+def no_grad(func: Callable[..., Any] | None = None) -> Any:
+    """Context manager (and decorator, with or without parentheses) in which ops record no graph:
+    for evaluation and parameter updates."""
+    if func is not None:
+        return _GradMode(False)(func)
+    return _GradMode(False)
 
 
-def enable_grad() -> contextlib.AbstractContextManager[None]:
-    return _grad_mode(True)
+def enable_grad(func: Callable[..., Any] | None = None) -> Any:
+    """Context manager / decorator that turns graph recording back on inside a ``no_grad`` region."""
+    if func is not None:
+        return _GradMode(True)(func)
+    return _GradMode(True)
 
 
-def set_grad_enabled(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    return _grad_mode(bool(enabled))
+inference_mode = no_grad  # handgrad has no separate inference tensors: the same as no_grad
+
+
+class set_grad_enabled(_GradMode):  # noqa: N801 - torch name
+    """``set_grad_enabled(False)`` switches grad mode off at once (like PyTorch); used in ``with`` it
+    restores the previous mode on exit."""
+
+    def __init__(self, mode: bool) -> None:
+        super().__init__(bool(mode))
+        self._outer = state.grad_enabled
+        state.grad_enabled = self.enabled
+
+    def __enter__(self) -> None:
+        self._previous.append(self._outer)
+        state.grad_enabled = self.enabled
+
+    def __call__(self, func: F) -> F:
+        state.grad_enabled = self._outer  # used as a decorator: the switch applies only inside calls
+        return super().__call__(func)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
-from handgrad.engine.function import Function, check_backward_finite
+from handgrad.engine.function import Function, _bind_tensor_factory, check_backward_finite
 from handgrad.engine.grad_mode import state
 
 
@@ -52,7 +52,8 @@ class Tensor:
 
     @classmethod
     def _from_op(cls, data: Any, creator: Function | None, index: int) -> Tensor:
-        t = cls.__new__(cls)
+        """A tensor made by an op (``creator``, its output ``index``), or a leaf when ``creator`` is None."""
+        t = object.__new__(cls)
         t.data = data
         t.grad = None
         t.requires_grad = creator is not None
@@ -118,9 +119,6 @@ class Tensor:
             raise TypeError(f"only floating tensors can require gradients, got dtype {self.data.dtype}")
         self.requires_grad = requires_grad
         return self
-
-    def retain_grad_value(self) -> None:  # pragma: no cover - reserved
-        raise NotImplementedError
 
     def to(self, dtype: Any) -> Tensor:
         return _ops.cast(self, dtype)
@@ -257,11 +255,76 @@ class Tensor:
 
 
     # -- op methods (thin: the ops live in handgrad.engine.ops) -------------------------------------------
+    def __setitem__(self, index: Any, value: Any) -> None:
+        _ops.setitem(self, index, value)
+
+    def __abs__(self) -> Tensor:
+        return _ops.abs(self)
+
+    def add(self, other: Any) -> Tensor:
+        return _ops.add(self, other)
+
+    def sub(self, other: Any) -> Tensor:
+        return _ops.sub(self, other)
+
+    def mul(self, other: Any) -> Tensor:
+        return _ops.mul(self, other)
+
+    def div(self, other: Any) -> Tensor:
+        return _ops.div(self, other)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return _ops.pow(self, exponent)
+
+    def neg(self) -> Tensor:
+        return _ops.neg(self)
+
+    def square(self) -> Tensor:
+        return _ops.square(self)
+
+    def maximum(self, other: Tensor) -> Tensor:
+        return _ops.maximum(self, other)
+
+    def minimum(self, other: Tensor) -> Tensor:
+        return _ops.minimum(self, other)
+
     def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return _ops.sum(self, dim, keepdim)
 
     def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return _ops.mean(self, dim, keepdim)
+
+    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+        return _ops.max(self, dim, keepdim)
+
+    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+        return _ops.min(self, dim, keepdim)
+
+    def amax(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return _ops.amax(self, dim, keepdim)
+
+    def amin(self, dim: Any = (), keepdim: bool = False) -> Tensor:
+        return _ops.amin(self, dim, keepdim)
+
+    def argmax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.argmax(self, dim, keepdim)
+
+    def argmin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _ops.argmin(self, dim, keepdim)
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        return _ops.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
+            correction: float | None = None) -> Tensor:
+        return _ops.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
+        return _ops.logsumexp(self, dim, keepdim)
+
+    def prod(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        return _ops.prod(self, dim, keepdim)
 
     def reshape(self, *shape: Any) -> Tensor:
         return _ops.reshape(self, *shape)
@@ -269,10 +332,17 @@ class Tensor:
     def view(self, *shape: Any) -> Tensor:
         return _ops.reshape(self, *shape)
 
+    def view_as(self, other: Tensor) -> Tensor:
+        return _ops.reshape(self, other.shape)
+
+    def reshape_as(self, other: Tensor) -> Tensor:
+        return _ops.reshape(self, other.shape)
+
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        s = self.shape
-        start, end = start_dim % max(self.ndim, 1), end_dim % max(self.ndim, 1)
-        return _ops.reshape(self, *s[:start], -1, *s[end + 1 :])
+        return _ops.flatten(self, start_dim, end_dim)
+
+    def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
+        return _ops.unflatten(self, dim, sizes)
 
     def permute(self, *dims: Any) -> Tensor:
         return _ops.permute(self, *dims)
@@ -284,6 +354,46 @@ class Tensor:
     def T(self) -> Tensor:  # noqa: N802 - torch name
         return _ops.permute(self, *reversed(range(self.ndim)))
 
+    @property
+    def mT(self) -> Tensor:  # noqa: N802 - torch name
+        return _ops.transpose(self, -2, -1)
+
+    def expand(self, *sizes: Any) -> Tensor:
+        return _ops.expand(self, *sizes)
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        return _ops.expand_as(self, other)
+
+    def squeeze(self, dim: Any = None) -> Tensor:
+        return _ops.squeeze(self, dim)
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        return _ops.unsqueeze(self, dim)
+
+    def split(self, split_size: Any, dim: int = 0) -> tuple[Tensor, ...]:
+        return _ops.split(self, split_size, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        return _ops.chunk(self, chunks, dim)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        return _ops.unbind(self, dim)
+
+    def gather(self, dim: int, index: Any) -> Tensor:
+        return _ops.gather(self, dim, index)
+
+    def scatter_add(self, dim: int, index: Any, src: Tensor) -> Tensor:
+        return _ops.scatter_add(self, dim, index, src)
+
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        return _ops.index_select(self, dim, index)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        return _ops.masked_fill(self, mask, value)
+
+    def where(self, condition: Any, other: Any) -> Tensor:
+        return _ops.where(condition, self, other)
+
     def matmul(self, other: Any) -> Tensor:
         return _ops.matmul(self, other)
 
@@ -292,6 +402,24 @@ class Tensor:
 
     def log(self) -> Tensor:
         return _ops.log(self)
+
+    def sqrt(self) -> Tensor:
+        return _ops.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return _ops.abs(self)
+
+    def sin(self) -> Tensor:
+        return _ops.sin(self)
+
+    def cos(self) -> Tensor:
+        return _ops.cos(self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch names
+        return _ops.clamp(self, min, max)
+
+    def clip(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch names
+        return _ops.clamp(self, min, max)
 
     def tanh(self) -> Tensor:
         return _ops.tanh(self)
@@ -302,84 +430,130 @@ class Tensor:
     def relu(self) -> Tensor:
         return _ops.relu(self)
 
+    def softmax(self, dim: int) -> Tensor:
+        return _ops.softmax(self, dim)
+
+    def log_softmax(self, dim: int) -> Tensor:
+        return _ops.log_softmax(self, dim)
+
+    def retain_grad(self) -> None:
+        """Keep the gradient of this non-leaf tensor in ``.grad`` during later backward passes."""
+        if self._creator is None:
+            return
+        import weakref
+
+        fn = self._creator
+        if fn._retain is None:
+            fn._retain = {}
+        fn._retain[self._output_index] = weakref.ref(self)
+
 
 def _accumulate_leaf(t: Tensor, g: Any) -> None:
     if t.grad is None:
         # copy: a backward may hand the same array to several inputs (e.g. add)
-        t.grad = Tensor._from_op(g.astype(t.data.dtype, copy=True), None, 0)
+        t.grad = _make(g.astype(t.data.dtype, copy=True), None, 0)
     else:
         t.grad.data += g
 
 
-def _topological_order(root: Function) -> list[Function]:
-    """Functions reachable from ``root``, each before every function that feeds it."""
-    order: list[Function] = []
-    visited: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root, False)]
-    while stack:
-        fn, expanded = stack.pop()
-        if expanded:
-            order.append(fn)
-            continue
-        if id(fn) in visited:
-            continue
-        visited.add(id(fn))
-        if fn.inputs is None:
-            raise RuntimeError(
-                f"backward through {fn.name} a second time: its graph was freed after the first backward; "
-                "pass retain_graph=True to the first call if you need to go back twice"
-            )
-        stack.append((fn, True))
-        for t in fn.inputs:
-            c = t._creator
-            if c is not None and id(c) not in visited:
-                stack.append((c, False))
-    order.reverse()
-    return order
+def _freed_error(fn: Function) -> RuntimeError:
+    return RuntimeError(
+        f"backward through {fn.name} a second time: its graph was freed after the first backward; "
+        "pass retain_graph=True to the first call if you need to go back twice"
+    )
 
 
 def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> None:
-    order = _topological_order(root)
-    pending: dict[int, list[Any]] = {id(root): [None] * len(root.outputs_meta)}
-    pending[id(root)][index] = grad
+    """Reverse-mode sweep from ``root`` (Kahn's algorithm: a function runs once all its consumers have).
+
+    Pass 1 counts, for every function reachable from ``root``, the graph edges that lead into it. Pass 2
+    pops functions whose count reached zero, calls their hand-written ``backward`` on the summed output
+    gradients and hands each input gradient to its creator (or accumulates it into a leaf's ``.grad``).
+    Functions are dict keys directly (identity hash), the cheapest bookkeeping Python offers.
+    """
+    deps: dict[Function, int] = {root: 0}
+    stack = [root]
+    while stack:
+        fn = stack.pop()
+        inputs = fn.inputs
+        if inputs is None:
+            raise _freed_error(fn)
+        for t in inputs:
+            c = t._creator
+            if c is not None:
+                n = deps.get(c)
+                if n is None:
+                    deps[c] = 1
+                    stack.append(c)
+                else:
+                    deps[c] = n + 1
+
+    grads: dict[Function, list[Any]] = {root: [None] * len(root.outputs_meta)}
+    grads[root][index] = grad
+    ready = [root]
     anomaly = state.anomaly
-    for fn in order:
-        gys = pending.pop(id(fn), None)
-        if gys is None:
+    while ready:
+        fn = ready.pop()
+        inputs = fn.inputs
+        gys = grads.pop(fn, None)
+        if gys is None:  # no gradient reached this node: only release its consumers' counts
+            for t in inputs:
+                c = t._creator
+                if c is not None:
+                    deps[c] -= 1
+                    if not deps[c]:
+                        ready.append(c)
             if not retain_graph:
                 fn.release()
             continue
-        if any(g is None for g in gys):
+        if fn._retain is not None:
+            _store_retained(fn, gys)
+        if len(gys) > 1 and any(g is None for g in gys):
+            # a multi-output node whose other outputs got no gradient: those count as zeros
             xp = get_array_module(*(g for g in gys if g is not None))
             gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, fn.outputs_meta)]
         gxs = fn.backward(*gys)
-        if not isinstance(gxs, tuple):
+        if type(gxs) is not tuple:
             gxs = (gxs,)
-        inputs = fn.inputs
-        assert inputs is not None
         if len(gxs) != len(inputs):
             raise RuntimeError(f"{fn.name}.backward returned {len(gxs)} gradients for {len(inputs)} inputs")
         if anomaly:
             check_backward_finite(fn, gxs)
         for t, need, gx in zip(inputs, fn.needs_input_grad, gxs):
-            if not need or gx is None:
-                continue
-            if gx.shape != t.data.shape:
-                raise RuntimeError(
-                    f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
-                    f"for an input of shape {t.shape}"
-                )
             c = t._creator
-            if c is None:
-                _accumulate_leaf(t, gx)
-            else:
-                slot = pending.get(id(c))
-                if slot is None:
-                    slot = pending[id(c)] = [None] * len(c.outputs_meta)
-                j = t._output_index
-                slot[j] = gx if slot[j] is None else slot[j] + gx
+            if need and gx is not None:
+                if gx.shape != t.data.shape:
+                    raise RuntimeError(
+                        f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
+                        f"for an input of shape {t.shape}"
+                    )
+                if c is None:
+                    _accumulate_leaf(t, gx)
+                else:
+                    slot = grads.get(c)
+                    if slot is None:
+                        slot = grads[c] = [None] * len(c.outputs_meta)
+                    j = t._output_index
+                    slot[j] = gx if slot[j] is None else slot[j] + gx
+            if c is not None:
+                n = deps[c] - 1
+                deps[c] = n
+                if not n:
+                    ready.append(c)
         if not retain_graph:
             fn.release()
+
+
+def _store_retained(fn: Function, gys: list[Any]) -> None:
+    """Give ``retain_grad()`` tensors (non-leaves) their gradient as it passes through their creator."""
+    for j, ref in fn._retain.items():  # type: ignore[union-attr]
+        t = ref()
+        if t is None or gys[j] is None:
+            continue
+        if t.grad is None:
+            t.grad = _make(gys[j].astype(t.data.dtype, copy=True), None, 0)
+        else:
+            t.grad.data += gys[j]
 
 
 # -- factories ---------------------------------------------------------------------------------------------
@@ -456,5 +630,19 @@ def randint(low: int, high: int, size: Sequence[int]) -> Tensor:
 
     return Tensor(get_rng().integers(low, high, size=tuple(size), dtype=numpy.int64))
 
+
+def _make(data: Any, creator: Function | None, index: int) -> Tensor:
+    """``Tensor._from_op`` without the classmethod lookup: the constructor on every op's hot path."""
+    t = _object_new(Tensor)
+    t.data = data
+    t.grad = None
+    t.requires_grad = creator is not None
+    t._creator = creator
+    t._output_index = index
+    return t
+
+
+_object_new = object.__new__
+_bind_tensor_factory(_make)
 
 from handgrad.engine import ops as _ops  # noqa: E402  (ops need Tensor, Tensor's operators need ops)

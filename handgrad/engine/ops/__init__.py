@@ -1,13 +1,26 @@
 """All differentiable ops, each a ``Function`` with forward and backward side by side, grouped by kind."""
 
-from handgrad.engine.ops.arithmetic import add, div, mul, neg, pow, sub
-from handgrad.engine.ops.indexing import getitem
+from handgrad.engine.ops.activation import elu, gelu, leaky_relu, silu, softplus
+from handgrad.engine.ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, square, sub
+from handgrad.engine.ops.indexing import (
+    gather, getitem, index_select, masked_fill, scatter_add, setitem, where,
+)
 from handgrad.engine.ops.linalg import matmul
-from handgrad.engine.ops.reduction import mean, sum
-from handgrad.engine.ops.shape import permute, reshape, transpose
-from handgrad.engine.ops.unary import cast, clone, exp, log, relu, sigmoid, tanh
+from handgrad.engine.ops.reduction import (
+    amax, amin, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
+)
+from handgrad.engine.ops.shape import (
+    cat, chunk, concat, concatenate, expand, expand_as, flatten, pad, permute, reshape, split, squeeze, stack,
+    transpose, unbind, unflatten, unsqueeze,
+)
+from handgrad.engine.ops.softmax import log_softmax, softmax
+from handgrad.engine.ops.unary import abs, cast, clamp, clip, clone, cos, exp, log, relu, sigmoid, sin, sqrt, tanh
 
 __all__ = [
-    "add", "cast", "clone", "div", "exp", "getitem", "log", "matmul", "mean", "mul", "neg", "permute",
-    "pow", "relu", "reshape", "sigmoid", "sub", "sum", "tanh", "transpose",
+    "abs", "add", "amax", "amin", "argmax", "argmin", "cast", "cat", "chunk", "clamp", "clip", "clone", "concat",
+    "concatenate", "cos", "div", "elu", "exp", "expand", "expand_as", "flatten", "gather", "gelu", "getitem",
+    "index_select", "leaky_relu", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum",
+    "mean", "min", "minimum", "mul", "neg", "pad", "permute", "pow", "prod", "relu", "reshape", "scatter_add",
+    "setitem", "sigmoid", "silu", "sin", "softmax", "softplus", "split", "sqrt", "square", "squeeze", "stack",
+    "std", "sub", "sum", "tanh", "transpose", "unbind", "unflatten", "unsqueeze", "var", "where",
 ]

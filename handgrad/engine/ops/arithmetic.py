@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
+from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.ops._util import broadcast_error, check_same_dtype, pair, unbroadcast
 from handgrad.engine.tensor import Tensor
@@ -89,7 +92,8 @@ class Div(_Binary):
 
 
 class Pow(_Binary):
-    """z = x ** y;  dx = gz * y * x^(y-1), dy = gz * z * log(x) (taken as 0 where x == 0)."""
+    """z = x ** y;  dx = gz * y * x^(y-1) (0 where y == 0), dy = gz * z * ln x (0 where x == 0 and y >= 0;
+    NaN for x < 0, as in PyTorch: the real power has no derivative in y there)."""
 
     op = "pow"
 
@@ -101,20 +105,19 @@ class Pow(_Binary):
     def backward(self, gz: Any) -> Any:
         n = self.needs_input_grad
         x, y = self.x, self.y
+        xp = get_array_module(x)
         gx = gy = None
-        if n[0]:
-            gx = unbroadcast(gz * y * x ** (y - 1), x.shape)
-        if n[1]:
-            from handgrad.engine.backend import get_array_module
-
-            xp = get_array_module(x)
-            safe = xp.where(x > 0, x, 1)
-            gy = unbroadcast(gz * self.z * xp.log(safe), y.shape)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            if n[0]:
+                gx = unbroadcast(xp.where(y == 0, 0, gz * y * x ** (y - 1)), x.shape).astype(x.dtype, copy=False)
+            if n[1]:
+                dz = xp.where((x == 0) & (y >= 0), 0, self.z * xp.log(x))
+                gy = unbroadcast(gz * dz, y.shape).astype(y.dtype, copy=False)
         return gx, gy
 
 
 class PowScalar(Function):
-    """z = x ** p for a constant p;  dx = gz * p * x^(p-1)."""
+    """z = x ** p for a constant p;  dx = gz * p * x^(p-1) (0 for p == 0, like PyTorch)."""
 
     def __init__(self, p: float) -> None:
         self.p = p
@@ -127,7 +130,48 @@ class PowScalar(Function):
         p = self.p
         if p == 2:
             return gz * 2 * self.x
+        if p == 0:
+            return gz * 0
+        if p == 1:
+            return gz
         return gz * p * self.x ** (p - 1)
+
+
+class Maximum(_Binary):
+    """z = max(x, y) element-wise;  the gradient goes to the larger operand, split in half on ties
+    (PyTorch's rule): dx = gz * ([x > y] + [x == y] / 2), dy = gz * ([y > x] + [x == y] / 2)."""
+
+    op = "maximum"
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x, self.y = x, y
+        return get_array_module(x).maximum(x, y)
+
+    def backward(self, gz: Any) -> Any:
+        return _select_backward(self, gz, self.x > self.y)
+
+
+class Minimum(_Binary):
+    """z = min(x, y) element-wise;  dx = gz * ([x < y] + [x == y] / 2), dy likewise (ties split in half)."""
+
+    op = "minimum"
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x, self.y = x, y
+        return get_array_module(x).minimum(x, y)
+
+    def backward(self, gz: Any) -> Any:
+        return _select_backward(self, gz, self.x < self.y)
+
+
+def _select_backward(fn: Maximum | Minimum, gz: Any, x_wins: Any) -> tuple[Any, Any]:
+    """Route ``gz`` to the winning operand of maximum/minimum; ties give each half."""
+    wx = x_wins.astype(gz.dtype)  # weight of x: 1 where it wins, 1/2 on a tie, 0 where it loses
+    wx[fn.x == fn.y] = 0.5
+    n = fn.needs_input_grad
+    gx = unbroadcast(gz * wx, fn.x.shape) if n[0] else None
+    gy = unbroadcast(gz * (1 - wx), fn.y.shape) if n[1] else None
+    return gx, gy
 
 
 class Neg(Function):
@@ -164,3 +208,18 @@ def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - mirrors torch.pow
 
 def neg(a: Tensor) -> Tensor:
     return Neg()(a)
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Element-wise maximum of two broadcastable tensors (ties share the gradient equally)."""
+    return Maximum()(*pair(a, b))
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Element-wise minimum of two broadcastable tensors (ties share the gradient equally)."""
+    return Minimum()(*pair(a, b))
+
+
+def square(a: Tensor) -> Tensor:
+    """a ** 2."""
+    return PowScalar(2)(a)

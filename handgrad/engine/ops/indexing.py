@@ -1,54 +1,352 @@
-"""Indexing: basic and advanced ``x[index]`` (more as they are added)."""
+"""Indexing and selection: ``x[index]`` (every NumPy/PyTorch index kind), gather, scatter_add,
+index_select, where, masked_fill.
+
+The backward of a selection scatters the output gradient back to where each element came from. Where an
+element can be selected more than once (integer-array indices, gather) the scatter must add
+(``xp.add.at``); where it cannot (ints, slices, None, Ellipsis, boolean masks) a plain assignment is
+enough and much faster.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from handgrad.engine.backend import get_array_module
+import numpy
+
+from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.ops._util import as_tensor_like, unbroadcast
+from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
 
 
 class GetItem(Function):
-    """y = x[index];  dx = zeros with gy scattered (added, so repeated indices accumulate) at ``index``."""
+    """y = x[index];  dx = zeros with gy put back at ``index`` (added when an integer-array index can pick
+    the same element twice, assigned otherwise)."""
 
-    def __init__(self, index: Any) -> None:
-        self.index = index
+    def __init__(self, index: Any, accumulate: bool) -> None:
+        self.index, self.accumulate = index, accumulate
 
     def forward(self, x: Any) -> Any:
-        self.shape, self.dtype = x.shape, x.dtype
+        self.shape = x.shape
         return x[self.index]
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, self.dtype)
-        if _has_integer_array(self.index):
+        gx = xp.zeros(self.shape, gy.dtype)
+        if self.accumulate:
             xp.add.at(gx, self.index, gy)  # repeated indices must accumulate
         else:
             gx[self.index] = gy  # slices, ints and masks never repeat an element
         return gx
 
 
-def _has_integer_array(index: Any) -> bool:
-    parts = index if isinstance(index, tuple) else (index,)
-    for p in parts:
-        if isinstance(p, list) or (hasattr(p, "dtype") and p.dtype.kind in "iu" and getattr(p, "ndim", 0) > 0):
-            return True
-    return False
+def _convert_part(p: Any) -> tuple[Any, bool]:
+    """One index component as NumPy understands it, and whether it is an integer array that may repeat."""
+    if isinstance(p, Tensor):
+        p = p.data
+    elif isinstance(p, list):
+        p = numpy.asarray(p)
+        if p.dtype.kind == "f" and p.size == 0:
+            p = p.astype(numpy.int64)
+    elif p is None or p is Ellipsis or isinstance(p, (int, slice, numpy.integer)):
+        return p, False
+    if hasattr(p, "dtype"):
+        kind = p.dtype.kind
+        if kind == "b":
+            return p, False
+        if kind in "iu":
+            return p, p.ndim > 0
+        raise IndexError(f"tensors used as indices must be integer or boolean, got dtype {p.dtype}")
+    return p, False
 
 
-def _unwrap_index(index: Any) -> Any:
-    if isinstance(index, Tensor):
-        return index.data
+def convert_index(index: Any) -> tuple[Any, bool]:
+    """``index`` with Tensors and lists turned into arrays, and whether the backward must accumulate."""
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
+        parts, acc = [], False
+        for p in index:
+            q, a = _convert_part(p)
+            parts.append(q)
+            acc = acc or a
+        return tuple(parts), acc
+    return _convert_part(index)
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
-    idx = _unwrap_index(index)
+    """``x[index]`` with ints (negative ok), slices, None, Ellipsis, boolean masks and integer
+    arrays/tensors/lists, as in NumPy/PyTorch."""
     try:
-        x.data[idx]
+        idx, acc = convert_index(index)
+        return GetItem(idx, acc)(x)
     except IndexError as e:
-        raise IndexError(f"getitem: index {index!r} is invalid for a tensor of shape {x.shape}: {e}") from None
-    return GetItem(idx)(x)
+        raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
+
+
+def setitem(x: Tensor, index: Any, value: Any) -> None:
+    """``x[index] = value`` in place, for tensors outside the graph (data preparation, masks, updates
+    under ``no_grad``). In-place writes into a tensor that autograd tracks are refused."""
+    from handgrad.engine.grad_mode import state
+
+    if x.requires_grad and state.grad_enabled:
+        raise RuntimeError(
+            f"setitem: in-place assignment into a tensor of shape {x.shape} that requires grad is not supported; "
+            "build the result with where / masked_fill / cat instead, or assign under no_grad()"
+        )
+    idx, _ = convert_index(index)
+    v = value.data if isinstance(value, Tensor) else value
+    try:
+        x.data[idx] = v
+    except (IndexError, ValueError) as e:
+        raise type(e)(f"setitem: cannot assign to index {_short(index)} of a tensor of shape {x.shape}: {e}") from None
+
+
+def _short(index: Any) -> str:
+    r = repr(index)
+    return r if len(r) < 120 else r[:117] + "..."
+
+
+# -- gather / scatter_add / index_select -------------------------------------------------------------------
+def _full_index(index: Any, axis: int) -> tuple[Any, ...]:
+    """Advanced-index tuple addressing input[..., index[i, j, k], ...] at every position of ``index``."""
+    xp = get_array_module(index)
+    parts: list[Any] = []
+    for d, n in enumerate(index.shape):
+        if d == axis:
+            parts.append(index)
+        else:
+            shape = [1] * index.ndim
+            shape[d] = n
+            parts.append(xp.arange(n).reshape(shape))
+    return tuple(parts)
+
+
+def _leading(shape: tuple[int, ...], like: tuple[int, ...]) -> tuple[slice, ...]:
+    """Slices keeping the first ``like[d]`` entries of each dim."""
+    return tuple(slice(0, n) for n in like[: len(shape)])
+
+
+class Gather(Function):
+    """y[i][j][k] = x[index[i][j][k]][j][k] (for dim 0; likewise for other dims);
+    dx = zeros with gy added at the gathered positions."""
+
+    def __init__(self, axis: int, index: Any) -> None:
+        self.axis, self.index = axis, index
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.shape = x.shape
+        part = list(_leading(x.shape, self.index.shape))
+        part[self.axis] = slice(None)
+        return xp.take_along_axis(x[tuple(part)], self.index, axis=self.axis)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, gy.dtype)
+        xp.add.at(gx, _full_index(self.index, self.axis), gy)
+        return gx
+
+
+class ScatterAdd(Function):
+    """y = x, then y[index[i][j]][j] += src[i][j] (dim 0; likewise for other dims);
+    dx = gy, dsrc = gy gathered at ``index`` (zeros where src is not read)."""
+
+    def __init__(self, axis: int, index: Any) -> None:
+        self.axis, self.index = axis, index
+
+    def forward(self, x: Any, src: Any) -> Any:
+        xp = get_array_module(x)
+        self.src_shape = src.shape
+        y = x.copy()
+        xp.add.at(y, _full_index(self.index, self.axis), src[_leading(src.shape, self.index.shape)])
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        n = self.needs_input_grad
+        gsrc = None
+        if n[1]:
+            part = list(_leading(gy.shape, self.index.shape))
+            part[self.axis] = slice(None)
+            picked = xp.take_along_axis(gy[tuple(part)], self.index, axis=self.axis)
+            if picked.shape == self.src_shape:
+                gsrc = picked
+            else:
+                gsrc = xp.zeros(self.src_shape, gy.dtype)
+                gsrc[_leading(self.src_shape, self.index.shape)] = picked
+        return (gy if n[0] else None), gsrc
+
+
+class IndexSelect(Function):
+    """y = x taken at the 1-D ``index`` along ``axis``;  dx = zeros with gy added back (repeats add)."""
+
+    def __init__(self, axis: int, index: Any) -> None:
+        self.axis, self.index = axis, index
+
+    def forward(self, x: Any) -> Any:
+        self.shape = x.shape
+        return get_array_module(x).take(x, self.index, axis=self.axis)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, gy.dtype)
+        xp.add.at(gx, (slice(None),) * self.axis + (self.index,), gy)
+        return gx
+
+
+def _int_index(op: str, index: Any) -> Any:
+    if isinstance(index, Tensor):
+        index = index.data
+    elif not hasattr(index, "dtype"):
+        index = numpy.asarray(index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"{op}: index must be an integer tensor, got dtype {index.dtype}")
+    return index
+
+
+def _check_range(op: str, index: Any, size: int, dim: int, shape: tuple[int, ...]) -> None:
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= size):
+        bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
+        raise IndexError(f"{op}: index {bad} is out of bounds for dim {dim} with size {size} (input shape {shape})")
+
+
+def gather(x: Tensor, dim: int, index: Any) -> Tensor:
+    """``out[i][j][k] = x[index[i][j][k]][j][k]`` for ``dim=0`` (PyTorch's gather): ``index`` has x's
+    number of dims and is no larger than x outside ``dim``; the result has index's shape."""
+    idx = _int_index("gather", index)
+    d = norm_dim("gather", dim, x.ndim)
+    if idx.ndim != x.ndim:
+        raise ValueError(f"gather: index {tuple(idx.shape)} must have as many dims as input {x.shape}")
+    for a, (ni, nx) in enumerate(zip(idx.shape, x.shape)):
+        if a != d and ni > nx:
+            raise ValueError(
+                f"gather: size of index {tuple(idx.shape)} exceeds input {x.shape} at dim {a} (not dim {d})"
+            )
+    _check_range("gather", idx, x.shape[d] if x.ndim else 1, d, x.shape)
+    if x.ndim == 0:
+        return x[()] if idx.ndim == 0 else x
+    return Gather(d, idx)(x)
+
+
+def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
+    """``out = x`` with ``out[index[i][j]][j] += src[i][j]`` for ``dim=0`` (PyTorch's scatter_add; out of
+    place). ``index`` has x's number of dims, is no larger than ``src`` anywhere and no larger than x
+    outside ``dim``."""
+    idx = _int_index("scatter_add", index)
+    if not isinstance(src, Tensor):
+        src = as_tensor_like(src, x)
+    d = norm_dim("scatter_add", dim, x.ndim)
+    if not (idx.ndim == x.ndim == src.ndim):
+        raise ValueError(f"scatter_add: index {tuple(idx.shape)}, input {x.shape} and src {src.shape} "
+                         "must have the same number of dims")
+    if src.dtype != x.dtype:
+        raise TypeError(f"scatter_add: src dtype {src.dtype} differs from input dtype {x.dtype}")
+    for a, (ni, nx, ns) in enumerate(zip(idx.shape, x.shape, src.shape)):
+        if ni > ns or (a != d and ni > nx):
+            raise ValueError(f"scatter_add: index {tuple(idx.shape)} is larger than src {src.shape} or than "
+                             f"input {x.shape} at dim {a}")
+    _check_range("scatter_add", idx, x.shape[d] if x.ndim else 1, d, x.shape)
+    return ScatterAdd(d, idx)(x, src)
+
+
+def index_select(x: Tensor, dim: int, index: Any) -> Tensor:
+    """The entries of ``x`` at the 1-D integer ``index`` along ``dim`` (repeats allowed)."""
+    idx = _int_index("index_select", index)
+    if idx.ndim > 1:
+        raise ValueError(f"index_select: index must be 0-D or 1-D, got shape {tuple(idx.shape)}")
+    d = norm_dim("index_select", dim, x.ndim)
+    _check_range("index_select", idx, x.shape[d] if x.ndim else 1, d, x.shape)
+    if x.ndim == 0:
+        return x
+    return IndexSelect(d, idx.reshape(-1))(x)
+
+
+# -- where / masked_fill -----------------------------------------------------------------------------------
+class Where(Function):
+    """y = a where cond else b (broadcast);  da = gy where cond (0 elsewhere), db = gy where not cond,
+    each summed back to its operand's shape."""
+
+    def __init__(self, cond: Any) -> None:
+        self.cond = cond
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return get_array_module(a).where(self.cond, a, b)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        n = self.needs_input_grad
+        zero = gy.dtype.type(0)
+        ga = unbroadcast(xp.where(self.cond, gy, zero), self.a_shape) if n[0] else None
+        gb = unbroadcast(xp.where(self.cond, zero, gy), self.b_shape) if n[1] else None
+        return ga, gb
+
+
+def _bool_mask(op: str, mask: Any) -> Any:
+    m = mask.data if isinstance(mask, Tensor) else mask
+    if not hasattr(m, "dtype"):
+        m = numpy.asarray(m)
+    if m.dtype.kind != "b":
+        raise TypeError(f"{op}: expected a boolean condition/mask, got dtype {m.dtype}")
+    return m
+
+
+def where(condition: Any, input: Any = None, other: Any = None) -> Any:  # noqa: A002 - torch name
+    """``where(cond, a, b)``: a where cond else b, all three broadcast (a, b tensors or numbers).
+    ``where(cond)``: the tuple of index tensors of the true entries (like ``nonzero(as_tuple=True)``)."""
+    cond = _bool_mask("where", condition)
+    if input is None and other is None:
+        return tuple(Tensor._from_op(i.astype(numpy.int64), None, 0) for i in get_array_module(cond).nonzero(cond))
+    if input is None or other is None:
+        raise TypeError("where: give both input and other, or neither")
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        dt = get_default_dtype() if isinstance(input, float) or isinstance(other, float) else numpy.int64
+        input = Tensor._from_op(numpy.asarray(input, dtype=dt), None, 0)
+    a = input if isinstance(input, Tensor) else as_tensor_like(input, other)
+    b = other if isinstance(other, Tensor) else as_tensor_like(other, a)
+    if a.dtype != b.dtype:
+        raise TypeError(f"where: input dtype {a.dtype} and other dtype {b.dtype} differ; cast one with .to()")
+    try:
+        numpy.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: condition {tuple(cond.shape)}, input {a.shape} and other {b.shape} cannot be "
+                         "broadcast together") from None
+    return Where(cond)(a, b)
+
+
+class MaskedFill(Function):
+    """y = value where mask else x;  dx = gy where not mask; dvalue (a 0-d tensor) = sum of gy where mask."""
+
+    def __init__(self, mask: Any, value: Any) -> None:
+        self.mask, self.value = mask, value
+
+    def forward(self, x: Any, *value: Any) -> Any:
+        v = value[0] if value else self.value
+        return get_array_module(x).where(self.mask, v, x).astype(x.dtype, copy=False)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        zero = gy.dtype.type(0)
+        gx = xp.where(self.mask, zero, gy) if self.needs_input_grad[0] else None
+        if len(self.needs_input_grad) == 1:
+            return gx
+        gv = xp.asarray(xp.where(self.mask, gy, zero).sum()) if self.needs_input_grad[1] else None
+        return gx, gv
+
+
+def masked_fill(x: Tensor, mask: Any, value: Any) -> Tensor:
+    """``x`` with ``value`` (a number or 0-d tensor) written where the boolean ``mask`` (broadcast to x's
+    shape) is true."""
+    m = _bool_mask("masked_fill", mask)
+    try:
+        if numpy.broadcast_shapes(m.shape, x.shape) != x.shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"masked_fill: mask of shape {tuple(m.shape)} does not broadcast to input {x.shape}") from None
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise ValueError(f"masked_fill: value must be a number or a 0-d tensor, got shape {value.shape}")
+        if value.requires_grad:
+            return MaskedFill(m, None)(x, value.to(x.dtype))
+        value = value.item()
+    return MaskedFill(m, value)(x)

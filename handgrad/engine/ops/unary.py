@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
@@ -62,7 +64,7 @@ class ReLU(Function):
 
     def forward(self, x: Any) -> Any:
         self.mask = x > 0
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)  # not x * mask: -inf * 0 would be NaN
 
     def backward(self, gy: Any) -> Any:
         return gy * self.mask
@@ -111,8 +113,6 @@ def relu(x: Tensor) -> Tensor:
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:
-    import numpy
-
     if x.dtype == numpy.dtype(dtype):
         return x
     if numpy.dtype(dtype).kind not in "fc":
@@ -122,3 +122,163 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
 
 def clone(x: Tensor) -> Tensor:
     return Clone()(x)
+
+
+class Sqrt(Function):
+    """y = sqrt x;  dx = gy / (2 y)."""
+
+    def forward(self, x: Any) -> Any:
+        self.y = get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, gy: Any) -> Any:
+        return gy / (2 * self.y)
+
+
+class Abs(Function):
+    """y = |x|;  dx = gy * sign(x) (0 at x == 0, like PyTorch)."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy: Any) -> Any:
+        return gy * get_array_module(gy).sign(self.x)
+
+
+class Sin(Function):
+    """y = sin x;  dx = gy * cos x."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return get_array_module(x).sin(x)
+
+    def backward(self, gy: Any) -> Any:
+        return gy * get_array_module(gy).cos(self.x)
+
+
+class Cos(Function):
+    """y = cos x;  dx = -gy * sin x."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return get_array_module(x).cos(x)
+
+    def backward(self, gy: Any) -> Any:
+        return -gy * get_array_module(gy).sin(self.x)
+
+
+class Clamp(Function):
+    """y = min(max(x, lo), hi) for constant bounds (either may be None);
+    dx = gy * [lo <= x <= hi] (the gradient passes at the bounds themselves, like PyTorch)."""
+
+    def __init__(self, lo: float | None, hi: float | None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            self.inside = (x >= lo) & (x <= hi)
+            return xp.minimum(xp.maximum(x, lo), hi)  # not xp.clip: hi wins when lo > hi, as in torch
+        if lo is not None:
+            self.inside = x >= lo
+            return xp.maximum(x, lo)
+        self.inside = x <= hi
+        return xp.minimum(x, hi)
+
+    def backward(self, gy: Any) -> Any:
+        return gy * self.inside
+
+
+class ClampTensor(Function):
+    """y = min(max(x, lo), hi) with tensor bounds (broadcast; either may be absent). As in PyTorch:
+    dx = gy [lo <= x <= hi], dlo = gy [x < lo and lo < hi], dhi = gy [x > hi or hi < lo]."""
+
+    def __init__(self, has_lo: bool, has_hi: bool) -> None:
+        self.has_lo, self.has_hi = has_lo, has_hi
+
+    def forward(self, x: Any, *bounds: Any) -> Any:
+        xp = get_array_module(x)
+        it = iter(bounds)
+        lo = next(it) if self.has_lo else None
+        hi = next(it) if self.has_hi else None
+        self.shapes = [x.shape] + [b.shape for b in bounds]
+        y = x
+        if lo is not None:
+            y = xp.maximum(y, lo)
+        if hi is not None:
+            y = xp.minimum(y, hi)
+        self.x, self.lo, self.hi = x, lo, hi
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        from handgrad.engine.ops._util import unbroadcast
+
+        x, lo, hi = self.x, self.lo, self.hi
+        zero = gy.dtype.type(0)
+        xp = get_array_module(gy)
+        inside = True
+        if lo is not None:
+            inside = inside & (x >= lo)
+        if hi is not None:
+            inside = inside & (x <= hi)
+        grads = [unbroadcast(xp.where(inside, gy, zero), x.shape)]
+        if lo is not None:
+            hit = x < lo if hi is None else (x < lo) & (lo < hi)
+            grads.append(unbroadcast(xp.where(hit, gy, zero), lo.shape))
+        if hi is not None:
+            hit = x > hi if lo is None else (x > hi) | (hi < lo)
+            grads.append(unbroadcast(xp.where(hit, gy, zero), hi.shape))
+        return tuple(grads)
+
+
+def _need_tensor(op: str, x: Any) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+
+
+def sqrt(x: Tensor) -> Tensor:
+    _need_tensor("sqrt", x)
+    return Sqrt()(x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001 - torch name
+    _need_tensor("abs", x)
+    return Abs()(x)
+
+
+def sin(x: Tensor) -> Tensor:
+    _need_tensor("sin", x)
+    return Sin()(x)
+
+
+def cos(x: Tensor) -> Tensor:
+    _need_tensor("cos", x)
+    return Cos()(x)
+
+
+def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch argument names
+    """Clip ``x`` to ``[min, max]`` (numbers or broadcastable tensors; one may be None). Where ``min > max``
+    the result is ``max``, as in PyTorch. The gradient passes where ``min <= x <= max``."""
+    _need_tensor("clamp", x)
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must not be None")
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        return Clamp(None if min is None else float(min), None if max is None else float(max))(x)
+    from handgrad.engine.ops._util import as_tensor_like, broadcast_error
+
+    bounds = [as_tensor_like(b, x) for b in (min, max) if b is not None]
+    for b in bounds:
+        if b.dtype != x.dtype:
+            raise TypeError(f"clamp: bound dtype {b.dtype} differs from input dtype {x.dtype}")
+    try:
+        shape = numpy.broadcast_shapes(x.shape, *(b.shape for b in bounds))
+    except ValueError:
+        raise broadcast_error("clamp", x, bounds[0]) from None
+    if shape != x.shape:
+        raise ValueError(f"clamp: bounds of shapes {[b.shape for b in bounds]} do not broadcast to input {x.shape}")
+    return ClampTensor(min is not None, max is not None)(x, *bounds)
+
+
+clip = clamp

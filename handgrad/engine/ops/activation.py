@@ -1,0 +1,167 @@
+"""Activation functions beyond relu/sigmoid/tanh (those live in ``unary``): leaky ReLU, ELU, GELU (exact
+and tanh approximation), softplus, SiLU. Each is one ``Function`` with its derivative written out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.function import Function
+from handgrad.engine.tensor import Tensor
+
+
+def erf(x: Any) -> Any:
+    """The error function on whichever array module holds ``x`` (SciPy for NumPy, cupyx for CuPy)."""
+    if get_array_module(x) is numpy:
+        from scipy.special import erf as _erf
+    else:  # pragma: no cover - needs a GPU
+        from cupyx.scipy.special import erf as _erf  # type: ignore[import-not-found]
+    return _erf(x)
+
+
+def _stable_sigmoid(z: Any) -> Any:
+    """1 / (1 + e^-z) via tanh, finite for every z."""
+    xp = get_array_module(z)
+    s = xp.tanh(z * 0.5)
+    s += 1
+    s *= 0.5
+    return s
+
+
+class LeakyReLU(Function):
+    """y = x if x > 0 else a x;  dx = gy if x > 0 else a gy (x == 0 takes the slope a, like PyTorch)."""
+
+    def __init__(self, negative_slope: float) -> None:
+        self.a = negative_slope
+
+    def forward(self, x: Any) -> Any:
+        self.pos = x > 0
+        return get_array_module(x).where(self.pos, x, x * self.a)
+
+    def backward(self, gy: Any) -> Any:
+        return get_array_module(gy).where(self.pos, gy, gy * self.a)
+
+
+class ELU(Function):
+    """y = x if x > 0 else alpha (e^x - 1);  dx = gy if x > 0 else gy * alpha e^x (= gy (y + alpha))."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.pos = x > 0
+        # expm1 only of the non-positive part: no overflow for large x, full precision near 0
+        self.neg = self.alpha * xp.expm1(xp.minimum(x, 0))
+        return xp.where(self.pos, x, self.neg)
+
+    def backward(self, gy: Any) -> Any:
+        return get_array_module(gy).where(self.pos, gy, gy * (self.neg + self.alpha))
+
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+
+
+class GELU(Function):
+    """Exact: y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;  dx = gy (Phi(x) + x phi(x)),
+    phi(x) = e^{-x^2/2} / sqrt(2 pi).
+
+    approximate='tanh': y = x (1 + tanh u) / 2, u = sqrt(2/pi) (x + 0.044715 x^3);
+    dx = gy [(1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2], t = tanh u.
+    """
+
+    def __init__(self, approximate: str) -> None:
+        self.approximate = approximate
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + erf(x * _SQRT_HALF))
+        return x * self.cdf
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        x = self.x
+        if self.approximate == "tanh":
+            t = self.t
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+            return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        return gy * (self.cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x)))
+
+
+class Softplus(Function):
+    """y = (1/beta) ln(1 + e^{beta x}), or x where beta x > threshold (PyTorch's linear cut-off);
+    dx = gy sigmoid(beta x), or gy past the threshold. Computed as max(z, 0) + log1p(e^{-|z|}) so large
+    thresholds cannot overflow."""
+
+    def __init__(self, beta: float, threshold: float) -> None:
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        z = x * self.beta
+        self.z = z
+        self.linear = z > self.threshold
+        soft = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / self.beta
+        return xp.where(self.linear, x, soft)
+
+    def backward(self, gy: Any) -> Any:
+        return get_array_module(gy).where(self.linear, gy, gy * _stable_sigmoid(self.z))
+
+
+class SiLU(Function):
+    """y = x sigmoid(x) (swish);  dx = gy s (1 + x (1 - s)), s = sigmoid(x)."""
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.s = _stable_sigmoid(x)
+        return x * self.s
+
+    def backward(self, gy: Any) -> Any:
+        s = self.s
+        return gy * (s * (1 + self.x * (1 - s)))
+
+
+def _need_float(op: str, x: Any) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating tensor, got dtype {x.dtype}")
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    _need_float("leaky_relu", x)
+    return LeakyReLU(float(negative_slope))(x)
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    _need_float("elu", x)
+    return ELU(float(alpha))(x)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    _need_float("gelu", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU(approximate)(x)
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    _need_float("softplus", x)
+    if beta == 0:
+        raise ValueError("softplus: beta must be non-zero")
+    return Softplus(float(beta), float(threshold))(x)
+
+
+def silu(x: Tensor) -> Tensor:
+    _need_float("silu", x)
+    return SiLU()(x)
