@@ -9,3 +9,4 @@ import handgrad.nn  # first: handgrad.nn imports this package's layers, so it mu
 from handgrad.recurrent.gru_sequence import gru_cell, gru_sequence
 from handgrad.recurrent.lstm_sequence import lstm_cell, lstm_sequence
 from handgrad.recurrent.rnn_sequence import rnn_cell, rnn_relu_cell, rnn_sequence, rnn_tanh_cell
+from handgrad.recurrent.tbptt import detach_state, tbptt_windows
