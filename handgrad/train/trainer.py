@@ -16,8 +16,8 @@ ran with, and the wall ``time`` in seconds. With ``out_dir`` the history is rewr
 ``epochs`` is the number of the last epoch (Keras' meaning with ``initial_epoch``): a fresh trainer runs
 epochs 1..N; ``fit(..., resume=ckpt)`` loads the checkpoint (saved after epoch k) and runs k+1..N,
 giving the same weights and history as the uninterrupted run, since the checkpoint holds the model,
-optimizer, scheduler, callbacks, history, handgrad's random generator and, when the loaders have
-``state_dict``, the loaders' state.
+optimizer, scheduler, callbacks, history, handgrad's random generator and the loaders' shuffling
+state (their ``state_dict``, or the private generator of a ``DataLoader(seed=...)``).
 
 Ctrl-C (``KeyboardInterrupt``) during ``fit`` rolls the trainer back to the end of the last completed
 epoch (the partial epoch is dropped so the state is consistent), saves that as
@@ -39,6 +39,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import numpy
 
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import get_rng
@@ -189,6 +191,7 @@ class Trainer:
         logs["time"] = round(time.perf_counter() - start, 3)
         self.epoch = epoch
         self.history.append(logs)
+        logs = self.history.rows[-1]  # callbacks may add columns (they land in the history)
         self._call("on_epoch_end", epoch, logs)
         self._write_history()
         if self.verbose:
@@ -293,6 +296,8 @@ class Trainer:
         for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
             if loader is not None and hasattr(loader, "state_dict"):
                 loaders[name] = loader.state_dict()
+            elif _loader_generator(loader) is not None:  # DataLoader(seed=...): its private shuffling generator
+                loaders[name] = {"generator": json.dumps(_loader_generator(loader).bit_generator.state)}
         if loaders:
             state["loaders"] = loaders
         return clone_state(state) if copy else state
@@ -337,8 +342,12 @@ class Trainer:
         get_rng().bit_generator.state = json.loads(state["rng"])
         for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
             saved = state.get("loaders", {}).get(name)
-            if saved is not None and loader is not None and hasattr(loader, "load_state_dict"):
+            if saved is None or loader is None:
+                continue
+            if hasattr(loader, "load_state_dict"):
                 loader.load_state_dict(saved)
+            elif "generator" in saved and _loader_generator(loader) is not None:
+                _loader_generator(loader).bit_generator.state = json.loads(saved["generator"])
 
     def _handle_interrupt(self) -> dict[str, Any]:
         """Roll back to the last clean epoch, save it, and say so."""
@@ -378,6 +387,15 @@ class Trainer:
 
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         return tqdm(loader, total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _loader_generator(loader: Any) -> Any:
+    """The NumPy generator a loader shuffles with when it has its own (``DataLoader(seed=...)``), else None."""
+    for attr in ("generator", "_generator"):
+        g = getattr(loader, attr, None)
+        if isinstance(g, numpy.random.Generator):
+            return g
+    return None
 
 
 def _cb_key(i: int, cb: Callback) -> str:
