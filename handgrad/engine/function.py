@@ -45,25 +45,44 @@ class Function:
         return type(self).__name__
 
     def __call__(self, *inputs: Tensor) -> Any:
-        # The hot path of every op: kept flat (no isinstance chains, no per-call imports) because at small
-        # sizes this Python bookkeeping, not the array math, is the cost of an op.
-        if state.grad_enabled:
-            needs = tuple([t.requires_grad for t in inputs])
-            record = True in needs
+        # The hot path of every op, kept flat: no isinstance chains, no per-call imports, no comprehensions
+        # for the usual one or two inputs, the output tensor built inline. At small sizes this Python
+        # bookkeeping, not the array math, is the cost of an op.
+        n = len(inputs)
+        if n == 1:
+            x = inputs[0]
+            record = x.requires_grad and state.grad_enabled
+            self.needs_input_grad = _TRUE1 if record else _FALSE1
+            outs = self.forward(x.data)
+        elif n == 2:
+            a, b = inputs
+            ra, rb = a.requires_grad, b.requires_grad
+            record = (ra or rb) and state.grad_enabled
+            self.needs_input_grad = (ra, rb) if record else _FALSE2
+            outs = self.forward(a.data, b.data)
         else:
-            needs, record = None, False
-        self.needs_input_grad = needs if record else _no_grad_flags(len(inputs))
-        outs = self.forward(*[t.data for t in inputs])
+            needs = tuple([t.requires_grad for t in inputs])
+            record = True in needs and state.grad_enabled
+            self.needs_input_grad = needs if record else (False,) * n
+            outs = self.forward(*[t.data for t in inputs])
         if state.anomaly:
             self.origin = _user_line()
             _check_finite(self, outs if type(outs) is tuple else (outs,), "forward")
-        new = _new_tensor
         if type(outs) is not tuple:
-            if not record:
-                return new(outs, None, 0)
-            self.inputs = inputs
-            self.outputs_meta = ((outs.shape, outs.dtype),)
-            return new(outs, self if outs.dtype.kind in "fc" else None, 0)
+            t = _object_new(_tensor_cls)
+            t.data = outs
+            t.grad = None
+            t._output_index = 0
+            if record and outs.dtype.kind in "fc":
+                self.inputs = inputs
+                self.outputs_meta = _SINGLE_OUTPUT
+                t.requires_grad = True
+                t._creator = self
+            else:
+                t.requires_grad = False
+                t._creator = None
+            return t
+        new = _new_tensor
         if not record:
             return tuple([new(o, None, 0) for o in outs])
         self.inputs = inputs
@@ -73,30 +92,32 @@ class Function:
     def release(self) -> None:
         """Drop the saved arrays and inputs once backward is done (the graph is freed)."""
         d = self.__dict__
-        kept = {k: d[k] for k in ("needs_input_grad", "outputs_meta", "origin", "_retain") if k in d}
-        d.clear()
-        d.update(kept)
-        self.inputs = None
+        kept = {"inputs": None, "needs_input_grad": d["needs_input_grad"], "outputs_meta": d["outputs_meta"]}
+        if "origin" in d:
+            kept["origin"] = d["origin"]
+        if "_retain" in d:
+            kept["_retain"] = d["_retain"]
+        self.__dict__ = kept
 
     def __repr__(self) -> str:
         return f"<{self.name} backward>"
 
 
-_NO_GRAD_FLAGS = [(False,) * n for n in range(8)]
-
-
-def _no_grad_flags(n: int) -> tuple[bool, ...]:
-    return _NO_GRAD_FLAGS[n] if n < 8 else (False,) * n
+_TRUE1, _FALSE1, _FALSE2 = (True,), (False,), (False, False)
+_SINGLE_OUTPUT = ((None, None),)  # outputs_meta of a one-output node: only its length is ever read
+_object_new = object.__new__
+_tensor_cls: Any = None
 
 
 def _new_tensor(data: Any, creator: Function | None, index: int) -> Tensor:  # replaced by tensor.py
     raise RuntimeError("handgrad.engine.tensor was not imported")
 
 
-def _bind_tensor_factory(factory: Any) -> None:
-    """Called once by ``tensor.py``: the fast constructor of op outputs (avoids an import per op call)."""
-    global _new_tensor
-    _new_tensor = factory
+def _bind_tensor_factory(cls: Any, factory: Any) -> None:
+    """Called once by ``tensor.py``: the Tensor class and the fast constructor of op outputs (so that
+    ``__call__`` needs no import)."""
+    global _new_tensor, _tensor_cls
+    _tensor_cls, _new_tensor = cls, factory
 
 
 def _user_line() -> str:

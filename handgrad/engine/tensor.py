@@ -8,7 +8,7 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
-from handgrad.engine.function import Function, _bind_tensor_factory, check_backward_finite
+from handgrad.engine.function import _SINGLE_OUTPUT, Function, _bind_tensor_factory, check_backward_finite
 from handgrad.engine.grad_mode import state
 
 
@@ -468,8 +468,9 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
 
     Pass 1 counts, for every function reachable from ``root``, the graph edges that lead into it. Pass 2
     pops functions whose count reached zero, calls their hand-written ``backward`` on the summed output
-    gradients and hands each input gradient to its creator (or accumulates it into a leaf's ``.grad``).
-    Functions are dict keys directly (identity hash), the cheapest bookkeeping Python offers.
+    gradient(s) and hands each input gradient to its creator (or accumulates it into a leaf's ``.grad``).
+    Functions are dict keys directly (identity hash); a one-output function's pending gradient is the
+    array itself, a multi-output one's a list with one slot per output.
     """
     deps: dict[Function, int] = {root: 0}
     stack = [root]
@@ -488,8 +489,12 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
                 else:
                     deps[c] = n + 1
 
-    grads: dict[Function, list[Any]] = {root: [None] * len(root.outputs_meta)}
-    grads[root][index] = grad
+    grads: dict[Function, Any] = {}
+    if root.outputs_meta is _SINGLE_OUTPUT:
+        grads[root] = grad
+    else:
+        grads[root] = [None] * len(root.outputs_meta)
+        grads[root][index] = grad
     ready = [root]
     anomaly = state.anomaly
     while ready:
@@ -500,19 +505,24 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
             for t in inputs:
                 c = t._creator
                 if c is not None:
-                    deps[c] -= 1
-                    if not deps[c]:
+                    n = deps[c] - 1
+                    deps[c] = n
+                    if not n:
                         ready.append(c)
             if not retain_graph:
                 fn.release()
             continue
+        single = fn.outputs_meta is _SINGLE_OUTPUT
         if fn._retain is not None:
-            _store_retained(fn, gys)
-        if len(gys) > 1 and any(g is None for g in gys):
-            # a multi-output node whose other outputs got no gradient: those count as zeros
-            xp = get_array_module(*(g for g in gys if g is not None))
-            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, fn.outputs_meta)]
-        gxs = fn.backward(*gys)
+            _store_retained(fn, [gys] if single else gys)
+        if single:
+            gxs = fn.backward(gys)
+        else:
+            if any(g is None for g in gys):
+                # a multi-output node whose other outputs got no gradient: those count as zeros
+                xp = get_array_module(*(g for g in gys if g is not None))
+                gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, fn.outputs_meta)]
+            gxs = fn.backward(*gys)
         if type(gxs) is not tuple:
             gxs = (gxs,)
         if len(gxs) != len(inputs):
@@ -528,7 +538,15 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
                         f"for an input of shape {t.shape}"
                     )
                 if c is None:
-                    _accumulate_leaf(t, gx)
+                    g = t.grad
+                    if g is None:
+                        # copy: a backward may hand the same array to several inputs (e.g. add)
+                        t.grad = _make(gx.astype(t.data.dtype, copy=True), None, 0)
+                    else:
+                        g.data += gx
+                elif c.outputs_meta is _SINGLE_OUTPUT:
+                    prev = grads.get(c)
+                    grads[c] = gx if prev is None else prev + gx
                 else:
                     slot = grads.get(c)
                     if slot is None:
@@ -643,6 +661,6 @@ def _make(data: Any, creator: Function | None, index: int) -> Tensor:
 
 
 _object_new = object.__new__
-_bind_tensor_factory(_make)
+_bind_tensor_factory(Tensor, _make)
 
 from handgrad.engine import ops as _ops  # noqa: E402  (ops need Tensor, Tensor's operators need ops)

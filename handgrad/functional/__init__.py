@@ -15,3 +15,7 @@ from handgrad.functional.metric_losses import (
     pairwise_distance, squared_euclidean_distance, triplet_margin_loss,
 )
 from handgrad.functional.distillation import distillation_loss
+from handgrad.functional.activation import (
+    elu, gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, softplus, tanh,
+)
+from handgrad.engine.ops.shape import pad

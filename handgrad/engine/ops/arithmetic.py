@@ -184,19 +184,107 @@ class Neg(Function):
         return -gz
 
 
+class AddScalar(Function):
+    """z = x + c for a Python number c (also x - c as x + (-c), exact);  dx = gz."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def forward(self, x: Any) -> Any:
+        return x + self.c
+
+    def backward(self, gz: Any) -> Any:
+        return gz
+
+
+class RSubScalar(Function):
+    """z = c - x;  dx = -gz."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def forward(self, x: Any) -> Any:
+        return self.c - x
+
+    def backward(self, gz: Any) -> Any:
+        return -gz
+
+
+class MulScalar(Function):
+    """z = c x;  dx = c gz."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def forward(self, x: Any) -> Any:
+        return x * self.c
+
+    def backward(self, gz: Any) -> Any:
+        return gz * self.c
+
+
+class DivScalar(Function):
+    """z = x / c;  dx = gz / c."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def forward(self, x: Any) -> Any:
+        return x / self.c
+
+    def backward(self, gz: Any) -> Any:
+        return gz / self.c
+
+
+class RDivScalar(Function):
+    """z = c / x;  dx = -gz c / x^2 = -gz z / x."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.z = self.c / x
+        return self.z
+
+    def backward(self, gz: Any) -> Any:
+        return -gz * self.z / self.x
+
+
+# Python numbers take a one-input fast path (no constant tensor, no unbroadcast); NumPy scalars are not
+# "weak" under NumPy 2's promotion rules, so they go through ``pair`` and take the tensor's dtype.
+_PY_NUMBER = (int, float)
+
+
 def add(a: Any, b: Any) -> Tensor:
+    if type(b) in _PY_NUMBER and isinstance(a, Tensor):
+        return AddScalar(b)(a)
+    if type(a) in _PY_NUMBER and isinstance(b, Tensor):
+        return AddScalar(a)(b)
     return Add()(*pair(a, b))
 
 
 def sub(a: Any, b: Any) -> Tensor:
+    if type(b) in _PY_NUMBER and isinstance(a, Tensor):
+        return AddScalar(-b)(a)
+    if type(a) in _PY_NUMBER and isinstance(b, Tensor):
+        return RSubScalar(a)(b)
     return Sub()(*pair(a, b))
 
 
 def mul(a: Any, b: Any) -> Tensor:
+    if type(b) in _PY_NUMBER and isinstance(a, Tensor):
+        return MulScalar(b)(a)
+    if type(a) in _PY_NUMBER and isinstance(b, Tensor):
+        return MulScalar(a)(b)
     return Mul()(*pair(a, b))
 
 
 def div(a: Any, b: Any) -> Tensor:
+    if type(b) in _PY_NUMBER and isinstance(a, Tensor):
+        return DivScalar(b)(a)
+    if type(a) in _PY_NUMBER and isinstance(b, Tensor):
+        return RDivScalar(a)(b)
     return Div()(*pair(a, b))
 
 
