@@ -19,3 +19,7 @@ from handgrad.functional.activation import (
     elu, gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, softplus, tanh,
 )
 from handgrad.engine.ops.shape import pad
+from handgrad.functional.normalization import batch_norm, group_norm, layer_norm
+from handgrad.functional.dropout import dropout, dropout1d, dropout2d
+from handgrad.functional.embedding import embedding, one_hot
+from handgrad.functional.interpolate import interpolate, upsample

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 from handgrad.functional._cnn_util import (
@@ -94,10 +95,12 @@ class Conv2d(Function):
 
     def backward(self, gy: Any) -> Any:
         need = self.needs_input_grad
+        xp = get_array_module(gy)
         g = _rows(to_nhwc(gy), self.groups)  # (G, M, O/G); free when gy is channels-last
         gx = gw = gb = None
         if len(need) > 2 and need[2]:
-            gb = g.sum(axis=1).reshape(-1)
+            # a GEMV with a ones vector is several times faster than NumPy's sum over the long M axis
+            gb = (xp.ones(g.shape[1], g.dtype) @ g).reshape(-1)
         if need[1]:
             gw = _weight_from_matrix(g.transpose(0, 2, 1) @ self.cols, self.w_shape, self.groups)
         if need[0]:
@@ -152,7 +155,7 @@ class ConvTranspose2d(Function):
         gy_nhwc = to_nhwc(gy)
         gx = gw = gb = None
         if len(need) > 2 and need[2]:
-            gb = gy_nhwc.sum(axis=(0, 1, 2))
+            gb = gy_nhwc.sum(axis=(0, 1, 2))  # small next to the GEMMs: never the hot spot
         if need[0] or need[1]:
             # dy padded back to the equivalent conv's padded input (the output_padding rows stay inside)
             pads = (ph, self.padded[1] - ph - gy.shape[2], pw, self.padded[2] - pw - gy.shape[3])

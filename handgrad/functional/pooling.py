@@ -92,7 +92,13 @@ class _Geometry:
 # -- max pooling -------------------------------------------------------------------------------------------
 class MaxPool2d(Function):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, i*sh + p*dh, j*sw + q*dw] (xpad padded with -inf);
-    dx = dy routed to the first arg-max of each window (accumulated where windows overlap)."""
+    dx = dy routed to the first arg-max of each window in (p, q) scan order, PyTorch's tie rule
+    (accumulated where windows overlap).
+
+    The forward is only kh*kw - 1 in-place ``maximum`` calls; the arg-max masks are rebuilt in the
+    backward from the saved input and output (one compare per offset), which is cheaper than tracking an
+    index array through the forward.
+    """
 
     def __init__(self, geo: _Geometry) -> None:
         self.geo = geo
@@ -103,43 +109,57 @@ class MaxPool2d(Function):
         xv, perm = _spatial_view(x)
         ax = _axes(perm)
         xpad = _padded(xv, ax, g.p, g.after, -numpy.inf)
-        kk = g.k[0] * g.k[1]
-        y = idx = None
-        k = 0
+        y = None
         for p in range(g.k[0]):
             for q in range(g.k[1]):
                 sl = xpad[_slab(ax, p, q, g.s, g.d, g.out)]
                 if y is None:
                     y = sl.copy()
-                    idx = xp.zeros(y.shape, numpy.int8 if kk < 128 else numpy.int32)
                 else:
-                    better = sl > y
-                    xp.copyto(idx, k, where=better)
-                    xp.maximum(y, sl, out=y)  # maximum also propagates NaN
-                k += 1
-        self.idx, self.perm, self.ax = idx, perm, ax
-        self.padded_shape, self.dtype = xpad.shape, x.dtype
+                    xp.maximum(y, sl, out=y)  # maximum propagates NaN, like PyTorch
+        self.xpad, self.y, self.perm, self.ax = xpad, y, perm, ax
         return y.transpose(perm)
+
+    def _masks(self) -> Any:
+        """Yield (slab index, mask of outputs whose first arg-max is this kernel offset), offset by offset."""
+        g, y = self.geo, self.y
+        xp = get_array_module(y)
+        nan = bool(xp.isnan(y).any())
+        claimed = None
+        last = g.k[0] * g.k[1] - 1
+        k = 0
+        for p in range(g.k[0]):
+            for q in range(g.k[1]):
+                sl = _slab(self.ax, p, q, g.s, g.d, g.out)
+                v = self.xpad[sl]
+                m = v == y
+                if nan:
+                    m |= xp.isnan(v)
+                if claimed is None:
+                    claimed = m.copy() if k < last else m
+                else:
+                    m &= ~claimed
+                    if k < last:
+                        claimed |= m
+                yield sl, m
+                k += 1
 
     def backward(self, gy: Any) -> Any:
         g = self.geo
         xp = get_array_module(gy)
         gyv = gy.transpose(numpy.argsort(self.perm))  # into the forward's working layout
+        shape, dtype = self.xpad.shape, self.y.dtype
         tiles = all(g.s[a] >= g.d[a] * (g.k[a] - 1) + 1 for a in (0, 1))
         covered = tiles and all(
-            g.s[a] == g.k[a] and (g.d[a] == 1 or g.k[a] == 1) and self.padded_shape[self.ax[a]] == g.out[a] * g.s[a]
+            g.s[a] == g.k[a] and (g.d[a] == 1 or g.k[a] == 1) and shape[self.ax[a]] == g.out[a] * g.s[a]
             for a in (0, 1)
         )
-        gpad = xp.empty(self.padded_shape, self.dtype) if covered else xp.zeros(self.padded_shape, self.dtype)
-        k = 0
-        for p in range(g.k[0]):
-            for q in range(g.k[1]):
-                sl = _slab(self.ax, p, q, g.s, g.d, g.out)
-                if tiles:  # disjoint slabs: write straight into gx
-                    xp.multiply(gyv, self.idx == k, out=gpad[sl])
-                else:
-                    gpad[sl] += gyv * (self.idx == k)
-                k += 1
+        gpad = xp.empty(shape, dtype) if covered else xp.zeros(shape, dtype)
+        for sl, m in self._masks():
+            if tiles:  # disjoint slabs: write straight into gx
+                xp.multiply(gyv, m, out=gpad[sl])
+            else:
+                gpad[sl] += gyv * m
         idx = [slice(None)] * 4
         for a in (0, 1):
             idx[self.ax[a]] = slice(g.p[a], g.p[a] + g.size[a])
@@ -148,8 +168,11 @@ class MaxPool2d(Function):
     def flat_indices(self) -> Any:
         """PyTorch's ``return_indices``: for each output, h*W + w of its arg-max in the unpadded input."""
         g = self.geo
-        xp = get_array_module(self.idx)
-        idx = self.idx.transpose(self.perm).astype(numpy.int64)  # (N, C, Ho, Wo)
+        xp = get_array_module(self.y)
+        idx = xp.zeros(self.y.shape, numpy.int64)
+        for k, (_, m) in enumerate(self._masks()):
+            idx[m] = k
+        idx = idx.transpose(self.perm)  # (N, C, Ho, Wo)
         kp, kq = idx // g.k[1], idx % g.k[1]
         hi = xp.arange(g.out[0]).reshape(-1, 1) * g.s[0] - g.p[0] + kp * g.d[0]
         wi = xp.arange(g.out[1]) * g.s[1] - g.p[1] + kq * g.d[1]
