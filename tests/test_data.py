@@ -179,6 +179,12 @@ def test_seeded_shuffling_reproducible():
     np.testing.assert_array_equal(a1, b1)
     np.testing.assert_array_equal(a2, b2)
     np.testing.assert_array_equal(a1, np.random.default_rng(42).permutation(100))  # documented draw
+    # the private generator is public (loader.generator): saving and restoring its state replays an epoch
+    saved = la.generator.bit_generator.state
+    a3 = epoch(la)
+    la.generator.bit_generator.state = saved
+    np.testing.assert_array_equal(epoch(la), a3)
+    assert DataLoader(ds, 10, shuffle=True).generator is None
     # shuffle=False is the identity order
     np.testing.assert_array_equal(epoch(DataLoader(ds, 9)), np.arange(100))
     # an explicit sampler sets the order

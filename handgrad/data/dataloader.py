@@ -113,7 +113,8 @@ class DataLoader:
         collate_fn: merges a list of items into a batch (default ``default_collate``).
         seed: shuffle with a private generator seeded once here (epochs still differ, runs repeat);
             None draws from handgrad's global generator (``handgrad.manual_seed``).
-        generator: a ``numpy.random.Generator`` to shuffle with (instead of ``seed``).
+        generator: a ``numpy.random.Generator`` to shuffle with (instead of ``seed``); kept as
+            ``loader.generator`` (None when shuffling from the global generator).
 
     ``len(loader)`` is the number of batches per epoch.
     """
@@ -137,7 +138,9 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn
         self.seed = seed
-        self._generator = generator if generator is not None else (
+        # The loader's own shuffling generator (public, as in PyTorch: a Trainer checkpoints its state);
+        # None means "draw from handgrad's global generator".
+        self.generator: numpy.random.Generator | None = generator if generator is not None else (
             numpy.random.default_rng(int(seed)) if seed is not None else None)
 
     def _order(self) -> numpy.ndarray:
@@ -145,7 +148,7 @@ class DataLoader:
             return numpy.fromiter((int(i) for i in self.sampler), dtype=numpy.int64)
         n = len(self.dataset)
         if self.shuffle:
-            return resolve_generator(self._generator).permutation(n).astype(numpy.int64)
+            return resolve_generator(self.generator).permutation(n).astype(numpy.int64)
         return numpy.arange(n, dtype=numpy.int64)
 
     def _num_items(self) -> int:
