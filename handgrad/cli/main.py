@@ -125,7 +125,8 @@ def _run(opts: argparse.Namespace) -> int:
     from handgrad.engine.random import manual_seed
 
     exp = registry.get(opts.experiment)
-    for key, value in exp.defaults.items():
+    defaults = {**exp.defaults, **(exp.quick_defaults if opts.quick else {})}
+    for key, value in defaults.items():
         if getattr(opts, key, None) is None:
             setattr(opts, key, value)
     if opts.out is None:
@@ -149,6 +150,9 @@ def _run(opts: argparse.Namespace) -> int:
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     print(f"results: {path}")
+    if results.get("interrupted"):
+        print(f"handgrad run {exp.name}: interrupted; the results are for the weights kept so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -45,6 +45,7 @@ class Experiment:
     fn: ExperimentFn
     arguments: ArgumentsFn | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    quick_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, opts: argparse.Namespace) -> dict[str, Any] | None:
         return self.fn(opts)
@@ -59,12 +60,13 @@ def experiment(
     help: str,
     arguments: ArgumentsFn | None = None,
     defaults: dict[str, Any] | None = None,
+    quick_defaults: dict[str, Any] | None = None,
 ) -> Callable[[ExperimentFn], ExperimentFn]:
     """Register ``fn`` as ``handgrad run NAME``.
 
     ``help`` is the one-line description shown by ``handgrad list``; ``arguments(parser)`` adds the
     experiment's own options; ``defaults`` maps common option names (``epochs``, ``batch_size``, ``lr``,
-    ...) to this experiment's default values.
+    ...) to this experiment's default values, and ``quick_defaults`` overrides them under ``--quick``.
     """
     if not name or any(c.isspace() for c in name):
         raise ValueError(f"experiment: name must be a non-empty word, got {name!r}")
@@ -76,7 +78,7 @@ def experiment(
             raise ValueError(
                 f"experiment {name!r} is registered twice: in {_REGISTRY[name].fn.__module__} and {fn.__module__}"
             )
-        _REGISTRY[name] = Experiment(name, help, fn, arguments, dict(defaults or {}))
+        _REGISTRY[name] = Experiment(name, help, fn, arguments, dict(defaults or {}), dict(quick_defaults or {}))
         return fn
 
     return decorator

@@ -1,0 +1,162 @@
+"""Helpers shared by the image-classification experiments: Fashion-MNIST splits, the standard training run
+(Trainer + EarlyStopping + ModelCheckpoint + learning curves + test evaluation), and results.
+
+Heavy imports stay inside functions so that ``handgrad list`` (which imports every experiment module) is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+from handgrad.cli.registry import ExperimentError
+
+# Fashion-MNIST training-set statistics of pixel/255 (the usual normalisation constants).
+FASHION_MEAN = 0.2860
+FASHION_STD = 0.3530
+
+
+@dataclass
+class Splits:
+    """Normalised float32 images ``(N, 1, 28, 28)`` and int64 labels for train / validation / test."""
+
+    x_train: numpy.ndarray
+    y_train: numpy.ndarray
+    x_val: numpy.ndarray
+    y_val: numpy.ndarray
+    x_test: numpy.ndarray
+    y_test: numpy.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test)}
+
+
+def _normalise(images: numpy.ndarray) -> numpy.ndarray:
+    x = images.astype(numpy.float32) / 255.0
+    return ((x - FASHION_MEAN) / FASHION_STD).reshape(len(x), 1, 28, 28)
+
+
+def fashion_mnist_splits(
+    data: str | None,
+    seed: int,
+    val_size: int = 6000,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> Splits:
+    """Fashion-MNIST with a validation set held out of the 60,000 training images.
+
+    The split is a seeded random permutation of the training set: the first ``val_size`` images are the
+    validation set, the next ``train_size`` (default: all the rest) the training set. ``test_size`` keeps the
+    first images of the official 10,000-image test set (default: all). Missing or unreadable files become an
+    ``ExperimentError`` (one line from the CLI).
+    """
+    from handgrad.data import FashionMNIST
+
+    try:
+        train = FashionMNIST(data, train=True)
+        test = FashionMNIST(data, train=False)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise ExperimentError(str(e)) from e
+    n = len(train.targets)
+    if val_size >= n:
+        raise ExperimentError(f"validation size {val_size} leaves no training images out of {n}")
+    perm = numpy.random.default_rng(seed).permutation(n)
+    val_idx = perm[:val_size]
+    train_idx = perm[val_size:] if train_size is None else perm[val_size : val_size + train_size]
+    if train_size is not None and len(train_idx) < train_size:
+        raise ExperimentError(f"asked for {train_size} training images but only {n - val_size} are left")
+    x_test, y_test = test.data, test.targets
+    if test_size is not None:
+        x_test, y_test = x_test[:test_size], y_test[:test_size]
+    return Splits(
+        _normalise(train.data[train_idx]), train.targets[train_idx],
+        _normalise(train.data[val_idx]), train.targets[val_idx],
+        _normalise(x_test), y_test,
+    )
+
+
+def loaders(splits: Splits, batch_size: int, seed: int, eval_batch_size: int = 1000) -> tuple[Any, Any, Any]:
+    """Shuffled training loader (its own generator, seeded: saved in checkpoints) and ordered val/test loaders."""
+    from handgrad.data import DataLoader, TensorDataset
+
+    train = DataLoader(TensorDataset(splits.x_train, splits.y_train), batch_size=batch_size, shuffle=True,
+                       seed=seed)
+    val = DataLoader(TensorDataset(splits.x_val, splits.y_val), batch_size=eval_batch_size)
+    test = DataLoader(TensorDataset(splits.x_test, splits.y_test), batch_size=eval_batch_size)
+    return train, val, test
+
+
+def count_parameters(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def fit_classifier(
+    opts: Any,
+    model: Any,
+    optimizer: Any,
+    splits: Splits,
+    patience: int,
+    title: str,
+    scheduler: Any = None,
+    min_delta: float = 0.0,
+) -> tuple[dict[str, Any], Any]:
+    """The standard run: train with early stopping on ``val_loss`` (best weights restored), checkpoints
+    ``best``/``last`` in ``opts.out``, history CSV/JSON, ``learning_curves.png``; then the test set.
+
+    Returns ``(results, trainer)``; ``results`` holds the final test/val/train metrics, the early-stopping
+    point, epochs run, parameter count and timings.
+    """
+    import handgrad.functional as F
+    from handgrad.train import EarlyStopping, ModelCheckpoint, Trainer
+    from handgrad.train.plots import plot_history
+
+    train_loader, val_loader, test_loader = loaders(splits, opts.batch_size, opts.seed)
+    es = EarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta, restore_best_weights=True,
+                       verbose=True)
+    ckpt = ModelCheckpoint(opts.out, monitor="val_loss")
+    trainer = Trainer(model, optimizer, F.cross_entropy, metrics=("accuracy",), callbacks=[es, ckpt],
+                      scheduler=scheduler, out_dir=opts.out, progress=opts.progress)
+    sizes = splits.sizes()
+    print(f"{title}: {count_parameters(model):,} parameters; {sizes['n_train']:,} train / {sizes['n_val']:,} val / "
+          f"{sizes['n_test']:,} test images; up to {opts.epochs} epochs, batch {opts.batch_size}, lr {opts.lr}",
+          flush=True)
+    start = time.perf_counter()
+    try:
+        history = trainer.fit(train_loader, val_loader, epochs=opts.epochs, resume=opts.resume)
+    except FileNotFoundError as e:  # --resume pointing nowhere
+        raise ExperimentError(str(e)) from e
+    train_time = time.perf_counter() - start
+    test = trainer.evaluate(test_loader)
+    val = trainer.evaluate(val_loader)
+    meta = history.meta.get("early_stopping", {})
+    best_epoch = int(meta.get("best_epoch") or 0)
+    results: dict[str, Any] = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "best_epoch": best_epoch,
+        "stopped_epoch": int(meta.get("stopped_epoch") or 0),
+        "epochs_run": len(history),
+        "max_epochs": opts.epochs,
+        "train_accuracy_at_best": history["accuracy"][best_epoch - 1] if best_epoch else None,
+        "parameters": count_parameters(model),
+        "train_time_s": round(train_time, 1),
+        "mean_epoch_time_s": round(float(numpy.mean(history["time"])), 2) if len(history) else None,
+        **sizes,
+    }
+    if history.meta.get("interrupted"):
+        results["interrupted"] = True
+    stop = f"stopped early after epoch {results['stopped_epoch']}" if results["stopped_epoch"] else "ran all epochs"
+    print(f"{title}: {stop}; best val_loss at epoch {best_epoch} (weights restored); "
+          f"test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}", flush=True)
+    if len(history):
+        png = os.path.join(opts.out, "learning_curves.png")
+        plot_history(history, png, title=f"{title} (test accuracy {test['accuracy']:.4f})")
+        print(f"learning curves: {png}")
+    print(f"checkpoints: {ckpt.best_path}, {ckpt.last_path}")
+    return results, trainer
