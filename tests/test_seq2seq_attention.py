@@ -84,3 +84,17 @@ def test_attention_errors():
         att(q[0], K, mask)
     with pytest.raises(ValueError, match="dot"):
         MultiplicativeAttention(3, 4, kind="dot")
+
+
+@pytest.mark.parametrize("kind", ["additive", "general"])
+def test_all_steps_at_once_equal_step_by_step(kind):
+    q, K, mask, _ = _setup(4)
+    att = (AdditiveAttention(Q, D, A) if kind == "additive" else MultiplicativeAttention(Q, D)).double()
+    qs = hg.tensor(np.random.default_rng(5).normal(size=(B, 3, Q)), requires_grad=True)
+    c_all, a_all = att(qs, K, mask)
+    assert c_all.shape == (B, 3, D) and a_all.shape == (B, 3, S)
+    for t in range(3):
+        c_t, a_t = att(qs[:, t], K, mask)
+        np.testing.assert_allclose(c_all.numpy()[:, t], c_t.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(a_all.numpy()[:, t], a_t.numpy(), rtol=1e-12)
+    assert hg.gradcheck(lambda qs, K: att(qs, K, mask)[0], (qs, K))

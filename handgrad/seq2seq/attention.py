@@ -8,7 +8,8 @@ encoder outputs:
     multiplicative:  e_s = q^T W k_s                         ("general"; ``W = I`` gives "dot")
     a = softmax(e) over s with a_s = 0 where the source is padding,   c = sum_s a_s k_s
 
-Shapes: q (B, Q), keys K (B, S, D), mask (B, S) True where the source is real, a (B, S), c (B, D).
+Shapes: q (B, Q) for one step or (B, T, Q) for T decoder steps at once (teacher forcing), keys K (B, S, D),
+mask (B, S) True where the source is real; a (B, S) or (B, T, S), c (B, D) or (B, T, D).
 The score-and-softmax part of each is ONE fused op with its backward derived by hand:
 
     softmax VJP:  de_s = a_s (da_s - sum_r a_r da_r)       (zero on padding)
@@ -44,14 +45,15 @@ def _softmax_vjp(a: Any, ga: Any) -> Any:
 
 
 class AdditiveScores(Function):
-    """a = masked_softmax(tanh(P_k + p_q[:, None]) @ v): inputs p_q (B, A), P_k (B, S, A), v (A,)."""
+    """a = masked_softmax(tanh(P_k[:, None] + p_q[:, :, None]) @ v): p_q (B, T, A), P_k (B, S, A), v (A,)
+    -> a (B, T, S). T is the number of decoder steps scored at once (1 when decoding step by step)."""
 
     def __init__(self, mask: Any) -> None:
-        self.mask = mask
+        self.mask = mask[:, None, :]
 
     def forward(self, pq: Any, pk: Any, v: Any) -> Any:
         xp = get_array_module(pk)
-        self.u = xp.tanh(pk + pq[:, None, :])
+        self.u = xp.tanh(pk[:, None, :, :] + pq[:, :, None, :])
         self.v = v
         self.a = _masked_softmax(self.u @ v, self.mask)
         return self.a
@@ -60,32 +62,35 @@ class AdditiveScores(Function):
         de = _softmax_vjp(self.a, ga)
         dz = de[..., None] * self.v * (1 - self.u * self.u)
         n = self.needs_input_grad
-        gv = (de[..., None] * self.u).sum(axis=(0, 1)) if n[2] else None
-        return (dz.sum(axis=1) if n[0] else None), (dz if n[1] else None), gv
+        gv = (de[..., None] * self.u).sum(axis=(0, 1, 2)) if n[2] else None
+        return (dz.sum(axis=2) if n[0] else None), (dz.sum(axis=1) if n[1] else None), gv
 
 
 class BilinearScores(Function):
-    """a = masked_softmax(K r): inputs r (B, D) (the query mapped into key space), K (B, S, D)."""
+    """a = masked_softmax(r K^T * scale): r (B, T, D) (the queries mapped into key space), K (B, S, D)
+    -> a (B, T, S)."""
 
     def __init__(self, mask: Any, scale: float = 1.0) -> None:
-        self.mask, self.scale = mask, scale
+        self.mask, self.scale = mask[:, None, :], scale
 
     def forward(self, r: Any, k: Any) -> Any:
         self.r, self.k = r, k
-        self.a = _masked_softmax((k @ r[:, :, None])[..., 0] * self.scale, self.mask)
+        self.a = _masked_softmax((r @ k.swapaxes(1, 2)) * self.scale, self.mask)
         return self.a
 
     def backward(self, ga: Any) -> Any:
         de = _softmax_vjp(self.a, ga) * self.scale
         n = self.needs_input_grad
-        gr = (de[:, None, :] @ self.k)[:, 0, :] if n[0] else None
-        gk = de[..., None] * self.r[:, None, :] if n[1] else None
+        gr = de @ self.k if n[0] else None
+        gk = de.swapaxes(1, 2) @ self.r if n[1] else None
         return gr, gk
 
 
 def _check(op: str, q: Tensor, keys: Tensor, mask: Any) -> Any:
-    if q.ndim != 2 or keys.ndim != 3 or q.shape[0] != keys.shape[0]:
-        raise ValueError(f"{op}: expected query (B, Q) and keys (B, S, D), got {q.shape} and {keys.shape}")
+    if q.ndim not in (2, 3) or keys.ndim != 3 or q.shape[0] != keys.shape[0]:
+        raise ValueError(
+            f"{op}: expected query (B, Q) or (B, T, Q) and keys (B, S, D), got {q.shape} and {keys.shape}"
+        )
     xp = get_array_module(keys.data)
     if mask is None:
         return xp.ones(keys.shape[:2], bool)
@@ -95,6 +100,20 @@ def _check(op: str, q: Tensor, keys: Tensor, mask: Any) -> Any:
     if not bool(m.any(axis=1).all()):
         raise ValueError(f"{op}: a source sequence is all padding (nothing to attend to)")
     return m.astype(bool)
+
+
+def _with_steps(query: Tensor) -> tuple[Tensor, bool]:
+    """Queries as (B, T, Q); remember whether the caller gave a single step (B, Q)."""
+    if query.ndim == 2:
+        return query.reshape(query.shape[0], 1, query.shape[1]), True
+    return query, False
+
+
+def _context(a: Tensor, keys: Tensor, single: bool) -> tuple[Tensor, Tensor]:
+    c = a @ keys  # (B, T, S) @ (B, S, D) -> (B, T, D)
+    if single:
+        return c.reshape(c.shape[0], c.shape[2]), a.reshape(a.shape[0], a.shape[2])
+    return c, a
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> Parameter:
@@ -125,10 +144,9 @@ class AdditiveAttention(Module):
         self, query: Tensor, keys: Tensor, mask: Any = None, projected_keys: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         m = _check("AdditiveAttention", query, keys, mask)
+        q, single = _with_steps(query)
         pk = self.precompute(keys) if projected_keys is None else projected_keys
-        a = AdditiveScores(m)(query @ self.W_q, pk, self.v)
-        context = (a.reshape(a.shape[0], 1, a.shape[1]) @ keys).reshape(keys.shape[0], keys.shape[2])
-        return context, a
+        return _context(AdditiveScores(m)(q @ self.W_q, pk, self.v), keys, single)
 
 
 class MultiplicativeAttention(Module):
@@ -151,10 +169,9 @@ class MultiplicativeAttention(Module):
         self, query: Tensor, keys: Tensor, mask: Any = None, projected_keys: Any = None
     ) -> tuple[Tensor, Tensor]:
         m = _check("MultiplicativeAttention", query, keys, mask)
-        r = query @ self.W if self.kind == "general" else query
-        a = BilinearScores(m, self.scale)(r, keys)
-        context = (a.reshape(a.shape[0], 1, a.shape[1]) @ keys).reshape(keys.shape[0], keys.shape[2])
-        return context, a
+        q, single = _with_steps(query)
+        r = q @ self.W if self.kind == "general" else q
+        return _context(BilinearScores(m, self.scale)(r, keys), keys, single)
 
     def precompute(self, keys: Tensor) -> None:
         return None
