@@ -34,10 +34,15 @@ class TorchWeights(Module):
             setattr(self, n, Parameter(p.detach().numpy().astype(np.float64)))
 
 
-def _torch_step(tm, k, x, state):
+def _torch_step(tm, k, x, state, c_hook=None):
     w = [getattr(tm, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    if tm.mode == "LSTM":
-        return torch._VF.lstm_cell(x, state, *w)
+    if tm.mode == "LSTM":  # written out so that c_t is a tensor that h_t is computed from
+        g = x @ w[0].T + w[2] + state[0] @ w[1].T + w[3]
+        i, f, gg, o = g.chunk(4, 1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(gg)
+        if c_hook is not None:
+            c_hook(c)
+        return torch.sigmoid(o) * torch.tanh(c), c
     if tm.mode == "GRU":
         return torch._VF.gru_cell(x, state, *w)
     return torch._VF.rnn_tanh_cell(x, state, *w)
@@ -54,8 +59,7 @@ def _torch_unroll(tm, x, retain=True):
         lh, lc = [], []
         for t in range(seq):
             if tm.mode == "LSTM":
-                h, c = _torch_step(tm, k, inp[t], (h, c))
-                c.retain_grad()
+                h, c = _torch_step(tm, k, inp[t], (h, c), c_hook=lambda c: c.retain_grad())
                 lc.append(c)
             else:
                 h = _torch_step(tm, k, inp[t], h)
@@ -266,3 +270,22 @@ def test_errors_name_the_function_and_shapes():
     bi.bidirectional = True
     with pytest.raises(ValueError, match="unroll: bidirectional"):
         unroll(bi, hg.tensor(np.zeros((5, 1, 3))))
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_unroll_of_handgrad_fused_module_gives_its_outputs_and_parameter_grads(mode):
+    from handgrad import nn
+
+    hg.manual_seed(0)
+    m = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}[mode](3, 4, num_layers=2, batch_first=True).double()
+    x = hg.tensor(np.random.default_rng(9).standard_normal((2, 6, 3)))
+    out, _ = m(x)
+    (out[:, -1] * out[:, -1]).sum().backward()
+    fused_grads = {n: p.grad.numpy().copy() for n, p in m.named_parameters()}
+    m.zero_grad()
+    gf = hidden_state_gradients(m, x, lambda o, h_n: (o[:, -1] * o[:, -1]).sum())
+    for n, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), fused_grads[n], rtol=1e-9, atol=1e-12)
+    # many-to-one: dL/dh_T of the top layer is just dL/dy_T = 2 y_T
+    np.testing.assert_allclose(gf.grad_h[-1], 2 * out.numpy()[:, -1], rtol=1e-10)
+    assert gf.grad_norm.shape == (6,)

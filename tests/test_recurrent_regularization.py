@@ -261,3 +261,213 @@ def test_errors_name_op_and_shapes():
         zoneout(hg.randn(2, 3), hg.randn(2, 3), 1.1)
     with pytest.raises(ValueError, match="ClipTracker: max_norm must be > 0"):
         ClipTracker(0.0)
+
+
+# -- zoneout over whole sequences (cells from handgrad.nn) ---------------------------------------------------
+def _torch_zoneout(tm, x, p_h, p_c, seed):
+    """Reference: torch cells stepped by hand, replaying the masks our ZoneoutRNN draws (same order)."""
+    hg.manual_seed(seed)
+    rng = get_rng()
+    seq, batch = x.shape[0], x.shape[1]
+    inp, finals = x, []
+    for k in range(tm.num_layers):
+        w = [getattr(tm, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h = torch.zeros(batch, tm.hidden_size, dtype=x.dtype)
+        c = torch.zeros_like(h)
+        outs = []
+        for t in range(seq):
+            if tm.mode == "LSTM":
+                h1, c1 = torch._VF.lstm_cell(inp[t], (h, c), *w)
+            elif tm.mode == "GRU":
+                h1 = torch._VF.gru_cell(inp[t], h, *w)
+            else:
+                h1 = torch._VF.rnn_tanh_cell(inp[t], h, *w)
+            if p_h:
+                d = torch.tensor((rng.random(h1.shape) < p_h).astype(np.float64))
+                h1 = d * h + (1 - d) * h1
+            if tm.mode == "LSTM":
+                if p_c:
+                    d = torch.tensor((rng.random(c1.shape) < p_c).astype(np.float64))
+                    c1 = d * c + (1 - d) * c1
+                c = c1
+            h = h1
+            outs.append(h)
+        inp = torch.stack(outs)
+        finals.append(h)
+    return inp, torch.stack(finals)
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_zoneout_rnn_matches_torch_with_the_same_masks(mode):
+    from handgrad import nn
+    from handgrad.recurrent.zoneout import ZoneoutRNN
+
+    torch.manual_seed(0)
+    tm = {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[mode](3, 4, num_layers=2).double()
+    fused = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}[mode](3, 4, num_layers=2).double()
+    fused.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    p_c = 0.5 if mode == "LSTM" else 0.0
+    z = ZoneoutRNN(mode, 3, 4, num_layers=2, zoneout_h=0.3, zoneout_c=p_c).double().load_fused(fused)
+    x = np.random.default_rng(1).standard_normal((6, 2, 3))
+    hg.manual_seed(9)
+    xt = hg.tensor(x, requires_grad=True)
+    out, state = z(xt)
+    t_x = torch.tensor(x, requires_grad=True)
+    t_out, t_hn = _torch_zoneout(tm, t_x, 0.3, p_c, 9)
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    h_n = state[0] if mode == "LSTM" else state
+    np.testing.assert_allclose(h_n.numpy(), t_hn.detach().numpy(), rtol=1e-10, atol=1e-12)
+    gy = np.random.default_rng(2).standard_normal(out.shape)
+    (out * hg.tensor(gy)).sum().backward()
+    (t_out * torch.tensor(gy)).sum().backward()
+    np.testing.assert_allclose(xt.grad.numpy(), t_x.grad.numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        z.cells[1].cell.weight_hh.grad.numpy(), tm.weight_hh_l1.grad.numpy(), rtol=1e-8, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_zoneout_zero_is_the_plain_network_and_eval_is_deterministic(mode):
+    from handgrad import nn
+    from handgrad.recurrent.zoneout import ZoneoutRNN
+
+    hg.manual_seed(1)
+    fused = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}[mode](3, 5, num_layers=2).double()
+    z0 = ZoneoutRNN(mode, 3, 5, num_layers=2).double().load_fused(fused)
+    x = hg.tensor(np.random.default_rng(3).standard_normal((7, 2, 3)))
+    np.testing.assert_allclose(z0(x)[0].numpy(), fused(x)[0].numpy(), rtol=1e-10, atol=1e-12)
+    z = ZoneoutRNN(mode, 3, 5, num_layers=2, zoneout_h=0.4, zoneout_c=0.2 if mode == "LSTM" else 0.0)
+    z = z.double().load_fused(fused)
+    z.eval()
+    a, b = z(x)[0].numpy(), z(x)[0].numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, fused(x)[0].numpy())  # eval uses the expectation, not the plain update
+    z.train()
+    assert not np.array_equal(z(x)[0].numpy(), z(x)[0].numpy())  # fresh masks in training
+
+
+def test_zoneout_eval_step_is_the_expectation_of_training_steps():
+    from handgrad import nn
+    from handgrad.recurrent.zoneout import ZoneoutCell
+
+    hg.manual_seed(2)
+    cell = nn.GRUCell(3, 4).double()
+    zc = ZoneoutCell(cell, zoneout_h=0.3)
+    x = hg.tensor(np.random.default_rng(4).standard_normal((2, 3)))
+    h = hg.tensor(np.random.default_rng(5).standard_normal((2, 4)))
+    zc.eval()
+    expect = zc(x, h).numpy()
+    np.testing.assert_allclose(expect, 0.3 * h.numpy() + 0.7 * cell(x, h).numpy(), rtol=1e-12)
+    zc.train()
+    mean = np.mean([zc(x, h).numpy() for _ in range(3000)], axis=0)
+    np.testing.assert_allclose(mean, expect, atol=0.05)
+
+
+def test_zoneout_rnn_gradcheck_in_training_mode():
+    from handgrad.recurrent.zoneout import ZoneoutRNN
+
+    hg.manual_seed(3)
+    z = ZoneoutRNN("LSTM", 2, 3, zoneout_h=0.3, zoneout_c=0.4).double()
+    x = np.random.default_rng(6).standard_normal((4, 2, 2))
+    check_grad(lambda t: z(t)[0], [x], seed=21, rtol=1e-6, atol=1e-9)
+    w = z.cells[0].cell.weight_hh  # and the recurrent weight, with the same seeded masks
+    gy = np.random.default_rng(7).standard_normal((4, 2, 3))
+
+    def f(warr):
+        w.data = warr
+        hg.manual_seed(22)
+        return float((z(hg.tensor(x))[0].numpy() * gy).sum())
+
+    w0 = w.data.copy()
+    num = numgrad(f, [w0.copy()])[0]
+    w.data, w.grad = w0, None
+    hg.manual_seed(22)
+    (z(hg.tensor(x))[0] * hg.tensor(gy)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), num, rtol=1e-6, atol=1e-9)
+
+
+def test_zoneout_batch_first_and_initial_state():
+    from handgrad.recurrent.zoneout import ZoneoutRNN
+
+    hg.manual_seed(4)
+    z = ZoneoutRNN("LSTM", 2, 3, batch_first=True).double()
+    x = hg.tensor(np.random.default_rng(7).standard_normal((2, 5, 2)))
+    h0 = (hg.tensor(np.ones((1, 2, 3))), hg.tensor(np.ones((1, 2, 3))))
+    out, (h, c) = z(x, h0)
+    assert out.shape == (2, 5, 3) and h.shape == (1, 2, 3) and c.shape == (1, 2, 3)
+    np.testing.assert_allclose(out.numpy()[:, -1], h.numpy()[0])
+    out0, _ = z(x)
+    assert not np.allclose(out.numpy(), out0.numpy())  # the initial state was used
+
+
+def test_zoneout_errors():
+    from handgrad import nn
+    from handgrad.recurrent.zoneout import ZoneoutCell, ZoneoutRNN
+
+    with pytest.raises(ValueError, match="ZoneoutCell: zoneout_c applies only to an LSTMCell, not GRUCell"):
+        ZoneoutCell(nn.GRUCell(2, 3), 0.1, 0.1)
+    with pytest.raises(ValueError, match=r"ZoneoutCell: input must be \(batch, input_size\), got shape \(2, 3, 4\)"):
+        ZoneoutCell(nn.GRUCell(4, 3), 0.1)(hg.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="ZoneoutRNN: mode must be one of"):
+        ZoneoutRNN("TCN", 2, 3)
+    with pytest.raises(ValueError, match="ZoneoutRNN: num_layers must be >= 1"):
+        ZoneoutRNN("GRU", 2, 3, num_layers=0)
+    z = ZoneoutRNN("GRU", 2, 3)
+    with pytest.raises(ValueError, match=r"ZoneoutRNN: input must be \(seq_len, batch, input_size\).*\(4, 2\)"):
+        z(hg.randn(4, 2))
+    with pytest.raises(ValueError, match="ZoneoutRNN: input has 5 features, expected input_size=2"):
+        z(hg.randn(4, 1, 5))
+    with pytest.raises(ValueError, match=r"ZoneoutRNN.load_fused: weight_ih_l0 has shape \(9, 4\)"):
+        z.load_fused(nn.GRU(4, 3))
+
+
+# -- the Zaremba / Gal stack ---------------------------------------------------------------------------
+def test_regularized_rnn_without_dropout_matches_torch_stack():
+    from handgrad.recurrent.regularization import RegularizedRNN
+
+    torch.manual_seed(5)
+    tm = torch.nn.LSTM(3, 4, num_layers=2).double()
+    r = RegularizedRNN("LSTM", 3, 4, num_layers=2).double()
+    for k in range(2):
+        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(r.layers[k], f"{n}_l0").data = getattr(tm, f"{n}_l{k}").detach().numpy().copy()
+    x = np.random.default_rng(8).standard_normal((5, 2, 3))
+    h0 = np.random.default_rng(9).standard_normal((2, 2, 4))
+    c0 = np.random.default_rng(10).standard_normal((2, 2, 4))
+    xt = hg.tensor(x, requires_grad=True)
+    out, (h, c) = r(xt, (hg.tensor(h0), hg.tensor(c0)))
+    t_x = torch.tensor(x, requires_grad=True)
+    t_out, (t_h, t_c) = tm(t_x, (torch.tensor(h0), torch.tensor(c0)))
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(h.numpy(), t_h.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(c.numpy(), t_c.detach().numpy(), rtol=1e-10)
+    gy = np.random.default_rng(11).standard_normal(out.shape)
+    ((out * hg.tensor(gy)).sum() + h.sum() + c.sum()).backward()
+    ((t_out * torch.tensor(gy)).sum() + t_h.sum() + t_c.sum()).backward()
+    np.testing.assert_allclose(xt.grad.numpy(), t_x.grad.numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(r.layers[0].weight_hh_l0.grad.numpy(), tm.weight_hh_l0.grad.numpy(), rtol=1e-8)
+
+
+def test_regularized_rnn_masks_are_locked_over_time_only_when_variational():
+    from handgrad.recurrent.regularization import RegularizedRNN
+
+    hg.manual_seed(6)
+    x = hg.tensor(np.random.default_rng(12).standard_normal((2, 30, 3)))
+    for variational in (True, False):
+        r = RegularizedRNN("GRU", 3, 16, num_layers=2, dropout=0.5, dropout_out=0.5,
+                           variational=variational, batch_first=True).double()
+        out = r(x)[0].numpy()
+        zero = out == 0  # the output dropout's mask
+        if variational:
+            assert np.all(zero == zero[:, :1])
+        else:
+            assert not np.all(zero == zero[:, :1])
+        assert 0.3 < zero.mean() < 0.7
+        r.eval()
+        a, b = r(x)[0].numpy(), r(x)[0].numpy()
+        np.testing.assert_array_equal(a, b)
+        assert not np.any(a == 0)
+    with pytest.raises(ValueError, match="RegularizedRNN: mode must be one of"):
+        RegularizedRNN("SRU", 3, 4)
+    with pytest.raises(ValueError, match="RegularizedRNN: dropout probability"):
+        RegularizedRNN("GRU", 3, 4, dropout=2.0)

@@ -76,13 +76,14 @@ def _affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
 
 def cell_step(
     mode: str, x: Tensor, state: Any, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-    nonlinearity: str = "tanh",
+    nonlinearity: str = "tanh", c_hook: Callable[[Tensor], Tensor] | None = None,
 ) -> Any:
     """One step of PyTorch's cells from primitive ops (so autodiff gives the exact per-step Jacobians).
 
     RNN: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
     LSTM: ``i, f, g, o`` = chunks of the same affine map; ``c' = s(f) c + s(i) tanh(g)``, ``h' = s(o) tanh(c')``.
     GRU: ``r, z = s(.)``, ``n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn))``, ``h' = (1 - z) n + z h``.
+    ``c_hook`` (LSTM) is applied to ``c'`` before ``h'`` is computed from it.
     """
     if mode == "RNN":
         z = _affine(x, w_ih, b_ih) + _affine(state, w_hh, b_hh)
@@ -93,6 +94,8 @@ def cell_step(
         n = h.shape[-1]
         i, f, gg, o = sigmoid(g[:, :n]), sigmoid(g[:, n : 2 * n]), tanh(g[:, 2 * n : 3 * n]), sigmoid(g[:, 3 * n :])
         c2 = f * c + i * gg
+        if c_hook is not None:  # e.g. a Probe: h' must be computed from what the hook returns
+            c2 = c_hook(c2)
         return o * tanh(c2), c2
     gi = _affine(x, w_ih, b_ih)
     gh = _affine(state, w_hh, b_hh)
@@ -114,11 +117,14 @@ class Unrolled:
     grads: dict[Any, Any]  # filled by backward: ("h", k, t) -> dL/dh_t array (B, H); ("c", k, t) for LSTM
 
 
-def unroll(rnn: Any, input: Tensor, hx: Any = None) -> Unrolled:
+def unroll(rnn: Any, input: Tensor, hx: Any = None, c_total: bool = True) -> Unrolled:
     """Run ``rnn`` (``nn.RNN``/``nn.LSTM``/``nn.GRU``, unidirectional) on ``input`` one step at a time.
 
     ``input (T, B, I)`` (``(B, T, I)`` if ``rnn.batch_first``); ``hx`` as for the module. The result equals the
     fused forward; after ``loss.backward()`` the ``grads`` dict holds ``dL/dh_t`` for every layer and step.
+    LSTM: with ``c_total`` the ``("c", k, t)`` entries are the total ``dL/dc_t = dL/dh_t o_t tanh'(c_t) +
+    dL/dc_{t+1} f_{t+1}`` (BPTT's cell delta); without, only the second term (``c_t`` taken as a state
+    variable beside ``h_t``, what the state Jacobian needs).
     """
     mode, nl = _mode(rnn)
     if getattr(rnn, "bidirectional", False):
@@ -157,8 +163,11 @@ def unroll(rnn: Any, input: Tensor, hx: Any = None) -> Unrolled:
             layer_c: list[Tensor] = []
             for t in range(seq_len):
                 if mode == "LSTM":
-                    h, c = cell_step(mode, x[t], (h, c), *w)
-                    c = Probe(grads, ("c", k, t))(c)
+                    if c_total:  # probe c_t before h_t = o tanh(c_t) reads it: it sees the total dL/dc_t
+                        h, c = cell_step(mode, x[t], (h, c), *w, c_hook=Probe(grads, ("c", k, t)))
+                    else:  # probe after: only the c_{t+1} path, i.e. c_t as a state variable independent of h_t
+                        h, c = cell_step(mode, x[t], (h, c), *w)
+                        c = Probe(grads, ("c", k, t))(c)
                     layer_c.append(c)
                 else:
                     h = cell_step(mode, x[t], h, *w, nonlinearity=nl)
@@ -181,7 +190,7 @@ class GradientFlow:
 
     grad_h: numpy.ndarray  # (T, B, H)
     grad_norm: numpy.ndarray  # (T,): mean over the batch of ||dL/dh_t||_2
-    grad_c: numpy.ndarray | None  # LSTM: (T, B, H) dL/dc_t
+    grad_c: numpy.ndarray | None  # LSTM: (T, B, H) the total dL/dc_t
     loss: float
 
     @property
@@ -272,7 +281,7 @@ def _jacobians(
     rnn: Any, mode: str, x_rep: Tensor, hx_rep: Any, layer: int, hidden: int, s: int, batch: int, dtype: Any
 ) -> numpy.ndarray:
     """``J (T, B, S, S)`` from one backward pass over the repeated batch (see ``jacobian_norms``)."""
-    u = unroll(rnn, x_rep, hx_rep)
+    u = unroll(rnn, x_rep, hx_rep, c_total=False)
     n_layers = len(u.hs)
     if not -n_layers <= layer < n_layers:
         raise IndexError(f"jacobian_norms: layer {layer} out of range for {n_layers} layer(s)")

@@ -191,11 +191,3 @@ class RNNLanguageModel(Module):
         h = state[0] if self.mode == "LSTM" else state
         return self.decoder(h[-1])
 
-
-def detach_state(state: Any) -> Any:
-    """Cut a recurrent state (tensor or tuple of tensors) from the graph: truncated BPTT between chunks."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
