@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from handgrad.engine.ops import activation as _act
-from handgrad.engine.ops import softmax as _softmax
 from handgrad.engine.ops import unary as _unary
+from handgrad.engine.ops.softmax import log_softmax as _log_softmax_op
+from handgrad.engine.ops.softmax import softmax as _softmax_op
 from handgrad.engine.tensor import Tensor
 
 
@@ -60,9 +61,9 @@ def tanh(input: Tensor) -> Tensor:  # noqa: A002
 
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:  # noqa: A002
     """e^x / sum e^x along ``dim`` (stable)."""
-    return _softmax.softmax(input, dim, dtype)
+    return _softmax_op(input, dim, dtype)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:  # noqa: A002
     """x - ln sum e^x along ``dim`` (stable)."""
-    return _softmax.log_softmax(input, dim, dtype)
+    return _log_softmax_op(input, dim, dtype)
