@@ -8,9 +8,9 @@ from typing import Any
 import numpy
 
 import handgrad.functional as F
-from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
+from handgrad.nn._factory import param_dtype
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -30,7 +30,8 @@ class _ConvNd(Module):
     transposed = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any, padding: Any,
-                 dilation: Any, groups: int, bias: bool, padding_mode: str, output_padding: Any, dtype: Any) -> None:
+                 dilation: Any, groups: int, bias: bool, padding_mode: str, output_padding: Any, device: Any,
+                 dtype: Any) -> None:
         super().__init__()
         name = type(self).__name__
         if groups <= 0:
@@ -55,7 +56,7 @@ class _ConvNd(Module):
         self.dilation = _pair("dilation", dilation, name)
         self.output_padding = _pair("output_padding", output_padding, name)
         self.padding_mode = padding_mode
-        dtype = dtype or get_default_dtype()
+        dtype = param_dtype(name, device, dtype)
         if self.transposed:
             shape = (in_channels, out_channels // groups, *self.kernel_size)
         else:
@@ -110,10 +111,11 @@ class Conv2d(_ConvNd):
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-        dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None,
+        dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device: Any = None,
+        dtype: Any = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, 0, dtype)
+                         padding_mode, 0, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input(input)
@@ -130,12 +132,12 @@ class ConvTranspose2d(_ConvNd):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
         output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros",
-        dtype: Any = None,
+        device: Any = None, dtype: Any = None,
     ) -> None:
         if isinstance(padding, str):
             raise ValueError(f"ConvTranspose2d: padding must be an int or a pair, got {padding!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, output_padding, dtype)
+                         padding_mode, output_padding, device, dtype)
         for i in range(2):
             if self.output_padding[i] >= max(self.stride[i], self.dilation[i]):
                 raise ValueError(

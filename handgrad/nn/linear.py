@@ -8,9 +8,9 @@ from typing import Any
 import numpy
 
 import handgrad.functional as F
-from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
+from handgrad.nn._factory import param_dtype
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -32,12 +32,13 @@ class Linear(Module):
     b ~ U(-1/sqrt(in), 1/sqrt(in)).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
         if in_features < 0 or out_features < 0:
             raise ValueError(f"Linear: feature sizes must be non-negative, got ({in_features}, {out_features})")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        dtype = dtype or get_default_dtype()
+        dtype = param_dtype("Linear", device, dtype)
         self.weight = Parameter(numpy.empty((out_features, in_features), dtype))
         if bias:
             self.bias = Parameter(numpy.empty((out_features,), dtype))

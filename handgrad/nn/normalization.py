@@ -7,9 +7,9 @@ from typing import Any
 import numpy
 
 import handgrad.functional as F
-from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
+from handgrad.nn._factory import param_dtype
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -29,14 +29,17 @@ class _BatchNorm(Module):
     _dims: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, dtype: Any = None) -> None:
+                 track_running_stats: bool = True, device: Any = None, dtype: Any = None, *, bias: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        dtype = dtype or get_default_dtype()
+        self.affine, self.track_running_stats, self.use_bias = affine, track_running_stats, bias
+        dtype = param_dtype(type(self).__name__, device, dtype)
         if affine:
             self.weight = Parameter(numpy.ones(num_features, dtype))
-            self.bias = Parameter(numpy.zeros(num_features, dtype))
+            if bias:
+                self.bias = Parameter(numpy.zeros(num_features, dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -59,7 +62,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def _check_input_dim(self, input: Tensor) -> None:
         name = type(self).__name__
@@ -90,7 +94,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.use_bias}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
@@ -111,13 +115,13 @@ class LayerNorm(Module):
     ``elementwise_affine`` (``bias=False`` drops the bias)."""
 
     def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 dtype: Any = None) -> None:
+                 device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(int(s) for s in normalized_shape)
-        self.eps, self.elementwise_affine = eps, elementwise_affine
-        dtype = dtype or get_default_dtype()
+        self.eps, self.elementwise_affine, self.use_bias = eps, elementwise_affine, bias
+        dtype = param_dtype("LayerNorm", device, dtype)
         if elementwise_affine:
             self.weight = Parameter(numpy.ones(self.normalized_shape, dtype))
             if bias:
@@ -145,4 +149,5 @@ class LayerNorm(Module):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.use_bias}")

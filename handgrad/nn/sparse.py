@@ -7,10 +7,10 @@ from typing import Any
 import numpy
 
 import handgrad.functional as F
-from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
+from handgrad.nn._factory import param_dtype
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -25,7 +25,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
-                 sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False, dtype: Any = None) -> None:
+                 sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         if padding_idx is not None:
@@ -39,8 +40,8 @@ class Embedding(Module):
         self.padding_idx, self.max_norm, self.norm_type = padding_idx, max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is None:
-            self.weight = Parameter(numpy.empty((num_embeddings, embedding_dim), dtype or get_default_dtype()),
-                                    requires_grad=not _freeze)
+            dt = param_dtype("Embedding", device, dtype)
+            self.weight = Parameter(numpy.empty((num_embeddings, embedding_dim), dt), requires_grad=not _freeze)
             self.reset_parameters()
         else:
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):
