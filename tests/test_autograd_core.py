@@ -71,3 +71,149 @@ def test_detect_anomaly_names_op_and_line():
         with pytest.raises(FloatingPointError, match=r"Log\.forward.*NaN.*test_autograd_core"):
             with np.errstate(invalid="ignore"):
                 hg.log(x)
+
+
+# -- grad-mode switches ------------------------------------------------------------------------------------
+def test_no_grad_as_decorator_with_and_without_parentheses():
+    x = hg.randn(3, requires_grad=True)
+
+    @hg.no_grad()
+    def f(t):
+        return t * 2
+
+    @hg.no_grad
+    def g(t):
+        return t * 2
+
+    assert not f(x).requires_grad and not g(x).requires_grad
+    assert (x * 2).requires_grad and hg.is_grad_enabled()
+    assert f.__name__ == "f"
+
+
+def test_enable_grad_inside_no_grad_and_set_grad_enabled():
+    x = hg.randn(3, requires_grad=True)
+    with hg.no_grad():
+        with hg.enable_grad():
+            assert (x * 2).requires_grad
+        assert not (x * 2).requires_grad
+    with hg.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert hg.is_grad_enabled()
+    hg.set_grad_enabled(False)  # a plain call switches at once, like torch
+    try:
+        assert not hg.is_grad_enabled()
+    finally:
+        hg.set_grad_enabled(True)
+    assert hg.is_grad_enabled()
+
+    @hg.set_grad_enabled(False)
+    def h(t):
+        return t * 2
+
+    assert hg.is_grad_enabled() and not h(x).requires_grad
+    with hg.inference_mode():
+        assert not (x * 2).requires_grad
+
+
+def test_no_grad_restores_mode_after_exception():
+    with pytest.raises(ValueError):
+        with hg.no_grad():
+            raise ValueError
+    assert hg.is_grad_enabled()
+
+
+# -- the backward walk -----------------------------------------------------------------------------------
+def test_diamond_and_reuse_match_torch():
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((3, 3))
+    outs = []
+    for lib in (hg, torch):
+        x = lib.tensor(a, requires_grad=True)
+        h = x.tanh()
+        y = (h * h.exp() + h.sigmoid() * x).sum() + (h @ h).sum()
+        y.backward()
+        outs.append(x.grad.numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12)
+
+
+def test_deep_chain_has_no_recursion_limit():
+    x = hg.tensor([1.0], dtype="float64", requires_grad=True)
+    y = x
+    for _ in range(5000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001**5000], rtol=1e-10)
+
+
+def test_retain_grad_keeps_non_leaf_gradient():
+    x = hg.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    h = x * 3.0
+    h.retain_grad()
+    (h * h).sum().backward()
+    np.testing.assert_allclose(h.grad.numpy(), 2 * h.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), 18 * x.numpy())
+
+
+def test_backward_with_explicit_grad_and_unused_branch():
+    x = hg.tensor([1.0, 2.0, 3.0], dtype="float64", requires_grad=True)
+    a, b = x.split(2)
+    (a * 2.0).backward(hg.tensor([1.0, -1.0], dtype="float64"))
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, -2.0, 0.0])
+    del b
+
+
+class _ThreeInputs(hg.Function):
+    def forward(self, a, b, c):
+        self.a, self.b, self.c = a, b, c
+        return a * b * c
+
+    def backward(self, g):
+        n = self.needs_input_grad
+        return (g * self.b * self.c if n[0] else None, g * self.a * self.c if n[1] else None,
+                g * self.a * self.b if n[2] else None)
+
+
+def test_function_with_many_inputs_and_needs_input_grad():
+    a, b = hg.randn(3, dtype="float64", requires_grad=True), hg.randn(3, dtype="float64")
+    c = hg.randn(3, dtype="float64", requires_grad=True)
+    fn = _ThreeInputs()
+    y = fn(a, b, c)
+    assert fn.needs_input_grad == (True, False, True)
+    y.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), (b * c).numpy())
+    assert b.grad is None
+    assert hg.gradcheck(lambda p, q: _ThreeInputs()(p, b, q), (a, c))
+
+
+class _BadShape(hg.Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, g):
+        return g.sum(0)
+
+
+def test_wrong_gradient_shape_names_the_function():
+    x = hg.randn(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"_BadShape.backward returned a gradient of shape \(3,\) for an input "
+                                           r"of shape \(2, 3\)"):
+        _BadShape()(x).sum().backward()
+
+
+def test_graph_release_drops_saved_arrays():
+    x = hg.randn(3, requires_grad=True)
+    y = x.exp()
+    fn = y.grad_fn
+    assert hasattr(fn, "y")
+    y.sum().backward()
+    assert not hasattr(fn, "y") and fn.inputs is None
+
+
+def test_detect_anomaly_in_backward_names_op():
+    x = hg.tensor([0.0, 1.0], requires_grad=True)
+    with hg.detect_anomaly():
+        y = x.sqrt().sum()
+        with pytest.raises(FloatingPointError, match=r"Sqrt\.backward produced inf"):
+            with np.errstate(divide="ignore"):
+                y.backward()
