@@ -1,0 +1,349 @@
+"""Training and evaluating a :class:`~handgrad.seq2seq.model.Seq2Seq` translator.
+
+Data layout. A pair (source text, target text) becomes ids with the two vocabularies:
+
+    src     = x_1 .. x_S <eos>            (the encoder input; <eos> marks the end, and guarantees S >= 1)
+    tgt_in  = <bos> y_1 .. y_T            (the decoder inputs: the previous symbol at every step)
+    tgt_out = y_1 .. y_T <eos>            (what the decoder must predict at every step)
+
+A batch pads each of the three to its longest member with ``<pad>`` (= 0) and carries the true source
+lengths, so the encoder skips the padding and attention never looks at it. The loss is the mean
+cross-entropy over the target positions that are not padding (``ignore_index=<pad>``):
+
+    L = - (1 / #{(b, t): y_bt != pad}) sum_{b, t: y_bt != pad} log p(y_bt | y_b,<t, x_b)
+
+so padding never changes the loss or its gradient.
+
+Speed. Batches are bucketed by length (:class:`BucketBatchLoader`): the shuffled pairs are cut into pools of
+``pool`` batches, each pool is sorted by length and cut into batches, and the batches are shuffled, so a
+batch holds sentences of similar length (little padding) while every epoch still sees a new order.
+
+Teacher forcing and scheduled sampling. :class:`Seq2SeqTrainer` takes ``teacher_forcing``, a probability
+eps or a :class:`~handgrad.seq2seq.scheduled_sampling.TeacherForcingSchedule` stepped once per training
+batch (Bengio et al. 2015): eps = 1 is teacher forcing (the fused decoder), eps = 0 free running, and in
+between every decoder input token is the ground truth with probability eps, else the model's own sample.
+Validation loss is always teacher-forced (eps = 1); :class:`DecodeValidation` adds free-running (greedy)
+exact match, token accuracy and BLEU on a validation set to the epoch logs, so EarlyStopping and
+ModelCheckpoint can monitor ``val_exact_match`` or ``val_bleu``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy
+
+from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.tensor import Tensor
+from handgrad.seq2seq.decoding import beam_search, greedy_decode
+from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
+from handgrad.seq2seq.vocab import Vocab
+from handgrad.train.callbacks import Callback
+from handgrad.train.metrics import Metric
+from handgrad.train.trainer import Trainer
+
+PAD, BOS, EOS = Vocab.pad_id, Vocab.bos_id, Vocab.eos_id
+
+Pair = tuple[list[int], list[int]]  # (source ids ending in <eos>, target ids without specials)
+
+
+class Batch(NamedTuple):
+    """One padded batch: ``src`` (B, S), ``src_lengths`` (B,), ``tgt_in`` (B, T), ``tgt_out`` (B, T), int64."""
+
+    src: numpy.ndarray
+    src_lengths: numpy.ndarray
+    tgt_in: numpy.ndarray
+    tgt_out: numpy.ndarray
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def encode_source(text: str, vocab: Vocab) -> list[int]:
+    """Source ids ``x_1 .. x_S <eos>`` (unknown tokens -> ``<unk>``)."""
+    return vocab.encode(text, add_bos=False, add_eos=True)
+
+
+def encode_pairs(sources: Sequence[str], targets: Sequence[str], src_vocab: Vocab, tgt_vocab: Vocab) -> list[Pair]:
+    """``[(source ids with <eos>, target ids without specials), ...]``."""
+    if len(sources) != len(targets):
+        raise ValueError(f"encode_pairs: {len(sources)} sources but {len(targets)} targets")
+    return [(encode_source(s, src_vocab), tgt_vocab.encode(t, add_eos=False)) for s, t in zip(sources, targets)]
+
+
+def make_batch(pairs: Sequence[Pair]) -> Batch:
+    """Pad a list of pairs into a :class:`Batch` (``tgt_in`` gets ``<bos>`` in front, ``tgt_out`` ``<eos>`` at
+    the end)."""
+    if not pairs:
+        raise ValueError("make_batch: no pairs")
+    B = len(pairs)
+    lengths = numpy.array([len(s) for s, _ in pairs], numpy.int64)
+    if lengths.min() < 1:
+        raise ValueError("make_batch: a source sequence is empty (encode sources with encode_source)")
+    T = max(len(t) for _, t in pairs) + 1
+    src = numpy.full((B, int(lengths.max())), PAD, numpy.int64)
+    tgt_in = numpy.full((B, T), PAD, numpy.int64)
+    tgt_out = numpy.full((B, T), PAD, numpy.int64)
+    for b, (s, t) in enumerate(pairs):
+        src[b, : len(s)] = s
+        tgt_in[b, 0] = BOS
+        tgt_in[b, 1 : len(t) + 1] = t
+        tgt_out[b, : len(t)] = t
+        tgt_out[b, len(t)] = EOS
+    return Batch(src, lengths, tgt_in, tgt_out)
+
+
+class BucketBatchLoader:
+    """Batches of similar-length pairs.
+
+    ``shuffle=True``: each epoch permutes the pairs, cuts them into pools of ``pool * batch_size``, sorts
+    every pool by (source length, target length), cuts it into batches and shuffles the batch order.
+    ``shuffle=False``: all pairs sorted by length once (fastest for evaluation; order is deterministic).
+    The shuffling generator is ``self.generator`` (seeded), which the Trainer saves in its checkpoints.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 pool: int = 50) -> None:
+        if batch_size < 1:
+            raise ValueError(f"BucketBatchLoader: batch_size must be >= 1, got {batch_size}")
+        if not pairs:
+            raise ValueError("BucketBatchLoader: no pairs")
+        self.pairs = list(pairs)
+        self.batch_size, self.shuffle, self.pool = int(batch_size), shuffle, max(1, int(pool))
+        self.generator = numpy.random.default_rng(seed)
+        self._keys = numpy.array([len(s) * 10000 + len(t) for s, t in self.pairs])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.pairs) / self.batch_size)
+
+    def batch_indices(self) -> list[numpy.ndarray]:
+        n, bs = len(self.pairs), self.batch_size
+        if not self.shuffle:
+            order = numpy.argsort(self._keys, kind="stable")
+            return [order[i : i + bs] for i in range(0, n, bs)]
+        perm = self.generator.permutation(n)
+        batches = []
+        step = bs * self.pool
+        for i in range(0, n, step):
+            chunk = perm[i : i + step]
+            chunk = chunk[numpy.argsort(self._keys[chunk], kind="stable")]
+            batches += [chunk[j : j + bs] for j in range(0, len(chunk), bs)]
+        return [batches[i] for i in self.generator.permutation(len(batches))]
+
+    def __iter__(self) -> Any:
+        for idx in self.batch_indices():
+            yield make_batch([self.pairs[i] for i in idx])
+
+
+# -- loss and metrics ---------------------------------------------------------------------------------------
+def sequence_cross_entropy(logits: Tensor, tgt_out: Any) -> Tensor:
+    """Mean cross-entropy over the non-padding target positions: logits (B, T, V), tgt_out (B, T) ids."""
+    import handgrad.functional as F
+
+    t = tgt_out.data if isinstance(tgt_out, Tensor) else numpy.asarray(tgt_out)
+    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
+        raise ValueError(f"sequence_cross_entropy: logits {logits.shape} do not match targets {tuple(t.shape)} "
+                         "(expected (B, T, V) and (B, T))")
+    V = logits.shape[2]
+    return F.cross_entropy(logits.reshape(-1, V), Tensor(t.reshape(-1)), ignore_index=PAD)
+
+
+class TokenAccuracy(Metric):
+    """Fraction of non-padding target positions whose argmax prediction is right (given the decoder's
+    inputs of that batch: teacher-forced in validation)."""
+
+    name = "token_accuracy"
+
+    def reset(self) -> None:
+        self.right = self.total = 0
+
+    def update(self, output: Any, target: Any) -> None:
+        logits = output[0] if isinstance(output, tuple) else output
+        pred = (logits.data if isinstance(logits, Tensor) else numpy.asarray(logits)).argmax(axis=-1)
+        t = numpy.asarray(target)
+        mask = t != PAD
+        self.right += int(((pred == t) & mask).sum())
+        self.total += int(mask.sum())
+
+    def compute(self) -> float:
+        return self.right / self.total if self.total else 0.0
+
+
+# -- the trainer --------------------------------------------------------------------------------------------
+class _TeacherForcingLog(Callback):
+    """Adds the teacher-forcing probability of the epoch's last batch to the epoch logs."""
+
+    order = -20
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        logs["teacher_forcing"] = self.trainer.last_teacher_forcing  # type: ignore[attr-defined]
+
+
+class Seq2SeqTrainer(Trainer):
+    """:class:`~handgrad.train.Trainer` for ``Seq2Seq`` on :class:`Batch` es.
+
+    ``teacher_forcing``: a probability eps in [0, 1] (1: teacher forcing, 0: free running) or a
+    ``TeacherForcingSchedule`` evaluated at the number of training batches seen so far (saved in
+    checkpoints, so a resumed run continues the schedule). Other arguments as ``Trainer``; the loss is
+    :func:`sequence_cross_entropy` and the metric :class:`TokenAccuracy` unless given.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, teacher_forcing: float | TeacherForcingSchedule = 1.0,
+                 metrics: Any = None, callbacks: Sequence[Callback] | None = None, **kwargs: Any) -> None:
+        if not isinstance(teacher_forcing, TeacherForcingSchedule):
+            eps = float(teacher_forcing)
+            if not 0.0 <= eps <= 1.0:
+                raise ValueError(f"Seq2SeqTrainer: teacher_forcing must be in [0, 1] or a TeacherForcingSchedule, "
+                                 f"got {teacher_forcing!r}")
+        self.teacher_forcing = teacher_forcing
+        self.global_step = 0  # training batches seen: the schedule's clock
+        self.last_teacher_forcing = self.teacher_forcing_at(0)
+        cbs = [*(callbacks or []), _TeacherForcingLog()]
+        super().__init__(model, optimizer, self._loss, metrics=[TokenAccuracy()] if metrics is None else metrics,
+                         callbacks=cbs, **kwargs)
+
+    @staticmethod
+    def _loss(output: Any, target: Any) -> Tensor:
+        return sequence_cross_entropy(output[0], target)
+
+    def teacher_forcing_at(self, step: int) -> float:
+        tf = self.teacher_forcing
+        return float(tf(step)) if isinstance(tf, TeacherForcingSchedule) else float(tf)
+
+    def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"Seq2SeqTrainer: expected a seq2seq Batch, got {type(batch).__name__}")
+        return (batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out
+
+    def forward(self, inputs: Any) -> Any:
+        src, lengths, tgt_in = inputs
+        eps = 1.0
+        if self.model.training:
+            eps = self.teacher_forcing_at(self.global_step)
+            self.last_teacher_forcing = eps
+            self.global_step += 1
+        return self.model(Tensor(src), lengths, Tensor(tgt_in), teacher_forcing=eps)
+
+    def checkpoint_state(self, copy: bool = False) -> dict[str, Any]:
+        state = super().checkpoint_state(copy=copy)
+        state["seq2seq_step"] = self.global_step
+        return state
+
+    def load_checkpoint(self, path_or_state: Any) -> None:
+        if isinstance(path_or_state, dict):
+            state = path_or_state
+        else:
+            import os
+
+            from handgrad.serialization import load
+
+            if not os.path.exists(os.fspath(path_or_state)):
+                raise FileNotFoundError(f"Trainer: no checkpoint at {os.fspath(path_or_state)}")
+            state = load(path_or_state)
+        super().load_checkpoint(state)
+        self.global_step = int(state.get("seq2seq_step", 0)) if isinstance(state, dict) else 0
+
+
+# -- decoding and scores ------------------------------------------------------------------------------------
+def decode_ids(model: Any, sources: Sequence[Sequence[int]], max_len: int, beam_size: int = 1,
+               length_penalty: float = 0.0, batch_size: int = 256) -> list[list[int]]:
+    """Output ids (without ``<eos>``) for each source id list: greedy (``beam_size=1``) or beam search.
+
+    Sources are decoded in batches of similar length (then put back in order), in eval mode under no_grad.
+    """
+    if beam_size < 1:
+        raise ValueError(f"decode_ids: beam_size must be >= 1, got {beam_size}")
+    if any(len(s) == 0 for s in sources):
+        raise ValueError("decode_ids: a source sequence is empty")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    out: list[list[int]] = [[] for _ in sources]
+    order = numpy.argsort([len(s) for s in sources], kind="stable")
+    bs = max(1, batch_size // beam_size)
+    try:
+        with no_grad():
+            for i in range(0, len(order), bs):
+                idx = order[i : i + bs]
+                lengths = numpy.array([len(sources[j]) for j in idx], numpy.int64)
+                src = numpy.full((len(idx), int(lengths.max())), PAD, numpy.int64)
+                for r, j in enumerate(idx):
+                    src[r, : lengths[r]] = sources[j]
+                step, state, select = model.decoder_step_fn(Tensor(src), lengths)
+                if beam_size == 1:
+                    res = greedy_decode(step, state, len(idx), BOS, EOS, max_len)
+                else:
+                    hyps = beam_search(step, state, len(idx), BOS, EOS, max_len, beam_size=beam_size,
+                                       length_penalty=length_penalty, select=select)
+                    res = [h[0].tokens for h in hyps]
+                for r, j in enumerate(idx):
+                    out[j] = list(res[r])
+    finally:
+        model.train(was_training)
+    return out
+
+
+def attention_weights(model: Any, source: Sequence[int], output: Sequence[int]) -> numpy.ndarray:
+    """Attention (T + 1, S) that the model paid to ``source`` while emitting ``output`` and then ``<eos>``.
+
+    The decoder is fed ``<bos> output`` (teacher-forced), which are exactly its inputs while it decoded
+    ``output`` greedily, so these are the weights of that decoding.
+    """
+    if getattr(model, "attention_kind", None) is None:
+        raise ValueError("attention_weights: the model has no attention")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with no_grad():
+            src = Tensor(numpy.asarray([list(source)], numpy.int64))
+            tgt_in = Tensor(numpy.asarray([[BOS, *output]], numpy.int64))
+            _, a = model(src, numpy.array([len(source)]), tgt_in)
+    finally:
+        model.train(was_training)
+    return numpy.asarray(a.data[0], numpy.float64)
+
+
+def sequence_scores(predicted: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Exact match (whole output right, <eos> included) and token accuracy of decoded outputs.
+
+    Token accuracy compares position by position over each target plus its ``<eos>``; a prediction that is
+    too short counts its missing positions wrong, extra tokens beyond the target are ignored.
+    """
+    if len(predicted) != len(targets):
+        raise ValueError(f"sequence_scores: {len(predicted)} predictions for {len(targets)} targets")
+    right = total = exact = 0
+    for p, t in zip(predicted, targets):
+        tt, pp = [*t, EOS], [*p, EOS]
+        total += len(tt)
+        right += sum(a == b for a, b in zip(pp, tt))
+        exact += list(p) == list(t)
+    n = len(targets)
+    return {"exact_match": exact / n if n else 0.0, "token_accuracy": right / total if total else 0.0}
+
+
+class DecodeValidation(Callback):
+    """After every epoch, decode a validation set greedily (free running) and add
+    ``{prefix}exact_match``, ``{prefix}token_accuracy`` and ``{prefix}bleu`` (corpus BLEU of the decoded,
+    detokenised text against ``references``) to the epoch logs.
+
+    It runs before EarlyStopping / ModelCheckpoint (``order = -10``), so they can monitor these columns.
+    """
+
+    order = -10
+
+    def __init__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], tgt_vocab: Vocab,
+                 max_len: int, references: Sequence[str] | None = None, prefix: str = "val_",
+                 batch_size: int = 256) -> None:
+        self.sources, self.targets, self.tgt_vocab = list(sources), list(targets), tgt_vocab
+        self.references = list(references) if references is not None else [tgt_vocab.decode(t) for t in targets]
+        self.max_len, self.prefix, self.batch_size = max_len, prefix, batch_size
+        self.last: dict[str, float] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        from handgrad.metrics import corpus_bleu
+
+        pred = decode_ids(self.trainer.model, self.sources, self.max_len, batch_size=self.batch_size)
+        scores = sequence_scores(pred, self.targets)
+        scores["bleu"] = corpus_bleu([self.tgt_vocab.decode(p) for p in pred], self.references)
+        self.last = scores
+        for k, v in scores.items():
+            logs[self.prefix + k] = v
