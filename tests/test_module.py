@@ -161,3 +161,33 @@ def test_to_double_casts_parameters_and_float_buffers_only():
     m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).double()
     assert all(p.dtype == np.float64 for p in m.parameters())
     assert m[1].running_mean.dtype == np.float64 and m[1].num_batches_tracked.dtype == np.int64
+
+
+def test_parameter_order_is_depth_first_like_torch():
+    class M(nn.Module):
+        def __init__(self, lib):
+            super().__init__()
+            self.a = lib.Sequential(lib.Linear(2, 2), lib.Sequential(lib.Linear(2, 3)))
+            self.b = lib.Linear(3, 2)
+
+    class T(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 3)))
+            self.b = torch.nn.Linear(3, 2)
+
+    ours, theirs = M(nn), T()
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [p.shape for p in ours.parameters()] == [tuple(p.shape) for p in theirs.parameters()]
+
+
+def test_assigning_wrong_types_to_registered_names_is_refused():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Linear: cannot assign Tensor as parameter 'weight'"):
+        lin.weight = hg.zeros(2, 2)
+    lin.bias = None
+    assert lin.bias is None and [n for n, _ in lin.named_parameters()] == ["weight"]
+    s = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="Sequential: cannot assign int as child module '0'"):
+        setattr(s, "0", 3)

@@ -42,8 +42,20 @@ class Module:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"buffer '{name}' must be a Tensor or None")
             self._buffers[name] = value
-        elif name in self._parameters and value is None:
+        elif name in self._parameters:
+            if value is not None:  # a plain Tensor would silently shadow the registered parameter
+                raise TypeError(
+                    f"{type(self).__name__}: cannot assign {type(value).__name__} as parameter '{name}' "
+                    "(Parameter or None expected)"
+                )
             self._parameters[name] = None  # type: ignore[assignment]
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(
+                    f"{type(self).__name__}: cannot assign {type(value).__name__} as child module '{name}' "
+                    "(Module or None expected)"
+                )
+            self._modules[name] = None  # type: ignore[assignment]
         else:
             object.__setattr__(self, name, value)
 
@@ -75,17 +87,22 @@ class Module:
 
     # -- traversal ----------------------------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Every module once, depth-first pre-order (PyTorch's order, so ``parameters()`` and
+        ``state_dict()`` list things in the same order as the equivalent torch model)."""
         seen: set[int] = set()
         stack = [(prefix, self)]
         while stack:
-            name, m = stack.pop(0)
+            name, m = stack.pop()
             if id(m) in seen:
                 continue
             seen.add(id(m))
             yield name, m
-            for child_name, child in m._modules.items():
-                if child is not None:
-                    stack.append((f"{name}.{child_name}" if name else child_name, child))
+            children = [
+                (f"{name}.{child_name}" if name else child_name, child)
+                for child_name, child in m._modules.items()
+                if child is not None
+            ]
+            stack.extend(reversed(children))  # popped first-child-first
 
     def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
