@@ -16,8 +16,9 @@ returns a dict of final metrics (written to ``results.json`` by the caller). It 
         return {"test_accuracy": 0.89}
 
 ``discover()`` imports every module of the ``handgrad.experiments`` package, so adding a file is enough:
-no list to edit. ``defaults`` fills the common options (``--epochs``, ``--batch-size``, ``--lr``) that the
-user did not give.
+no list to edit. ``defaults`` fills the options the user did not give (typically the common ``--epochs``,
+``--batch-size``, ``--lr``, whose parser default is ``None``; also the experiment's own options if they
+default to ``None``), and ``quick_defaults`` overrides those under ``--quick``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def _options(p: Any) -> None:
     "LeNet (conv5-32, conv5-64, fc 1024-128-10) on Fashion-MNIST with early stopping; target >= 90% test accuracy",
     arguments=_options,
     defaults={"epochs": 15, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
+    quick_defaults={"epochs": 2, "batch_size": 64},
 )
 def run(opts: Any) -> dict[str, Any]:
     from handgrad.architectures import LeNet

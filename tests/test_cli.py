@@ -1,0 +1,209 @@
+"""The ``handgrad`` command line: list, run, one-line errors with exit status 2, and a real quick run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from handgrad.cli import main as cli_main
+from handgrad.cli import registry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def handgrad(*args: str, cwd: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m handgrad ARGS`` in a fresh interpreter (exactly what the console script runs)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("HANDGRAD_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-m", "handgrad", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def fashion_mnist_missing() -> str | None:
+    try:
+        from handgrad.data import FashionMNIST
+
+        FashionMNIST(train=False)
+    except FileNotFoundError as e:
+        return f"Fashion-MNIST is not installed here (run `bash setup.sh`): {e}"
+    return None
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    err = p.stderr.strip()
+    assert "\n" not in err, err
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in err, err
+
+
+# -- list ------------------------------------------------------------------------------------------------------
+def test_list_shows_the_experiments_with_descriptions():
+    p = handgrad("list")
+    assert p.returncode == 0, p.stderr
+    lines = {line.split()[0]: line for line in p.stdout.splitlines()}
+    for name in ("lenet-fashion", "mlp-fashion", "early-stopping-fashion"):
+        assert name in lines
+    assert "LeNet" in lines["lenet-fashion"] and "90%" in lines["lenet-fashion"]
+
+
+def test_console_script_is_the_same_program():
+    exe = shutil.which("handgrad")
+    if exe is None:
+        pytest.skip("the `handgrad` console script is not installed (bash setup.sh installs it)")
+    p = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == handgrad("list").stdout
+
+
+def test_version_and_help():
+    p = handgrad("--version")
+    assert p.returncode == 0 and p.stdout.startswith("handgrad ")
+    p = handgrad("run", "lenet-fashion", "--help")
+    assert p.returncode == 0
+    for opt in ("--epochs", "--batch-size", "--lr", "--seed", "--out", "--quick", "--data", "--resume", "--patience"):
+        assert opt in p.stdout
+
+
+# -- errors: one line, exit 2, no traceback --------------------------------------------------------------------
+def test_bad_arguments_in_a_fresh_process_give_one_line_and_exit_2():
+    assert_one_line_error(handgrad("run", "no-such-thing"), "unknown experiment 'no-such-thing'", "handgrad list")
+    assert_one_line_error(handgrad("run", "lenet-fashion", "--epochs", "zero"),
+                          "--epochs", "expected a positive integer, got 'zero'")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("frobnicate",), ("invalid choice: 'frobnicate'",)),
+        ((), ("required: COMMAND",)),
+        (("run",), ("required: experiment",)),
+        (("run", "lenet-fashion", "--epochs", "0"), ("--epochs", "expected a positive integer, got '0'")),
+        (("run", "lenet-fashion", "--lr", "-1"), ("--lr", "expected a positive number, got '-1'")),
+        (("run", "lenet-fashion", "--lr", "nan"), ("--lr", "expected a positive number, got 'nan'")),
+        (("run", "lenet-fashion", "--seed", "-3"), ("--seed", "expected a non-negative integer, got '-3'")),
+        (("run", "lenet-fashion", "--bogus"), ("unrecognized arguments: --bogus",)),
+        (("run", "mlp-fashion", "--hidden", "256,x"), ("--hidden", "comma-separated layer sizes")),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, needles, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("handgrad"), err
+    for n in needles:
+        assert n in err, err
+
+
+def test_missing_data_gives_one_line_and_exit_2(tmp_path):
+    p = handgrad("run", "lenet-fashion", "--quick", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert_one_line_error(p, "handgrad run lenet-fashion: error: FashionMNIST: dataset not found", "nowhere")
+
+
+def test_experiment_errors_give_one_line_and_exit_2(tmp_path, capsys):
+    reason = fashion_mnist_missing()
+    if reason:
+        pytest.skip(reason)
+    assert cli_main.main(["run", "lenet-fashion", "--quick", "--patience", "-1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "handgrad run lenet-fashion: error: --patience must be >= 0, got -1\n"
+    assert cli_main.main(["run", "mlp-fashion", "--quick", "--resume", str(tmp_path / "none.safetensors"),
+                          "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("handgrad run mlp-fashion: error: Trainer: no checkpoint at") and err.count("\n") == 1
+
+
+# -- real runs ---------------------------------------------------------------------------------------------------
+def test_lenet_fashion_quick_runs_in_seconds_and_writes_its_files(tmp_path):
+    reason = fashion_mnist_missing()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "lenet"
+    p = handgrad("run", "lenet-fashion", "--quick", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    for f in ("results.json", "history.csv", "history.json", "learning_curves.png", "best.safetensors",
+              "last.safetensors"):
+        assert (out / f).stat().st_size > 0, f
+    r = json.loads((out / "results.json").read_text())
+    assert r["experiment"] == "lenet-fashion" and r["epochs_run"] == 2
+    assert (r["n_train"], r["n_val"], r["n_test"]) == (512, 256, 512)
+    assert r["parameters"] == 32 * 25 + 32 + 64 * 32 * 25 + 64 + 1024 * 128 + 128 + 128 * 10 + 10
+    assert 0.3 < r["test_accuracy"] <= 1.0  # 2 epochs on 512 images: far above chance (0.1)
+    assert r["options"]["quick"] is True and r["options"]["batch_size"] == 64
+    hist = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in hist["rows"]] == [1, 2]
+    assert "test accuracy" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_resume_from_the_command_line(tmp_path, capsys):
+    reason = fashion_mnist_missing()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "mlp"
+    assert cli_main.main(["run", "mlp-fashion", "--quick", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli_main.main(["run", "mlp-fashion", "--quick", "--epochs", "3", "--out", str(out),
+                          "--resume", str(out / "last.safetensors")]) == 0
+    stdout = capsys.readouterr().out
+    assert "epoch 1/3" not in stdout and "epoch 2/3" in stdout  # epoch 1 came from the checkpoint
+    hist = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in hist["rows"]] == [1, 2, 3]
+    assert json.loads((out / "results.json").read_text())["epochs_run"] == 3
+
+
+# -- in process: the runner around an experiment -----------------------------------------------------------------
+@pytest.fixture()
+def toy_experiment():
+    calls = []
+
+    def options(p):
+        p.add_argument("--depth", type=int, default=3)
+
+    @registry.experiment("toy-test", "a toy for the CLI tests", arguments=options,
+                         defaults={"epochs": 7, "lr": 0.5}, quick_defaults={"epochs": 1})
+    def run(opts):
+        calls.append(opts)
+        if opts.depth < 0:
+            raise registry.ExperimentError("depth must be >= 0\n(second line)")
+        if opts.depth == 99:
+            raise KeyboardInterrupt
+        return {"score": 0.25, "depth": opts.depth}
+
+    yield calls
+    del registry._REGISTRY["toy-test"]
+
+
+def test_runner_fills_defaults_and_writes_results(toy_experiment, tmp_path, capsys):
+    assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--depth", "5"]) == 0
+    opts = toy_experiment[-1]
+    assert (opts.epochs, opts.lr, opts.batch_size, opts.seed, opts.depth) == (7, 0.5, None, 0, 5)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (r["experiment"], r["score"], r["depth"], r["options"]["epochs"]) == ("toy-test", 0.25, 5, 7)
+    assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--quick"]) == 0
+    assert toy_experiment[-1].epochs == 1
+    assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--quick", "--epochs", "4"]) == 0
+    assert toy_experiment[-1].epochs == 4  # what the user says wins over quick defaults
+    assert "results: " in capsys.readouterr().out
+
+
+def test_runner_turns_experiment_errors_into_one_line(toy_experiment, tmp_path, capsys):
+    assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--depth", "-1"]) == 2
+    assert capsys.readouterr().err == "handgrad run toy-test: error: depth must be >= 0 (second line)\n"
+    assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--depth", "99"]) == 130
+    assert capsys.readouterr().err == "handgrad run toy-test: interrupted\n"
+
+
+def test_registry_refuses_bad_registrations():
+    with pytest.raises(ValueError, match="experiment: name must be a non-empty word, got 'two words'"):
+        registry.experiment("two words", "x")
+    with pytest.raises(ValueError, match="experiment 'x': help must be one line"):
+        registry.experiment("x", "a\nb")
+    with pytest.raises(ValueError, match="experiment 'lenet-fashion' is registered twice"):
+        registry.experiment("lenet-fashion", "again")(lambda opts: None)
+    with pytest.raises(KeyError, match="unknown experiment 'nope'; known: "):
+        registry.get("nope")

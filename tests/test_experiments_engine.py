@@ -1,0 +1,98 @@
+"""The experiments machinery: discovery of every experiment module, the parser built from the registry, and the
+shared Fashion-MNIST split / loaders of handgrad/experiments/_common.py."""
+
+from __future__ import annotations
+
+import pkgutil
+
+import numpy
+import pytest
+
+import handgrad.experiments
+from handgrad.cli import registry
+from handgrad.cli.main import build_parser
+from handgrad.experiments import _common
+
+COMMON = {"epochs", "batch_size", "lr", "seed", "out", "quick", "data", "resume", "no_progress"}
+
+
+def have_fashion_mnist() -> bool:
+    try:
+        from handgrad.data import FashionMNIST
+
+        FashionMNIST(train=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+needs_data = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST is not installed (bash setup.sh)")
+
+
+def test_discover_imports_every_module_and_registers_ours():
+    reg = registry.discover()
+    modules = {m.name for m in pkgutil.iter_modules(handgrad.experiments.__path__)}
+    assert {"lenet_fashion", "mlp_fashion", "early_stopping_fashion", "_common"} <= modules
+    registered_from = {e.fn.__module__.rsplit(".", 1)[-1] for e in reg.values()}
+    assert {"lenet_fashion", "mlp_fashion", "early_stopping_fashion"} <= registered_from
+    assert list(reg) == sorted(reg)
+
+
+def test_every_experiment_has_a_one_line_help_and_valid_defaults():
+    parser = build_parser()
+    for name, exp in registry.discover().items():
+        assert exp.help and "\n" not in exp.help, name
+        options = set(vars(parser.parse_args(["run", name])))
+        # defaults may fill any option of the experiment, but only options that exist (no typos)
+        assert set(exp.defaults) <= options, (name, set(exp.defaults) - options)
+        assert set(exp.quick_defaults) <= options, (name, set(exp.quick_defaults) - options)
+
+
+def test_parser_has_a_subcommand_per_experiment_with_the_common_options():
+    parser = build_parser()
+    for name in registry.discover():
+        opts = parser.parse_args(["run", name, "--epochs", "3", "--quick", "--seed", "5"])
+        assert (opts.experiment, opts.epochs, opts.quick, opts.seed) == (name, 3, True, 5)
+        assert COMMON <= set(vars(opts))
+
+
+@needs_data
+def test_fashion_split_is_seeded_disjoint_and_normalised():
+    a = _common.fashion_mnist_splits(None, seed=0, val_size=300, train_size=700, test_size=200)
+    b = _common.fashion_mnist_splits(None, seed=0, val_size=300, train_size=700, test_size=200)
+    c = _common.fashion_mnist_splits(None, seed=1, val_size=300, train_size=700, test_size=200)
+    assert a.sizes() == {"n_train": 700, "n_val": 300, "n_test": 200}
+    assert a.x_train.shape == (700, 1, 28, 28) and a.x_train.dtype == numpy.float32
+    assert a.y_train.dtype == numpy.int64 and set(numpy.unique(a.y_train)) == set(range(10))
+    numpy.testing.assert_array_equal(a.x_train, b.x_train)  # same seed, same split
+    assert not numpy.array_equal(a.x_train, c.x_train)
+    numpy.testing.assert_array_equal(a.x_test, c.x_test)  # the test set does not depend on the seed
+    # no image is both in train and in val (compare raw bytes of each image)
+    train_keys = {x.tobytes() for x in a.x_train}
+    assert not any(x.tobytes() in train_keys for x in a.x_val)
+    # normalised with the Fashion-MNIST constants: pixels 0 and 255 map to these two values
+    lo, hi = (0 - _common.FASHION_MEAN) / _common.FASHION_STD, (1 - _common.FASHION_MEAN) / _common.FASHION_STD
+    assert a.x_train.min() == pytest.approx(lo, rel=1e-6) and a.x_train.max() == pytest.approx(hi, rel=1e-6)
+    assert abs(float(a.x_train.mean())) < 0.1 and 0.85 < float(a.x_train.std()) < 1.15
+
+
+@needs_data
+def test_loaders_shuffle_train_only():
+    s = _common.fashion_mnist_splits(None, seed=0, val_size=50, train_size=60, test_size=40)
+    train, val, test = _common.loaders(s, batch_size=60, seed=0, eval_batch_size=100)
+    (xb, yb), = list(train)
+    assert xb.shape == (60, 1, 28, 28) and not numpy.array_equal(yb.numpy(), s.y_train)  # shuffled
+    assert sorted(yb.numpy().tolist()) == sorted(s.y_train.tolist())
+    (xv, yv), = list(val)
+    numpy.testing.assert_array_equal(yv.numpy(), s.y_val)  # in order
+    assert len(test) == 1
+
+
+def test_split_errors(tmp_path):
+    with pytest.raises(registry.ExperimentError, match="FashionMNIST: dataset not found"):
+        _common.fashion_mnist_splits(str(tmp_path), seed=0)
+    if have_fashion_mnist():
+        with pytest.raises(registry.ExperimentError, match="validation size 60000 leaves no training images"):
+            _common.fashion_mnist_splits(None, seed=0, val_size=60000)
+        with pytest.raises(registry.ExperimentError, match="asked for 59000 training images but only 54000"):
+            _common.fashion_mnist_splits(None, seed=0, val_size=6000, train_size=59000)
