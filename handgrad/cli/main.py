@@ -3,6 +3,7 @@
     handgrad list
     handgrad run NAME [--epochs N] [--batch-size N] [--lr X] [--seed N] [--out DIR] [--quick]
                       [--data PATH] [--resume CKPT] [--no-progress] [experiment options]
+    handgrad translate MODEL "sentence" [--beam K] [--length-penalty A]
 
 Every run writes into its out dir (default ``runs/NAME/``): the checkpoint(s), ``history.csv`` /
 ``history.json``, ``learning_curves.png`` and ``results.json`` (the experiment's final metrics plus the
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_common_arguments(ep)
         if exp.arguments is not None:
             exp.arguments(ep.add_argument_group(f"{name} options"))  # type: ignore[arg-type]
+    tr = sub.add_parser("translate", help="translate a sentence with a translator saved by a translate-* run")
+    tr.add_argument("model", help="translator file (e.g. runs/translate-dates/translator.safetensors)")
+    tr.add_argument("text", help="the sentence to translate")
+    tr.add_argument("--beam", type=_positive_int, default=1, help="beam size (default 1: greedy decoding)")
+    tr.add_argument("--length-penalty", type=float, default=1.0,
+                    help="beam search ranks hypotheses by log p / len^A (default 1.0)")
     return parser
 
 
@@ -163,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_tb = os.environ.get("HANDGRAD_TRACEBACK", "") not in ("", "0")
     if opts.command == "list":
         return _list()
+    if opts.command == "translate":
+        return _translate(opts, show_tb)
     prog = f"handgrad run {opts.experiment}"
     try:
         return _run(opts)
@@ -176,6 +185,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _translate(opts: argparse.Namespace, show_tb: bool) -> int:
+    from handgrad.seq2seq.translator import Translator, TranslatorError
+
+    prog = "handgrad translate"
+    try:
+        tr = Translator.load(opts.model)
+        unknown = list(dict.fromkeys(tr.encode(opts.text)[2]))
+        if unknown:
+            print(f"{prog}: warning: not in the vocabulary, translated as <unk>: {' '.join(map(repr, unknown))}",
+                  file=sys.stderr)
+        print(tr.translate(opts.text, beam_size=opts.beam, length_penalty=opts.length_penalty))
+    except (TranslatorError, FileNotFoundError) as e:
+        if show_tb:
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def _one_line(e: BaseException) -> str:

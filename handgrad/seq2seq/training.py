@@ -347,3 +347,32 @@ class DecodeValidation(Callback):
         self.last = scores
         for k, v in scores.items():
             logs[self.prefix + k] = v
+
+
+def fit_seq2seq(
+    model: Any, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], tgt_vocab: Vocab, *, epochs: int,
+    batch_size: int, lr: float, max_len: int, teacher_forcing: float | TeacherForcingSchedule = 1.0,
+    grad_clip: float | None = 5.0, patience: int = 3, monitor: str = "val_exact_match", mode: str = "max",
+    out_dir: str | None = None, seed: int = 0, progress: bool | None = None,
+    val_references: Sequence[str] | None = None, resume: str | None = None, verbose: bool = True,
+) -> Seq2SeqTrainer:
+    """The standard run: Adam, bucketed batches, gradient-norm clipping, greedy decoding of the validation
+    set after every epoch (:class:`DecodeValidation`), early stopping on ``monitor`` with the best weights
+    restored, and (with ``out_dir``) ``best``/``last`` checkpoints plus the history. Returns the trainer
+    (``trainer.history`` holds the logs, ``trainer.model`` the restored best model)."""
+    from handgrad.optim import Adam
+    from handgrad.train import EarlyStopping, ModelCheckpoint
+
+    val = DecodeValidation([s for s, _ in val_pairs], [t for _, t in val_pairs], tgt_vocab, max_len,
+                           references=val_references)
+    callbacks: list[Callback] = [val, EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                                    restore_best_weights=True, verbose=verbose)]
+    if out_dir is not None:
+        callbacks.append(ModelCheckpoint(out_dir, monitor=monitor, mode=mode))
+    trainer = Seq2SeqTrainer(model, Adam(model.parameters(), lr=lr), teacher_forcing=teacher_forcing,
+                             callbacks=callbacks, grad_clip=grad_clip, out_dir=out_dir, progress=progress,
+                             verbose=verbose)
+    train_loader = BucketBatchLoader(train_pairs, batch_size, shuffle=True, seed=seed)
+    val_loader = BucketBatchLoader(val_pairs, max(batch_size, 256), shuffle=False)
+    trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume)
+    return trainer
