@@ -300,13 +300,14 @@ def test_model_checkpoint_writes_best_and_last(tmp_path, data):
     assert ckpt.best_path == os.path.join(str(tmp_path / "ck"), "best.safetensors")
 
 
-def test_model_checkpoint_errors(data):
+def test_model_checkpoint_errors(data, tmp_path):
     train, _, _ = data
     with pytest.raises(ValueError, match="ModelCheckpoint: save_best and save_last are both False"):
-        ModelCheckpoint("x", save_best=False, save_last=False)
-    _, _, trainer = make(callbacks=[ModelCheckpoint("never-written")])
+        ModelCheckpoint(tmp_path, save_best=False, save_last=False)
+    _, _, trainer = make(callbacks=[ModelCheckpoint(tmp_path / "never-written")])
     with pytest.raises(ValueError, match="ModelCheckpoint: monitor 'val_loss' needs a val_loader"):
         trainer.fit(train, epochs=1)
+    assert not (tmp_path / "never-written").exists()
 
 
 def _full_setup(tmp, seed, ckdir):

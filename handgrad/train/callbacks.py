@@ -235,13 +235,13 @@ class ModelCheckpoint(Callback):
         self.best_epoch = 0
 
     def on_fit_start(self) -> None:
-        os.makedirs(self.dirpath, exist_ok=True)
-        self._tracker = _Improvement(self.mode, self.min_delta)
-        self.best_epoch = 0
         if self.save_best and self.monitor.startswith("val_") and self.trainer.val_loader is None:
             raise ValueError(
                 f"ModelCheckpoint: monitor {self.monitor!r} needs a val_loader in Trainer.fit (or monitor 'loss')"
             )
+        os.makedirs(self.dirpath, exist_ok=True)
+        self._tracker = _Improvement(self.mode, self.min_delta)
+        self.best_epoch = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         is_best = False
