@@ -256,3 +256,20 @@ def test_training_loop_end_to_end_matches_torch(name, kw):
     for (n, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
         np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=n)
     assert losses[-1] < losses[0]  # and it trains
+
+
+@pytest.mark.parametrize("name,kw", [CASES[1], CASES[8], CASES[18]])
+def test_torch_optimizer_state_dict_loads_and_continues_identically(name, kw):
+    init, grads = _params(), _grads()
+    tparams, topt = _run_torch(getattr(torch.optim, name), kw, init, grads[:4])
+    params = [hg.tensor(p.detach().numpy().copy(), requires_grad=True) for p in tparams]
+    opt = getattr(optim, name)(params, **kw)
+    opt.load_state_dict(topt.state_dict())
+    assert all(isinstance(s["step"], int) for s in opt.state.values() if "step" in s)
+    _run_ours(None, kw, init, grads[4:], opt=opt, params=params)
+    for gs in grads[4:]:
+        for p, g in zip(tparams, gs):
+            p.grad = torch.tensor(g) + 0.3 * p.detach()
+        topt.step()
+    for p, q in zip(params, tparams):
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-10, atol=1e-12)

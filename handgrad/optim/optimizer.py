@@ -135,7 +135,8 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a ``state_dict()``: groups must match in number and size; arrays are copied in, cast
-        to each parameter's dtype, shapes checked."""
+        to each parameter's dtype, shapes checked. A ``torch.optim`` state dict of the same optimizer
+        (tensors instead of arrays) loads too, so a run can continue from a PyTorch checkpoint."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -159,9 +160,11 @@ class Optimizer:
             p = id_map[pid]
             restored = {}
             for k, v in s.items():
-                if isinstance(v, numpy.ndarray) or hasattr(v, "__array__") and not numpy.isscalar(v):
+                if k == "step":  # an int here; PyTorch keeps a float tensor, which loads as well
+                    restored[k] = int(float(v.item() if hasattr(v, "item") else v))
+                elif isinstance(v, numpy.ndarray) or hasattr(v, "__array__") and not numpy.isscalar(v):
                     arr = numpy.asarray(v.numpy() if isinstance(v, Tensor) else v)
-                    if k != "step" and arr.shape != p.shape:
+                    if arr.shape != p.shape:
                         raise ValueError(
                             f"{name}.load_state_dict: state {k!r} of parameter {pid} has shape {arr.shape} "
                             f"but the parameter has {p.shape}"
