@@ -24,8 +24,9 @@ recurrent GEMM. All four gates then go through ONE sigmoid pass: the weights are
 stored pre-activation is ``-z`` for i, f, o and ``-2 z`` for g, giving ``s = 1 / (1 + exp(stored))`` =
 ``sigma(z)`` resp. ``sigma(2 z)``, and ``tanh(z) = 2 sigma(2z) - 1`` is fixed up on the g slice only.
 (NumPy's ``exp`` is much faster than its ``tanh``; ``tanh(c)`` uses the same identity.) The gate buffer keeps
-the sigmoids ``s``, so the backward multiplies all 4H columns by ``s (1 - s)`` in one pass, with the g
-column's extra factor 4 (``d/dz [2 sigma(2z) - 1] = 4 s (1 - s)``) folded into its upstream gradient.
+the sigmoids ``s``, so the backward multiplies all 4H columns by ``s (1 - s)`` in one pass; the g column's
+extra factor 4 (``d/dz [2 sigma(2z) - 1] = 4 s (1 - s)``) is folded into the weights that column meets
+(``W_hh`` in the loop, ``W_ih`` and the weight gradients after it), never into a (T, B, H) array.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class LSTMSequence(FusedRecurrence):
         Hs = alloc((T + 1, B, H), dt)
         Cs = alloc((T + 1, B, H), dt)
         TC = alloc((T, B, H), dt)  # tanh(c_t), reused by the backward
+        GG = alloc((T, B, H), dt)  # g_t = tanh(z_g), reused by the backward
         Hs[0] = states[0]
         Cs[0] = states[1]
         R = xp.empty((B, 4 * H), dt)
@@ -74,13 +76,14 @@ class LSTMSequence(FusedRecurrence):
             xp.exp(s, out=s)
             s += 1
             xp.reciprocal(s, out=s)  # s = [sigma(z_i), sigma(z_f), sigma(2 z_g), sigma(z_o)]
-            g = tmp[:n]
+            g = GG[t, :n]
             xp.multiply(s[:, H2:H3], 2, out=g)
             g -= 1  # g = tanh(z_g)
-            g *= s[:, :H]  # i * g
+            u = tmp[:n]
+            xp.multiply(s[:, :H], g, out=u)  # i * g
             c = Cs[t + 1, :n]
             xp.multiply(s[:, H:H2], Cs[t, :n], out=c)
-            c += g
+            c += u
             tc = TC[t, :n]
             xp.multiply(c, -2, out=tc)
             xp.exp(tc, out=tc)
@@ -88,18 +91,22 @@ class LSTMSequence(FusedRecurrence):
             xp.divide(2, tc, out=tc)
             tc -= 1  # tanh(c) = 2 sigma(2c) - 1
             xp.multiply(s[:, H3:], tc, out=Hs[t + 1, :n])
-        self.x, self.S, self.Hs, self.Cs, self.TC = x, S, Hs, Cs, TC
+        self.x, self.S, self.Hs, self.Cs, self.TC, self.GG = x, S, Hs, Cs, TC, GG
         self.w_ih, self.w_hh = w_ih, w_hh
         return Hs, Cs
 
     def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:
-        x, S, Hs, Cs, TC, w_hh = self.x, self.S, self.Hs, self.Cs, self.TC, self.w_hh
+        x, S, Hs, Cs, TC, GG, w_hh = self.x, self.S, self.Hs, self.Cs, self.TC, self.GG, self.w_hh
         xp = get_array_module(x)
         T, B, I = x.shape
         H = w_hh.shape[1]
         H2, H3 = 2 * H, 3 * H
         dt = x.dtype
         sizes = self.sch.sizes
+        # The g column of dZ is kept at 1/4 of its true value (so that one s (1 - s) pass serves all four gates:
+        # d/dz [2 sigma(2z) - 1] = 4 s (1 - s)); the 4 is folded into the weights it meets instead.
+        col = gate_scale(xp, dt, H, (1.0, 1.0, 4.0, 1.0))
+        w_hh4 = w_hh * col[:, None]
         dh, dc = gfinal  # (B, H) each, accumulated in place; rows past a sequence's end wait for their step
         dZ = (xp.zeros if self.sch.padded else xp.empty)((T, B, 4 * H), dt)
         a_buf = xp.empty((B, H), dt)
@@ -115,41 +122,49 @@ class LSTMSequence(FusedRecurrence):
             dz = dZ[t, :n]
             xp.multiply(dht, tc, out=dz[:, H3:])  # dL/do
             a = a_buf[:n]
-            xp.multiply(tc, tc, out=a)
-            xp.subtract(1, a, out=a)
-            a *= s[:, H3:]
+            xp.multiply(Hs[t + 1, :n], tc, out=a)
+            xp.subtract(s[:, H3:], a, out=a)  # o (1 - tanh^2 c) = o - h tanh(c)
             a *= dht
             dct += a  # dL/dc_t, total
-            xp.multiply(s[:, H2:H3], 2, out=a)
-            a -= 1  # g_t
-            xp.multiply(dct, a, out=dz[:, :H])  # dL/di
-            xp.multiply(dct, s[:, :H], out=dz[:, H2:H3])
-            dz[:, H2:H3] *= 4  # dL/dg * 4: g = 2 sigma(2z) - 1 has derivative 4 s (1 - s)
+            xp.multiply(dct, GG[t, :n], out=dz[:, :H])  # dL/di
+            xp.multiply(dct, s[:, :H], out=dz[:, H2:H3])  # dL/dg (/4, see above)
             xp.multiply(dct, Cs[t, :n], out=dz[:, H:H2])  # dL/df
             dct *= s[:, H:H2]  # carry: dc_{t-1} = dc_t * f_t
             d = d_buf[:n]
             xp.subtract(1, s, out=d)
             d *= s
             dz *= d  # through all four sigmoids at once
-            xp.matmul(dz, w_hh, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
-        return _weight_grads(self, dZ, x, Hs, [dh, dc])
+            xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
+        return _weight_grads(self, dZ, x, Hs, [dh, dc], col)
 
 
-def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any]) -> tuple:
-    """After the BPTT loop: every weight gradient and the input gradient in one large GEMM each."""
+def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any], col: Any = None) -> tuple:
+    """After the BPTT loop: every weight gradient and the input gradient in one large GEMM each.
+
+    ``col`` (G*H,), if given, is a per-column factor by which dZ is smaller than the true pre-activation
+    gradient; it is applied to the (small) weights and weight gradients rather than to dZ.
+    """
     T, B, I = x.shape
     G = dZ.shape[-1]
     H = Hs.shape[-1]
     need = fn.needs_input_grad
     ns = fn.n_states
     dZ2 = dZ.reshape(T * B, G)
-    gx = (dZ2 @ fn.w_ih).reshape(T, B, I) if need[0] else None
+    w_ih = fn.w_ih if col is None else fn.w_ih * col[:, None]
+    gx = (dZ2 @ w_ih).reshape(T, B, I) if need[0] else None
     gw_ih = dZ2.T @ x.reshape(T * B, I) if need[ns + 1] else None
     gw_hh = dZ2.T @ Hs[:-1].reshape(T * B, H) if need[ns + 2] else None
     gb_ih = gb_hh = None
     if fn.has_bias:
-        gb = dZ2.sum(axis=0)
-        gb_ih, gb_hh = gb, gb.copy()
+        gb_ih = dZ2.sum(axis=0)
+    if col is not None:
+        for g in (gw_ih, gw_hh):
+            if g is not None:
+                g *= col[:, None]
+        if gb_ih is not None:
+            gb_ih *= col
+    if gb_ih is not None:
+        gb_hh = gb_ih.copy()
     return gx, gstates, gw_ih, gw_hh, gb_ih, gb_hh
 
 
