@@ -39,8 +39,8 @@ def main() -> None:
         os.environ.setdefault(var, str(args.threads))
 
     import handgrad as hg
-    import handgrad.nn
     import handgrad.functional as F
+    import handgrad.nn
 
     rng = np.random.default_rng(0)
     b = args.batch
@@ -106,14 +106,17 @@ def main() -> None:
         if torch_step is not None:
             torch_step()
     th, tt_ = [], []
-    for _ in range(args.repeats):  # interleaved, so both see the same background load
-        t0 = time.perf_counter()
-        hg_step()
-        th.append(time.perf_counter() - t0)
-        if torch_step is not None:
-            t0 = time.perf_counter()
-            torch_step()
-            tt_.append(time.perf_counter() - t0)
+    for i in range(args.repeats):  # interleaved, alternating who goes first, so both see the same load
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for who in order:
+            if who == 0:
+                t0 = time.perf_counter()
+                hg_step()
+                th.append(time.perf_counter() - t0)
+            elif torch_step is not None:
+                t0 = time.perf_counter()
+                torch_step()
+                tt_.append(time.perf_counter() - t0)
 
     med_h = float(np.median(th)) * 1e3
     print(f"threads={args.threads} batch={b} repeats={args.repeats} numpy={np.__version__}")

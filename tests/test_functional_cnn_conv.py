@@ -51,6 +51,9 @@ CONV_CASES = [
     ((2, 3, 6, 6), (4, 3, 2, 2), dict(stride=2, padding="valid")),  # kernel == stride: col2im tiles
     ((2, 3, 8, 8), (4, 3, 1, 1), dict(stride=3)),
     ((1, 2, 5, 5), (3, 2, 5, 5), {}),  # kernel as large as the input
+    # kw*C >= 16: col2im takes its (kernel row, output column) block path
+    ((2, 8, 7, 9), (4, 8, 3, 3), dict(stride=(1, 2), padding=1)),
+    ((2, 8, 6, 8), (4, 8, 2, 2), dict(stride=2)),  # ... with disjoint blocks
 ]
 
 
@@ -142,6 +145,8 @@ CONVT_CASES = [
     ((2, 4, 5, 4), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, dilation=2)),
     ((2, 6, 3, 4), (6, 1, 2, 2), dict(stride=2, groups=3)),  # kernel == stride: disjoint scatter
     ((2, 2, 4, 4), (2, 3, 3, 2), dict(stride=1, padding=(1, 1), dilation=(2, 1), output_padding=(1, 0))),
+    ((2, 3, 4, 3), (3, 8, 3, 3), dict(stride=2, padding=1, output_padding=1)),  # col2im block path
+    ((2, 3, 4, 3), (3, 8, 2, 2), dict(stride=2)),  # ... with disjoint blocks
 ]
 
 
