@@ -150,7 +150,7 @@ class Translator:
             model = Seq2Seq(**state["config"])
             model.load_state_dict(state["model"])
             src_vocab, tgt_vocab = Vocab.from_dict(state["src_vocab"]), Vocab.from_dict(state["tgt_vocab"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: load_state_dict refusals
             raise TranslatorError(f"Translator.load: {where} is a damaged translator file ({_first_line(e)})") from e
         model.eval()
         return cls(model, src_vocab, tgt_vocab, state["experiment"], state["max_src_len"], state["max_tgt_len"],
