@@ -83,11 +83,11 @@ def run(opts: Any) -> dict[str, Any]:
         raise ExperimentError(f"--settings must be a comma-separated subset of {SETTINGS}, got {opts.settings!r}")
     if not 0 <= opts.rate < 1:
         raise ExperimentError(f"--rate must be in [0, 1), got {opts.rate}")
+    if not 10 <= opts.clean <= opts.pool:
+        raise ExperimentError(f"--clean must be between 10 and --pool ({opts.pool}), got {opts.clean}")
     pool, n_clean, n_val, n_test = opts.pool, opts.clean, opts.val, None
     if opts.quick:
         pool, n_clean, n_val, n_test = 600, 150, 200, 500
-    if not 10 <= n_clean <= pool:
-        raise ExperimentError(f"--clean must be between 10 and --pool ({pool}), got {n_clean}")
     try:
         train, test = FashionMNIST(opts.data, train=True), FashionMNIST(opts.data, train=False)
     except (FileNotFoundError, ValueError, OSError) as e:

@@ -1,0 +1,45 @@
+"""``handgrad run siamese-fashion`` / ``triplet-fashion`` in --quick mode: files, numbers in range, bad options."""
+
+import json
+import os
+
+import pytest
+
+from handgrad.cli import main as cli_main
+
+
+def have_fashion_mnist() -> bool:
+    try:
+        from handgrad.data import FashionMNIST
+
+        FashionMNIST(train=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+needs_data = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST is not installed (bash setup.sh)")
+
+
+@needs_data
+@pytest.mark.parametrize("name,extra", [("siamese-fashion", []), ("triplet-fashion", ["--mining", "hard"])])
+def test_quick_run_writes_curves_scatter_and_unseen_class_metrics(tmp_path, name, extra):
+    out = tmp_path / "o"
+    assert cli_main.main(["run", name, "--quick", "--no-progress", "--out", str(out), *extra]) == 0
+    r = json.loads((out / "results.json").read_text())
+    for key in ("recall@1", "recall@8", "mAP@R", "verification_accuracy", "pixels_recall@1"):
+        assert 0.0 <= r[key] <= 1.0, key
+    assert r["recall@1"] <= r["recall@2"] <= r["recall@4"] <= r["recall@8"]
+    assert r["recall@1"] > 0.34  # three unseen classes: chance is about 1/3
+    assert r["epochs_run"] == 2 and 1 <= r["best_epoch"] <= 2
+    for png in ("learning_curves.png", "embedding.png"):
+        assert os.path.getsize(out / png) > 5000
+    hist = json.loads((out / "history.json").read_text())
+    assert "val_loss" in json.dumps(hist)
+
+
+@pytest.mark.parametrize("name,bad", [("siamese-fashion", ["--margin", "0"]), ("triplet-fashion", ["--p", "9"]),
+                                      ("triplet-fashion", ["--margin", "-1"])])
+def test_bad_options_exit_2(tmp_path, name, bad, capsys):
+    assert cli_main.main(["run", name, "--quick", "--out", str(tmp_path), *bad]) == 2
+    assert "must" in capsys.readouterr().err
