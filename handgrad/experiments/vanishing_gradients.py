@@ -29,7 +29,7 @@ MODELS = ("rnn", "lstm", "gru")
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=100, help="sequence length T of the adding problem (default 100)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of every model (default 64)")
-    p.add_argument("--steps", type=int, default=None, help="training iterations per model (default 1500)")
+    p.add_argument("--steps", type=int, default=None, help="training iterations per model (default 2000)")
     p.add_argument("--models", default="rnn,lstm,gru", help="comma-separated subset of rnn,lstm,gru")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold (default 1.0)")
     p.add_argument("--eval-every", type=int, default=100, help="iterations between validation evaluations")
@@ -155,7 +155,7 @@ def _plots(results: dict[str, dict[str, Any]], seq_len: int, out_dir: str) -> No
     "vanishing-gradients",
     "tanh RNN vs LSTM vs GRU on the adding problem (T=100): gradient norm vs distance plot, who solves it",
     arguments=_options,
-    defaults={"batch_size": 64, "lr": 3e-3, "epochs": 1},
+    defaults={"batch_size": 64, "lr": 1e-2, "epochs": 1},
 )
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     from handgrad.cli.registry import ExperimentError
@@ -174,7 +174,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         n_val = 200
     else:
         n_val = 1000
-    opts.steps = opts.steps or 1500
+    opts.steps = opts.steps or 2000
     import handgrad as hg
 
     gen = numpy.random.default_rng(10_000 + opts.seed)
