@@ -6,6 +6,7 @@ Heavy imports stay inside functions so that ``handgrad list`` (which imports eve
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ def _normalise(images: numpy.ndarray) -> numpy.ndarray:
     return ((x - FASHION_MEAN) / FASHION_STD).reshape(len(x), 1, 28, 28)
 
 
+@functools.lru_cache(maxsize=2)
+def _load_fashion(data: str | None) -> tuple[Any, Any]:
+    """Both splits, read once per process (decompressing the IDX files takes about a second)."""
+    from handgrad.data import FashionMNIST
+
+    try:
+        return FashionMNIST(data, train=True), FashionMNIST(data, train=False)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise ExperimentError(str(e)) from e
+
+
 def fashion_mnist_splits(
     data: str | None,
     seed: int,
@@ -54,13 +66,7 @@ def fashion_mnist_splits(
     first images of the official 10,000-image test set (default: all). Missing or unreadable files become an
     ``ExperimentError`` (one line from the CLI).
     """
-    from handgrad.data import FashionMNIST
-
-    try:
-        train = FashionMNIST(data, train=True)
-        test = FashionMNIST(data, train=False)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise ExperimentError(str(e)) from e
+    train, test = _load_fashion(data)
     n = len(train.targets)
     if val_size >= n:
         raise ExperimentError(f"validation size {val_size} leaves no training images out of {n}")
