@@ -101,22 +101,26 @@ def build(kind: str, T: int, B: int, H: int, seed: int = 0):
     return (hg_train, torch_train), (hg_fwd, torch_fwd)
 
 
-def compare(hg, th, repeat: int) -> tuple[float, float, float]:
-    """Alternate single steps (order flipped every pair); return median times and the median pair ratio."""
+def compare(hg, th, repeat: int) -> dict[str, float]:
+    """Alternate single steps (order flipped every pair). Returns the median wall time of each framework, the
+    median of the per-pair wall ratios, and the same for process CPU time: on a shared machine the CPU time
+    (what the step itself consumed) is far less disturbed by other processes than the wall time."""
     for _ in range(2):  # warm up both (allocations, BLAS threads)
         hg()
         th()
-    th_times, hg_times, ratios = [], [], []
+    res: dict[str, list[float]] = {k: [] for k in ("hg", "th", "hg_cpu", "th_cpu", "ratio", "ratio_cpu")}
     for i in range(repeat):
         pair = {}
         for name, f in ((("hg", hg), ("th", th)) if i % 2 == 0 else (("th", th), ("hg", hg))):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             pair[name] = time.perf_counter() - t0
-        hg_times.append(pair["hg"])
-        th_times.append(pair["th"])
-        ratios.append(pair["hg"] / pair["th"])
-    return float(np.median(hg_times)), float(np.median(th_times)), float(np.median(ratios))
+            pair[name + "_cpu"] = time.process_time() - c0
+        for k, v in pair.items():
+            res[k].append(v)
+        res["ratio"].append(pair["hg"] / pair["th"])
+        res["ratio_cpu"].append(pair["hg_cpu"] / max(pair["th_cpu"], 1e-9))
+    return {k: float(np.median(v)) for k, v in res.items()}
 
 
 def main() -> None:
@@ -124,17 +128,20 @@ def main() -> None:
     T, B, H = ARGS.T, ARGS.B, ARGS.hidden
     print(f"char-LM T={T} B={B} vocab={V} embedding={E} hidden={H}; threads={ARGS.threads} "
           f"(torch {torch.__version__}, numpy {np.__version__}); {ARGS.repeat} interleaved steps, medians")
-    print(f"{'case':<12} {'handgrad ms':>12} {'torch ms':>10} {'ratio':>7} {'pair-ratio':>11}")
+    print(f"{'case':<12} {'handgrad ms':>12} {'torch ms':>10} {'ratio':>7} {'pair-ratio':>11}   "
+          f"{'hg cpu ms':>10} {'torch cpu ms':>13} {'cpu ratio':>10} {'cpu pair-ratio':>15}")
     for case in ARGS.cases.split(","):
         kind, what = case.split("-")
         train, fwd = build(kind, T, B, H)
         if what == "train":
             lh, lt = train[0](), train[1]()  # same weights, same batch: the same loss
             assert abs(lh - lt) < 1e-4 * abs(lt), (lh, lt)
-            hg_t, th_t, pr = compare(*train, ARGS.repeat)
+            r = compare(*train, ARGS.repeat)
         else:
-            hg_t, th_t, pr = compare(*fwd, ARGS.repeat)
-        print(f"{case:<12} {hg_t * 1e3:>12.1f} {th_t * 1e3:>10.1f} {hg_t / th_t:>7.2f} {pr:>11.2f}", flush=True)
+            r = compare(*fwd, ARGS.repeat)
+        print(f"{case:<12} {r['hg'] * 1e3:>12.1f} {r['th'] * 1e3:>10.1f} {r['hg'] / r['th']:>7.2f} "
+              f"{r['ratio']:>11.2f}   {r['hg_cpu'] * 1e3:>10.1f} {r['th_cpu'] * 1e3:>13.1f} "
+              f"{r['hg_cpu'] / r['th_cpu']:>10.2f} {r['ratio_cpu']:>15.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ class LSTMSequence(FusedRecurrence):
             s += r
             xp.exp(s, out=s)
             s += 1
-            xp.reciprocal(s, out=s)  # s = [sigma(z_i), sigma(z_f), sigma(2 z_g), sigma(z_o)]
+            xp.divide(1, s, out=s)  # s = [sigma(z_i), sigma(z_f), sigma(2 z_g), sigma(z_o)]
             g = GG[t, :n]
             xp.multiply(s[:, H2:H3], 2, out=g)
             g -= 1  # g = tanh(z_g)
@@ -139,11 +139,14 @@ class LSTMSequence(FusedRecurrence):
 
 
 def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any], col: Any = None) -> tuple:
-    """After the BPTT loop: every weight gradient and the input gradient in one large GEMM each.
+    """After the BPTT loop: the input gradient and all weight gradients in one large GEMM each.
 
-    ``col`` (G*H,), if given, is a per-column factor by which dZ is smaller than the true pre-activation
-    gradient; it is applied to the (small) weights and weight gradients rather than to dZ.
+    The weight gradients are the course's ``dW = sum_t [h_{t-1}; x_t; 1] dz_t^T`` for ``W = [W_h; W_x; W_1]``:
+    ONE GEMM ``dZ^T @ [H_prev, X, 1]`` over all T*B rows gives ``dW_hh``, ``dW_ih`` and the bias gradient
+    side by side. ``col`` (G*H,), if given, is a per-column factor by which dZ is smaller than the true
+    pre-activation gradient; it is applied to the (small) weights and weight gradients rather than to dZ.
     """
+    xp = get_array_module(dZ)
     T, B, I = x.shape
     G = dZ.shape[-1]
     H = Hs.shape[-1]
@@ -152,18 +155,20 @@ def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[A
     dZ2 = dZ.reshape(T * B, G)
     w_ih = fn.w_ih if col is None else fn.w_ih * col[:, None]
     gx = (dZ2 @ w_ih).reshape(T, B, I) if need[0] else None
-    gw_ih = dZ2.T @ x.reshape(T * B, I) if need[ns + 1] else None
-    gw_hh = dZ2.T @ Hs[:-1].reshape(T * B, H) if need[ns + 2] else None
+    K = H + I + (1 if fn.has_bias else 0)
+    A = xp.empty((T * B, K), dZ.dtype)  # rows [h_{t-1}, x_t, 1]
+    A[:, :H] = Hs[:-1].reshape(T * B, H)
+    A[:, H : H + I] = x.reshape(T * B, I)
+    if fn.has_bias:
+        A[:, -1] = 1
+    gW = dZ2.T @ A
+    if col is not None:
+        gW *= col[:, None]
+    gw_hh = xp.ascontiguousarray(gW[:, :H]) if need[ns + 2] else None
+    gw_ih = xp.ascontiguousarray(gW[:, H : H + I]) if need[ns + 1] else None
     gb_ih = gb_hh = None
     if fn.has_bias:
-        gb_ih = dZ2.sum(axis=0)
-    if col is not None:
-        for g in (gw_ih, gw_hh):
-            if g is not None:
-                g *= col[:, None]
-        if gb_ih is not None:
-            gb_ih *= col
-    if gb_ih is not None:
+        gb_ih = gW[:, -1].copy()
         gb_hh = gb_ih.copy()
     return gx, gstates, gw_ih, gw_hh, gb_ih, gb_hh
 
