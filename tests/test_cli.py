@@ -156,6 +156,36 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["epochs_run"] == 3
 
 
+def test_ctrl_c_saves_a_clean_checkpoint_and_exits_130(tmp_path):
+    reason = fashion_mnist_missing()
+    if reason:
+        pytest.skip(reason)
+    import signal
+
+    out = tmp_path / "mlp"
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "handgrad", "run", "mlp-fashion", "--quick", "--epochs", "500",
+                             "--patience", "500", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 2/500"):
+                proc.send_signal(signal.SIGINT)  # during epoch 3
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "Trainer: interrupted during epoch" in stderr and "interrupted.safetensors" in stderr
+    from handgrad.serialization import load
+
+    saved = load(out / "interrupted.safetensors")
+    assert saved["epoch"] >= 2 and len(saved["history"]["rows"]) == saved["epoch"]
+    r = json.loads((out / "results.json").read_text())
+    assert r["interrupted"] is True and r["epochs_run"] == saved["epoch"]  # test metrics of the kept weights
+
+
 # -- in process: the runner around an experiment -----------------------------------------------------------------
 @pytest.fixture()
 def toy_experiment():
