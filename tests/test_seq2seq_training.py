@@ -113,6 +113,16 @@ def test_sequence_cross_entropy_vs_torch_and_finite_differences():
     assert hg.gradcheck(lambda z: sequence_cross_entropy(z, tgt), (hg.tensor(logits, requires_grad=True),))
     with pytest.raises(ValueError, match=r"sequence_cross_entropy: logits \(2, 5, 7\) do not match targets \(2, 4\)"):
         sequence_cross_entropy(x, tgt[:, :4])
+    with pytest.raises(ValueError, match=r"sequence_cross_entropy: target ids must be in \[0, 7\), got \[0, 9\]"):
+        sequence_cross_entropy(x, np.where(tgt == 6, 9, tgt))
+    # float32 agrees with the generic F.cross_entropy; all padding gives NaN like PyTorch
+    import handgrad.functional as F
+
+    x32 = hg.tensor(logits.astype(np.float32))
+    ref = F.cross_entropy(x32.reshape(-1, 7), hg.tensor(tgt.reshape(-1)), ignore_index=0)
+    assert sequence_cross_entropy(x32, tgt).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert sequence_cross_entropy(x32, tgt).dtype == np.float32
+    assert np.isnan(sequence_cross_entropy(x, np.zeros_like(tgt)).item())
 
 
 def _batch_loss_and_grads(m, pairs, extra_pad=0):
