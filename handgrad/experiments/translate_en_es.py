@@ -82,7 +82,7 @@ def _texts(ids: list[list[int]], vocab: Any) -> list[str]:
     EXPERIMENT,
     "English->Spanish Bible verses: BLEU of attention vs none, teacher forcing vs scheduled sampling, beam vs greedy",
     arguments=_options,
-    defaults={"epochs": 12, "batch_size": 64, "lr": 2e-3, "max_words": 20, "n_val": 300, "n_test": 500,
+    defaults={"epochs": 10, "batch_size": 64, "lr": 2e-3, "max_words": 20, "n_val": 300, "n_test": 500,
               "vocab": 3000, "embedding": 128, "hidden": 128},
     quick_defaults={"epochs": 1, "max_words": 8, "n_val": 20, "n_test": 20, "n_train": 150, "vocab": 300,
                     "embedding": 16, "hidden": 16},
