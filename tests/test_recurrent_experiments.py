@@ -222,3 +222,25 @@ def test_vanishing_gradients_lstm_gru_solve_rnn_does_not(tmp_path):
     assert main(["run", "vanishing-gradients", "--no-progress", "--out", str(out)]) == 0
     r = json.loads((out / "results.json").read_text())
     assert r["lstm_val_mse"] < 0.05 and r["gru_val_mse"] < 0.05 and r["rnn_val_mse"] > 0.1
+
+
+def test_one_to_many_generator_free_running_equals_teacher_forcing_on_its_own_outputs():
+    from handgrad.experiments.one_to_many import build_generator
+
+    hg.manual_seed(2)
+    g = build_generator(10, 8)
+    y = hg.tensor(np.array([3, 7]))
+    gen = g.generate(y, 6, noise=0.0)  # (2, 6)
+    prev = np.concatenate([np.zeros((1, 2)), gen.T[:-1]])[:, :, None].astype(np.float32)
+    tf = g(y, hg.tensor(prev)).numpy()[:, :, 0].T
+    np.testing.assert_allclose(tf, gen, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(gen[0], gen[1])  # the class (initial state) changes the sequence
+    noisy = g.generate(y, 6, noise=1.0, rng=np.random.default_rng(0))
+    assert noisy.shape == (2, 6) and not np.allclose(noisy, gen)
+
+
+def test_one_to_many_quick(tmp_path):
+    r, out = _run("one-to-many", tmp_path)
+    assert r["n_generated"] == 50 and 0.0 <= r["generated_class_accuracy"] <= 1.0
+    assert r["judge"] == "GRU trained here"
+    assert (out / "generated.png").exists()
