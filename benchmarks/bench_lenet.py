@@ -6,7 +6,7 @@ Both libraries run float32 on the same data and weights, with the same thread co
 ``torch.set_num_threads``, NumPy's BLAS via the usual OMP/OPENBLAS environment). The machine may be
 shared, so the two are interleaved step by step and the median of many repeats is reported.
 
-    python benchmarks/bench_lenet.py [--repeats 40] [--threads N] [--profile]
+    python benchmarks/bench_lenet.py [--repeats 40] [--threads N] [--clock wall|cpu] [--profile]
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import argparse
 import os
 import sys
 import time
-
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -29,14 +27,17 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: process_time (robust to a loaded machine with --threads 1)")
     return ap.parse_args()
 
 
 def main() -> None:
     args = _parse()
-    # BLAS threads must be fixed before NumPy loads its BLAS
+    # BLAS threads must be fixed before NumPy loads its BLAS, hence the late import
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
+        os.environ[var] = str(args.threads)
+    import numpy as np
 
     import handgrad as hg
     import handgrad.functional as F
@@ -105,21 +106,22 @@ def main() -> None:
         hg_step()
         if torch_step is not None:
             torch_step()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     th, tt_ = [], []
     for i in range(args.repeats):  # interleaved, alternating who goes first, so both see the same load
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for who in order:
             if who == 0:
-                t0 = time.perf_counter()
+                t0 = clock()
                 hg_step()
-                th.append(time.perf_counter() - t0)
+                th.append(clock() - t0)
             elif torch_step is not None:
-                t0 = time.perf_counter()
+                t0 = clock()
                 torch_step()
-                tt_.append(time.perf_counter() - t0)
+                tt_.append(clock() - t0)
 
     med_h = float(np.median(th)) * 1e3
-    print(f"threads={args.threads} batch={b} repeats={args.repeats} numpy={np.__version__}")
+    print(f"threads={args.threads} batch={b} repeats={args.repeats} clock={args.clock} numpy={np.__version__}")
     print(f"handgrad step: median {med_h:7.2f} ms  (min {min(th) * 1e3:7.2f})")
     if tt_:
         import torch
@@ -130,11 +132,12 @@ def main() -> None:
         print(f"ratio handgrad/pytorch: {med_h / med_t:.2f} (median of per-pair ratios {np.median(ratios):.2f}, "
               f"min/min {min(th) / min(tt_):.2f})")
     if args.profile:
-        _profile(hg_step)
+        _profile(hg_step, clock)
 
 
-def _profile(step) -> None:
-    """Wall time per Function.forward / backward over 10 steps, by op name."""
+def _profile(step, clock) -> None:
+
+    """Time (by ``clock``) per Function.forward / backward over 10 steps, by op name."""
     from collections import defaultdict
 
     from handgrad.engine.function import Function
@@ -148,16 +151,16 @@ def _profile(step) -> None:
                 patched[(cls, meth)] = orig
 
                 def wrap(self, *a, _o=orig, _k=f"{cls.__name__}.{meth}"):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     r = _o(self, *a)
-                    totals[_k] += time.perf_counter() - t0
+                    totals[_k] += clock() - t0
                     return r
 
                 setattr(cls, meth, wrap)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(10):
         step()
-    total = (time.perf_counter() - t0) / 10
+    total = (clock() - t0) / 10
     for (cls, meth), orig in patched.items():
         setattr(cls, meth, orig)
     print(f"profile (per step, total {total * 1e3:.1f} ms):")

@@ -17,6 +17,7 @@ MAX_CASES = [
     dict(kernel_size=3, stride=2, ceil_mode=True),  # ceil mode adds a partial last window
     dict(kernel_size=2, stride=3),  # gaps between windows
     dict(kernel_size=(2, 3), stride=1, dilation=2),
+    dict(kernel_size=(3, 2), stride=(3, 2), dilation=(1, 3)),  # kernel == stride but dilated: no block path
 ]
 
 
@@ -56,6 +57,16 @@ def test_max_pool2d_after_conv_channels_last():
         return TF.max_pool2d(torch.relu(TF.conv2d(x, w)), 2, ceil_mode=True)
 
     compare_torch(ours, theirs, arrays(4, (2, 3, 9, 8), (4, 3, 3, 3)))
+
+    # kernel == stride tiles the conv output exactly: the block backward on channels-last memory, with the
+    # ReLU zeros making tied windows
+    def ours2(x, w):
+        return F.max_pool2d(hg.relu(F.conv2d(x, w)), (2, 3))
+
+    def theirs2(x, w):
+        return TF.max_pool2d(torch.relu(TF.conv2d(x, w)), (2, 3))
+
+    compare_torch(ours2, theirs2, arrays(5, (2, 3, 10, 11), (4, 3, 3, 3)))
 
 
 def test_max_pool2d_propagates_nan():

@@ -148,6 +148,9 @@ class MaxPool2d(Function):
         g = self.geo
         xp = get_array_module(gy)
         gyv = gy.transpose(numpy.argsort(self.perm))  # into the forward's working layout
+        if all(g.s[a] == g.k[a] and (g.d[a] == 1 or g.k[a] == 1) and g.p[a] == 0 and g.after[a] == 0
+               for a in (0, 1)):
+            return self._backward_blocks(gyv).transpose(self.perm)
         shape, dtype = self.xpad.shape, self.y.dtype
         tiles = all(g.s[a] >= g.d[a] * (g.k[a] - 1) + 1 for a in (0, 1))
         covered = tiles and all(
@@ -164,6 +167,48 @@ class MaxPool2d(Function):
         for a in (0, 1):
             idx[self.ax[a]] = slice(g.p[a], g.p[a] + g.size[a])
         return gpad[tuple(idx)].transpose(self.perm)
+
+    def _backward_blocks(self, gyv: Any) -> Any:
+        """Backward for the common kernel == stride, unpadded case (e.g. LeNet's 2x2 pools).
+
+        The input (cropped to the Ho*kh x Wo*kw region the windows tile) is viewed as blocks
+        (.., Ho, kh, .., Wo, kw, ..); one broadcast compare against y gives every window's arg-max mask,
+        ties are resolved to the first offset in scan order on strided boolean views, and one broadcast
+        multiply writes dx contiguously: three whole-array passes instead of kh*kw strided ones.
+        """
+        g = self.geo
+        xp = get_array_module(gyv)
+        a0, a1 = self.ax
+        x = self.xpad
+        crop = [slice(None)] * 4
+        crop[a0], crop[a1] = slice(0, g.out[0] * g.k[0]), slice(0, g.out[1] * g.k[1])
+        xc = x[tuple(crop)]
+        shape6 = list(xc.shape)
+        shape6[a1 : a1 + 1] = [g.out[1], g.k[1]]
+        shape6[a0 : a0 + 1] = [g.out[0], g.k[0]]
+        ex = (a0 + 1, a1 + 2)  # the kernel axes of the block view
+        y6 = xp.expand_dims(self.y, ex)
+        m = xc.reshape(shape6) == y6  # every position equal to its window's max
+        if bool(xp.isnan(self.y).any()):
+            m |= xp.isnan(xc.reshape(shape6))
+        claimed = None
+        for p in range(g.k[0]):
+            for q in range(g.k[1]):
+                idx = [slice(None)] * 6
+                idx[ex[0]], idx[ex[1]] = p, q
+                mv = m[tuple(idx)]  # a strided view into m: the in-place ops below edit m itself
+                if claimed is None:
+                    claimed = mv.copy()
+                else:
+                    mv &= ~claimed
+                    claimed |= mv
+        gx6 = xp.expand_dims(gyv, ex) * m
+        gxc = gx6.reshape(xc.shape)
+        if xc.shape == x.shape:
+            return gxc
+        gx = xp.zeros(x.shape, gxc.dtype)  # rows/columns past the last window get no gradient
+        gx[tuple(crop)] = gxc
+        return gx
 
     def flat_indices(self) -> Any:
         """PyTorch's ``return_indices``: for each output, h*W + w of its arg-max in the unpadded input."""
