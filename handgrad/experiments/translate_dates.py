@@ -121,6 +121,8 @@ def run(opts: Any) -> dict[str, Any]:
             w = attention_weights(model, src, out)
             src_toks = [*src_vocab.tokenize(test.sources[i]), "<eos>"]
             out_toks = [tgt_vocab.itos[j] for j in out] + ["<eos>"]
+            if len(out) >= max_tgt:  # cut at the length limit: no <eos> was emitted
+                w, out_toks = w[:-1], out_toks[:-1]
             png = os.path.join(opts.out, f"attention_{n}.png")
             plot_attention(w, src_toks, out_toks, png,
                            title=f"{test.locales[i]}: {test.sources[i]} -> {texts[i]}")

@@ -181,6 +181,8 @@ def run(opts: Any) -> dict[str, Any]:
                 src_toks = [*src_vocab.tokenize(test[i][0]), "<eos>"]
                 out_toks = [tgt_vocab.itos[j] for j in test_greedy[i]] + ["<eos>"]
                 w = attention_weights(model, enc["test"][i][0], test_greedy[i])
+                if len(test_greedy[i]) >= max_tgt:  # cut at the length limit: no <eos> was emitted
+                    w, out_toks = w[:-1], out_toks[:-1]
                 plot_attention(w, src_toks, out_toks, os.path.join(out, f"attention_{n}.png"),
                                title=f"{test[i][0]}\n-> {_texts([test_greedy[i]], tgt_vocab)[0]}")
         print(f"{key}: val BLEU {row['val_bleu_greedy']:.2f} greedy / {row['val_bleu_beam']:.2f} beam; test BLEU "
