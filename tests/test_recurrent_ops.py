@@ -181,3 +181,29 @@ def test_error_states_and_lengths():
         rnn_sequence(x, None, *params("rnn_tanh", 3, 2), nonlinearity="gelu")
     with pytest.raises(TypeError, match=r"gru_sequence: lengths must be integers, got dtype"):
         gru_sequence(x, None, *params("gru", 3, 2), lengths=np.array(["a", "b"]))
+
+
+def test_pooled_work_arrays_never_alias_live_results():
+    """Work arrays are recycled across calls; outputs and states the caller still holds must stay intact."""
+    import handgrad
+
+    rng = np.random.default_rng(7)
+    ws = params("lstm", 3, 4, seed=8)
+    x1 = Tensor(rng.standard_normal((6, 2, 3)), requires_grad=True)
+    out1, h1, c1 = lstm_sequence(x1, None, *ws)
+    kept = [out1.data.copy(), h1.data.copy(), c1.data.copy()]
+    (out1.sum() + c1.sum()).backward()  # frees the graph: internal arrays go back to the pool
+    g1 = x1.grad.data.copy()
+    with handgrad.no_grad():  # no graph at all: arrays go back at the end of the forward
+        for _ in range(3):
+            lstm_sequence(Tensor(rng.standard_normal((6, 2, 3))), None, *ws)
+    x2 = Tensor(rng.standard_normal((6, 2, 3)), requires_grad=True)
+    out2, h2, c2 = lstm_sequence(x2, None, *ws)
+    (out2.sum() + c2.sum()).backward()
+    for a, b in zip((out1.data, h1.data, c1.data, x1.grad.data), (*kept, g1)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.shares_memory(out1.data, out2.data)
+    # the same input again gives the same numbers (nothing stale leaks from a recycled buffer)
+    out3, h3, c3 = lstm_sequence(Tensor(x1.data), None, *ws)
+    np.testing.assert_array_equal(out3.data, kept[0])
+    np.testing.assert_array_equal(c3.data, kept[2])

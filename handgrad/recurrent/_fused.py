@@ -23,6 +23,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.recurrent._workspace import give_back
 
 
 # -- argument checks ------------------------------------------------------------------------------------------
@@ -178,6 +179,7 @@ class FusedRecurrence(Function):
 
     n_states = 1
     n_gates = 1
+    _saved: tuple[str, ...] = ()  # internal arrays kept for the backward; pooled again once the graph is freed
 
     def __init__(self, lengths: numpy.ndarray | None = None, reverse: bool = False, cell: bool = False) -> None:
         self.lengths, self.reverse, self.cell = lengths, reverse, cell
@@ -208,11 +210,19 @@ class FusedRecurrence(Function):
         # exp overflows to inf for strongly saturated gates; 1/(1+inf) = 0 is the right sigmoid: not an error
         with numpy.errstate(over="ignore"):
             all_states = self._forward(xi, st, w_ih, w_hh, b_ih, b_hh)
-        finals = tuple(sch.state_out(sch.final(s)) for s in all_states)
+        # copies: a final state must not be a view that pins (or could alias) a pooled work array
+        finals = tuple(xp.array(sch.state_out(sch.final(s)), copy=True) for s in all_states)
+        output = None if self.cell else sch.seq_out(all_states[0][1:])
+        del all_states
+        if not any(self.needs_input_grad):  # no backward will come: the work arrays can go back now
+            give_back(self, self._saved)
         if self.cell:
             return finals if ns > 1 else finals[0]
-        output = all_states[0][1:]
-        return (sch.seq_out(output), *finals)
+        return (output, *finals)
+
+    def release(self) -> None:
+        give_back(self, self._saved)
+        super().release()
 
     def backward(self, *gys: Any) -> Any:
         sch = self.sch

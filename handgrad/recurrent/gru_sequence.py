@@ -29,6 +29,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.recurrent import _workspace as ws
 from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
 
 
@@ -37,6 +38,7 @@ class GRUSequence(FusedRecurrence):
 
     n_states = 1
     n_gates = 3
+    _saved = ("G", "HN", "Hs")
 
     def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any]:
         xp = get_array_module(x)
@@ -47,18 +49,19 @@ class GRUSequence(FusedRecurrence):
         sizes = self.sch.sizes
         scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0))  # stored: -z for r and z, -2a for n
         w_hh_s = w_hh * scale[:, None]
-        G = xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T).reshape(T, B, 3 * H)
+        G = ws.empty(xp, (T, B, 3 * H), dt)
+        xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T, out=G.reshape(T * B, 3 * H))
         b_hn_s = None
         if b_ih is not None:
             b = b_ih.copy()
             b[:H2] += b_hh[:H2]  # the r and z biases only ever appear summed
             G += b * scale
             b_hn_s = b_hh[H2:] * -2.0
-        Hs = (xp.zeros if self.sch.padded else xp.empty)((T + 1, B, H), dt)
+        Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
-        HN = xp.empty((T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
-        R = xp.empty((B, 3 * H), dt)
-        tmp = xp.empty((B, H), dt)
+        HN = ws.empty(xp, (T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
+        R = ws.empty(xp, (B, 3 * H), dt)
+        tmp = ws.empty(xp, (B, H), dt)
         for t in range(T):
             n = sizes[t]
             g = G[t, :n]
@@ -87,6 +90,7 @@ class GRUSequence(FusedRecurrence):
             xp.subtract(hp, a, out=h)
             h *= rz[:, H:]
             h += a  # h = n + z (h_{t-1} - n)
+        ws.give(R, tmp)
         self.x, self.G, self.HN, self.Hs, self.w_ih, self.w_hh = x, G, HN, Hs, w_ih, w_hh
         return (Hs,)
 
@@ -99,12 +103,12 @@ class GRUSequence(FusedRecurrence):
         dt = x.dtype
         sizes = self.sch.sizes
         (dh,) = gfinal
-        alloc = xp.zeros if self.sch.padded else xp.empty
-        dGx = alloc((T, B, 3 * H), dt)
-        dGh = alloc((T, B, 3 * H), dt)
-        a_buf = xp.empty((B, H), dt)
-        b_buf = xp.empty((B, H), dt)
-        d_buf = xp.empty((B, H2), dt)
+        alloc = ws.zeros if self.sch.padded else ws.empty
+        dGx = alloc(xp, (T, B, 3 * H), dt)
+        dGh = alloc(xp, (T, B, 3 * H), dt)
+        a_buf = ws.empty(xp, (B, H), dt)
+        b_buf = ws.empty(xp, (B, H), dt)
+        d_buf = ws.empty(xp, (B, H2), dt)
         for t in range(T - 1, -1, -1):
             n = sizes[t]
             dht = dh[:n]
@@ -145,6 +149,7 @@ class GRUSequence(FusedRecurrence):
         if self.has_bias:
             gb_ih = dGx2.sum(axis=0)
             gb_hh = dGh2.sum(axis=0)
+        ws.give(dGx, dGh, a_buf, b_buf, d_buf)
         return gx, [dh], gw_ih, gw_hh, gb_ih, gb_hh
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.recurrent import _workspace as ws
 from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
 
 
@@ -43,6 +44,7 @@ class LSTMSequence(FusedRecurrence):
 
     n_states = 2
     n_gates = 4
+    _saved = ("S", "Hs", "Cs", "TC", "GG")
 
     def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any, Any]:
         xp = get_array_module(x)
@@ -52,19 +54,20 @@ class LSTMSequence(FusedRecurrence):
         dt = x.dtype
         scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0, -1.0))
         w_hh_s = w_hh * scale[:, None]
-        alloc = xp.zeros if self.sch.padded else xp.empty  # padded outputs must read zero
+        alloc = ws.zeros if self.sch.padded else ws.empty  # padded outputs must read zero
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
-        S = xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T).reshape(T, B, 4 * H)
+        S = ws.empty(xp, (T, B, 4 * H), dt)
+        xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T, out=S.reshape(T * B, 4 * H))
         if b_ih is not None:
             S += (b_ih + b_hh) * scale
-        Hs = alloc((T + 1, B, H), dt)
-        Cs = alloc((T + 1, B, H), dt)
-        TC = alloc((T, B, H), dt)  # tanh(c_t), reused by the backward
-        GG = alloc((T, B, H), dt)  # g_t = tanh(z_g), reused by the backward
+        Hs = alloc(xp, (T + 1, B, H), dt)
+        Cs = alloc(xp, (T + 1, B, H), dt)
+        TC = alloc(xp, (T, B, H), dt)  # tanh(c_t), reused by the backward
+        GG = alloc(xp, (T, B, H), dt)  # g_t = tanh(z_g), reused by the backward
         Hs[0] = states[0]
         Cs[0] = states[1]
-        R = xp.empty((B, 4 * H), dt)
-        tmp = xp.empty((B, H), dt)
+        R = ws.empty(xp, (B, 4 * H), dt)
+        tmp = ws.empty(xp, (B, H), dt)
         H2, H3 = 2 * H, 3 * H
         for t in range(T):
             n = sizes[t]
@@ -91,6 +94,7 @@ class LSTMSequence(FusedRecurrence):
             xp.divide(2, tc, out=tc)
             tc -= 1  # tanh(c) = 2 sigma(2c) - 1
             xp.multiply(s[:, H3:], tc, out=Hs[t + 1, :n])
+        ws.give(R, tmp)
         self.x, self.S, self.Hs, self.Cs, self.TC, self.GG = x, S, Hs, Cs, TC, GG
         self.w_ih, self.w_hh = w_ih, w_hh
         return Hs, Cs
@@ -108,9 +112,9 @@ class LSTMSequence(FusedRecurrence):
         col = gate_scale(xp, dt, H, (1.0, 1.0, 4.0, 1.0))
         w_hh4 = w_hh * col[:, None]
         dh, dc = gfinal  # (B, H) each, accumulated in place; rows past a sequence's end wait for their step
-        dZ = (xp.zeros if self.sch.padded else xp.empty)((T, B, 4 * H), dt)
-        a_buf = xp.empty((B, H), dt)
-        d_buf = xp.empty((B, 4 * H), dt)
+        dZ = (ws.zeros if self.sch.padded else ws.empty)(xp, (T, B, 4 * H), dt)
+        a_buf = ws.empty(xp, (B, H), dt)
+        d_buf = ws.empty(xp, (B, 4 * H), dt)
         for t in range(T - 1, -1, -1):
             n = sizes[t]
             s = S[t, :n]
@@ -135,7 +139,10 @@ class LSTMSequence(FusedRecurrence):
             d *= s
             dz *= d  # through all four sigmoids at once
             xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
-        return _weight_grads(self, dZ, x, Hs, [dh, dc], col)
+        ws.give(a_buf, d_buf)
+        out = _weight_grads(self, dZ, x, Hs, [dh, dc], col)
+        ws.give(dZ)
+        return out
 
 
 def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any], col: Any = None) -> tuple:
@@ -156,12 +163,13 @@ def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[A
     w_ih = fn.w_ih if col is None else fn.w_ih * col[:, None]
     gx = (dZ2 @ w_ih).reshape(T, B, I) if need[0] else None
     K = H + I + (1 if fn.has_bias else 0)
-    A = xp.empty((T * B, K), dZ.dtype)  # rows [h_{t-1}, x_t, 1]
+    A = ws.empty(xp, (T * B, K), dZ.dtype)  # rows [h_{t-1}, x_t, 1]
     A[:, :H] = Hs[:-1].reshape(T * B, H)
     A[:, H : H + I] = x.reshape(T * B, I)
     if fn.has_bias:
         A[:, -1] = 1
     gW = dZ2.T @ A
+    ws.give(A)
     if col is not None:
         gW *= col[:, None]
     gw_hh = xp.ascontiguousarray(gW[:, :H]) if need[ns + 2] else None

@@ -24,6 +24,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.recurrent import _workspace as ws
 from handgrad.recurrent._fused import FusedRecurrence, run_fused
 from handgrad.recurrent.lstm_sequence import _weight_grads
 
@@ -35,6 +36,7 @@ class RNNSequence(FusedRecurrence):
 
     n_states = 1
     n_gates = 1
+    _saved = ("Hs",)
 
     def __init__(self, nonlinearity: str = "tanh", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -49,12 +51,13 @@ class RNNSequence(FusedRecurrence):
         use_tanh = self.nonlinearity == "tanh"
         k = -2.0 if use_tanh else 1.0  # tanh: keep -2z, so that h = 2 / (1 + exp(stored)) - 1
         w_hh_s = w_hh * k
-        Z = xp.matmul(x.reshape(T * B, I), (w_ih * k).T).reshape(T, B, H)
+        Z = ws.empty(xp, (T, B, H), dt)
+        xp.matmul(x.reshape(T * B, I), (w_ih * k).T, out=Z.reshape(T * B, H))
         if b_ih is not None:
             Z += (b_ih + b_hh) * k
-        Hs = (xp.zeros if self.sch.padded else xp.empty)((T + 1, B, H), dt)
+        Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
-        R = xp.empty((B, H), dt)
+        R = ws.empty(xp, (B, H), dt)
         for t in range(T):
             n = sizes[t]
             z = Z[t, :n]
@@ -69,6 +72,7 @@ class RNNSequence(FusedRecurrence):
                 h -= 1
             else:
                 xp.maximum(z, 0, out=h)
+        ws.give(Z, R)
         self.x, self.Hs, self.w_ih, self.w_hh = x, Hs, w_ih, w_hh
         return (Hs,)
 
@@ -80,7 +84,7 @@ class RNNSequence(FusedRecurrence):
         sizes = self.sch.sizes
         use_tanh = self.nonlinearity == "tanh"
         (dh,) = gfinal
-        dZ = (xp.zeros if self.sch.padded else xp.empty)((T, B, H), x.dtype)
+        dZ = (ws.zeros if self.sch.padded else ws.empty)(xp, (T, B, H), x.dtype)
         for t in range(T - 1, -1, -1):
             n = sizes[t]
             dht = dh[:n]
@@ -95,7 +99,9 @@ class RNNSequence(FusedRecurrence):
             else:
                 xp.multiply(dht, h > 0, out=dz)
             xp.matmul(dz, w_hh, out=dht)
-        return _weight_grads(self, dZ, x, Hs, [dh])
+        out = _weight_grads(self, dZ, x, Hs, [dh])
+        ws.give(dZ)
+        return out
 
 
 def _check_nonlinearity(name: str, nonlinearity: str) -> None:
