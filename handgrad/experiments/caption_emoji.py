@@ -96,7 +96,7 @@ def _caption_grid(images: numpy.ndarray, rows: list[tuple[str, list[str]]], trut
         lines = [f"{name}: {_wrap(c[i], 26)}" for name, c in rows] + [f"TRUE: {_wrap(truth[i], 26)}"]
         ok = [c[i] == truth[i] for _, c in rows]
         ax.set_title("\n".join(lines), fontsize=6.5, loc="left", color="green" if any(ok) else "black")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.1, hspace=0.9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -111,7 +111,7 @@ def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarra
 
     from handgrad.seq2seq.captioning import caption_attention
 
-    maps = [caption_attention(model, x, c) for x, c in zip(images_f, captions)]
+    maps = [caption_attention(model, x, c)[:8] for x, c in zip(images_f, captions)]  # at most 8 words a row
     cols = 1 + max(len(m) for m in maps)
     fig, axes = plt.subplots(len(maps), cols, figsize=(cols * 1.6, len(maps) * 1.7), squeeze=False)
     H = images_u8.shape[1]
@@ -130,7 +130,7 @@ def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarra
             ax.imshow(numpy.kron(grid, numpy.ones((H // side, H // side))), cmap="magma", alpha=0.6,
                       vmin=0, vmax=max(grid.max(), 1e-9))
             ax.set_title(words[j - 1], fontsize=7)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -141,7 +141,7 @@ def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarra
     arguments=_options,
     defaults={"epochs": 40, "batch_size": 32, "lr": 2e-3, "channels": "32,64,128", "embedding": 64, "hidden": 128,
               "patience": 6, "grid": 30},
-    quick_defaults={"epochs": 2, "limit": 160, "channels": "4,8,8", "embedding": 8, "hidden": 16, "grid": 6},
+    quick_defaults={"epochs": 2, "limit": 160, "channels": "4,8,8", "embedding": 8, "hidden": 16, "grid": 3},
 )
 def run(opts: Any) -> dict[str, Any]:
     from handgrad.data.emoji import load_emoji
@@ -268,9 +268,10 @@ def run(opts: Any) -> dict[str, Any]:
          "nearest_neighbour": nn_caps[i]} for i in range(min(12, len(te_idx)))
     ]
     if "attention" in models:
-        ids_att = [encode_caption(c, vocab) for c in texts["attention"][:6]]
+        k = min(6, opts.grid, len(te_idx))
+        ids_att = [encode_caption(c, vocab) for c in texts["attention"][:k]]
         att_path = os.path.join(opts.out, "attention_maps.png")
-        _attention_maps(models["attention"], x[te_idx[:6]], images[te_idx[:6]], ids_att, vocab, att_path)
+        _attention_maps(models["attention"], x[te_idx[:k]], images[te_idx[:k]], ids_att, vocab, att_path)
         results["attention_png"] = att_path
     print(f"captions: {grid_path}")
     return results

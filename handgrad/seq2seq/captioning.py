@@ -99,7 +99,7 @@ class Captioner(Module):
             raise ValueError(f"Captioner: attention must be one of {ATTENTIONS}, got {attention!r}")
         if cell not in ("lstm", "gru"):
             raise ValueError(f"Captioner: cell must be 'lstm' or 'gru', got {cell!r}")
-        if vocab_size <= UNK:
+        if vocab_size <= UNK + 1:  # ids 0-3 are <pad> <bos> <eos> <unk>
             raise ValueError(f"Captioner: vocab_size {vocab_size} leaves no word besides the 4 specials")
         self.config = dict(vocab_size=vocab_size, embedding_size=embedding_size, hidden_size=hidden_size,
                            channels=list(channels), num_layers=num_layers, attention=attention, cell=cell,
