@@ -279,6 +279,28 @@ def run_fused(
     return fn(*args)
 
 
+def input_projection(x: Any, w: Any, b: Any, out: Any) -> None:
+    """out (T, B, G) = X W^T + b for all T*B rows at once: ONE GEMM ``[X, 1] @ [W, b]^T`` (the course's
+    ``W^T [x; 1]``; the ones column folds the bias in instead of a separate pass over the T*B*G result)."""
+    from handgrad.recurrent import _workspace as ws
+
+    xp = get_array_module(x)
+    T, B, I = x.shape
+    G = w.shape[0]
+    out2 = out.reshape(T * B, G)
+    if b is None:
+        xp.matmul(x.reshape(T * B, I), w.T, out=out2)
+        return
+    P = ws.empty(xp, (T * B, I + 1), x.dtype)
+    P[:, :I] = x.reshape(T * B, I)
+    P[:, I] = 1
+    W1 = xp.empty((G, I + 1), x.dtype)
+    W1[:, :I] = w
+    W1[:, I] = b
+    xp.matmul(P, W1.T, out=out2)
+    ws.give(P)
+
+
 def gate_scale(xp: Any, dtype: Any, H: int, factors: tuple[float, ...]) -> Any:
     """A (G*H,) vector repeating each gate's factor H times (used to pre-scale weights for the exp tricks)."""
     return xp.repeat(xp.asarray(factors, dtype=dtype), H)

@@ -30,7 +30,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
+from handgrad.recurrent._fused import FusedRecurrence, gate_scale, input_projection, run_fused
 
 
 class GRUSequence(FusedRecurrence):
@@ -50,13 +50,13 @@ class GRUSequence(FusedRecurrence):
         scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0))  # stored: -z for r and z, -2a for n
         w_hh_s = w_hh * scale[:, None]
         G = ws.empty(xp, (T, B, 3 * H), dt)
-        xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T, out=G.reshape(T * B, 3 * H))
-        b_hn_s = None
+        b_in = b_hn_s = None
         if b_ih is not None:
-            b = b_ih.copy()
-            b[:H2] += b_hh[:H2]  # the r and z biases only ever appear summed
-            G += b * scale
+            b_in = b_ih.copy()
+            b_in[:H2] += b_hh[:H2]  # the r and z biases only ever appear summed
+            b_in *= scale
             b_hn_s = b_hh[H2:] * -2.0
+        input_projection(x, w_ih * scale[:, None], b_in, G)
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
         HN = ws.empty(xp, (T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward

@@ -36,7 +36,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, gate_scale, run_fused
+from handgrad.recurrent._fused import FusedRecurrence, gate_scale, input_projection, run_fused
 
 
 class LSTMSequence(FusedRecurrence):
@@ -57,9 +57,7 @@ class LSTMSequence(FusedRecurrence):
         alloc = ws.zeros if self.sch.padded else ws.empty  # padded outputs must read zero
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
         S = ws.empty(xp, (T, B, 4 * H), dt)
-        xp.matmul(x.reshape(T * B, I), (w_ih * scale[:, None]).T, out=S.reshape(T * B, 4 * H))
-        if b_ih is not None:
-            S += (b_ih + b_hh) * scale
+        input_projection(x, w_ih * scale[:, None], None if b_ih is None else (b_ih + b_hh) * scale, S)
         Hs = alloc(xp, (T + 1, B, H), dt)
         Cs = alloc(xp, (T + 1, B, H), dt)
         TC = alloc(xp, (T, B, H), dt)  # tanh(c_t), reused by the backward

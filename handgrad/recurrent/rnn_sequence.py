@@ -25,7 +25,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, run_fused
+from handgrad.recurrent._fused import FusedRecurrence, input_projection, run_fused
 from handgrad.recurrent.lstm_sequence import _weight_grads
 
 NONLINEARITIES = ("tanh", "relu")
@@ -52,9 +52,7 @@ class RNNSequence(FusedRecurrence):
         k = -2.0 if use_tanh else 1.0  # tanh: keep -2z, so that h = 2 / (1 + exp(stored)) - 1
         w_hh_s = w_hh * k
         Z = ws.empty(xp, (T, B, H), dt)
-        xp.matmul(x.reshape(T * B, I), (w_ih * k).T, out=Z.reshape(T * B, H))
-        if b_ih is not None:
-            Z += (b_ih + b_hh) * k
+        input_projection(x, w_ih * k, None if b_ih is None else (b_ih + b_hh) * k, Z)
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
         R = ws.empty(xp, (B, H), dt)
