@@ -304,10 +304,17 @@ def test_decode_validation_feeds_early_stopping():
     es = EarlyStopping(monitor="val_exact_match", mode="max", patience=1)
     tr = Seq2SeqTrainer(m, Adam(m.parameters(), lr=1e-2), callbacks=[es, dv], verbose=False)
     hist = tr.fit(BucketBatchLoader(pairs, 16), BucketBatchLoader(pairs[:20], 20, shuffle=False), epochs=3)
-    for col in ("val_exact_match", "val_token_accuracy", "val_bleu"):
+    for col in ("val_exact_match", "val_greedy_token_accuracy", "val_bleu", "val_token_accuracy"):
         assert len(hist[col]) == len(hist) and all(0 <= v <= (100 if col == "val_bleu" else 1) for v in hist[col])
     pred = decode_ids(m, [s for s, _ in pairs[:20]], 7)
-    assert dv.last == pytest.approx({**sequence_scores(pred, [t for _, t in pairs[:20]]), "bleu": dv.last["bleu"]})
+    ref = sequence_scores(pred, [t for _, t in pairs[:20]])
+    assert dv.last["exact_match"] == ref["exact_match"] == hist["val_exact_match"][-1]
+    assert dv.last["greedy_token_accuracy"] == ref["token_accuracy"]
+    # the teacher-forced val_token_accuracy of the Trainer is kept, not overwritten by the greedy one
+    logs = {"val_token_accuracy": -1.0}
+    dv.on_epoch_end(4, logs)
+    assert sorted(logs) == ["val_bleu", "val_exact_match", "val_greedy_token_accuracy", "val_token_accuracy"]
+    assert logs["val_token_accuracy"] == -1.0
 
 
 def test_plot_attention(tmp_path):

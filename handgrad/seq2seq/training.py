@@ -361,8 +361,9 @@ def sequence_scores(predicted: Sequence[Sequence[int]], targets: Sequence[Sequen
 
 class DecodeValidation(Callback):
     """After every epoch, decode a validation set greedily (free running) and add
-    ``{prefix}exact_match``, ``{prefix}token_accuracy`` and ``{prefix}bleu`` (corpus BLEU of the decoded,
-    detokenised text against ``references``) to the epoch logs.
+    ``{prefix}exact_match``, ``{prefix}greedy_token_accuracy`` and ``{prefix}bleu`` (corpus BLEU of the
+    decoded, detokenised text against ``references``) to the epoch logs. (``val_token_accuracy`` stays the
+    Trainer's teacher-forced one.)
 
     It runs before EarlyStopping / ModelCheckpoint (``order = -10``), so they can monitor these columns.
     """
@@ -381,7 +382,9 @@ class DecodeValidation(Callback):
         from handgrad.metrics import corpus_bleu
 
         pred = decode_ids(self.trainer.model, self.sources, self.max_len, batch_size=self.batch_size)
-        scores = sequence_scores(pred, self.targets)
+        s = sequence_scores(pred, self.targets)
+        # "greedy_": the Trainer's own val_token_accuracy is the teacher-forced one
+        scores = {"exact_match": s["exact_match"], "greedy_token_accuracy": s["token_accuracy"]}
         scores["bleu"] = corpus_bleu([self.tgt_vocab.decode(p) for p in pred], self.references)
         self.last = scores
         for k, v in scores.items():
