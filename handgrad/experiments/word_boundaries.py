@@ -105,7 +105,7 @@ def run(opts: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_text, held_text, source = _load(opts.data)
     if opts.quick:
-        train_text = train_text[:100_000]
+        train_text, held_text = train_text[:100_000], held_text[: 4 * (opts.val_chars + opts.test_chars)]
     train_chars, train_tags = boundary_labels(train_text)
     held_chars, held_tags = boundary_labels(held_text)
     if len(held_chars) < opts.val_chars + opts.test_chars:

@@ -116,17 +116,16 @@ def predict_tags(model: Module, ids: Any, lengths: Any = None) -> numpy.ndarray:
 def boundary_labels(text: str) -> tuple[str, numpy.ndarray]:
     """``text`` -> (its characters with all white space removed, tags (N,) int64): 1 where a word starts
     (the first character, and every character that followed white space in ``text``), else 0."""
-    chars: list[str] = []
-    tags: list[int] = []
-    start = True
-    for ch in text:
-        if ch.isspace():
-            start = True
-            continue
-        chars.append(ch)
-        tags.append(1 if start else 0)
-        start = False
-    return "".join(chars), numpy.asarray(tags, numpy.int64)
+    if not text:
+        return "", numpy.zeros(0, numpy.int64)
+    # vectorised over code points (a Python loop takes seconds on a 5-million-character corpus)
+    codes = numpy.frombuffer(text.encode("utf-32-le"), dtype=numpy.uint32)
+    spaces = [ord(c) for c in set(text) if c.isspace()]
+    ws = numpy.isin(codes, numpy.asarray(spaces, numpy.uint32))
+    after_space = numpy.concatenate([[True], ws[:-1]])  # the first character starts a word too
+    keep = ~ws
+    chars = codes[keep].tobytes().decode("utf-32-le")
+    return chars, after_space[keep].astype(numpy.int64)
 
 
 def segment(chars: str, tags: Sequence[int] | numpy.ndarray) -> str:
