@@ -195,3 +195,17 @@ def test_conv_transpose2d_errors():
         F.conv_transpose2d(x, hg.randn(4, 2, 3, 3), hg.randn(2), groups=2)
     with pytest.raises(ValueError, match=r"conv_transpose2d: expected 3-D"):
         F.conv_transpose2d(hg.randn(4, 5), hg.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"conv_transpose2d: stride must be positive, got \(0, 0\)"):
+        F.conv_transpose2d(x, hg.randn(4, 2, 3, 3), stride=0)
+    with pytest.raises(ValueError, match=r"conv_transpose2d: output_padding must be non-negative"):
+        F.conv_transpose2d(x, hg.randn(4, 2, 3, 3), stride=2, output_padding=-1)
+
+
+def test_int_like_arguments():
+    """NumPy integers and 1-element sequences are accepted where PyTorch takes an int; bools are not."""
+    x = hg.randn(1, 2, 6, 6)
+    w = hg.randn(3, 2, 3, 3)
+    assert F.conv2d(x, w, stride=(np.int64(2), 1)).shape == (1, 3, 2, 4)
+    assert F.conv2d(x, w, padding=[1]).shape == (1, 3, 6, 6)
+    with pytest.raises(TypeError, match="conv2d: dilation must be an int or a pair of ints, got True"):
+        F.conv2d(x, w, dilation=True)

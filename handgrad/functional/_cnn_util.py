@@ -10,22 +10,25 @@ view back for free, the im2col copy reads contiguous runs of C values, and col2i
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def pair(value: Any, name: str, op: str) -> tuple[int, int]:
-    """An int or a 2-sequence of ints as a 2-tuple (``kernel_size=3`` -> ``(3, 3)``)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0):
+    """An int or a 1- or 2-sequence of ints as a 2-tuple (``kernel_size=3`` -> ``(3, 3)``); NumPy integers
+    count as ints."""
+    if _is_int(value):
         return int(value), int(value)
-    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    if isinstance(value, Sequence) and len(value) == 1 and isinstance(value[0], int):
-        return int(value[0]), int(value[0])
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) in (1, 2) and \
+            all(_is_int(v) for v in value):
+        return int(value[0]), int(value[-1])
     raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
 
 
