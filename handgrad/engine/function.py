@@ -15,6 +15,7 @@ gradient, records the node so that ``Tensor.backward`` can walk it. Hyper-parame
 
 from __future__ import annotations
 
+import itertools
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ class Function:
     needs_input_grad: tuple[bool, ...]
     outputs_meta: tuple[tuple[tuple[int, ...], Any], ...]
     origin: str | None = None  # the user's line that created the node (only under detect_anomaly)
+    seq: int  # creation order, set when the node is recorded
     _retain: dict[int, Any] | None = None  # output index -> weakref of a tensor that called retain_grad()
 
     # -- the two methods every op writes -------------------------------------------------------------
@@ -76,6 +78,7 @@ class Function:
             if record and outs.dtype.kind in "fc":
                 self.inputs = inputs
                 self.outputs_meta = _SINGLE_OUTPUT
+                self.seq = _next_seq()
                 t.requires_grad = True
                 t._creator = self
             else:
@@ -87,12 +90,14 @@ class Function:
             return tuple([new(o, None, 0) for o in outs])
         self.inputs = inputs
         self.outputs_meta = tuple([(o.shape, o.dtype) for o in outs])
+        self.seq = _next_seq()
         return tuple([new(o, self if o.dtype.kind in "fc" else None, i) for i, o in enumerate(outs)])
 
     def release(self) -> None:
         """Drop the saved arrays and inputs once backward is done (the graph is freed)."""
         d = self.__dict__
-        kept = {"inputs": None, "needs_input_grad": d["needs_input_grad"], "outputs_meta": d["outputs_meta"]}
+        kept = {"inputs": None, "needs_input_grad": d["needs_input_grad"], "outputs_meta": d["outputs_meta"],
+                "seq": d["seq"]}
         if "origin" in d:
             kept["origin"] = d["origin"]
         if "_retain" in d:
@@ -104,6 +109,9 @@ class Function:
 
 
 _TRUE1, _FALSE1, _FALSE2 = (True,), (False,), (False, False)
+# Creation order of recorded nodes: a node's inputs always come from older nodes, so running backward in
+# decreasing ``seq`` is a valid reverse topological order (PyTorch's sequence_nr idea).
+_next_seq = itertools.count().__next__
 _SINGLE_OUTPUT = ((None, None),)  # outputs_meta of a one-output node: only its length is ever read
 _object_new = object.__new__
 _tensor_cls: Any = None

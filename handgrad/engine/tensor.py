@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -464,54 +465,32 @@ def _freed_error(fn: Function) -> RuntimeError:
 
 
 def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> None:
-    """Reverse-mode sweep from ``root`` (Kahn's algorithm: a function runs once all its consumers have).
+    """Reverse-mode sweep from ``root``.
 
-    Pass 1 counts, for every function reachable from ``root``, the graph edges that lead into it. Pass 2
-    pops functions whose count reached zero, calls their hand-written ``backward`` on the summed output
-    gradient(s) and hands each input gradient to its creator (or accumulates it into a leaf's ``.grad``).
-    Functions are dict keys directly (identity hash); a one-output function's pending gradient is the
-    array itself, a multi-output one's a list with one slot per output.
+    Nodes run in decreasing creation order (``Function.seq``), kept in a heap of the nodes that have
+    received some gradient. Every node's inputs were made before it, so when a node is popped all its
+    consumers (newer nodes) have already run and its output gradients are complete; no separate
+    topological-sort pass is needed. Each node's hand-written ``backward`` gets the summed output gradients
+    and hands each input gradient to that input's creator, or accumulates it into a leaf's ``.grad``.
+    A one-output node's pending gradient is the array itself, a multi-output node's a list of slots.
     """
-    deps: dict[Function, int] = {root: 0}
-    stack = [root]
-    while stack:
-        fn = stack.pop()
-        inputs = fn.inputs
-        if inputs is None:
-            raise _freed_error(fn)
-        for t in inputs:
-            c = t._creator
-            if c is not None:
-                n = deps.get(c)
-                if n is None:
-                    deps[c] = 1
-                    stack.append(c)
-                else:
-                    deps[c] = n + 1
-
+    if root.inputs is None:
+        raise _freed_error(root)
     grads: dict[Function, Any] = {}
     if root.outputs_meta is _SINGLE_OUTPUT:
         grads[root] = grad
     else:
         grads[root] = [None] * len(root.outputs_meta)
         grads[root][index] = grad
-    ready = [root]
+    heap = [(-root.seq, root)]
+    pop, push = heapq.heappop, heapq.heappush
     anomaly = state.anomaly
-    while ready:
-        fn = ready.pop()
+    while heap:
+        fn = pop(heap)[1]
         inputs = fn.inputs
-        gys = grads.pop(fn, None)
-        if gys is None:  # no gradient reached this node: only release its consumers' counts
-            for t in inputs:
-                c = t._creator
-                if c is not None:
-                    n = deps[c] - 1
-                    deps[c] = n
-                    if not n:
-                        ready.append(c)
-            if not retain_graph:
-                fn.release()
-            continue
+        if inputs is None:
+            raise _freed_error(fn)
+        gys = grads.pop(fn)
         single = fn.outputs_meta is _SINGLE_OUTPUT
         if fn._retain is not None:
             _store_retained(fn, [gys] if single else gys)
@@ -530,34 +509,35 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
         if anomaly:
             check_backward_finite(fn, gxs)
         for t, need, gx in zip(inputs, fn.needs_input_grad, gxs):
+            if not need or gx is None:
+                continue
+            if gx.shape != t.data.shape:
+                raise RuntimeError(
+                    f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
+                    f"for an input of shape {t.shape}"
+                )
             c = t._creator
-            if need and gx is not None:
-                if gx.shape != t.data.shape:
-                    raise RuntimeError(
-                        f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
-                        f"for an input of shape {t.shape}"
-                    )
-                if c is None:
-                    g = t.grad
-                    if g is None:
-                        # copy: a backward may hand the same array to several inputs (e.g. add)
-                        t.grad = _make(gx.astype(t.data.dtype, copy=True), None, 0)
-                    else:
-                        g.data += gx
-                elif c.outputs_meta is _SINGLE_OUTPUT:
-                    prev = grads.get(c)
-                    grads[c] = gx if prev is None else prev + gx
+            if c is None:
+                g = t.grad
+                if g is None:
+                    # copy: a backward may hand the same array to several inputs (e.g. add)
+                    t.grad = _make(gx.astype(t.data.dtype, copy=True), None, 0)
                 else:
-                    slot = grads.get(c)
-                    if slot is None:
-                        slot = grads[c] = [None] * len(c.outputs_meta)
-                    j = t._output_index
-                    slot[j] = gx if slot[j] is None else slot[j] + gx
-            if c is not None:
-                n = deps[c] - 1
-                deps[c] = n
-                if not n:
-                    ready.append(c)
+                    g.data += gx
+                continue
+            prev = grads.get(c)
+            if c.outputs_meta is _SINGLE_OUTPUT:
+                if prev is None:
+                    grads[c] = gx
+                    push(heap, (-c.seq, c))
+                else:
+                    grads[c] = prev + gx
+            else:
+                if prev is None:
+                    prev = grads[c] = [None] * len(c.outputs_meta)
+                    push(heap, (-c.seq, c))
+                j = t._output_index
+                prev[j] = gx if prev[j] is None else prev[j] + gx
         if not retain_graph:
             fn.release()
 

@@ -22,6 +22,8 @@ class MatMul(Function):
     def backward(self, gc: Any) -> Any:
         a, b = self.a, self.b
         n = self.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:  # the common case, without the general path's reshapes
+            return (gc @ b.T if n[0] else None), (a.T @ gc if n[1] else None)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = gc

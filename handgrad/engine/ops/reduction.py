@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 from typing import Any, NamedTuple
 
 import numpy
@@ -38,13 +39,25 @@ def normalize_axes(dim: Any, ndim: int, op: str) -> tuple[int, ...] | None:
     return tuple(sorted(out))
 
 
+# Below this many elements, a filled copy is cheaper than NumPy's broadcast_to machinery (a few
+# microseconds of Python per call); above it, the zero-copy view saves memory traffic.
+_MATERIALIZE_MAX = 1 << 15
+
+
 def expand_reduced(g: Any, shape: tuple[int, ...], axes: tuple[int, ...] | None, keepdims: bool) -> Any:
     """Broadcast a reduced gradient back to ``shape`` (re-inserting the reduced axes if dropped)."""
     xp = get_array_module(g)
     if axes is None:
-        axes = tuple(range(len(shape)))
-    if not keepdims:
-        g = xp.expand_dims(g, axes)
+        kshape: tuple[int, ...] = (1,) * len(shape)
+    elif keepdims:
+        kshape = g.shape
+    else:
+        kshape = tuple(1 if i in axes else n for i, n in enumerate(shape))
+    g = g.reshape(kshape)
+    if math.prod(shape) <= _MATERIALIZE_MAX:
+        out = xp.empty(shape, g.dtype)
+        out[...] = g
+        return out
     return xp.broadcast_to(g, shape)
 
 
@@ -72,7 +85,7 @@ class Mean(Function):
     def forward(self, x: Any) -> Any:
         self.shape = x.shape
         xp = get_array_module(x)
-        n = x.size if self.axes is None else int(xp.prod([x.shape[a] for a in self.axes]))
+        n = x.size if self.axes is None else math.prod([x.shape[a] for a in self.axes])
         self.n = _bmax(n, 1)
         return xp.asarray(x.mean(axis=self.axes, keepdims=self.keepdims))
 
