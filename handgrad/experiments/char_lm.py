@@ -132,6 +132,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     import handgrad.functional as F
     from handgrad import optim
     from handgrad.cli.registry import ExperimentError
+    from handgrad.engine.random import get_rng
     from handgrad.recurrent.generation import CharVocab, RNNLanguageModel, sample
     from handgrad.recurrent.regularization import ClipTracker
     from handgrad.recurrent.tbptt import detach_state
@@ -174,9 +175,25 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     clock, wall = _Clock(opts.budget_clock), _Clock("wall")
     budget = opts.minutes * 60.0
     history: list[dict[str, float]] = []
-    best = (float("inf"), None, 0)
-    bad_epochs, pos, state, chars_seen, stop_reason = 0, 0, None, 0, "epochs"
-    for epoch in range(1, opts.epochs + 1):
+    best: tuple[float, Any, int] = (float("inf"), None, 0)
+    bad_epochs, pos, state, chars_seen, stop_reason, first = 0, 0, None, 0, "epochs", 1
+    ckpt_path = os.path.join(opts.out, "checkpoint.safetensors")
+    if opts.resume:
+        ck = hg.load(opts.resume)
+        if ck.get("vocab") != vocab.itos:
+            raise ExperimentError(f"--resume: {opts.resume} was trained on another text (its vocabulary differs)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        history, pos, chars_seen, bad_epochs = ck["history"], ck["pos"], ck["chars_seen"], ck["bad_epochs"]
+        best = (ck["best_bpc"], ck["best_model"], ck["best_epoch"])
+        st = ck["state"]
+        state = None if st is None else (tuple(hg.Tensor(a) for a in st) if isinstance(st, tuple) else hg.Tensor(st))
+        clock.t0 -= ck["budget_used"]  # the budget already spent counts
+        wall.t0 -= ck["wall_used"]
+        get_rng().bit_generator.state = ck["rng"]
+        first = ck["epoch"] + 1
+        log(f"resumed from {opts.resume} after epoch {ck['epoch']} ({chars_seen:,} chars)")
+    for epoch in range(first, opts.epochs + 1):
         model.train()
         clip.reset()
         losses = []
@@ -215,9 +232,16 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             if opts.lr_schedule == "plateau":  # halve the step size
                 for g in opt.param_groups:
                     g["lr"] *= 0.5
-            if bad_epochs >= opts.patience:
-                stop_reason = "early stopping"
-                break
+        hg.save({  # everything needed to continue with --resume (a long run may be interrupted)
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos,
+            "state": _state_arrays(state), "chars_seen": chars_seen,
+            "budget_used": clock.elapsed(), "wall_used": wall.elapsed(), "history": history,
+            "best_bpc": best[0], "best_model": best[1], "best_epoch": best[2], "bad_epochs": bad_epochs,
+            "rng": get_rng().bit_generator.state, "vocab": vocab.itos,
+        }, ckpt_path)
+        if bad_epochs >= opts.patience:
+            stop_reason = "early stopping"
+            break
         if clock.elapsed() > budget:
             stop_reason = "budget"
             break
@@ -229,6 +253,10 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     final_bpc = evaluate_bpc(model, val_ids)
     log(f"best epoch {best[2]}: held-out {final_bpc:.3f} bits/char on all {len(val_ids):,} held-out chars "
         f"({stop_reason})")
+    if any(c not in vocab.stoi for c in opts.prompt):  # e.g. the Shakespeare default on another text
+        prompt = val_text[:20]
+        log(f"--prompt {opts.prompt!r} has characters this text lacks; using {prompt!r} from the held-out text")
+        opts.prompt = prompt
     samples = {}
     for t in sorted({opts.temperature, 0.5, 1.0}):
         samples[f"T={t}"] = opts.prompt + sample(model, opts.prompt, opts.sample_len, t, opts.top_k or None)
@@ -261,6 +289,15 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "history": history,
         "sample": samples.get(f"T={opts.temperature}", ""),
     }
+
+
+def _state_arrays(state: Any) -> Any:
+    """A recurrent state (Tensor, tuple of Tensors or None) as arrays for a checkpoint."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.numpy() for s in state)
+    return state.numpy()
 
 
 def _plot(history: list[dict[str, float]], path: str) -> None:
