@@ -217,3 +217,22 @@ def test_detect_anomaly_in_backward_names_op():
         with pytest.raises(FloatingPointError, match=r"Sqrt\.backward produced inf"):
             with np.errstate(divide="ignore"):
                 y.backward()
+
+
+class _Promotes(hg.Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, g):
+        return g.astype(np.float64) * 2
+
+
+def test_wrong_gradient_dtype_is_cast_or_reported_under_anomaly():
+    x = hg.randn(3, requires_grad=True)
+    y = _Promotes()(x).exp()
+    y.sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad.numpy(), 2 * y.numpy(), rtol=1e-6)
+    with hg.detect_anomaly():
+        with pytest.raises(TypeError, match=r"_Promotes\.backward returned a float64 gradient for input 0"):
+            _Promotes()(x).sum().backward()

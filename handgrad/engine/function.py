@@ -151,4 +151,13 @@ def _check_finite(fn: Function, arrays: Any, phase: str) -> None:
 
 
 def check_backward_finite(fn: Function, grads: Any) -> None:
+    """Anomaly mode's checks on a backward's result: finite values, and each gradient in its input's dtype
+    (outside anomaly mode a wrong dtype is silently cast, as in PyTorch; here it is reported, because it
+    usually means an op promotes float32 to float64 by accident)."""
     _check_finite(fn, grads, "backward")
+    for i, (t, g) in enumerate(zip(fn.inputs or (), grads)):
+        if g is not None and g.dtype != t.data.dtype:
+            raise TypeError(
+                f"detect_anomaly: {fn.name}.backward returned a {g.dtype} gradient for input {i} of dtype "
+                f"{t.data.dtype}; the op was created at {fn.origin or '<unknown>'}"
+            )

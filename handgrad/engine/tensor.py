@@ -516,6 +516,8 @@ def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> 
                     f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
                     f"for an input of shape {t.shape}"
                 )
+            if gx.dtype != t.data.dtype:  # e.g. a float64 constant promoted a float32 gradient: cast back
+                gx = gx.astype(t.data.dtype)
             c = t._creator
             if c is None:
                 g = t.grad
