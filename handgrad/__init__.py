@@ -16,7 +16,8 @@ from handgrad.engine.ops import (
 from handgrad.engine.random import manual_seed
 from handgrad.serialization import load, load_into, save
 from handgrad.engine.tensor import (
-    Tensor, arange, as_tensor, full, ones, ones_like, rand, randint, randn, tensor, zeros, zeros_like,
+    Tensor, arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
+    randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
 )
 
 float32 = "float32"

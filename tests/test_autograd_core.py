@@ -236,3 +236,23 @@ def test_wrong_gradient_dtype_is_cast_or_reported_under_anomaly():
     with hg.detect_anomaly():
         with pytest.raises(TypeError, match=r"_Promotes\.backward returned a float64 gradient for input 0"):
             _Promotes()(x).sum().backward()
+
+
+def test_factories_and_conversions():
+    hg.manual_seed(0)
+    np.testing.assert_array_equal(hg.eye(2, 3).numpy(), np.eye(2, 3))
+    np.testing.assert_allclose(hg.linspace(0, 1, 5).numpy(), [0, 0.25, 0.5, 0.75, 1])
+    assert hg.empty(2, 3).shape == (2, 3) and hg.empty(2, 3).dtype == np.float32
+    x = hg.randn(2, 3, dtype="float64")
+    assert hg.randn_like(x).dtype == np.float64 and hg.rand_like(x).shape == (2, 3)
+    np.testing.assert_array_equal(hg.full_like(x, 7).numpy(), np.full((2, 3), 7.0))
+    a = np.arange(4.0)
+    t = hg.from_numpy(a)
+    a[0] = 9
+    assert t.numpy()[0] == 9 and t.dtype == np.float64
+    p = hg.randperm(6).numpy()
+    assert sorted(p.tolist()) == list(range(6)) and p.dtype == np.int64
+    assert x.int().dtype == np.int32 and (x > 0).bool().dtype == np.bool_ and x.type_as(hg.ones(1)).dtype == np.float32
+    assert x.is_floating_point() and not x.long().is_floating_point()
+    with pytest.raises(TypeError, match="from_numpy: expected a numpy.ndarray"):
+        hg.from_numpy([1, 2])

@@ -133,6 +133,18 @@ class Tensor:
     def long(self) -> Tensor:
         return Tensor(self.data.astype(numpy.int64))
 
+    def int(self) -> Tensor:
+        return Tensor(self.data.astype(numpy.int32))
+
+    def bool(self) -> Tensor:
+        return Tensor(self.data.astype(numpy.bool_))
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    def is_floating_point(self) -> bool:
+        return self.data.dtype.kind == "f"
+
     def __repr__(self) -> str:
         body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=50)
         extra = ""
@@ -629,6 +641,47 @@ def randint(low: int, high: int, size: Sequence[int]) -> Tensor:
     from handgrad.engine.random import get_rng
 
     return Tensor(get_rng().integers(low, high, size=tuple(size), dtype=numpy.int64))
+
+
+def empty(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """Uninitialised (in practice: zero-filled, so results stay reproducible) tensor of ``size``."""
+    return Tensor(numpy.zeros(_shape(size), _float(dtype)), requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value: float, dtype: Any = None) -> Tensor:
+    return Tensor(numpy.full(t.shape, fill_value, t.dtype if dtype is None else dtype))
+
+
+def randn_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return randn(*t.shape, dtype=t.dtype if dtype is None else dtype)
+
+
+def rand_like(t: Tensor, dtype: Any = None) -> Tensor:
+    return rand(*t.shape, dtype=t.dtype if dtype is None else dtype)
+
+
+def eye(n: int, m: int | None = None, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """The n x m identity matrix (m = n by default)."""
+    return Tensor(numpy.eye(n, m, dtype=_float(dtype)), requires_grad=requires_grad)
+
+
+def linspace(start: float, end: float, steps: int, dtype: Any = None) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    return Tensor(numpy.linspace(start, end, int(steps), dtype=_float(dtype)))
+
+
+def from_numpy(a: numpy.ndarray) -> Tensor:
+    """A tensor sharing memory with the NumPy array ``a`` (its dtype kept as is)."""
+    if not isinstance(a, numpy.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
+    return Tensor._from_op(a, None, 0)
+
+
+def randperm(n: int, dtype: Any = numpy.int64) -> Tensor:
+    """A random permutation of 0..n-1 from handgrad's seeded generator."""
+    from handgrad.engine.random import get_rng
+
+    return Tensor(get_rng().permutation(int(n)).astype(dtype))
 
 
 def _make(data: Any, creator: Function | None, index: int) -> Tensor:
