@@ -92,7 +92,8 @@ def test_model_shapes_boundaries_binary_and_slope_schedule():
     hg.manual_seed(0)
     m = HMLSTM(3, (5, 4)).double()
     x = hg.randn(7, 2, 3, dtype="float64")
-    hs, z = m(x)
+    hs, z, state = m(x)
+    assert len(state) == 3 and state[0][1].shape == (2, 4)
     assert [h.shape for h in hs] == [(7, 2, 5), (7, 2, 4)] and z.shape == (7, 2, 2)
     assert set(np.unique(z.numpy())) <= {0.0, 1.0}
     (hs[1].sum() + hs[0].sum()).backward()

@@ -138,8 +138,8 @@ def slope_schedule(step: int, rate: float = 1e-4, max_slope: float = 5.0) -> flo
 
 
 class HMLSTM(Module):
-    """An L-layer HM-LSTM over a sequence: ``h, z = hm(x)`` with x (T, B, I) -> per layer h (T, B, H_l) and
-    boundaries z (T, B, L). The boundary of the top layer is computed like the others (it only FLUSHes the
+    """An L-layer HM-LSTM over a sequence: ``h, z, state = hm(x, state)`` with x (T, B, I) -> per layer
+    h (T, B, H_l) and boundaries z (T, B, L). The boundary of the top layer is computed like the others (it only FLUSHes the
     top layer itself). Parameters per layer l: ``weight_bu_l{l}`` (W), ``weight_hh_l{l}`` (U), ``weight_td_l{l}``
     (U_td, zero-width for the top layer), ``bias_l{l}``; PyTorch's uniform(-1/sqrt(H), 1/sqrt(H)) init."""
 
@@ -156,7 +156,11 @@ class HMLSTM(Module):
                 setattr(self, f"{name}_l{l}", Parameter(rng.uniform(-bound, bound, shape).astype(dt)))
             setattr(self, f"bias_l{l}", Parameter(rng.uniform(-bound, bound, G).astype(dt)))
 
-    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    def forward(self, x: Tensor, state: Any = None) -> tuple[list[Tensor], Tensor, Any]:
+        """x (T, B, I) -> (per-layer outputs [(T, B, H_l)], boundaries (T, B, L), final state).
+
+        ``state`` = (h, c, z) lists per layer from a previous call (detach it for truncated BPTT), or None
+        for zeros with every boundary at 0."""
         import handgrad as hg
 
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -164,9 +168,12 @@ class HMLSTM(Module):
         T, B, _ = x.shape
         L = len(self.hidden_sizes)
         dt = x.dtype
-        h = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
-        c = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
-        z = [Tensor(numpy.zeros((B, 1), dt)) for _ in range(L)]
+        if state is None:
+            h = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
+            c = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
+            z = [Tensor(numpy.zeros((B, 1), dt)) for _ in range(L)]
+        else:
+            h, c, z = (list(s) for s in state)
         ones, empty = Tensor(numpy.ones((B, 1), dt)), Tensor(numpy.zeros((B, 0), dt))
         outs: list[list[Tensor]] = [[] for _ in range(L)]
         zs: list[list[Tensor]] = [[] for _ in range(L)]
@@ -185,4 +192,4 @@ class HMLSTM(Module):
                 zs[l].append(zl)
                 below, z_below = hl, zl
             h, c, z = new_h, new_c, new_z
-        return [hg.stack(o) for o in outs], hg.cat([hg.stack(zl) for zl in zs], dim=2)
+        return [hg.stack(o) for o in outs], hg.cat([hg.stack(zl) for zl in zs], dim=2), (h, c, z)
