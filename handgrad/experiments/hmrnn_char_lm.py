@@ -105,7 +105,8 @@ def run(opts: Any) -> dict[str, Any]:
         pos += opts.bptt
         step += 1
         if step % 50 == 0:
-            print(f"step {step}: train {numpy.mean(losses[-50:]):.3f} bits/char, slope {model.hm.slope:.2f}", flush=True)
+            recent = numpy.mean(losses[-50:])
+            print(f"step {step}: train {recent:.3f} bits/char, slope {model.hm.slope:.2f}", flush=True)
     model.eval()
     total, count, state = 0.0, 0, None
     vdata = _streams(val_ids, 8)

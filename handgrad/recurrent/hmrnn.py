@@ -139,9 +139,10 @@ def slope_schedule(step: int, rate: float = 1e-4, max_slope: float = 5.0) -> flo
 
 class HMLSTM(Module):
     """An L-layer HM-LSTM over a sequence: ``h, z, state = hm(x, state)`` with x (T, B, I) -> per layer
-    h (T, B, H_l) and boundaries z (T, B, L). The boundary of the top layer is computed like the others (it only FLUSHes the
-    top layer itself). Parameters per layer l: ``weight_bu_l{l}`` (W), ``weight_hh_l{l}`` (U), ``weight_td_l{l}``
-    (U_td, zero-width for the top layer), ``bias_l{l}``; PyTorch's uniform(-1/sqrt(H), 1/sqrt(H)) init."""
+    h (T, B, H_l) and boundaries z (T, B, L). The boundary of the top layer is computed like the others (it
+    only FLUSHes the top layer itself). Parameters per layer l: ``weight_bu_l{l}`` (W), ``weight_hh_l{l}``
+    (U), ``weight_td_l{l}`` (U_td, zero-width for the top layer), ``bias_l{l}``; PyTorch's
+    uniform(-1/sqrt(H), 1/sqrt(H)) init."""
 
     def __init__(self, input_size: int, hidden_sizes: tuple[int, ...] | list[int]) -> None:
         super().__init__()
