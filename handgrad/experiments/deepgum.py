@@ -203,6 +203,7 @@ def _images(opts: Any) -> dict[str, Any]:
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ExperimentError(str(e)) from e
     n_train, n_val, n_test = (300, 100, 200) if opts.quick else (opts.train_size, 500, 1000)
+    warmup = min(opts.warmup, 2) if opts.quick else opts.warmup
     A = opts.max_angle
     perm = numpy.random.default_rng(opts.seed).permutation(len(train.targets))
     tr_i, va_i = perm[:n_train], perm[n_train : n_train + n_val]
@@ -227,7 +228,7 @@ def _images(opts: Any) -> dict[str, Any]:
                                   nn.Linear(64, 1))
             tag = f"rotation-{method}-{int(rate * 100)}"
             summary, dg = _fit(opts, method, model, data.images, y, val_loader, opts.epochs, opts.batch_size,
-                               opts.lr, opts.patience, "val_mae", os.path.join(opts.out, tag), opts.warmup, A, delta)
+                               opts.lr, opts.patience, "val_mae", os.path.join(opts.out, tag), warmup, A, delta)
             from handgrad.engine.grad_mode import no_grad
             from handgrad.engine.tensor import Tensor
 
