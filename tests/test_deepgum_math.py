@@ -220,3 +220,12 @@ def test_mad_scale_and_loss_errors():
     with pytest.raises(ValueError, match="reduction must be one of"):
         tukey_biweight_loss(a, a, reduction="avg")
     assert math.isfinite(tukey_biweight_loss(a, a).item())
+
+
+def test_project_gradcheck_full_jacobian():
+    r = np.random.default_rng(8)
+    phi, y = t64(r.standard_normal((5, 2))), t64(r.standard_normal((5, 2)))
+    w = r.random(5)
+    assert hg.gradcheck(lambda p, t: gum_loss(p, t, w, "none"), (phi, y))
+    u, v = t64(r.standard_normal(6) * 3), t64(r.standard_normal(6))
+    assert hg.gradcheck(lambda p, t: tukey_biweight_loss(p, t, 4.685, 0.7, "none"), (u, v))

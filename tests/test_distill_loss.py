@@ -105,3 +105,9 @@ def test_errors():
         distillation_loss(s, t, [0, 1, 2], reduction="batchmean")
     with pytest.raises(TypeError, match="student is float64 but teacher is float32"):
         distillation_loss(s, hg.zeros(3, 4), [0, 1, 2])
+
+
+def test_project_gradcheck_full_jacobian():
+    r = np.random.default_rng(7)
+    s, t = t64(r.standard_normal((3, 4))), t64(r.standard_normal((3, 4)))
+    assert hg.gradcheck(lambda u, v: distillation_loss(u, v, [0, 3, 1], 3.0, 0.6, reduction="none"), (s, t))

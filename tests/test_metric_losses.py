@@ -248,3 +248,23 @@ def test_errors_name_op_and_shapes():
         batch_triplet_loss(a, np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match=r"labels \(3,\) do not match embeddings \(4, 3\)"):
         batch_triplet_loss(a, np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("case", ["pairwise_p2", "pairwise_p3", "row_cosine", "matrix_euclid", "matrix_cosine",
+                                  "contrastive_sq", "triplet_swap"])
+def test_project_gradcheck_full_jacobian(case):
+    """The same proofs through the project's ``handgrad.gradcheck`` (entry-by-entry Jacobians, float64)."""
+    r = np.random.default_rng(5)
+    a, b, c = (t64(r.standard_normal((4, 3))) for _ in range(3))
+    s = np.array([1, 0, 0, 1])
+    fns = {
+        "pairwise_p2": (lambda u, v: M.pairwise_distance(u, v), (a, b)),
+        "pairwise_p3": (lambda u, v: M.pairwise_distance(u, v, p=3), (a, b)),
+        "row_cosine": (lambda u, v: M.cosine_distance(u, v), (a, b)),
+        "matrix_euclid": (lambda u, v: M.distance_matrix(u, v), (a, b)),
+        "matrix_cosine": (lambda u, v: M.distance_matrix(u, v, metric="cosine"), (a, b)),
+        "contrastive_sq": (lambda u, v: M.contrastive_loss(u, v, s, 2.0, True, reduction="none"), (a, b)),
+        "triplet_swap": (lambda u, v, w: M.triplet_margin_loss(u, v, w, 2.0, swap=True, reduction="none"), (a, b, c)),
+    }
+    fn, inputs = fns[case]
+    assert hg.gradcheck(fn, inputs)

@@ -210,3 +210,10 @@ def test_errors():
         corrupt_labels([0, 1], 0.5, "confusing", 3, confusing={0: 1, 1: 1, 2: 0})
     with pytest.raises(ValueError, match=r"labels hold \[10\] outside \[0, 10\)"):
         corrupt_labels([0, 10], 0.5)
+
+
+def test_project_gradcheck_full_jacobian():
+    r = np.random.default_rng(9)
+    yl = hg.tensor(r.standard_normal((3, L)), dtype="float64", requires_grad=True)
+    zl = hg.tensor(r.standard_normal((3, 3)), dtype="float64", requires_grad=True)
+    assert hg.gradcheck(lambda a, b: noisy_label_nll(a, b, [0, 3, 2], random_confusion(), "none"), (yl, zl))
