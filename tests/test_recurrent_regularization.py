@@ -217,6 +217,22 @@ def test_zoneout_training_keeps_previous_or_takes_new_and_eval_is_expectation():
     assert zoneout(prev, new, 0.0) is new
 
 
+def test_deterministic_ops_pass_handgrad_gradcheck():
+    from handgrad.recurrent.regularization import EmbeddingLookup
+
+    rng = np.random.default_rng(9)
+    a = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    d = (rng.random((3, 4)) < 0.5).astype(np.float64)
+    mask = rng.random((1, 4))
+    assert hg.gradcheck(lambda p: MaskScale(mask)(p), (a,))
+    assert hg.gradcheck(lambda p, q: ZoneoutMix(d)(p, q), (a, b))
+    assert hg.gradcheck(lambda p, q: zoneout(p, q, 0.25, training=False), (a, b))
+    w = hg.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    idx = np.array([[0, 4, 4], [2, 0, 1]])
+    assert hg.gradcheck(lambda p: EmbeddingLookup(idx, None)(p), (w,))  # padding rows get no gradient by design
+
+
 # -- clipping tracker --------------------------------------------------------------------------------------
 def test_clip_tracker_counts_clipped_steps_and_matches_torch():
     pytest.importorskip("handgrad.nn.utils")
