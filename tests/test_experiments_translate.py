@@ -75,6 +75,8 @@ def test_option_errors_are_one_line():
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == ("handgrad run translate-en-es: error: --rows: unknown row(s) bogus; "
                                 "choose from tf, tf-attn, ss, ss-attn")
+    p = handgrad("run", "translate-en-es", "--quick", "--resume", "x.safetensors")
+    assert p.returncode == 2 and "--resume: this experiment trains one model per row" in p.stderr
     p = handgrad("run", "translate-dates", "--quick", "--n-train", "0")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == "handgrad run translate-dates: error: --n-train must be >= 1, got 0"
