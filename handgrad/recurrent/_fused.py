@@ -185,8 +185,9 @@ class FusedRecurrence(Function):
         self.lengths, self.reverse, self.cell = lengths, reverse, cell
 
     # subclasses: internal-layout kernels -----------------------------------------------------------------
-    def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any, list]:
-        """x (T, B, I) contiguous, states (B, H) -> (all states (T+1, B, H) of h, [extra per-state arrays])."""
+    def _forward(self, x: Any, states: list[Any], w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any, ...]:
+        """x (T, B, I) contiguous, states (B, H) -> one (T+1, B, H) array per state (h first; LSTM: h, c), row 0
+        the initial state, padded positions of h zero. Saves what ``_backward`` needs on ``self``."""
         raise NotImplementedError
 
     def _backward(self, gy: Any, gfinal: list[Any]) -> tuple[Any, list[Any], Any, Any, Any, Any]:
