@@ -207,3 +207,20 @@ def test_pooled_work_arrays_never_alias_live_results():
     out3, h3, c3 = lstm_sequence(Tensor(x1.data), None, *ws)
     np.testing.assert_array_equal(out3.data, kept[0])
     np.testing.assert_array_equal(c3.data, kept[2])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_backward_twice_with_retain_graph(kind):
+    from handgrad.recurrent import clear_workspace
+
+    rng = np.random.default_rng(9)
+    ws = params(kind, 3, 4, seed=10)
+    x = Tensor(rng.standard_normal((5, 2, 3)), requires_grad=True)
+    res = call(kind, x, None, ws, lengths=[5, 3])
+    loss = (res[0] * res[0]).sum() + res[1].sum()
+    loss.backward(retain_graph=True)
+    g1 = [x.grad.data.copy()] + [w.grad.data.copy() for w in ws]
+    loss.backward()  # the saved arrays survived the first backward; gradients accumulate
+    for a, t in zip(g1, [x, *ws]):
+        np.testing.assert_allclose(t.grad.data, 2 * a, rtol=1e-13, atol=0)
+    clear_workspace()

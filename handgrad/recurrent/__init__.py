@@ -10,3 +10,4 @@ from handgrad.recurrent.gru_sequence import gru_cell, gru_sequence
 from handgrad.recurrent.lstm_sequence import lstm_cell, lstm_sequence
 from handgrad.recurrent.rnn_sequence import rnn_cell, rnn_relu_cell, rnn_sequence, rnn_tanh_cell
 from handgrad.recurrent.tbptt import detach_state, tbptt_windows
+from handgrad.recurrent._workspace import clear as clear_workspace
