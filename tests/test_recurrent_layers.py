@@ -201,6 +201,8 @@ def test_lengths_semantics():
     np.testing.assert_allclose(hn.data[0, 1], out.data[4, 1], rtol=0, atol=0)
     short, hs = m(x[:2, :1])  # running only the valid steps gives the same numbers
     np.testing.assert_allclose(hs.data[0, 0], hn.data[0, 0], rtol=1e-13, atol=0)
+    as_tensor, _ = m(x, lengths=handgrad.tensor([2, 5]))  # a Tensor (or array) of lengths works the same
+    np.testing.assert_array_equal(as_tensor.data, out.data)
     # lengths all equal to T = no lengths
     full1, _ = m(x, lengths=[T, T])
     full2, _ = m(x)
