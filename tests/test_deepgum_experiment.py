@@ -53,3 +53,15 @@ def test_quick_classic_run(tmp_path):
 def test_bad_options_exit_2(tmp_path, bad, capsys):
     assert cli_main.main(["run", "deepgum", "--quick", "--skip-classic", "--out", str(tmp_path), *bad]) == 2
     assert "--rates" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_rotation_run_deepgum_is_most_robust(tmp_path):
+    """Part (b) of the BENCHMARKS.md run (about 6 minutes): DeepGUM has the lowest test MAE from 10% outliers on."""
+    out = tmp_path / "o"
+    assert cli_main.main(["run", "deepgum", "--no-progress", "--skip-classic", "--out", str(out)]) == 0
+    table = json.loads((out / "results.json").read_text())["rotation"]["test_mae_deg"]
+    for rate in ("0.1", "0.2", "0.3", "0.4", "0.5"):
+        assert table["DeepGUM"][rate] == min(table[m][rate] for m in table), rate
+    assert table["L2"]["0.5"] > 2 * table["DeepGUM"]["0.4"]

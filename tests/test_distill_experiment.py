@@ -27,3 +27,15 @@ def test_quick_run_makes_the_table(tmp_path):
 def test_bad_options_exit_2(tmp_path, bad, capsys):
     assert cli_main.main(["run", "distill", "--quick", "--out", str(tmp_path), *bad]) == 2
     assert "must" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_run_distillation_helps(tmp_path):
+    """The BENCHMARKS.md run (about 7 minutes): teacher < distilled < student alone in test errors."""
+    out = tmp_path / "o"
+    assert cli_main.main(["run", "distill", "--no-progress", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["teacher"]["test_errors"] < r["distilled"]["test_errors"] < r["student_alone"]["test_errors"]
+    omit = r["distilled_without_3"]
+    assert omit["errors_on_3"] < omit["n_test_of_class"] // 2  # most 3s right without ever seeing one
+    assert omit["test_errors_after_bias_shift"] <= omit["test_errors"]

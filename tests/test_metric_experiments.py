@@ -43,3 +43,14 @@ def test_quick_run_writes_curves_scatter_and_unseen_class_metrics(tmp_path, name
 def test_bad_options_exit_2(tmp_path, name, bad, capsys):
     assert cli_main.main(["run", name, "--quick", "--out", str(tmp_path), *bad]) == 2
     assert "must" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_triplet_run_beats_pixels_on_map_and_verification(tmp_path):
+    """The BENCHMARKS.md run (about 4 minutes) on the unseen classes."""
+    out = tmp_path / "o"
+    assert cli_main.main(["run", "triplet-fashion", "--no-progress", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["mAP@R"] > r["pixels_mAP@R"] and r["verification_accuracy"] > r["pixels_verification_accuracy"]
+    assert r["recall@1"] > 0.8

@@ -42,3 +42,21 @@ def test_quick_run_makes_the_table(tmp_path):
 def test_bad_options_exit_2(tmp_path, bad, capsys):
     assert cli_main.main(["run", "noisy-labels", "--quick", "--out", str(tmp_path), *bad]) == 2
     assert "must" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_run_noise_model_beats_naive(tmp_path):
+    """The BENCHMARKS.md run (about 5 minutes): the noise model wins in every setting, clearly so under confusing
+    noise, and its learned C finds every confusing partner."""
+    from handgrad.robust import FASHION_CONFUSING
+
+    out = tmp_path / "o"
+    assert cli_main.main(["run", "noisy-labels", "--no-progress", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    for s in ("symmetric", "confusing", "mixed"):
+        assert r[f"noise-model_{s}"] > r[f"naive_{s}"]
+        assert r[f"noise-model_{s}"] > r["clean-only_symmetric"]
+    assert r["noise-model_confusing"] > r["naive_confusing"] + 0.05
+    top = {int(k): v for k, v in r["runs"]["noise-model"]["confusing"]["confusion_top"].items()}
+    assert top == FASHION_CONFUSING
