@@ -256,3 +256,11 @@ def test_factories_and_conversions():
     assert x.is_floating_point() and not x.long().is_floating_point()
     with pytest.raises(TypeError, match="from_numpy: expected a numpy.ndarray"):
         hg.from_numpy([1, 2])
+
+
+def test_numpy_interop():
+    t = hg.tensor([1.0, 2.0], requires_grad=True)
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+    assert np.asarray(t, dtype="float64").dtype == np.float64
+    y = np.ones(2, np.float32) * t  # ndarray on the left defers to Tensor
+    assert isinstance(y, hg.Tensor) and y.requires_grad

@@ -100,6 +100,13 @@ class Tensor:
         xp = get_array_module(self.data)
         return self.data if xp is numpy else xp.asnumpy(self.data)
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> numpy.ndarray:
+        """``numpy.asarray(t)`` gives the data (shared where possible), like PyTorch's CPU tensors."""
+        a = self.numpy()
+        if dtype is not None:
+            a = a.astype(dtype, copy=False)
+        return a.copy() if copy else a
+
     def item(self) -> Any:
         return self.data.item()
 
