@@ -37,15 +37,17 @@ def _images(b=3, side=8, seed=0):
     return hg.tensor(np.random.default_rng(seed).random((b, 3, side, side)))
 
 
-def _model(attention="additive", cell="lstm", layers=1, vocab=9):
+def _model(attention="additive", cell="lstm", layers=1, vocab=9, image_vector="mean"):
     hg.manual_seed(0)
-    return Captioner(vocab, 5, 6, channels=(3, 4), num_layers=layers, attention=attention, cell=cell).double()
+    return Captioner(vocab, 5, 6, channels=(3, 4), num_layers=layers, attention=attention, cell=cell,
+                     image_vector=image_vector, image_size=8).double()
 
 
 # -- gradients ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("attention,cell,layers", [("additive", "lstm", 1), ("general", "gru", 2), (None, "lstm", 2)])
-def test_gradcheck_whole_captioner(attention, cell, layers):
-    m = _model(attention, cell, layers)
+@pytest.mark.parametrize("attention,cell,layers,vector",
+                         [("additive", "lstm", 1, "mean"), ("general", "gru", 2, "mean"), (None, "lstm", 2, "flatten")])
+def test_gradcheck_whole_captioner(attention, cell, layers, vector):
+    m = _model(attention, cell, layers, image_vector=vector)
     x = _images()
     x.requires_grad = True
 
@@ -56,7 +58,7 @@ def test_gradcheck_whole_captioner(attention, cell, layers):
     assert hg.gradcheck(loss, (x, *m.parameters()), directions=3)
 
 
-def _torch_captioner(m):
+def _torch_captioner(m, vector="mean"):
     """The same computation in PyTorch (torch.nn.LSTM as the decoder), with the handgrad model's weights."""
     params = {k: p.numpy() for k, p in m.named_parameters()}
     sd = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()
@@ -76,7 +78,7 @@ def _torch_captioner(m):
             f = torch.nn.functional.max_pool2d(torch.relu(f), 2)
         B, C = f.shape[:2]
         keys = f.reshape(B, C, -1).permute(0, 2, 1)
-        v = keys.mean(1)
+        v = keys.mean(1) if vector == "mean" else keys.reshape(B, -1)
         h0 = torch.tanh(v @ sd["init_h.weight"].T + sd["init_h.bias"])[None]
         c0 = torch.tanh(v @ sd["init_c.weight"].T + sd["init_c.bias"])[None]
         emb = torch.nn.functional.embedding(torch.tensor(tgt_in), sd["embedding.weight"], padding_idx=0)
@@ -91,13 +93,14 @@ def _torch_captioner(m):
     return forward, sd
 
 
-def test_forward_and_backward_match_pytorch():
-    m = _model("additive", "lstm", 1)
+@pytest.mark.parametrize("vector", ["mean", "flatten"])
+def test_forward_and_backward_match_pytorch(vector):
+    m = _model("additive", "lstm", 1, image_vector=vector)
     x = np.random.default_rng(1).random((3, 3, 8, 8))
     lg, a = m(hg.tensor(x), TGT_IN)
     loss = sequence_cross_entropy(lg, TGT_OUT)
     loss.backward()
-    forward, sd = _torch_captioner(m)
+    forward, sd = _torch_captioner(m, vector)
     tlg, ta = forward(torch.tensor(x), TGT_IN)
     tloss = torch.nn.functional.cross_entropy(tlg.reshape(-1, 9), torch.tensor(TGT_OUT.reshape(-1)), ignore_index=0)
     tloss.backward()
@@ -111,9 +114,10 @@ def test_forward_and_backward_match_pytorch():
 
 
 # -- decoding -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("attention,cell,layers", [("additive", "lstm", 2), ("general", "gru", 1), (None, "lstm", 1)])
-def test_teacher_forced_and_step_by_step_agree(attention, cell, layers):
-    m = _model(attention, cell, layers).eval()
+@pytest.mark.parametrize("attention,cell,layers,vector",
+                         [("additive", "lstm", 2, "flatten"), ("general", "gru", 1, "mean"), (None, "lstm", 1, "mean")])
+def test_teacher_forced_and_step_by_step_agree(attention, cell, layers, vector):
+    m = _model(attention, cell, layers, image_vector=vector).eval()
     x = _images()
     lg, a = m(x, TGT_IN)
     z = lg.numpy() - lg.numpy().max(-1, keepdims=True)
@@ -261,6 +265,12 @@ def test_errors_name_the_model_and_shapes():
         Captioner(9, cell="rnn")
     with pytest.raises(ValueError, match="vocab_size 4"):
         Captioner(4)
+    with pytest.raises(ValueError, match="image_vector must be 'mean' or 'flatten'"):
+        Captioner(9, image_vector="max")
+    with pytest.raises(ValueError, match="image_vector='flatten' needs image_size >= 8"):
+        Captioner(9, channels=(2, 2, 2), image_vector="flatten")
+    with pytest.raises(ValueError, match=r"built for 8x8 images \(a 2x2 grid\), got images \(3, 3, 12, 12\)"):
+        _model(image_vector="flatten")(_images(side=12), TGT_IN)
     with pytest.raises(ValueError, match="CNNEncoder: channels"):
         Captioner(9, channels=())
     with pytest.raises(ValueError, match="beam_size must be >= 1"):

@@ -40,6 +40,8 @@ def _options(p: Any) -> None:
     p.add_argument("--embedding", type=int, default=None, help="word embedding size (default 64)")
     p.add_argument("--hidden", type=int, default=None, help="LSTM hidden size (default 128)")
     p.add_argument("--dropout", type=float, default=0.3, help="dropout (default 0.3)")
+    p.add_argument("--image-vector", default="flatten", choices=["flatten", "mean"],
+                   help="what initialises the decoder: the whole feature grid (default) or its mean")
     p.add_argument("--models", default="both", choices=["both", "none", "attention"],
                    help="train without attention, with attention, or both (default)")
     p.add_argument("--beam", type=int, default=3, help="beam size for the beam-search scores (default 3)")
@@ -195,7 +197,7 @@ def run(opts: Any) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "n_train": len(tr_idx), "n_val": len(va_idx), "n_test": len(te_idx), "vocab_size": len(vocab),
-        "test_oov_word_rate": oov, "image_size": opts.size,
+        "test_oov_word_rate": oov, "image_size": opts.size, "image_vector": opts.image_vector,
         "augmentation": {"max_shift": opts.max_shift, "jitter": opts.jitter},
     }
     # the baseline any model must beat: copy the caption of the nearest training image (in pixels)
@@ -217,7 +219,7 @@ def run(opts: Any) -> dict[str, Any]:
 
         hg.manual_seed(opts.seed)
         model = Captioner(len(vocab), opts.embedding, opts.hidden, channels=channels, attention=kind,
-                          dropout=opts.dropout)
+                          dropout=opts.dropout, image_vector=opts.image_vector, image_size=opts.size)
         n_params = int(sum(p.numel() for p in model.parameters()))
         val_cb = CaptionValidation(x[va_idx], refs_val, vocab, max_len)
         es = EarlyStopping(monitor="val_bleu", mode="max", patience=opts.patience, restore_best_weights=True,

@@ -3,7 +3,9 @@ soft attention over the CNN's feature map (Xu et al. 2015 "Show, Attend and Tell
 
     encoder:  F = CNN(x)                        x (B, 3, H, W)  ->  F (B, C, H', W'),  H' = H / 2^k
               keys K = the H'W' grid vectors     K (B, S, C),  S = H' W'  (row-major over the grid)
-              image vector v = mean_s K_s        v (B, C)      (global average pooling)
+              image vector v = mean_s K_s        v (B, C)      (global average pooling, ``image_vector="mean"``)
+                        or v = [K_1; ..; K_S]    v (B, S C)    (the whole grid, ``image_vector="flatten"``: keeps
+                                                               where things are, for a fixed image size)
     bridge:   s_0 = tanh(W_h v + b_h)  (and c_0 = tanh(W_c v + b_c) for an LSTM), one (B, H) per layer:
               the decoder's initial state is the image (Show and Tell feeds the image once, at the start)
     decoder:  s_t = RNN(s_{t-1}, emb(y_{t-1}))   (output feedback: y_{t-1} is the previous word)
@@ -84,6 +86,8 @@ class Captioner(Module):
         channels: the CNN's blocks (each halves the resolution); the attention grid is (H/2^k) x (W/2^k).
         attention: ``None`` (Show and Tell), ``"additive"`` (Bahdanau score, as Xu et al.) or ``"general"``.
         dropout: on the image vector, the word embeddings and before the output layer(s).
+        image_vector: ``"mean"`` (global average pooling: any image size) or ``"flatten"`` (the grid's vectors
+            concatenated: spatial layout kept; needs ``image_size``, the side of the square input images).
 
     ``forward(images (B, C_in, H, W), tgt_in (B, T))`` -> ``(logits (B, T, V), attention (B, T, S) or None)``,
     teacher-forced; :meth:`decoder_step_fn` drives :mod:`handgrad.seq2seq.decoding`.
@@ -92,25 +96,41 @@ class Captioner(Module):
     def __init__(
         self, vocab_size: int, embedding_size: int = 64, hidden_size: int = 128,
         channels: Sequence[int] = (32, 64, 128), num_layers: int = 1, attention: str | None = None,
-        cell: str = "lstm", dropout: float = 0.0, in_channels: int = 3,
+        cell: str = "lstm", dropout: float = 0.0, in_channels: int = 3, image_vector: str = "mean",
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"Captioner: attention must be one of {ATTENTIONS}, got {attention!r}")
         if cell not in ("lstm", "gru"):
             raise ValueError(f"Captioner: cell must be 'lstm' or 'gru', got {cell!r}")
+        if image_vector not in ("mean", "flatten"):
+            raise ValueError(f"Captioner: image_vector must be 'mean' or 'flatten', got {image_vector!r}")
+        if image_vector == "flatten" and (image_size is None or image_size < 2 ** len(channels)):
+            raise ValueError(f"Captioner: image_vector='flatten' needs image_size >= {2 ** len(channels)} (the side "
+                             f"of the square images), got {image_size!r}")
         if vocab_size <= UNK + 1:  # ids 0-3 are <pad> <bos> <eos> <unk>
             raise ValueError(f"Captioner: vocab_size {vocab_size} leaves no word besides the 4 specials")
         self.config = dict(vocab_size=vocab_size, embedding_size=embedding_size, hidden_size=hidden_size,
                            channels=list(channels), num_layers=num_layers, attention=attention, cell=cell,
-                           dropout=dropout, in_channels=in_channels)
+                           dropout=dropout, in_channels=in_channels, image_vector=image_vector,
+                           image_size=image_size)
         self.is_lstm = cell == "lstm"
         self.num_layers, self.hidden_size, self.attention_kind = num_layers, hidden_size, attention
         self.encoder = CNNEncoder(in_channels, channels)
         C = self.encoder.out_channels
-        self.init_h = Linear(C, num_layers * hidden_size)
+        self.image_vector, self.image_size = image_vector, image_size
+        # the pooled grid side: each block's MaxPool2d(2) floors
+        self.grid = None
+        if image_vector == "flatten":
+            g = image_size
+            for _ in channels:
+                g //= 2
+            self.grid = g
+        V_in = C if image_vector == "mean" else C * self.grid * self.grid
+        self.init_h = Linear(V_in, num_layers * hidden_size)
         if self.is_lstm:
-            self.init_c = Linear(C, num_layers * hidden_size)
+            self.init_c = Linear(V_in, num_layers * hidden_size)
         self.embedding = Embedding(vocab_size, embedding_size, padding_idx=PAD)
         RNN = LSTM if self.is_lstm else GRU
         self.decoder = RNN(embedding_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
@@ -147,7 +167,13 @@ class Captioner(Module):
         f = self.encoder(self._check_images(images))
         B, C, h, w = f.shape
         keys = permute(f.reshape(B, C, h * w), 0, 2, 1)
-        v = self.dropout(keys.mean(dim=1))
+        if self.image_vector == "mean":
+            v = self.dropout(keys.mean(dim=1))
+        else:
+            if (h, w) != (self.grid, self.grid):
+                raise ValueError(f"Captioner: image_vector='flatten' was built for {self.image_size}x{self.image_size} "
+                                 f"images (a {self.grid}x{self.grid} grid), got images {images.shape}")
+            v = self.dropout(keys.reshape(B, h * w * C))
         if self.is_lstm:
             return keys, (self._initial(v, self.init_h), self._initial(v, self.init_c))
         return keys, self._initial(v, self.init_h)
