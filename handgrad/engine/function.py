@@ -7,6 +7,10 @@ Modelled on Chainer's ``FunctionNode``. A subclass implements
 * ``backward(self, *gys) -> gx or (gx1, gx2, ...)``: the vector-Jacobian product, one entry per input
   (``None`` where an input needs no gradient; ``self.needs_input_grad[i]`` says which ones do).
 
+Neither method may write into the arrays it receives: the same gradient array is often handed to several
+nodes (``add`` passes ``gy`` to both operands), and ``expand``/``sum`` hand out read-only broadcast views.
+A gradient returned in another dtype than its input is cast back (and reported under ``detect_anomaly``).
+
 Calling the instance on tensors runs ``forward`` and, when grad mode is on and some input requires a
 gradient, records the node so that ``Tensor.backward`` can walk it. Hyper-parameters go to ``__init__``::
 
