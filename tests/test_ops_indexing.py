@@ -78,6 +78,16 @@ def test_getitem_repeated_indices_accumulate():
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize("rows,idx", [(20, [[1, 1, -3], [5, 1, 19]]), (3, [0, 2, 2, -1, 0, 1, 1]), (50, [7])])
+def test_row_index_accumulation_paths(rows, idx):
+    """x[int_array] and index_select sum repeated rows by bincount (dense) or sort + reduceat (sparse)."""
+    x, i = randn(rows, 3, 2, seed=5), np.array(idx)
+    check_op(lambda t, j: t[j], lambda t, j: t[j], [x, i])
+    flat = i.reshape(-1) % rows
+    check_op(lambda t, j: t.index_select(0, j), lambda t, j: t.index_select(0, j), [x, flat])
+    check_op(lambda t, j: t.index_select(2, j), lambda t, j: t.index_select(2, j), [x, flat % 2])
+
+
 def test_getitem_errors():
     x = hg.randn(4, 5)
     with pytest.raises(IndexError, match=r"getitem: index 7 is invalid for a tensor of shape \(4, 5\)"):

@@ -33,12 +33,47 @@ class GetItem(Function):
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
+        index = self.index
+        if self.accumulate and hasattr(index, "ndim"):  # x[int_array]: whole rows picked, maybe repeated
+            return index_add_rows(self.shape, index, gy)
         gx = xp.zeros(self.shape, gy.dtype)
         if self.accumulate:
-            xp.add.at(gx, self.index, gy)  # repeated indices must accumulate
+            xp.add.at(gx, index, gy)  # repeated indices must accumulate
         else:
-            gx[self.index] = gy  # slices, ints and masks never repeat an element
+            gx[index] = gy  # slices, ints and masks never repeat an element
         return gx
+
+
+def index_add_rows(shape: tuple[int, ...], index: Any, g: Any) -> Any:
+    """zeros(shape) with row ``index[k]`` += ``g[k]`` for every position k of the integer array ``index``
+    (``g`` has shape ``index.shape + shape[1:]``): the backward of ``x[index]``, of index_select and of an
+    embedding lookup.
+
+    ``xp.add.at`` is slow when each index addresses a whole row, so on NumPy this sums repeated rows by a
+    weighted ``bincount`` over flat positions when the result is small next to ``g``, else by sorting the
+    indices and summing each run with ``add.reduceat``."""
+    xp = get_array_module(g)
+    n = shape[0]
+    idx = index.reshape(-1)
+    if idx.size and int(idx.min()) < 0:
+        idx = idx % n
+    rows = g.reshape(idx.size, -1)
+    d = rows.shape[1]
+    if xp is not numpy:  # pragma: no cover - CuPy's scatter_add is already fast
+        gx = xp.zeros((n, d), g.dtype)
+        xp.add.at(gx, idx, rows)
+        return gx.reshape(shape)
+    if n * d <= 4 * rows.size:
+        flat = (idx[:, None] * d + numpy.arange(d)).reshape(-1)
+        out = numpy.bincount(flat, weights=rows.reshape(-1), minlength=n * d)
+        return out.astype(g.dtype, copy=False).reshape(shape)
+    gx = numpy.zeros((n, d), g.dtype)
+    if idx.size:
+        order = numpy.argsort(idx, kind="stable")
+        sidx = idx[order]
+        starts = numpy.flatnonzero(numpy.concatenate(([True], sidx[1:] != sidx[:-1])))
+        gx[sidx[starts]] = numpy.add.reduceat(rows[order], starts, axis=0)
+    return gx.reshape(shape)
 
 
 def _convert_part(p: Any) -> tuple[Any, bool]:
@@ -189,9 +224,11 @@ class IndexSelect(Function):
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, gy.dtype)
-        xp.add.at(gx, (slice(None),) * self.axis + (self.index,), gy)
-        return gx
+        if self.axis == 0:
+            return index_add_rows(self.shape, self.index, gy)
+        moved = (self.shape[self.axis],) + self.shape[: self.axis] + self.shape[self.axis + 1 :]
+        g = index_add_rows(moved, self.index, xp.moveaxis(gy, self.axis, 0))
+        return xp.moveaxis(g, 0, self.axis)
 
 
 def _int_index(op: str, index: Any) -> Any:
