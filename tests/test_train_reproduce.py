@@ -44,6 +44,6 @@ def test_mlp_fashion_reaches_88_percent(tmp_path):
 def test_early_stopping_stops_a_real_run_and_restores_the_best_epoch(tmp_path):
     r = run("early-stopping-fashion", tmp_path)
     assert r["stopped_before_max_epochs"] and r["epochs_run"] < r["max_epochs"]
-    assert r["stopped_epoch"] == r["epochs_run"] == r["best_epoch"] + 5  # patience 5
-    assert r["val_loss_at_best"] < r["val_loss_at_stop"]
-    assert r["train_accuracy_at_stop"] > 0.99  # it had memorised the 1,000 images
+    assert r["stopped_epoch"] == r["epochs_run"] == r["best_epoch"] + r["patience"]
+    assert r["val_loss_at_best"] + 0.1 < r["val_loss_at_stop"]  # the validation loss had turned back up
+    assert r["train_accuracy_at_stop"] > 0.95  # while it was memorising the 1,000 training images

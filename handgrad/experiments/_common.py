@@ -149,6 +149,7 @@ def fit_classifier(
         "stopped_epoch": int(meta.get("stopped_epoch") or 0),
         "epochs_run": len(history),
         "max_epochs": opts.epochs,
+        "patience": patience,
         "train_accuracy_at_best": history["accuracy"][best_epoch - 1] if best_epoch else None,
         "parameters": count_parameters(model),
         "train_time_s": round(train_time, 1),

@@ -3,7 +3,7 @@
 The course's rule: stop at the point where the validation error stops decreasing. An over-parameterised
 MLP (784-1024-1024-10, about 1.9M weights, no regularisation) is trained on only 1,000 Fashion-MNIST
 images, so it memorises them within a few epochs while the validation loss (5,000 held-out images) turns
-back up. ``EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)`` ends the run long
+back up. ``EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True)`` ends the run long
 before ``--epochs`` (100) and puts back the weights of the best validation epoch. The run reports the test
 accuracy both of those restored weights and of the weights at the stop (read from ``last.safetensors``),
 and the learning-curve PNG marks the best and the stopping epochs.
@@ -18,7 +18,8 @@ from handgrad.cli.registry import experiment
 
 def _options(p: Any) -> None:
     p.add_argument("--train-size", type=int, default=1000, help="training images (default 1000: overfits fast)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience in epochs (default 10; 5 with --quick)")
     p.add_argument("--width", type=int, default=1024, help="units in each of the two hidden layers (default 1024)")
 
 
@@ -26,8 +27,8 @@ def _options(p: Any) -> None:
     "early-stopping-fashion",
     "Early stopping demo: a big MLP overfits 1,000 Fashion-MNIST images; stops at the val-loss minimum, restores it",
     arguments=_options,
-    defaults={"epochs": 100, "batch_size": 50, "lr": 1e-3},
-    quick_defaults={"epochs": 30},
+    defaults={"epochs": 100, "batch_size": 100, "lr": 1e-3, "patience": 10},
+    quick_defaults={"epochs": 30, "patience": 5},
 )
 def run(opts: Any) -> dict[str, Any]:
     from handgrad.architectures import MLP
