@@ -11,3 +11,9 @@ from handgrad.recurrent.lstm_sequence import lstm_cell, lstm_sequence
 from handgrad.recurrent.rnn_sequence import rnn_cell, rnn_relu_cell, rnn_sequence, rnn_tanh_cell
 from handgrad.recurrent.tbptt import detach_state, tbptt_windows
 from handgrad.recurrent._workspace import clear as clear_workspace
+from handgrad.recurrent.regularization import (
+    ClipTracker, EmbeddingDropout, LockedDropout, RegularizedRNN, embedding_dropout, locked_dropout,
+)
+from handgrad.recurrent.zoneout import ZoneoutCell, ZoneoutRNN, zoneout
+from handgrad.recurrent.diagnostics import hidden_state_gradients, jacobian_norms, tanh_rnn_jacobians, unroll
+from handgrad.recurrent.generation import CharVocab, RNNLanguageModel, sample, sample_logits
