@@ -34,6 +34,7 @@ def plot_history(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if isinstance(history, (str, os.PathLike)):
         history = History.from_json(os.fspath(history))
@@ -73,6 +74,7 @@ def plot_history(
             ax.axvline(stopped_epoch, color="tab:red", linestyle=":", linewidth=1,
                        label=f"stopped (epoch {stopped_epoch})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
