@@ -186,6 +186,8 @@ def test_caption_vocab_encode_decode_and_batches():
     assert ids == [5, 3, 4]
     assert decode_caption([*ids, 2, 4], v) == "red <unk> heart"
     b = make_caption_batch(np.zeros((2, 3, 4, 4)), [[4, 5], [6]])
+    np.testing.assert_array_equal(make_caption_batch(np.zeros((1, 3, 4, 4)), [[3, 5]], ignore_unknown=True).tgt_out,
+                                  [[0, 5, 2]])  # <unk> targets left out of the loss; inputs keep them
     np.testing.assert_array_equal(b.tgt_in, [[1, 4, 5], [1, 6, 0]])
     np.testing.assert_array_equal(b.tgt_out, [[4, 5, 2], [6, 2, 0]])
     x = images_to_float(np.full((1, 2, 2, 3), 255, np.uint8))

@@ -311,8 +311,13 @@ class CaptionBatch(NamedTuple):
     tgt_out: numpy.ndarray
 
 
-def make_caption_batch(images: numpy.ndarray, captions: Sequence[Sequence[int]]) -> CaptionBatch:
-    """Pad caption id lists (no specials) into decoder inputs/targets next to their images."""
+def make_caption_batch(images: numpy.ndarray, captions: Sequence[Sequence[int]],
+                       ignore_unknown: bool = False) -> CaptionBatch:
+    """Pad caption id lists (no specials) into decoder inputs/targets next to their images.
+
+    ``ignore_unknown``: ``<unk>`` TARGETS become ``<pad>`` (left out of the loss; the decoder still reads
+    ``<unk>`` as its input). For held-out captions: a word outside the vocabulary cannot be predicted, and its
+    -log p(<unk>) grows as the model gets confident, so it would dominate a validation loss."""
     if len(images) != len(captions):
         raise ValueError(f"make_caption_batch: {len(images)} images but {len(captions)} captions")
     B = len(captions)
@@ -324,16 +329,19 @@ def make_caption_batch(images: numpy.ndarray, captions: Sequence[Sequence[int]])
         tgt_in[b, 1 : len(c) + 1] = c
         tgt_out[b, : len(c)] = c
         tgt_out[b, len(c)] = EOS
+    if ignore_unknown:
+        tgt_out[tgt_out == UNK] = PAD
     return CaptionBatch(numpy.asarray(images), tgt_in, tgt_out)
 
 
 class CaptionLoader:
     """Batches of (image, caption) pairs; shuffled each epoch with ``self.generator`` (seeded, saved in
     Trainer checkpoints) when ``shuffle``; ``augment`` (kwargs of :func:`augment_images`, or None) changes
-    every training image anew each time it is drawn."""
+    every training image anew each time it is drawn; ``ignore_unknown`` as in :func:`make_caption_batch`."""
 
     def __init__(self, images: numpy.ndarray, captions: Sequence[Sequence[int]], batch_size: int,
-                 shuffle: bool = True, seed: int = 0, augment: dict[str, Any] | None = None) -> None:
+                 shuffle: bool = True, seed: int = 0, augment: dict[str, Any] | None = None,
+                 ignore_unknown: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"CaptionLoader: batch_size must be >= 1, got {batch_size}")
         if len(images) != len(captions) or len(images) == 0:
@@ -341,6 +349,7 @@ class CaptionLoader:
                              f"{len(captions)}")
         self.images, self.captions = images, [list(c) for c in captions]
         self.batch_size, self.shuffle, self.augment = int(batch_size), shuffle, augment
+        self.ignore_unknown = ignore_unknown
         self.generator = numpy.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -354,7 +363,7 @@ class CaptionLoader:
             x = self.images[idx]
             if self.augment is not None:
                 x = augment_images(x, self.generator, **self.augment)
-            yield make_caption_batch(x, [self.captions[j] for j in idx])
+            yield make_caption_batch(x, [self.captions[j] for j in idx], self.ignore_unknown)
 
 
 # -- training -----------------------------------------------------------------------------------------------
