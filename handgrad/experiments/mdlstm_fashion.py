@@ -37,7 +37,7 @@ class MDLSTMClassifier(Module):
 def _options(p: Any) -> None:
     p.add_argument("--patch", type=int, default=4, help="patch side in pixels (default 4: a 7x7 grid)")
     p.add_argument("--hidden", type=int, default=16, help="hidden units per direction (default 16)")
-    p.add_argument("--train-size", type=int, default=20000, help="training images (default 20,000 of the 54,000)")
+    p.add_argument("--train-size", type=int, default=None, help="training images (default: all 54,000)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default 3)")
 
 
@@ -45,7 +45,7 @@ def _options(p: Any) -> None:
     "mdlstm-fashion",
     "2-D LSTM scanning Fashion-MNIST patches from four corners (Graves et al. 2007), early stopping",
     arguments=_options,
-    defaults={"epochs": 10, "batch_size": 64, "lr": 2e-3},
+    defaults={"epochs": 8, "batch_size": 64, "lr": 2e-3},
     quick_defaults={"epochs": 1},
 )
 def run(opts: Any) -> dict[str, Any]:
