@@ -194,9 +194,11 @@ class Trainer:
         logs = self.history.rows[-1]  # callbacks may add columns (they land in the history)
         self._call("on_epoch_end", epoch, logs)
         self._write_history()
+        # the Ctrl-C snapshot is taken before the epoch is announced: once "epoch k" is printed, an interrupt
+        # keeps epoch k
+        self._clean = self.checkpoint_state(copy=True)
         if self.verbose:
             print(f"epoch {epoch}/{epochs}  " + _format_logs(logs), flush=True)
-        self._clean = self.checkpoint_state(copy=True)
         return logs
 
     def _train_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
