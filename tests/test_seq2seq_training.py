@@ -323,3 +323,37 @@ def test_plot_attention(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match=r"plot_attention: weights \(3, 4\) do not match 2 output tokens x 4"):
         plot_attention(np.zeros((3, 4)), list("abcd"), ["1", "2"])
+
+
+def test_fit_seq2seq_min_epochs_delays_early_stopping(tmp_path):
+    from handgrad.seq2seq.training import fit_seq2seq
+
+    pairs = _reverse_pairs(30)
+    tv = Vocab([str(i) for i in range(4, 8)], level="word")
+    runs = {}
+    for min_epochs in (0, 3):
+        hg.manual_seed(0)
+        m = Seq2Seq(8, 8, 4, 4, attention=None)
+        # lr 1e-9: nothing changes, so the monitored value never improves after epoch 1
+        tr = fit_seq2seq(m, pairs, pairs[:10], tv, epochs=5, batch_size=16, lr=1e-9, max_len=6, patience=0,
+                         monitor="val_loss", mode="min", min_epochs=min_epochs, out_dir=str(tmp_path / str(min_epochs)),
+                         verbose=False)
+        runs[min_epochs] = tr.history.meta["early_stopping"]
+        assert len(tr.history) == runs[min_epochs]["stopped_epoch"]
+    assert runs[0]["stopped_epoch"] == 2 and runs[3]["stopped_epoch"] == 3
+    assert (tmp_path / "3" / "best.safetensors").exists()
+
+
+def test_decode_validation_drops_unk_from_the_bleu_text(monkeypatch):
+    import handgrad.seq2seq.training as training
+    from handgrad.metrics import corpus_bleu
+
+    tv = Vocab(["a", "b", "c", "d", "e"], level="word")
+    monkeypatch.setattr(training, "decode_ids", lambda *a, **k: [[4, 3, 5, 6, 7, 8]])  # a <unk> b c d e
+    dv = DecodeValidation([[4, 2]], [[4, 5, 6, 7, 8]], tv, max_len=7, references=["a b c d e"])
+    dv.trainer = type("T", (), {"model": None})()
+    logs = {}
+    dv.on_epoch_end(1, logs)
+    assert logs["val_bleu"] == pytest.approx(100.0)
+    assert corpus_bleu(["a <unk> b c d e"], ["a b c d e"]) < 50  # what keeping the placeholder would give
+    assert logs["val_exact_match"] == 0.0 and logs["val_greedy_token_accuracy"] == pytest.approx(1 / 6)

@@ -18,7 +18,8 @@ forcing and with scheduled sampling (Bengio et al. 2015; inverse-sigmoid decay o
 probability eps per training batch, eps = 1/2 at ``--ss-half`` of the planned steps). Every model: a
 bidirectional LSTM encoder, an LSTM decoder, dropout 0.2, Adam 2e-3 on batches of 32 (more updates per epoch
 than 64 for little extra time), gradient clipping, up to 20 epochs with early stopping on validation BLEU
-(greedy; patience 4, since BLEU near zero is noisy) and the best weights restored. ``--jobs 2`` trains two
+(greedy; patience 4, counted from epoch ``--min-epochs`` 8 on, since BLEU sits near zero while the
+decoder still emits "y , y , y .") and the best weights restored. ``--jobs 2`` trains two
 rows at a time in separate processes (one per core). Each row reports validation and test BLEU with greedy
 decoding and with beam search (``--beam`` K, length penalty ``--length-penalty`` alpha: hypotheses ranked
 by log p / len^alpha).
@@ -66,6 +67,8 @@ def _options(p: Any) -> None:
                    help="scheduled sampling: fraction of the planned steps where eps reaches 1/2 (default 0.5)")
     p.add_argument("--patience", type=int, default=4,
                    help="early-stopping patience in epochs on validation BLEU (default 4)")
+    p.add_argument("--min-epochs", type=int, default=8,
+                   help="early stopping cannot stop before this epoch (default 8: BLEU is ~0 at first)")
     p.add_argument("--jobs", type=int, default=1, help="train the rows in this many processes (default 1)")
 
 
@@ -116,7 +119,7 @@ def _train_row(key: str, opts: Any, data: dict[str, Any]) -> dict[str, Any]:
         trainer = fit_seq2seq(model, enc["train"], enc["val"], tgt_vocab, epochs=opts.epochs,
                               batch_size=opts.batch_size, lr=opts.lr, max_len=max_tgt, teacher_forcing=tf,
                               patience=opts.patience, monitor="val_bleu", mode="max", out_dir=out, seed=opts.seed,
-                              progress=opts.progress, val_references=refs["val"])
+                              progress=opts.progress, val_references=refs["val"], min_epochs=opts.min_epochs)
         train_time = time.perf_counter() - t0
         row: dict[str, Any] = {"row": key, "attention": attention or "none", "training": training}
         t1 = time.perf_counter()

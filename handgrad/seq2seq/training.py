@@ -42,7 +42,7 @@ from handgrad.engine.tensor import Tensor
 from handgrad.seq2seq.decoding import beam_search, greedy_decode
 from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
 from handgrad.seq2seq.vocab import Vocab
-from handgrad.train.callbacks import Callback
+from handgrad.train.callbacks import Callback, EarlyStopping
 from handgrad.train.metrics import Metric
 from handgrad.train.trainer import Trainer
 
@@ -362,8 +362,9 @@ def sequence_scores(predicted: Sequence[Sequence[int]], targets: Sequence[Sequen
 class DecodeValidation(Callback):
     """After every epoch, decode a validation set greedily (free running) and add
     ``{prefix}exact_match``, ``{prefix}greedy_token_accuracy`` and ``{prefix}bleu`` (corpus BLEU of the
-    decoded, detokenised text against ``references``) to the epoch logs. (``val_token_accuracy`` stays the
-    Trainer's teacher-forced one.)
+    decoded, detokenised text against ``references``; ``<unk>`` outputs are dropped from the text, since
+    they never match a reference word and 13a tokenisation would split one into three tokens) to the logs.
+    (``val_token_accuracy`` stays the Trainer's teacher-forced one.)
 
     It runs before EarlyStopping / ModelCheckpoint (``order = -10``), so they can monitor these columns.
     """
@@ -385,10 +386,30 @@ class DecodeValidation(Callback):
         s = sequence_scores(pred, self.targets)
         # "greedy_": the Trainer's own val_token_accuracy is the teacher-forced one
         scores = {"exact_match": s["exact_match"], "greedy_token_accuracy": s["token_accuracy"]}
-        scores["bleu"] = corpus_bleu([self.tgt_vocab.decode(p) for p in pred], self.references)
+        unk = self.tgt_vocab.unk_id
+        scores["bleu"] = corpus_bleu([self.tgt_vocab.decode([i for i in p if i != unk]) for p in pred],
+                                     self.references)
         self.last = scores
         for k, v in scores.items():
             logs[self.prefix + k] = v
+
+
+class _EarlyStoppingAfter(EarlyStopping):
+    """EarlyStopping whose patience only starts counting at epoch ``min_epochs`` (Keras' ``start_from_epoch``):
+    the best epoch is tracked from the start, but training cannot stop before ``min_epochs``. BLEU of a
+    translator sits near zero for the first epochs (it emits "y , y , y ."), so plain patience stops too early."""
+
+    def __init__(self, min_epochs: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_epochs = int(min_epochs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        verbose, self.verbose = self.verbose, self.verbose and epoch >= self.min_epochs
+        super().on_epoch_end(epoch, logs)
+        self.verbose = verbose
+        if epoch < self.min_epochs:
+            self.wait, self.stopped_epoch = 0, 0
+            self.trainer.stop_training = False
 
 
 def fit_seq2seq(
@@ -397,18 +418,21 @@ def fit_seq2seq(
     grad_clip: float | None = 5.0, patience: int = 3, monitor: str = "val_exact_match", mode: str = "max",
     out_dir: str | None = None, seed: int = 0, progress: bool | None = None,
     val_references: Sequence[str] | None = None, resume: str | None = None, verbose: bool = True,
+    min_epochs: int = 0,
 ) -> Seq2SeqTrainer:
     """The standard run: Adam, bucketed batches, gradient-norm clipping, greedy decoding of the validation
     set after every epoch (:class:`DecodeValidation`), early stopping on ``monitor`` with the best weights
-    restored, and (with ``out_dir``) ``best``/``last`` checkpoints plus the history. Returns the trainer
-    (``trainer.history`` holds the logs, ``trainer.model`` the restored best model)."""
+    restored (patience counted from epoch ``min_epochs`` on), and (with ``out_dir``) ``best``/``last``
+    checkpoints plus the history. Returns the trainer (``trainer.history`` holds the logs, ``trainer.model``
+    the restored best model)."""
     from handgrad.optim import Adam
-    from handgrad.train import EarlyStopping, ModelCheckpoint
+    from handgrad.train import ModelCheckpoint
 
     val = DecodeValidation([s for s, _ in val_pairs], [t for _, t in val_pairs], tgt_vocab, max_len,
                            references=val_references)
-    callbacks: list[Callback] = [val, EarlyStopping(monitor=monitor, mode=mode, patience=patience,
-                                                    restore_best_weights=True, verbose=verbose)]
+    stopper = _EarlyStoppingAfter(min_epochs, monitor=monitor, mode=mode, patience=patience,
+                                  restore_best_weights=True, verbose=verbose)
+    callbacks: list[Callback] = [val, stopper]
     if out_dir is not None:
         callbacks.append(ModelCheckpoint(out_dir, monitor=monitor, mode=mode))
     trainer = Seq2SeqTrainer(model, Adam(model.parameters(), lr=lr), teacher_forcing=teacher_forcing,
