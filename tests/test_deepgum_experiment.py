@@ -4,21 +4,11 @@ import json
 import os
 
 import pytest
+from _markers import needs_fashion_mnist
 
 from handgrad.cli import main as cli_main
 
-
-def have_fashion_mnist() -> bool:
-    try:
-        from handgrad.data import FashionMNIST
-
-        FashionMNIST(train=False)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST is not installed (bash setup.sh)")
+needs_data = needs_fashion_mnist
 
 
 @needs_data

@@ -7,6 +7,7 @@ import pkgutil
 
 import numpy
 import pytest
+from _markers import have_fashion_mnist, needs_fashion_mnist
 
 import handgrad.experiments
 from handgrad.cli import registry
@@ -16,17 +17,7 @@ from handgrad.experiments import _common
 COMMON = {"epochs", "batch_size", "lr", "seed", "out", "quick", "data", "resume", "no_progress"}
 
 
-def have_fashion_mnist() -> bool:
-    try:
-        from handgrad.data import FashionMNIST
-
-        FashionMNIST(train=False)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST is not installed (bash setup.sh)")
+needs_data = needs_fashion_mnist
 
 
 def test_discover_imports_every_module_and_registers_ours():
