@@ -57,7 +57,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=100, help="training windows between evaluations")
     p.add_argument("--val-chars", type=int, default=100_000,
                    help="held-out characters scored at each epoch (the whole split is scored at the end)")
-    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without improvement")
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without improvement")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--top-k", type=int, default=10, help="sample among the k most likely characters (0 = all)")
     p.add_argument("--sample-len", type=int, default=600, help="characters to generate (default 600)")
@@ -89,12 +89,21 @@ def _streams(ids: numpy.ndarray, n_streams: int) -> numpy.ndarray:
     return numpy.ascontiguousarray(ids[: n * n_streams].reshape(n_streams, n).T)
 
 
-def evaluate_bpc(model: Any, ids: numpy.ndarray, bptt: int = 200, n_streams: int = 16) -> float:
-    """Held-out bits per character of ``model`` on ``ids``, state carried across windows, no gradient."""
+def evaluate_bpc(
+    model: Any, ids: numpy.ndarray, bptt: int = 200, n_streams: int = 16, max_chars: int | None = None
+) -> float:
+    """Held-out bits per character of ``model`` on ``ids``, state carried across windows, no gradient.
+
+    ``ids`` is cut into ``n_streams`` equal consecutive pieces read in parallel; ``max_chars`` scores only the
+    first ``max_chars / n_streams`` characters of each piece: a sample spread over the whole text, not just
+    its beginning (one play can be much easier or harder than the average).
+    """
     import handgrad as hg
     import handgrad.functional as F
 
     data = _streams(ids, n_streams)
+    if max_chars is not None:
+        data = data[: max(max_chars // n_streams, 2)]
     was = model.training
     model.eval()
     total, count, state = 0.0, 0, None
@@ -164,7 +173,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
            else optim.Adam(model.parameters(), lr=opts.lr))
     clip = ClipTracker(opts.clip)
     data = _streams(train_ids, opts.batch_size)
-    val_small = val_ids[: opts.val_chars]
+    shuffle_rng, shift = numpy.random.default_rng(opts.seed), 0
     log_path = os.path.join(opts.out, "train.log")
     logf = open(log_path, "w")
 
@@ -195,6 +204,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         clock.t0 -= ck["budget_used"]  # the budget already spent counts
         wall.t0 -= ck["wall_used"]
         get_rng().bit_generator.state = ck["rng"]
+        shuffle_rng.bit_generator.state, shift = ck["shuffle_rng"], ck["shift"]
+        data = _streams(numpy.roll(train_ids, -shift), opts.batch_size)
         first = ck["epoch"] + 1
         log(f"resumed from {opts.resume} after epoch {ck['epoch']} ({chars_seen:,} chars)")
     for epoch in range(first, opts.epochs + 1):
@@ -203,7 +214,11 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         losses = []
         for _ in range(opts.steps_per_epoch):
             if pos + opts.bptt + 1 > len(data):
-                pos, state = 0, None  # wrap around: a fresh state at the start of the streams
+                # wrap around: new stream boundaries (a random shift) so that the next pass does not see
+                # the same windows in the same batches; a fresh state at the start of the streams
+                shift = int(shuffle_rng.integers(0, len(train_ids) // opts.batch_size))
+                data = _streams(numpy.roll(train_ids, -shift), opts.batch_size)
+                pos, state = 0, None
             x = data[pos : pos + opts.bptt]
             y = data[pos + 1 : pos + 1 + opts.bptt]
             pos += opts.bptt
@@ -221,7 +236,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     g["lr"] = opts.lr * (1.0 - 0.9 * min(clock.elapsed() / budget, 1.0))
             if clock.elapsed() > budget:
                 break
-        val_bpc = evaluate_bpc(model, val_small)
+        val_bpc = evaluate_bpc(model, val_ids, max_chars=opts.val_chars)
         train_bpc = float(numpy.mean(losses)) / math.log(2)
         history.append({"epoch": epoch, "train_bpc": train_bpc, "val_bpc": val_bpc, "lr": opt.param_groups[0]["lr"],
                         "chars_seen": chars_seen, "budget_s": round(clock.elapsed(), 1),
@@ -242,6 +257,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             "budget_used": clock.elapsed(), "wall_used": wall.elapsed(), "history": history,
             "best_bpc": best[0], "best_model": best[1], "best_epoch": best[2], "bad_epochs": bad_epochs,
             "rng": get_rng().bit_generator.state, "vocab": vocab.itos,
+            "shuffle_rng": shuffle_rng.bit_generator.state, "shift": shift,
         }, ckpt_path)
         if bad_epochs >= opts.patience:
             stop_reason = "early stopping"
