@@ -539,3 +539,12 @@ def test_plot_history_draws_the_curves_and_the_stop(tmp_path):
     assert labels == ["train", "validation", "best (epoch 3)", "stopped (epoch 5)"]
     with pytest.raises(ValueError, match="plot_history: the history is empty"):
         plot_history(History())
+
+
+def test_auto_mode_grows_for_scores_and_shrinks_for_losses():
+    from handgrad.train.callbacks import _resolve_mode
+
+    for name in ("val_accuracy", "val_exact_match", "val_bleu", "val_recall_at_1", "val_f1"):
+        assert _resolve_mode("auto", name, "EarlyStopping") == "max", name
+    for name in ("val_loss", "val_bpc", "val_error"):
+        assert _resolve_mode("auto", name, "EarlyStopping") == "min", name

@@ -64,7 +64,8 @@ def _resolve_mode(mode: str, monitor: str, who: str) -> str:
         raise ValueError(f"{who}: mode must be 'min', 'max' or 'auto', got {mode!r}")
     if mode == "auto":
         # accuracies and scores grow; losses and errors shrink
-        return "max" if any(w in monitor for w in ("acc", "score", "bleu", "auc", "f1", "iou", "map")) else "min"
+        growing = ("acc", "score", "bleu", "auc", "f1", "iou", "map", "match", "recall", "precision")
+        return "max" if any(w in monitor for w in growing) else "min"
     return mode
 
 
