@@ -247,6 +247,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_best_weights(data)
         ([1.0, 0.9, 0.95], {"patience": 0}, 3, 2),  # patience 0: the first bad epoch stops
         ([0.5, 0.6, 0.55, 0.7, 0.7, 0.65], {"monitor": "val_accuracy", "patience": 2}, 6, 4),  # auto -> max
         ([0.5, float("nan"), 0.4], {"patience": 1}, 2, 1),  # NaN never improves
+        ([1.0, 2.0, 3.0, 4.0, 5.0], {"patience": 0, "min_epochs": 4}, 4, 1),  # cannot stop before epoch 4
+        ([1.0, 2.0, 0.5, 3.0, 4.0, 5.0], {"patience": 1, "min_epochs": 3}, 4, 3),  # best tracked from the start
     ],
 )
 def test_early_stopping_rules(data, values, kwargs, stopped, best_epoch):
@@ -273,6 +275,8 @@ def test_early_stopping_errors(data):
     train, _, _ = data
     with pytest.raises(ValueError, match="EarlyStopping: patience must be a non-negative integer"):
         EarlyStopping(patience=-1)
+    with pytest.raises(ValueError, match="EarlyStopping: min_epochs must be a non-negative integer, got 1.5"):
+        EarlyStopping(min_epochs=1.5)
     with pytest.raises(ValueError, match="EarlyStopping: mode must be 'min', 'max' or 'auto', got 'up'"):
         EarlyStopping(mode="up")
     _, _, trainer = make(callbacks=[EarlyStopping()])

@@ -42,7 +42,7 @@ from handgrad.engine.tensor import Tensor
 from handgrad.seq2seq.decoding import beam_search, greedy_decode
 from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
 from handgrad.seq2seq.vocab import Vocab
-from handgrad.train.callbacks import Callback, EarlyStopping
+from handgrad.train.callbacks import Callback
 from handgrad.train.metrics import Metric
 from handgrad.train.trainer import Trainer
 
@@ -394,24 +394,6 @@ class DecodeValidation(Callback):
             logs[self.prefix + k] = v
 
 
-class _EarlyStoppingAfter(EarlyStopping):
-    """EarlyStopping whose patience only starts counting at epoch ``min_epochs`` (Keras' ``start_from_epoch``):
-    the best epoch is tracked from the start, but training cannot stop before ``min_epochs``. BLEU of a
-    translator sits near zero for the first epochs (it emits "y , y , y ."), so plain patience stops too early."""
-
-    def __init__(self, min_epochs: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.min_epochs = int(min_epochs)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
-        verbose, self.verbose = self.verbose, self.verbose and epoch >= self.min_epochs
-        super().on_epoch_end(epoch, logs)
-        self.verbose = verbose
-        if epoch < self.min_epochs:
-            self.wait, self.stopped_epoch = 0, 0
-            self.trainer.stop_training = False
-
-
 def fit_seq2seq(
     model: Any, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], tgt_vocab: Vocab, *, epochs: int,
     batch_size: int, lr: float, max_len: int, teacher_forcing: float | TeacherForcingSchedule = 1.0,
@@ -426,12 +408,12 @@ def fit_seq2seq(
     checkpoints plus the history. Returns the trainer (``trainer.history`` holds the logs, ``trainer.model``
     the restored best model)."""
     from handgrad.optim import Adam
-    from handgrad.train import ModelCheckpoint
+    from handgrad.train import EarlyStopping, ModelCheckpoint
 
     val = DecodeValidation([s for s, _ in val_pairs], [t for _, t in val_pairs], tgt_vocab, max_len,
                            references=val_references)
-    stopper = _EarlyStoppingAfter(min_epochs, monitor=monitor, mode=mode, patience=patience,
-                                  restore_best_weights=True, verbose=verbose)
+    stopper = EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True,
+                            verbose=verbose, min_epochs=min_epochs)
     callbacks: list[Callback] = [val, stopper]
     if out_dir is not None:
         callbacks.append(ModelCheckpoint(out_dir, monitor=monitor, mode=mode))

@@ -99,7 +99,9 @@ class EarlyStopping(Callback):
     capacity stops increasing). An epoch *improves* when ``value < best - min_delta`` (mode ``min``) or
     ``value > best + min_delta`` (mode ``max``); ``mode="auto"`` picks ``max`` for accuracy-like names.
     After ``patience`` epochs in a row without improvement, training stops (``patience=0``: at the first
-    one). With ``restore_best_weights=True`` the model gets back the weights of the best epoch when
+    one). ``min_epochs``: training cannot stop before that epoch (patience starts counting there; the best
+    epoch is tracked from the start), for scores that sit near zero in the first epochs (a translator's
+    BLEU). With ``restore_best_weights=True`` the model gets back the weights of the best epoch when
     ``fit`` ends (however it ends). The outcome is recorded in ``trainer.history.meta["early_stopping"]``:
     ``{"monitor", "mode", "best_epoch", "best", "stopped_epoch", "restored"}``.
     """
@@ -112,9 +114,12 @@ class EarlyStopping(Callback):
         mode: str = "auto",
         restore_best_weights: bool = False,
         verbose: bool = False,
+        min_epochs: int = 0,
     ) -> None:
         if int(patience) != patience or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be a non-negative integer, got {patience!r}")
+        if int(min_epochs) != min_epochs or min_epochs < 0:
+            raise ValueError(f"EarlyStopping: min_epochs must be a non-negative integer, got {min_epochs!r}")
         if not min_delta >= 0 and not min_delta <= 0:  # NaN
             raise ValueError("EarlyStopping: min_delta must be a number, got NaN")
         self.monitor = monitor
@@ -123,6 +128,7 @@ class EarlyStopping(Callback):
         self.mode = _resolve_mode(mode, monitor, "EarlyStopping")
         self.restore_best_weights = restore_best_weights
         self.verbose = verbose
+        self.min_epochs = int(min_epochs)
         self._reset()
 
     def _reset(self) -> None:
@@ -152,6 +158,8 @@ class EarlyStopping(Callback):
             self.wait = 0
             if self.restore_best_weights:
                 self.best_weights = self.trainer.model.state_dict()  # already a copy
+            return
+        if epoch < self.min_epochs:
             return
         self.wait += 1
         if self.wait >= self.patience:
