@@ -15,10 +15,11 @@ from handgrad.engine.ops import (
 )
 from handgrad.engine.random import manual_seed
 from handgrad.serialization import load, load_into, save
-from handgrad.engine.tensor import (
-    Tensor, arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
+from handgrad.engine.factories import (
+    arange, as_tensor, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
     randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
 )
+from handgrad.engine.tensor import Tensor
 
 float32 = "float32"
 float64 = "float64"

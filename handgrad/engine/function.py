@@ -118,18 +118,6 @@ _TRUE1, _FALSE1, _FALSE2 = (True,), (False,), (False, False)
 _next_seq = itertools.count().__next__
 _SINGLE_OUTPUT = ((None, None),)  # outputs_meta of a one-output node: only its length is ever read
 _object_new = object.__new__
-_tensor_cls: Any = None
-
-
-def _new_tensor(data: Any, creator: Function | None, index: int) -> Tensor:  # replaced by tensor.py
-    raise RuntimeError("handgrad.engine.tensor was not imported")
-
-
-def _bind_tensor_factory(cls: Any, factory: Any) -> None:
-    """Called once by ``tensor.py``: the Tensor class and the fast constructor of op outputs (so that
-    ``__call__`` needs no import)."""
-    global _new_tensor, _tensor_cls
-    _tensor_cls, _new_tensor = cls, factory
 
 
 def _user_line() -> str:
@@ -165,3 +153,8 @@ def check_backward_finite(fn: Function, grads: Any) -> None:
                 f"detect_anomaly: {fn.name}.backward returned a {g.dtype} gradient for input {i} of dtype "
                 f"{t.data.dtype}; the op was created at {fn.origin or '<unknown>'}"
             )
+
+
+# late import (the engine's rule for import cycles, see tensor.py): Tensor's module imports this one
+from handgrad.engine.tensor import Tensor as _tensor_cls  # noqa: E402, N813
+from handgrad.engine.tensor import _make as _new_tensor  # noqa: E402

@@ -1,16 +1,25 @@
-"""``Tensor``: an array plus the node that made it, and reverse-mode autodiff over the recorded graph."""
+"""``Tensor``: an array plus the node that made it; ``backward`` starts the sweep in ``autograd.py``.
+
+The engine's one rule for import cycles: a module that needs a name only when its functions run (not to
+define its classes) imports it at its end, after its own definitions ("late import"). ``tensor.py`` ends by
+importing ``autograd`` and ``ops`` (Tensor's operators call the ops, the ops build Tensors), ``function.py``
+ends by importing ``Tensor`` (``Function.__call__`` builds the output tensors). Whichever module Python
+loads first, each finds the names it needs already defined. No registration hooks, no imports inside
+functions.
+"""
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable, Sequence
-from typing import Any
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
-from handgrad.engine.function import _SINGLE_OUTPUT, Function, _bind_tensor_factory, check_backward_finite
-from handgrad.engine.grad_mode import state
+
+if TYPE_CHECKING:
+    from handgrad.engine.function import Function
 
 
 def _to_array(data: Any, dtype: Any = None) -> Any:
@@ -194,9 +203,9 @@ class Tensor:
             if g.shape != self.data.shape:
                 raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the tensor has {self.shape}")
         if self._creator is None:
-            _accumulate_leaf(self, g)
+            accumulate_grad(self, g)
             return
-        _run_backward(self._creator, self._output_index, g, retain_graph)
+        run_backward(self._creator, self._output_index, g, retain_graph)
 
     # -- Python operators (the ops themselves live in handgrad.engine.ops) -------------------------------
     def __add__(self, o: Any) -> Tensor:
@@ -460,235 +469,10 @@ class Tensor:
         """Keep the gradient of this non-leaf tensor in ``.grad`` during later backward passes."""
         if self._creator is None:
             return
-        import weakref
-
         fn = self._creator
         if fn._retain is None:
             fn._retain = {}
         fn._retain[self._output_index] = weakref.ref(self)
-
-
-def _accumulate_leaf(t: Tensor, g: Any) -> None:
-    if t.grad is None:
-        # copy: a backward may hand the same array to several inputs (e.g. add)
-        t.grad = _make(g.astype(t.data.dtype, copy=True), None, 0)
-    else:
-        t.grad.data += g
-
-
-def _freed_error(fn: Function) -> RuntimeError:
-    return RuntimeError(
-        f"backward through {fn.name} a second time: its graph was freed after the first backward; "
-        "pass retain_graph=True to the first call if you need to go back twice"
-    )
-
-
-def _run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> None:
-    """Reverse-mode sweep from ``root``.
-
-    Nodes run in decreasing creation order (``Function.seq``), kept in a heap of the nodes that have
-    received some gradient. Every node's inputs were made before it, so when a node is popped all its
-    consumers (newer nodes) have already run and its output gradients are complete; no separate
-    topological-sort pass is needed. Each node's hand-written ``backward`` gets the summed output gradients
-    and hands each input gradient to that input's creator, or accumulates it into a leaf's ``.grad``.
-    A one-output node's pending gradient is the array itself, a multi-output node's a list of slots.
-    """
-    if root.inputs is None:
-        raise _freed_error(root)
-    grads: dict[Function, Any] = {}
-    if root.outputs_meta is _SINGLE_OUTPUT:
-        grads[root] = grad
-    else:
-        grads[root] = [None] * len(root.outputs_meta)
-        grads[root][index] = grad
-    heap = [(-root.seq, root)]
-    pop, push = heapq.heappop, heapq.heappush
-    anomaly = state.anomaly
-    while heap:
-        fn = pop(heap)[1]
-        inputs = fn.inputs
-        if inputs is None:
-            raise _freed_error(fn)
-        gys = grads.pop(fn)
-        single = fn.outputs_meta is _SINGLE_OUTPUT
-        if fn._retain is not None:
-            _store_retained(fn, [gys] if single else gys)
-        if single:
-            gxs = fn.backward(gys)
-        else:
-            if any(g is None for g in gys):
-                # a multi-output node whose other outputs got no gradient: those count as zeros
-                xp = get_array_module(*(g for g in gys if g is not None))
-                gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, fn.outputs_meta)]
-            gxs = fn.backward(*gys)
-        if type(gxs) is not tuple:
-            gxs = (gxs,)
-        if len(gxs) != len(inputs):
-            raise RuntimeError(f"{fn.name}.backward returned {len(gxs)} gradients for {len(inputs)} inputs")
-        if anomaly:
-            check_backward_finite(fn, gxs)
-        for t, need, gx in zip(inputs, fn.needs_input_grad, gxs):
-            if not need or gx is None:
-                continue
-            if gx.shape != t.data.shape:
-                raise RuntimeError(
-                    f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
-                    f"for an input of shape {t.shape}"
-                )
-            if gx.dtype != t.data.dtype:  # e.g. a float64 constant promoted a float32 gradient: cast back
-                gx = gx.astype(t.data.dtype)
-            c = t._creator
-            if c is None:
-                g = t.grad
-                if g is None:
-                    # copy: a backward may hand the same array to several inputs (e.g. add)
-                    t.grad = _make(gx.astype(t.data.dtype, copy=True), None, 0)
-                else:
-                    g.data += gx
-                continue
-            prev = grads.get(c)
-            if c.outputs_meta is _SINGLE_OUTPUT:
-                if prev is None:
-                    grads[c] = gx
-                    push(heap, (-c.seq, c))
-                else:
-                    grads[c] = prev + gx
-            else:
-                if prev is None:
-                    prev = grads[c] = [None] * len(c.outputs_meta)
-                    push(heap, (-c.seq, c))
-                j = t._output_index
-                prev[j] = gx if prev[j] is None else prev[j] + gx
-        if not retain_graph:
-            fn.release()
-
-
-def _store_retained(fn: Function, gys: list[Any]) -> None:
-    """Give ``retain_grad()`` tensors (non-leaves) their gradient as it passes through their creator."""
-    for j, ref in fn._retain.items():  # type: ignore[union-attr]
-        t = ref()
-        if t is None or gys[j] is None:
-            continue
-        if t.grad is None:
-            t.grad = _make(gys[j].astype(t.data.dtype, copy=True), None, 0)
-        else:
-            t.grad.data += gys[j]
-
-
-# -- factories ---------------------------------------------------------------------------------------------
-def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    """A new leaf tensor holding a copy of ``data`` (floats default to ``get_default_dtype()``)."""
-    arr = _to_array(data, dtype)
-    if isinstance(data, Tensor) or get_array_module(arr) is not numpy or arr is data:
-        arr = arr.copy()
-    return Tensor(arr, requires_grad=requires_grad)
-
-
-def as_tensor(data: Any, dtype: Any = None) -> Tensor:
-    """Wrap ``data`` without copying where possible."""
-    if isinstance(data, Tensor) and (dtype is None or data.dtype == numpy.dtype(dtype)):
-        return data
-    return Tensor(_to_array(data, dtype))
-
-
-def _shape(size: Sequence[Any]) -> tuple[int, ...]:
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        return tuple(int(s) for s in size[0])
-    return tuple(int(s) for s in size)
-
-
-def _float(dtype: Any) -> numpy.dtype:
-    return get_default_dtype() if dtype is None else numpy.dtype(dtype)
-
-
-def zeros(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    return Tensor(numpy.zeros(_shape(size), _float(dtype)), requires_grad=requires_grad)
-
-
-def ones(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    return Tensor(numpy.ones(_shape(size), _float(dtype)), requires_grad=requires_grad)
-
-
-def full(size: Iterable[int], fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    return Tensor(numpy.full(tuple(size), fill_value, _float(dtype)), requires_grad=requires_grad)
-
-
-def zeros_like(t: Tensor, dtype: Any = None) -> Tensor:
-    return Tensor(numpy.zeros(t.shape, t.dtype if dtype is None else dtype))
-
-
-def ones_like(t: Tensor, dtype: Any = None) -> Tensor:
-    return Tensor(numpy.ones(t.shape, t.dtype if dtype is None else dtype))
-
-
-def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None) -> Tensor:
-    if end is None:
-        start, end = 0, start
-    if dtype is None:
-        is_int = all(float(v).is_integer() and not isinstance(v, float) for v in (start, end, step))
-        dtype = numpy.int64 if is_int else get_default_dtype()
-    return Tensor(numpy.arange(start, end, step, dtype=dtype))
-
-
-def randn(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    from handgrad.engine.random import get_rng
-
-    data = get_rng().standard_normal(_shape(size)).astype(_float(dtype), copy=False)
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def rand(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    from handgrad.engine.random import get_rng
-
-    data = get_rng().random(_shape(size)).astype(_float(dtype), copy=False)
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def randint(low: int, high: int, size: Sequence[int]) -> Tensor:
-    from handgrad.engine.random import get_rng
-
-    return Tensor(get_rng().integers(low, high, size=tuple(size), dtype=numpy.int64))
-
-
-def empty(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    """Uninitialised (in practice: zero-filled, so results stay reproducible) tensor of ``size``."""
-    return Tensor(numpy.zeros(_shape(size), _float(dtype)), requires_grad=requires_grad)
-
-
-def full_like(t: Tensor, fill_value: float, dtype: Any = None) -> Tensor:
-    return Tensor(numpy.full(t.shape, fill_value, t.dtype if dtype is None else dtype))
-
-
-def randn_like(t: Tensor, dtype: Any = None) -> Tensor:
-    return randn(*t.shape, dtype=t.dtype if dtype is None else dtype)
-
-
-def rand_like(t: Tensor, dtype: Any = None) -> Tensor:
-    return rand(*t.shape, dtype=t.dtype if dtype is None else dtype)
-
-
-def eye(n: int, m: int | None = None, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    """The n x m identity matrix (m = n by default)."""
-    return Tensor(numpy.eye(n, m, dtype=_float(dtype)), requires_grad=requires_grad)
-
-
-def linspace(start: float, end: float, steps: int, dtype: Any = None) -> Tensor:
-    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
-    return Tensor(numpy.linspace(start, end, int(steps), dtype=_float(dtype)))
-
-
-def from_numpy(a: numpy.ndarray) -> Tensor:
-    """A tensor sharing memory with the NumPy array ``a`` (its dtype kept as is)."""
-    if not isinstance(a, numpy.ndarray):
-        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
-    return Tensor._from_op(a, None, 0)
-
-
-def randperm(n: int, dtype: Any = numpy.int64) -> Tensor:
-    """A random permutation of 0..n-1 from handgrad's seeded generator."""
-    from handgrad.engine.random import get_rng
-
-    return Tensor(get_rng().permutation(int(n)).astype(dtype))
 
 
 def _make(data: Any, creator: Function | None, index: int) -> Tensor:
@@ -703,6 +487,8 @@ def _make(data: Any, creator: Function | None, index: int) -> Tensor:
 
 
 _object_new = object.__new__
-_bind_tensor_factory(Tensor, _make)
 
-from handgrad.engine import ops as _ops  # noqa: E402  (ops need Tensor, Tensor's operators need ops)
+# late imports (see the module docstring): these modules use Tensor, Tensor's methods use them
+from handgrad.engine import ops as _ops  # noqa: E402
+from handgrad.engine.autograd import accumulate_grad, run_backward  # noqa: E402
+

@@ -51,7 +51,7 @@ def active_units(t: int, module_size: int, periods: Sequence[int]) -> int:
     return n
 
 
-class ClockworkSequence(Function):
+class ClockworkSequenceFunction(Function):
     """Fused Clockwork RNN over a whole sequence: ``(x, h0, W_I, W_H, b) -> output (T, B, H)``."""
 
     def __init__(self, module_size: int, periods: Sequence[int]) -> None:
@@ -115,7 +115,7 @@ def clockwork_sequence(
         )
     if list(periods) != sorted(periods) or any(q % p for p, q in zip(periods, periods[1:])):
         raise ValueError(f"clockwork_sequence: periods must be sorted and each divide the next, got {periods}")
-    return ClockworkSequence(module_size, periods)(x, h0, w_i, w_h, b)
+    return ClockworkSequenceFunction(module_size, periods)(x, h0, w_i, w_h, b)
 
 
 class ClockworkRNN(Module):
@@ -151,7 +151,7 @@ class ClockworkRNN(Module):
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"ClockworkRNN: expected input (T, B, {self.input_size}), got {tuple(x.shape)}")
         if h0 is None:
-            from handgrad.engine.tensor import zeros
+            from handgrad.engine.factories import zeros
 
             h0 = zeros(x.shape[1], self.hidden_size, dtype=x.dtype)
         out = clockwork_sequence(x, h0, self.weight_ih, self.weight_hh, self.bias, self.module_size, self.periods)

@@ -31,11 +31,12 @@ from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import enable_grad
 from handgrad.engine.ops import matmul, sigmoid, tanh
 from handgrad.engine.ops.unary import relu
-from handgrad.engine.tensor import Tensor, zeros
+from handgrad.engine.factories import zeros
+from handgrad.engine.tensor import Tensor
 from handgrad.recurrent.regularization import stack
 
 
-class Probe(Function):
+class ProbeFunction(Function):
     """Identity ``y = x`` whose backward stores the incoming gradient: ``store[key] += gy``;  dx = gy."""
 
     def __init__(self, store: dict[Any, Any], key: Any) -> None:
@@ -164,14 +165,14 @@ def unroll(rnn: Any, input: Tensor, hx: Any = None, c_total: bool = True) -> Unr
             for t in range(seq_len):
                 if mode == "LSTM":
                     if c_total:  # probe c_t before h_t = o tanh(c_t) reads it: it sees the total dL/dc_t
-                        h, c = cell_step(mode, x[t], (h, c), *w, c_hook=Probe(grads, ("c", k, t)))
+                        h, c = cell_step(mode, x[t], (h, c), *w, c_hook=ProbeFunction(grads, ("c", k, t)))
                     else:  # probe after: only the c_{t+1} path, i.e. c_t as a state variable independent of h_t
                         h, c = cell_step(mode, x[t], (h, c), *w)
-                        c = Probe(grads, ("c", k, t))(c)
+                        c = ProbeFunction(grads, ("c", k, t))(c)
                     layer_c.append(c)
                 else:
                     h = cell_step(mode, x[t], h, *w, nonlinearity=nl)
-                h = Probe(grads, ("h", k, t))(h)
+                h = ProbeFunction(grads, ("h", k, t))(h)
                 layer_h.append(h)
             hs.append(layer_h)
             if cs is not None:

@@ -20,12 +20,13 @@ from typing import Any
 
 from handgrad.engine.function import Function
 from handgrad.engine.random import get_rng
-from handgrad.engine.tensor import Tensor, zeros
+from handgrad.engine.factories import zeros
+from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
 from handgrad.recurrent.regularization import _check_p, stack
 
 
-class ZoneoutMix(Function):
+class ZoneoutMixFunction(Function):
     """s = d * prev + (1 - d) * new, ``d`` a constant (0/1 mask in training, the scalar p in evaluation).
 
     dprev = gs * d,  dnew = gs * (1 - d).
@@ -55,7 +56,7 @@ def zoneout(prev: Tensor, new: Tensor, p: float, training: bool = True) -> Tenso
         d = (get_rng().random(new.shape) < p).astype(new.dtype)
     else:
         d = new.data.dtype.type(p)
-    return ZoneoutMix(d)(prev, new)
+    return ZoneoutMixFunction(d)(prev, new)
 
 
 class ZoneoutCell(Module):
