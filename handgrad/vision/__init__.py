@@ -1,0 +1,1 @@
+"""Vision: ``torchvision``-style ops (boxes, NMS, RoI pooling), masks, proposals and detection models."""
