@@ -1,39 +1,45 @@
-"""``Trainer``: the epoch loop, validation, metrics, history, callbacks, checkpoints and resume.
+"""``Trainer``: the one training loop -- epochs, validation, metrics, history, callbacks, checkpoints, resume.
 
     trainer = Trainer(model, optim.Adam(model.parameters(), lr=1e-3), F.cross_entropy,
                       callbacks=[EarlyStopping(patience=3, restore_best_weights=True)], out_dir="runs/x")
     history = trainer.fit(train_loader, val_loader, epochs=20)
     print(trainer.evaluate(test_loader))        # {"loss": ..., "accuracy": ...}
 
-One epoch: ``model.train()``; for each batch ``(x, y)``: ``optimizer.zero_grad()``, ``out = model(x)``,
-``loss = loss_fn(out, y)``, ``loss.backward()``, optional gradient-norm clipping, ``optimizer.step()``;
-then (with a ``val_loader``) ``evaluate`` under ``no_grad`` in eval mode. The epoch's row of the history
-holds ``epoch`` (from 1), ``loss`` and each metric (sample-weighted means over the epoch, measured on the
-fly in train mode, as Keras does), ``val_loss`` and ``val_<metric>``, the learning rate ``lr`` the epoch
-ran with, and the wall ``time`` in seconds. With ``out_dir`` the history is rewritten as
-``history.csv`` and ``history.json`` after every epoch.
+What ONE step does belongs to an update-step object, the *updater* (:mod:`handgrad.train.updaters`): the
+supervised default :class:`~handgrad.train.updaters.StandardUpdater` (built from ``model, optimizer,
+loss_fn, grad_clip``), truncated BPTT with a carried state (:class:`~handgrad.train.bptt.BPTTUpdater`), the
+seq2seq and captioning steps, or a chapter's own: ``Trainer(updater=MyUpdater(model, optimizer),
+metrics=...)``. The Trainer never forks for a new kind of step; it calls ``updater.update(batch)`` for each
+training batch and ``updater.evaluate(batch)`` for each validation batch, and saves ``updater.state_dict()``
+(a step counter, a carried recurrent state, a schedule's clock) in its checkpoints.
+
+One epoch: ``model.train()``; for each batch one ``updater.update``; then (with a ``val_loader``)
+``evaluate`` under ``no_grad`` in eval mode. The epoch's row of the history holds ``epoch`` (from 1),
+``loss`` and each metric (sample-weighted means over the epoch, measured on the fly in train mode, as Keras
+does), ``val_loss`` and ``val_<metric>``, the learning rate ``lr`` the epoch started with, the wall ``time``
+in seconds, and whatever callbacks add. With ``out_dir`` the history is rewritten as ``history.csv`` and
+``history.json`` after every epoch.
 
 ``epochs`` is the number of the last epoch (Keras' meaning with ``initial_epoch``): a fresh trainer runs
 epochs 1..N; ``fit(..., resume=ckpt)`` loads the checkpoint (saved after epoch k) and runs k+1..N,
 giving the same weights and history as the uninterrupted run, since the checkpoint holds the model,
-optimizer, scheduler, callbacks, history, handgrad's random generator and the loaders' shuffling
-state (their ``state_dict``, or the private generator of a ``DataLoader(seed=...)``).
+optimizer, updater, scheduler, callbacks, history, handgrad's random generator and the loaders'
+shuffling state (their ``state_dict``, or the private generator of a ``DataLoader(seed=...)``). A file
+that is not a usable checkpoint raises ``CheckpointError`` (one line; see :mod:`handgrad.train.checkpoint`).
 
 Ctrl-C (``KeyboardInterrupt``) during ``fit`` rolls the trainer back to the end of the last completed
 epoch (the partial epoch is dropped so the state is consistent), saves that as
-``out_dir/interrupted.safetensors`` (resumable), runs the ``on_fit_end`` hooks (so EarlyStopping can
-restore the best weights), prints where it saved, and then returns the history with
-``history.meta["interrupted"] = True`` (``on_interrupt="return"``, the default) or re-raises
-(``on_interrupt="raise"``).
-
-To train a model whose batches are not ``(inputs, targets)`` or whose loss is not ``loss_fn(out, y)``,
-subclass and override ``unpack_batch``, ``forward`` or ``compute_loss``.
+``out_dir/interrupted.safetensors`` (resumable; ``trainer.interrupt_checkpoint``), runs the
+``on_fit_end`` hooks (so EarlyStopping can restore the best weights), prints where it saved and how to
+resume (``Trainer.resume_hint``, which a command line sets to its own option), and then returns the history
+with ``history.meta["interrupted"] = True`` (``on_interrupt="return"``, the default) or re-raises
+(``on_interrupt="raise"``). A run resumed from that checkpoint that completes is not interrupted: its
+history has no ``interrupted`` mark.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -46,35 +52,48 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.train.callbacks import Callback, LRSchedulerCallback, clone_state
+from handgrad.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_model_state,
+    check_state,
+    read_checkpoint,
+    write_checkpoint,
+)
 from handgrad.train.history import History
-from handgrad.train.metrics import Metric, batch_size_of, get_metrics
+from handgrad.train.metrics import Metric, get_metrics
+from handgrad.train.updaters import StandardUpdater, Updater, clip_grad_norm
 
-CHECKPOINT_FORMAT = "handgrad.trainer/1"
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Trainer"]
 
 
 class Trainer:
-    """Fit a ``Module`` with an optimizer and a loss; see the module docstring for the loop.
+    """Fit a model by repeating an update step; see the module docstring for the loop.
 
     Args:
-        model: the ``handgrad.nn.Module`` to train.
-        optimizer: a ``handgrad.optim`` optimizer over the model's parameters.
-        loss_fn: ``loss_fn(output, target) -> scalar Tensor`` (the batch mean), e.g. ``F.cross_entropy``.
+        model, optimizer, loss_fn, grad_clip: build the default :class:`StandardUpdater` (``loss_fn(output,
+            target) -> scalar Tensor``, e.g. ``F.cross_entropy``; ``grad_clip``: the global gradient norm).
+        updater: instead of those, any :class:`~handgrad.train.updaters.Updater` (its model and optimizer
+            are the trainer's).
         metrics: names (``"accuracy"``), ``Metric`` objects or callables ``fn(output, target) -> float``.
         callbacks: ``Callback`` objects (EarlyStopping, ModelCheckpoint, LRSchedulerCallback, ...).
         scheduler: an LR scheduler stepped once per epoch; a ``ReduceLROnPlateau`` gets ``scheduler_monitor``.
         out_dir: where history.csv / history.json (and an interrupted checkpoint) go; ``None``: nowhere.
-        grad_clip: clip the global gradient norm to this value before each step (``None``: no clipping).
         progress: tqdm bars per epoch; ``None`` (default) shows them only when stderr is a terminal.
         verbose: print one summary line per epoch to stdout.
         on_interrupt: ``"return"`` or ``"raise"`` after Ctrl-C has been handled.
         scheduler_monitor: the log column a ReduceLROnPlateau scheduler steps on.
+        resume_hint: how to resume, printed after Ctrl-C; ``{path}`` is the checkpoint (default: the class
+            attribute ``Trainer.resume_hint``).
     """
+
+    resume_hint: str = "resume with Trainer.fit(..., resume={path!r})"
 
     def __init__(
         self,
-        model: Any,
-        optimizer: Any,
-        loss_fn: Callable[[Any, Any], Tensor],
+        model: Any = None,
+        optimizer: Any = None,
+        loss_fn: Callable[[Any, Any], Tensor] | None = None,
         metrics: Any = ("accuracy",),
         callbacks: Sequence[Callback] | None = None,
         scheduler: Any = None,
@@ -84,18 +103,28 @@ class Trainer:
         verbose: bool = True,
         on_interrupt: str = "return",
         scheduler_monitor: str = "val_loss",
+        updater: Updater | None = None,
+        resume_hint: str | None = None,
     ) -> None:
-        if not callable(loss_fn):
-            raise TypeError(f"Trainer: loss_fn must be callable, got {type(loss_fn).__name__}")
-        if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
-            raise TypeError(f"Trainer: optimizer must have step() and zero_grad(), got {type(optimizer).__name__}")
-        if grad_clip is not None and not grad_clip > 0:
-            raise ValueError(f"Trainer: grad_clip must be a positive number or None, got {grad_clip!r}")
+        if updater is None:
+            if not callable(loss_fn):
+                raise TypeError(f"Trainer: loss_fn must be callable, got {type(loss_fn).__name__}")
+            if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
+                raise TypeError(f"Trainer: optimizer must have step() and zero_grad(), got {type(optimizer).__name__}")
+            if grad_clip is not None and not grad_clip > 0:
+                raise ValueError(f"Trainer: grad_clip must be a positive number or None, got {grad_clip!r}")
+            updater = StandardUpdater(model, optimizer, loss_fn, grad_clip)
+        else:
+            if not isinstance(updater, Updater):
+                raise TypeError(f"Trainer: updater must be an Updater, got {type(updater).__name__}")
+            if loss_fn is not None or grad_clip is not None:
+                raise TypeError("Trainer: with an updater, give loss_fn and grad_clip to the updater")
+            for name, given, own in (("model", model, updater.model), ("optimizer", optimizer, updater.optimizer)):
+                if given is not None and given is not own:
+                    raise ValueError(f"Trainer: the {name} differs from the updater's {name}")
         if on_interrupt not in ("return", "raise"):
             raise ValueError(f"Trainer: on_interrupt must be 'return' or 'raise', got {on_interrupt!r}")
-        self.model = model
-        self.optimizer = optimizer
-        self.loss_fn = loss_fn
+        self.updater = updater
         self.metrics: list[Metric] = get_metrics(metrics)
         cbs = list(callbacks or [])
         for cb in cbs:
@@ -111,40 +140,27 @@ class Trainer:
         for cb in self.callbacks:
             cb.set_trainer(self)
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
-        self.grad_clip = grad_clip
         self.progress = progress
         self.verbose = verbose
         self.on_interrupt = on_interrupt
+        if resume_hint is not None:
+            self.resume_hint = resume_hint
         self.history = History()
         self.epoch = 0  # completed epochs
         self.stop_training = False
+        self.interrupted = False
+        self.interrupt_checkpoint: str | None = None
         self.train_loader: Any = None
         self.val_loader: Any = None
         self._clean: dict[str, Any] | None = None
 
-    # -- the parts a subclass may override -----------------------------------------------------------------
-    def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
-        """``(inputs, targets)`` from one batch of the loader."""
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            return batch[0], batch[1]
-        got = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise TypeError(
-            f"Trainer: expected each batch to be (inputs, targets), got {got}; "
-            "override Trainer.unpack_batch for other layouts"
-        )
+    @property
+    def model(self) -> Any:
+        return self.updater.model
 
-    def forward(self, inputs: Any) -> Any:
-        """The model's output for a batch; tuples of inputs are passed as separate arguments."""
-        if isinstance(inputs, tuple):
-            return self.model(*inputs)
-        return self.model(inputs)
-
-    def compute_loss(self, output: Any, target: Any) -> Tensor:
-        loss = self.loss_fn(output, target)
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            shape = loss.shape if isinstance(loss, Tensor) else type(loss).__name__
-            raise ValueError(f"Trainer: loss_fn must return a one-element Tensor, got {shape}")
-        return loss
+    @property
+    def optimizer(self) -> Any:
+        return self.updater.optimizer
 
     # -- training -------------------------------------------------------------------------------------------
     def fit(
@@ -160,10 +176,15 @@ class Trainer:
         epochs = int(epochs)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.stop_training = False
-        self.history.meta.pop("interrupted", None)
+        self.interrupted, self.interrupt_checkpoint = False, None
+        if resume is not None:  # read and check the file before anything changes (a bad one changes nothing)
+            resume_state = read_checkpoint(resume, type(self.updater).__name__)
+            check_model_state(self.model, resume_state["model"], os.fspath(resume))
         self._call("on_fit_start")
         if resume is not None:
-            self.load_checkpoint(resume)
+            self.load_checkpoint(resume_state)
+        # a run resumed from a Ctrl-C checkpoint is not itself interrupted (unless it is interrupted again)
+        self.history.meta.pop("interrupted", None)
         self._clean = self.checkpoint_state(copy=True)
         logs: dict[str, Any] = self.history.rows[-1] if len(self.history) else {}
         try:
@@ -211,21 +232,12 @@ class Trainer:
         bar = self._bar(self.train_loader, f"epoch {epoch}/{epochs}")
         try:
             for i, batch in enumerate(bar):
-                inputs, target = self.unpack_batch(batch)
-                self.optimizer.zero_grad()
-                output = self.forward(inputs)
-                loss = self.compute_loss(output, target)
-                loss.backward()
-                if self.grad_clip is not None:
-                    _clip_grad_norm(self.model.parameters(), self.grad_clip)
-                self.optimizer.step()
-                n = batch_size_of(output, target)
-                value = float(loss.item())
+                step = self.updater.update(batch)
+                n, value = step["size"], step["loss"]
                 total += value * n
                 count += n
-                out = output.detach() if isinstance(output, Tensor) else output
                 for m in self.metrics:
-                    m.update(out, target)
+                    m.update(step["output"], step["target"])
                 if bar is not None and hasattr(bar, "set_postfix"):
                     post = {"loss": f"{total / count:.4f}"}
                     if self.metrics:
@@ -257,14 +269,12 @@ class Trainer:
         try:
             with no_grad():
                 for batch in loader:
-                    inputs, target = self.unpack_batch(batch)
-                    output = self.forward(inputs)
-                    loss = self.compute_loss(output, target)
-                    n = batch_size_of(output, target)
-                    total += float(loss.item()) * n
+                    step = self.updater.evaluate(batch)
+                    n = step["size"]
+                    total += step["loss"] * n
                     count += n
                     for m in self.metrics:
-                        m.update(output, target)
+                        m.update(step["output"], step["target"])
         finally:
             self.model.train(was_training)
         if count == 0:
@@ -284,14 +294,17 @@ class Trainer:
         """Everything ``resume`` needs, as a nested dict that ``handgrad.save`` can write."""
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
+            "updater": type(self.updater).__name__,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if hasattr(self.optimizer, "state_dict") else {},
+            "updater_state": self.updater.state_dict(),
             "history": self.history.state_dict(),
             "callbacks": {_cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks)},
             # JSON text: the PCG64 state holds 128-bit integers
             "rng": json.dumps(get_rng().bit_generator.state),
         }
+        state["history"]["meta"].pop("interrupted", None)  # a checkpoint is a resumable, not an interrupted, run
         if self.scheduler is not None and hasattr(self.scheduler, "state_dict"):
             state["scheduler"] = self.scheduler.state_dict()
         loaders = {}
@@ -306,32 +319,24 @@ class Trainer:
 
     def save_checkpoint(self, path: str | os.PathLike[str], state: dict[str, Any] | None = None) -> str:
         """Write ``checkpoint_state()`` (or ``state``) to ``path`` atomically; returns the path."""
-        from handgrad.serialization import save
-
-        path = os.fspath(path)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        save(self.checkpoint_state() if state is None else state, path)
-        return path
+        return write_checkpoint(path, self.checkpoint_state() if state is None else state)
 
     def load_checkpoint(self, path_or_state: str | os.PathLike[str] | dict[str, Any]) -> None:
-        """Restore the model, optimizer, scheduler, callbacks, history, epoch and RNG from a checkpoint."""
-        if isinstance(path_or_state, dict):
-            state = path_or_state
-            where = "the given state"
-        else:
-            from handgrad.serialization import load
+        """Restore the model, optimizer, updater, scheduler, callbacks, history, epoch and RNG from a checkpoint.
 
+        Raises ``CheckpointError`` (nothing restored) for a file or dict that is not a Trainer checkpoint of
+        this kind of run and model."""
+        if isinstance(path_or_state, dict):
+            state, where = path_or_state, "the given state"
+            check_state(state, where, type(self.updater).__name__)
+        else:
             where = os.fspath(path_or_state)
-            if not os.path.exists(where):
-                raise FileNotFoundError(f"Trainer: no checkpoint at {where}")
-            state = load(where)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"Trainer: {where} is not a Trainer checkpoint (no format {CHECKPOINT_FORMAT!r})")
+            state = read_checkpoint(where, type(self.updater).__name__)
+        check_model_state(self.model, state["model"], where)
         self.model.load_state_dict(state["model"])
         if hasattr(self.optimizer, "load_state_dict"):
             self.optimizer.load_state_dict(state["optimizer"])
+        self.updater.load_state_dict(state.get("updater_state", {}))
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         saved_cbs = state.get("callbacks", {})
@@ -355,18 +360,18 @@ class Trainer:
         """Roll back to the last clean epoch, save it, and say so."""
         if self._clean is not None:
             self.load_checkpoint(clone_state(self._clean))
+        self.interrupted = True
         self.history.meta["interrupted"] = True
-        where = "not saved (no out_dir)"
         if self.out_dir is not None and self._clean is not None:
-            self._clean["history"]["meta"]["interrupted"] = True
-            path = self.save_checkpoint(os.path.join(self.out_dir, "interrupted.safetensors"), self._clean)
-            where = f"saved to {path} (resume with Trainer.fit(..., resume=path))"
-        print(
-            f"\nTrainer: interrupted during epoch {self.epoch + 1}; rolled back to the end of epoch "
-            f"{self.epoch}; checkpoint {where}",
-            file=sys.stderr,
-            flush=True,
-        )
+            self.interrupt_checkpoint = self.save_checkpoint(os.path.join(self.out_dir, "interrupted.safetensors"),
+                                                             self._clean)
+            saved = f"checkpoint saved to {self.interrupt_checkpoint}; " + self.resume_hint.format(
+                path=self.interrupt_checkpoint)
+        else:
+            saved = "not saved (no out_dir)"
+        where = (f"rolled back to the end of epoch {self.epoch}" if self.epoch
+                 else "no epoch was completed, so nothing was trained")
+        print(f"\nTrainer: interrupted during epoch {self.epoch + 1}; {where}; {saved}", file=sys.stderr, flush=True)
         return self.history.rows[-1] if len(self.history) else {}
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -425,19 +430,4 @@ def _format_logs(logs: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _clip_grad_norm(parameters: Iterable[Any], max_norm: float) -> float:
-    """Scale all gradients by ``min(1, max_norm / ||g||_2)`` (the global norm); uses handgrad.nn.utils when
-    it is there, so both agree."""
-    try:
-        from handgrad.nn.utils import clip_grad_norm_
-    except ImportError:
-        clip_grad_norm_ = None
-    params = [p for p in parameters if p.grad is not None]
-    if clip_grad_norm_ is not None:
-        return float(clip_grad_norm_(params, max_norm))
-    total = math.sqrt(sum(float((p.grad.data.astype("float64") ** 2).sum()) for p in params))
-    scale = max_norm / (total + 1e-6)
-    if scale < 1:
-        for p in params:
-            p.grad.data *= scale
-    return total
+_clip_grad_norm = clip_grad_norm  # the old private name
