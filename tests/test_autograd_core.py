@@ -68,7 +68,7 @@ def test_shape_errors_name_op_and_shapes():
 def test_detect_anomaly_names_op_and_line():
     x = hg.tensor([-1.0, 1.0], requires_grad=True)
     with hg.detect_anomaly():
-        with pytest.raises(FloatingPointError, match=r"Log\.forward.*NaN.*test_autograd_core"):
+        with pytest.raises(FloatingPointError, match=r"LogFunction\.forward.*NaN.*test_autograd_core"):
             with np.errstate(invalid="ignore"):
                 hg.log(x)
 
@@ -163,7 +163,7 @@ def test_backward_with_explicit_grad_and_unused_branch():
     del b
 
 
-class _ThreeInputs(hg.Function):
+class _ThreeInputsFunction(hg.Function):
     def forward(self, a, b, c):
         self.a, self.b, self.c = a, b, c
         return a * b * c
@@ -177,16 +177,16 @@ class _ThreeInputs(hg.Function):
 def test_function_with_many_inputs_and_needs_input_grad():
     a, b = hg.randn(3, dtype="float64", requires_grad=True), hg.randn(3, dtype="float64")
     c = hg.randn(3, dtype="float64", requires_grad=True)
-    fn = _ThreeInputs()
+    fn = _ThreeInputsFunction()
     y = fn(a, b, c)
     assert fn.needs_input_grad == (True, False, True)
     y.sum().backward()
     np.testing.assert_allclose(a.grad.numpy(), (b * c).numpy())
     assert b.grad is None
-    assert hg.gradcheck(lambda p, q: _ThreeInputs()(p, b, q), (a, c))
+    assert hg.gradcheck(lambda p, q: _ThreeInputsFunction()(p, b, q), (a, c))
 
 
-class _BadShape(hg.Function):
+class _BadShapeFunction(hg.Function):
     def forward(self, x):
         return x * 2
 
@@ -196,9 +196,9 @@ class _BadShape(hg.Function):
 
 def test_wrong_gradient_shape_names_the_function():
     x = hg.randn(2, 3, requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"_BadShape.backward returned a gradient of shape \(3,\) for an input "
-                                           r"of shape \(2, 3\)"):
-        _BadShape()(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"_BadShapeFunction\.backward returned a gradient of shape \(3,\) for an "
+                                           r"input of shape \(2, 3\)"):
+        _BadShapeFunction()(x).sum().backward()
 
 
 def test_graph_release_drops_saved_arrays():
@@ -214,12 +214,12 @@ def test_detect_anomaly_in_backward_names_op():
     x = hg.tensor([0.0, 1.0], requires_grad=True)
     with hg.detect_anomaly():
         y = x.sqrt().sum()
-        with pytest.raises(FloatingPointError, match=r"Sqrt\.backward produced inf"):
+        with pytest.raises(FloatingPointError, match=r"SqrtFunction\.backward produced inf"):
             with np.errstate(divide="ignore"):
                 y.backward()
 
 
-class _Promotes(hg.Function):
+class _PromotesFunction(hg.Function):
     def forward(self, x):
         return x * 2
 
@@ -229,13 +229,13 @@ class _Promotes(hg.Function):
 
 def test_wrong_gradient_dtype_is_cast_or_reported_under_anomaly():
     x = hg.randn(3, requires_grad=True)
-    y = _Promotes()(x).exp()
+    y = _PromotesFunction()(x).exp()
     y.sum().backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(x.grad.numpy(), 2 * y.numpy(), rtol=1e-6)
     with hg.detect_anomaly():
-        with pytest.raises(TypeError, match=r"_Promotes\.backward returned a float64 gradient for input 0"):
-            _Promotes()(x).sum().backward()
+        with pytest.raises(TypeError, match=r"_PromotesFunction\.backward returned a float64 gradient for input 0"):
+            _PromotesFunction()(x).sum().backward()
 
 
 def test_factories_and_conversions():

@@ -8,7 +8,7 @@ import handgrad as hg
 from handgrad import Function
 
 
-class WrongScale(Function):
+class WrongScaleFunction(Function):
     """y = x * w; backward deliberately wrong for w at one element."""
 
     def forward(self, x, w):
@@ -22,7 +22,7 @@ class WrongScale(Function):
         return gy * self.w, gw
 
 
-class ForgetsBroadcast(Function):
+class ForgetsBroadcastFunction(Function):
     """y = x + b (b broadcast over rows); backward returns the right shape but forgets to sum over rows."""
 
     def forward(self, x, b):
@@ -48,15 +48,15 @@ def test_passes_correct_ops_full_and_directional():
 def test_catches_one_wrong_entry_and_names_it():
     x, w = _x(2, 3), _x(2, 3, seed=1)
     with pytest.raises(hg.GradcheckError, match=r"input 1 \(shape \(2, 3\)\).*input 1\[1, 0\].*analytic .* numeric"):
-        hg.gradcheck(lambda a, b: WrongScale()(a, b), (x, w))
+        hg.gradcheck(lambda a, b: WrongScaleFunction()(a, b), (x, w))
 
 
 def test_directional_check_catches_missing_broadcast_sum():
     x, b = _x(4, 3), _x(3, seed=2)
     with pytest.raises(hg.GradcheckError, match="input 1 .*random direction"):
-        hg.gradcheck(lambda a, c: ForgetsBroadcast()(a, c), (x, b), directions=3)
+        hg.gradcheck(lambda a, c: ForgetsBroadcastFunction()(a, c), (x, b), directions=3)
     with pytest.raises(hg.GradcheckError, match=r"input 1 \(shape \(3,\)\)"):
-        hg.gradcheck(lambda a, c: ForgetsBroadcast()(a, c), (x, b))
+        hg.gradcheck(lambda a, c: ForgetsBroadcastFunction()(a, c), (x, b))
 
 
 def test_leaves_inputs_untouched_and_skips_constants():
@@ -75,7 +75,7 @@ def test_multiple_and_integer_outputs():
 
 def test_tolerance_arguments_are_used():
     x, w = _x(2, 3), _x(2, 3, seed=1)
-    assert hg.gradcheck(lambda a, b: WrongScale()(a, b), (x, w), atol=1.0, rtol=0.1)
+    assert hg.gradcheck(lambda a, b: WrongScaleFunction()(a, b), (x, w), atol=1.0, rtol=0.1)
 
 
 def test_errors():

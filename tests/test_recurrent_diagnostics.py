@@ -8,7 +8,7 @@ import torch
 import handgrad as hg
 from handgrad.nn import Module, Parameter
 from handgrad.recurrent.diagnostics import (
-    Probe,
+    ProbeFunction,
     cell_step,
     hidden_state_gradients,
     jacobian_norms,
@@ -209,7 +209,7 @@ def test_probe_and_stack_gradcheck():
     store = {}
     a = hg.tensor(rng.standard_normal((2, 3)), requires_grad=True)
     b = hg.tensor(rng.standard_normal((2, 3)), requires_grad=True)
-    y = stack([Probe(store, "a")(a), b], 1)
+    y = stack([ProbeFunction(store, "a")(a), b], 1)
     assert y.shape == (2, 2, 3)
     gy = rng.standard_normal((2, 2, 3))
     (y * hg.tensor(gy)).sum().backward()
@@ -217,7 +217,7 @@ def test_probe_and_stack_gradcheck():
     np.testing.assert_allclose(a.grad.numpy(), gy[:, 0])
     np.testing.assert_allclose(b.grad.numpy(), gy[:, 1])
     assert hg.gradcheck(lambda p, q: stack([p, q * 2.0], -1), (a, b))
-    assert hg.gradcheck(lambda p: Probe({}, "k")(p) * p, (a,))
+    assert hg.gradcheck(lambda p: ProbeFunction({}, "k")(p) * p, (a,))
 
 
 def test_cell_step_gradcheck_against_finite_differences():

@@ -16,12 +16,12 @@ from handgrad.recurrent.regularization import (
     ClipTracker,
     EmbeddingDropout,
     LockedDropout,
-    MaskScale,
+    MaskScaleFunction,
     dropout,
     embedding_dropout,
     locked_dropout,
 )
-from handgrad.recurrent.zoneout import ZoneoutMix, zoneout
+from handgrad.recurrent.zoneout import ZoneoutMixFunction, zoneout
 
 
 def numgrad(f, arrays, eps=1e-6):
@@ -129,7 +129,7 @@ def test_element_dropout_changes_over_time_and_gradcheck():
 
 def test_mask_scale_gradcheck():
     mask = np.random.default_rng(5).random((1, 3)) * 2
-    check_grad(lambda t: MaskScale(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
+    check_grad(lambda t: MaskScaleFunction(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
 
 
 # -- embedding dropout ----------------------------------------------------------------------------------
@@ -192,11 +192,11 @@ def test_zoneout_mix_values_gradcheck_and_torch():
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     d = (rng.random((3, 4)) < 0.5).astype(np.float64)
-    check_grad(lambda p, q: ZoneoutMix(d)(p, q), [a, b])
+    check_grad(lambda p, q: ZoneoutMixFunction(d)(p, q), [a, b])
     check_grad(lambda p, q: zoneout(p, q, 0.3), [a, b], seed=2)
     check_grad(lambda p, q: zoneout(p, q, 0.3, training=False), [a, b])
     pa, pb = hg.tensor(a, requires_grad=True), hg.tensor(b, requires_grad=True)
-    y = ZoneoutMix(d)(pa, pb)
+    y = ZoneoutMixFunction(d)(pa, pb)
     ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
     ty = torch.tensor(d) * ta + (1 - torch.tensor(d)) * tb
     gy = rng.standard_normal((3, 4))
@@ -218,19 +218,19 @@ def test_zoneout_training_keeps_previous_or_takes_new_and_eval_is_expectation():
 
 
 def test_deterministic_ops_pass_handgrad_gradcheck():
-    from handgrad.recurrent.regularization import EmbeddingLookup
+    from handgrad.recurrent.regularization import EmbeddingLookupFunction
 
     rng = np.random.default_rng(9)
     a = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     b = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     d = (rng.random((3, 4)) < 0.5).astype(np.float64)
     mask = rng.random((1, 4))
-    assert hg.gradcheck(lambda p: MaskScale(mask)(p), (a,))
-    assert hg.gradcheck(lambda p, q: ZoneoutMix(d)(p, q), (a, b))
+    assert hg.gradcheck(lambda p: MaskScaleFunction(mask)(p), (a,))
+    assert hg.gradcheck(lambda p, q: ZoneoutMixFunction(d)(p, q), (a, b))
     assert hg.gradcheck(lambda p, q: zoneout(p, q, 0.25, training=False), (a, b))
     w = hg.tensor(rng.standard_normal((5, 3)), requires_grad=True)
     idx = np.array([[0, 4, 4], [2, 0, 1]])
-    assert hg.gradcheck(lambda p: EmbeddingLookup(idx, None)(p), (w,))  # padding rows get no gradient by design
+    assert hg.gradcheck(lambda p: EmbeddingLookupFunction(idx, None)(p), (w,))  # padding rows get no gradient by design
 
 
 # -- clipping tracker --------------------------------------------------------------------------------------

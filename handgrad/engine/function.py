@@ -14,7 +14,7 @@ A gradient returned in another dtype than its input is cast back (and reported u
 Calling the instance on tensors runs ``forward`` and, when grad mode is on and some input requires a
 gradient, records the node so that ``Tensor.backward`` can walk it. Hyper-parameters go to ``__init__``::
 
-    y = Sum(axis=1, keepdims=True)(x)
+    y = SumFunction(axis=1, keepdims=True)(x)
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def _unrows(r: Any, shape: tuple[int, int, int, int]) -> Any:
     return r.transpose(1, 0, 2).reshape(shape)
 
 
-class Conv2d(Function):
+class Conv2dFunction(Function):
     """y = conv2d(x, w) + b as above. Inputs (x, w) or (x, w, b); x (N, C, H, W), w (O, C/G, kh, kw), b (O,);
     output (N, O, Ho, Wo)."""
 
@@ -112,7 +112,7 @@ class Conv2d(Function):
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
 
-class ConvTranspose2d(Function):
+class ConvTranspose2dFunction(Function):
     """y = conv_transpose2d(x, w) + b: the adjoint (input-gradient) of conv2d with the same weight.
 
     x (N, Cin, H, W), w (Cin, O/G, kh, kw), b (O,); Ho = (H-1)*sh - 2*ph + dh*(kh-1) + oph + 1. With
@@ -247,7 +247,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
             f"the padded input ({hp}, {wp}) (input {shape_str(input)}, padding {pads})"
         )
     args = (input, weight) if bias is None else (input, weight, bias)
-    y = Conv2d(s, pads, d, groups)(*args)
+    y = Conv2dFunction(s, pads, d, groups)(*args)
     return y.reshape(*y.shape[1:]) if squeeze else y
 
 
@@ -297,7 +297,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
             f"got {shape_str(bias)}"
         )
     args = (input, weight) if bias is None else (input, weight, bias)
-    y = ConvTranspose2d(s, p, op_, d, groups)(*args)
+    y = ConvTranspose2dFunction(s, p, op_, d, groups)(*args)
     return y.reshape(*y.shape[1:]) if squeeze else y
 
 

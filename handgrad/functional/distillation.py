@@ -28,7 +28,7 @@ def _log_softmax(xp: Any, z: Any) -> Any:
     return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
 
 
-class DistillationLoss(Function):
+class DistillationLossFunction(Function):
     """Fused distillation loss; forward(s (N, C), t (N, C), y (N,) int) -> reduced loss.
 
     Backward:  dL_n/ds_n = alpha T (q_n - p_n) + (1 - alpha) (softmax(s_n) - onehot(y_n))
@@ -127,7 +127,7 @@ def distillation_loss(
             raise ValueError(f"{op}: target must be (N,) = ({n},) integer class indices, got {y.shape} {y.dtype}")
         if n and (int(y.min()) < 0 or int(y.max()) >= c):
             raise ValueError(f"{op}: target holds classes {int(y.min())}..{int(y.max())} outside [0, {c})")
-    fn = DistillationLoss(temperature, alpha, reduction, target is not None)
+    fn = DistillationLossFunction(temperature, alpha, reduction, target is not None)
     return fn(student_logits, teacher_logits, Tensor._from_op(y, None, 0))
 
 

@@ -18,7 +18,7 @@ from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
     """y = x * m with a fixed multiplier array m (broadcastable to x); dx = dy * m."""
 
     def __init__(self, m: Any) -> None:
@@ -57,7 +57,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     _check("dropout", input, p)
     if not training or p == 0.0:
         return input
-    return Dropout(_multiplier(input, p, input.shape))(input)
+    return DropoutFunction(_multiplier(input, p, input.shape))(input)
 
 
 def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tuple[int, ...]) -> Tensor:
@@ -69,7 +69,7 @@ def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tu
     batched = input.ndim == max(ndims)
     lead = 2 if batched else 1  # mask one value per (sample, channel), or per channel when unbatched
     mask_shape = input.shape[:lead] + (1,) * (input.ndim - lead)
-    return Dropout(_multiplier(input, p, mask_shape))(input)
+    return DropoutFunction(_multiplier(input, p, mask_shape))(input)
 
 
 def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:

@@ -16,7 +16,7 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 
 
-class Embedding(Function):
+class EmbeddingFunction(Function):
     """y = W[idx] for an integer array idx (*) and W (V, D): y (*, D). dW is a sorted segment sum of dy."""
 
     def __init__(self, idx: Any, padding_idx: int | None, scale_grad_by_freq: bool) -> None:
@@ -75,7 +75,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     if max_norm is not None:
         with no_grad():
             _renorm_rows(weight.data, idx, float(max_norm), float(norm_type))
-    return Embedding(idx, padding_idx, bool(scale_grad_by_freq))(weight)
+    return EmbeddingFunction(idx, padding_idx, bool(scale_grad_by_freq))(weight)
 
 
 def _renorm_rows(w: Any, idx: Any, max_norm: float, norm_type: float) -> None:

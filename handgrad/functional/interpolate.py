@@ -120,7 +120,7 @@ def _lerp_t(g: Any, m: tuple[Any, Any, Any], n_in: int, axis: int, nearest: bool
     return _segment_sum(ga, i0, n_in, axis) + _segment_sum(gb, i1, n_in, axis)
 
 
-class Interpolate(Function):
+class InterpolateFunction(Function):
     """y = resize_W(resize_H(x)) for x (N, C, H, W) -> y (N, C, Ho, Wo); dx = resize_H^T(resize_W^T(dy))."""
 
     def __init__(self, mh: tuple[Any, Any, Any], mw: tuple[Any, Any, Any], nearest: bool) -> None:
@@ -198,7 +198,7 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
     ac = bool(align_corners)
     mh = _axis_map(h, out[0], mode, ac, scales[0], input.dtype)
     mw = _axis_map(w, out[1], mode, ac, scales[1], input.dtype)
-    return Interpolate(mh, mw, mode != "bilinear")(input)
+    return InterpolateFunction(mh, mw, mode != "bilinear")(input)
 
 
 def upsample(input: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest",

@@ -9,7 +9,7 @@ from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """y = x W^T + b with x (*, in), W (out, in), b (out,), y (*, out).
 
     With X = x reshaped to (M, in) and dY to (M, out):  dX = dY W,  dW = dY^T X,  db = sum_rows dY.
@@ -57,7 +57,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             + ("" if bias is None else f", bias {bias.dtype}")
         )
     args = (input, weight) if bias is None else (input, weight, bias)
-    return Linear()(*args)
+    return LinearFunction()(*args)
 
 
 __all__ = ["linear"]

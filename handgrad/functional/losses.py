@@ -109,7 +109,7 @@ def _broadcast_shapes(op: str, x: Tensor, t: Tensor) -> tuple[int, ...]:
 
 
 # -- element-wise regression losses -----------------------------------------------------------------------
-class _PointwiseLoss(Function):
+class _PointwiseLossFunction(Function):
     """Base of losses ``l_i = w_i * f(x_i, t_i)`` (x, t broadcast together), reduced.
 
     Subclasses give ``value(x, t)`` = f and ``derivs(x, t)`` = (df/dx, df/dt). The backward is
@@ -152,7 +152,7 @@ class _PointwiseLoss(Function):
         return gx, gt
 
 
-class MSELossFn(_PointwiseLoss):
+class MSELossFunction(_PointwiseLossFunction):
     """f = (x - t)^2;  df/dx = 2 (x - t), df/dt = -2 (x - t)."""
 
     mean_by_weight = True
@@ -166,7 +166,7 @@ class MSELossFn(_PointwiseLoss):
         return d, -d
 
 
-class L1LossFn(_PointwiseLoss):
+class L1LossFunction(_PointwiseLossFunction):
     """f = |x - t|;  df/dx = sign(x - t) (0 at 0, like PyTorch), df/dt = -sign(x - t)."""
 
     mean_by_weight = True
@@ -179,7 +179,7 @@ class L1LossFn(_PointwiseLoss):
         return s, -s
 
 
-class SmoothL1LossFn(_PointwiseLoss):
+class SmoothL1LossFunction(_PointwiseLossFunction):
     """With d = x - t: f = d^2 / (2 beta) if |d| < beta else |d| - beta/2 (beta = 0 is the L1 loss);
     df/dx = d / beta inside, sign(d) outside; df/dt = -df/dx."""
 
@@ -205,7 +205,7 @@ class SmoothL1LossFn(_PointwiseLoss):
         return g, -g
 
 
-class HuberLossFn(_PointwiseLoss):
+class HuberLossFunction(_PointwiseLossFunction):
     """With d = x - t: f = d^2 / 2 if |d| < delta else delta (|d| - delta/2);
     df/dx = d inside, delta sign(d) outside; df/dt = -df/dx. (Huber = delta * SmoothL1 with beta=delta.)"""
 
@@ -226,7 +226,7 @@ class HuberLossFn(_PointwiseLoss):
         return g, -g
 
 
-class BCELossFn(_PointwiseLoss):
+class BCELossFunction(_PointwiseLossFunction):
     """f = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 (PyTorch's guard against log 0);
     df/dx = (x - t) / max(x (1 - x), 1e-12); df/dt = log(1 - x) - log(x) (same clamps)."""
 
@@ -246,7 +246,7 @@ class BCELossFn(_PointwiseLoss):
         return dx, l1x - lx
 
 
-class BCEWithLogitsLossFn(_PointwiseLoss):
+class BCEWithLogitsLossFunction(_PointwiseLossFunction):
     """With s(x) = log(1 + e^-x) computed stably as log1p(e^-|x|) + max(-x, 0) and the positive-class
     factor p = 1 + (pos_weight - 1) t (p = 1 without pos_weight):
     f = (1 - t) x + p s(x);  df/dx = (1 - t) - p sigmoid(-x);  df/dt = -x + (pos_weight - 1) s(x)."""
@@ -273,7 +273,7 @@ class BCEWithLogitsLossFn(_PointwiseLoss):
         return (1 - t) - p * sig_neg, -x + (self.pos_weight - 1) * self._softplus_neg(x)
 
 
-class KLDivFn(_PointwiseLoss):
+class KLDivFunction(_PointwiseLossFunction):
     """x = log q (log-probabilities). Plain target t = p: f = p (log p - x), 0 where p = 0;
     df/dx = -p, df/dp = log p + 1 - x. With log_target (t = log p): f = e^t (t - x);
     df/dx = -e^t, df/dt = e^t (t - x + 1). 'batchmean' divides the sum by the batch size x.shape[0]."""
@@ -322,7 +322,7 @@ class KLDivFn(_PointwiseLoss):
 
 
 def _pointwise(
-    op: str, fn: _PointwiseLoss, input: Any, target: Any, weight: Any = None, weight_same_size: bool = False
+    op: str, fn: _PointwiseLossFunction, input: Any, target: Any, weight: Any = None, weight_same_size: bool = False
 ) -> Tensor:
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
@@ -355,7 +355,7 @@ def mse_loss(
     """
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction("mse_loss", reduction)
-    return _pointwise("mse_loss", MSELossFn(reduction), input, target, weight, weight_same_size=True)
+    return _pointwise("mse_loss", MSELossFunction(reduction), input, target, weight, weight_same_size=True)
 
 
 def l1_loss(
@@ -365,7 +365,7 @@ def l1_loss(
     """Mean absolute error ``l_i = w_i |x_i - t_i|``; weighted 'mean' divides by ``sum(w)`` (as PyTorch)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction("l1_loss", reduction)
-    return _pointwise("l1_loss", L1LossFn(reduction), input, target, weight, weight_same_size=True)
+    return _pointwise("l1_loss", L1LossFunction(reduction), input, target, weight, weight_same_size=True)
 
 
 def smooth_l1_loss(
@@ -377,7 +377,7 @@ def smooth_l1_loss(
     _check_reduction("smooth_l1_loss", reduction)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
-    return _pointwise("smooth_l1_loss", SmoothL1LossFn(reduction, beta), input, target)
+    return _pointwise("smooth_l1_loss", SmoothL1LossFunction(reduction, beta), input, target)
 
 
 def huber_loss(
@@ -387,7 +387,7 @@ def huber_loss(
     _check_reduction("huber_loss", reduction)
     if delta <= 0:
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
-    return _pointwise("huber_loss", HuberLossFn(reduction, delta), input, target, weight, weight_same_size=True)
+    return _pointwise("huber_loss", HuberLossFunction(reduction, delta), input, target, weight, weight_same_size=True)
 
 
 def binary_cross_entropy(
@@ -407,7 +407,7 @@ def binary_cross_entropy(
         x = input.data
         if x.size and (bool((x < 0).any()) or bool((x > 1).any())):
             raise ValueError(f"{op}: input {input.shape} must hold probabilities in [0, 1]")
-    return _pointwise(op, BCELossFn(reduction), input, target, weight)
+    return _pointwise(op, BCELossFunction(reduction), input, target, weight)
 
 
 def binary_cross_entropy_with_logits(
@@ -423,7 +423,7 @@ def binary_cross_entropy_with_logits(
     _check_reduction(op, reduction)
     if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
-    fn = BCEWithLogitsLossFn(reduction)
+    fn = BCEWithLogitsLossFunction(reduction)
     if pos_weight is not None and isinstance(input, Tensor):
         pshape = tuple(pos_weight.shape)
         try:
@@ -446,7 +446,7 @@ def kl_div(
     """
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction("kl_div", reduction, ("none", "mean", "sum", "batchmean"))
-    return _pointwise("kl_div", KLDivFn(reduction, bool(log_target)), input, target)
+    return _pointwise("kl_div", KLDivFunction(reduction, bool(log_target)), input, target)
 
 
 # -- classification losses over a class axis --------------------------------------------------------------
@@ -496,7 +496,7 @@ def _class_view(a: Any, ndim: int) -> Any:
     return a.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-class CrossEntropyFn(Function):
+class CrossEntropyFunction(Function):
     """Softmax + negative log-likelihood fused over the class axis (1, or 0 for a 1-d input).
 
     Per sample n the loss is ``l_n = -sum_c q_nc log softmax(x_n)_c`` for a target distribution ``q``:
@@ -575,7 +575,7 @@ def cross_entropy(
     Shapes: ``input`` (N, C), (N, C, d1, ...) or (C,). ``target`` is either class indices (N,),
     (N, d1, ...) or () of an integer dtype, where ``ignore_index`` entries contribute nothing, or class
     probabilities of ``input``'s shape. ``weight`` (C,) rescales each class; ``label_smoothing`` eps mixes
-    the target with the uniform distribution. See ``CrossEntropyFn`` for the exact math and the 'mean'
+    the target with the uniform distribution. See ``CrossEntropyFunction`` for the exact math and the 'mean'
     denominators (PyTorch's, including ``nan`` when every target is ignored).
     """
     op = "cross_entropy"
@@ -594,12 +594,12 @@ def cross_entropy(
     if target.shape == input.shape and target.dtype.kind in "fc":
         if target.dtype != input.dtype:
             raise TypeError(f"{op}: probability target dtype {target.dtype} differs from input dtype {input.dtype}")
-        return CrossEntropyFn("prob", reduction, w, float(label_smoothing))(input, target)
+        return CrossEntropyFunction("prob", reduction, w, float(label_smoothing))(input, target)
     t, valid = _class_target(op, input, target, ignore_index)
-    return CrossEntropyFn("index", reduction, w, float(label_smoothing), t, valid)(input)
+    return CrossEntropyFunction("index", reduction, w, float(label_smoothing), t, valid)(input)
 
 
-class NLLLossFn(Function):
+class NLLLossFunction(Function):
     """Negative log-likelihood of log-probabilities ``x``: ``l_n = -m_n w_{t_n} x_{n, t_n}`` with ``m_n = 0``
     for ignored targets; 'mean' divides by ``sum_n m_n w_{t_n}``.  Backward: ``dx_{n, t_n} = -g_n m_n w_{t_n}``,
     zero elsewhere."""
@@ -632,7 +632,7 @@ def nll_loss(
     ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
 ) -> Tensor:
     """Negative log-likelihood loss on log-probabilities ``input`` (N, C), (N, C, d1, ...) or (C,) with
-    class-index ``target`` (N,), (N, d1, ...) or (); see ``NLLLossFn`` for the math."""
+    class-index ``target`` (N,), (N, d1, ...) or (); see ``NLLLossFunction`` for the math."""
     op = "nll_loss"
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(op, reduction)
@@ -645,4 +645,4 @@ def nll_loss(
     c = input.shape[0] if input.ndim == 1 else input.shape[1]
     w = _weight_array(op, weight, c, input.data)
     t, valid = _class_target(op, input, target, ignore_index)
-    return NLLLossFn(reduction, w, t, valid)(input)
+    return NLLLossFunction(reduction, w, t, valid)(input)

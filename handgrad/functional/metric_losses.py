@@ -78,7 +78,7 @@ def _reduce_grad(xp: Any, g: Any, shape: tuple[int, ...], reduction: str) -> Any
 
 
 # -- row-wise distances --------------------------------------------------------------------------------------------
-class PairwiseDistance(Function):
+class PairwiseDistanceFunction(Function):
     """d = ||x1 - x2 + eps||_p over the last axis (PyTorch's ``pairwise_distance``).
 
     Shapes: x1, x2 (..., D) -> d (...) (or (..., 1) with keepdim). With u = x1 - x2 + eps,
@@ -118,7 +118,7 @@ class PairwiseDistance(Function):
         return (gu if n[0] else None, -gu if n[1] else None)
 
 
-class RowDistance(Function):
+class RowDistanceFunction(Function):
     """d_i = dist(x1_i, x2_i) for ``metric`` in euclidean / sqeuclidean / cosine.  x1, x2 (N, D) -> d (N,).
 
     sqeuclidean: d = |u|^2, u = x1 - x2, dd/dx1 = 2u.   euclidean: d = |u|, dd/dx1 = u / d (0 at d = 0).
@@ -162,7 +162,7 @@ class RowDistance(Function):
         return (gu if n[0] else None, -gu if n[1] else None)
 
 
-class DistanceMatrix(Function):
+class DistanceMatrixFunction(Function):
     """D_ij = dist(x_i, y_j) for every pair of rows.  x (N, K), y (M, K) -> D (N, M).
 
     Computed from the explicit differences (N, M, K), not |x|^2 + |y|^2 - 2 x.y, so D_ii is exactly 0 for
@@ -216,7 +216,7 @@ def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6,
     _check_pair("pairwise_distance", x1, x2)
     if not p > 0:
         raise ValueError(f"pairwise_distance: p must be positive, got {p}")
-    return PairwiseDistance(p, eps, keepdim)(x1, x2)
+    return PairwiseDistanceFunction(p, eps, keepdim)(x1, x2)
 
 
 def distance(x1: Tensor, x2: Tensor, metric: str = "euclidean", eps: float = 1e-8) -> Tensor:
@@ -227,7 +227,7 @@ def distance(x1: Tensor, x2: Tensor, metric: str = "euclidean", eps: float = 1e-
     """
     _check_pair("distance", x1, x2)
     _check_metric("distance", metric)
-    return RowDistance(metric, eps)(x1, x2)
+    return RowDistanceFunction(metric, eps)(x1, x2)
 
 
 def euclidean_distance(x1: Tensor, x2: Tensor) -> Tensor:
@@ -250,7 +250,7 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     _check_pair("cosine_similarity", x1, x2)
     if dim % x1.ndim != x1.ndim - 1:
         raise ValueError(f"cosine_similarity: only the last dimension is supported, got dim={dim} for {x1.shape}")
-    return 1.0 - RowDistance("cosine", eps)(x1, x2)
+    return 1.0 - RowDistanceFunction("cosine", eps)(x1, x2)
 
 
 def distance_matrix(x: Tensor, y: Tensor | None = None, metric: str = "euclidean", eps: float = 1e-8) -> Tensor:
@@ -267,7 +267,7 @@ def distance_matrix(x: Tensor, y: Tensor | None = None, metric: str = "euclidean
         raise ValueError(f"{op}: expected x (N, K) and y (M, K), got x {x.shape} and y {y.shape}")
     if x.dtype != y.dtype:
         raise TypeError(f"{op}: x is {x.dtype} but y is {y.dtype}; cast one with .to()")
-    return DistanceMatrix(metric, eps)(x, y)
+    return DistanceMatrixFunction(metric, eps)(x, y)
 
 
 def cdist(x1: Tensor, x2: Tensor, p: float = 2.0) -> Tensor:
@@ -278,7 +278,7 @@ def cdist(x1: Tensor, x2: Tensor, p: float = 2.0) -> Tensor:
 
 
 # -- losses ------------------------------------------------------------------------------------------------------------
-class ContrastiveFromDistance(Function):
+class ContrastiveFromDistanceFunction(Function):
     """Per-pair contrastive loss from the distance d (N,) and the similarity flags s (N,) in {0, 1}.
 
     plain:   L = s d + (1 - s) max(0, m - d);       dL/dd = s - (1 - s) [d < m]
@@ -311,7 +311,7 @@ class ContrastiveFromDistance(Function):
         return g * gd, None
 
 
-class TripletHinge(Function):
+class TripletHingeFunction(Function):
     """L_i = max(0, margin + d_ap_i - d_an_i), then reduced;  dL/dd_ap = [L_i > 0], dL/dd_an = -[L_i > 0]."""
 
     def __init__(self, margin: float, reduction: str) -> None:
@@ -331,7 +331,7 @@ class TripletHinge(Function):
         return (g if n[0] else None, -g if n[1] else None)
 
 
-class Minimum(Function):
+class MinimumFunction(Function):
     """z = min(a, b) element-wise;  the gradient goes to the smaller input (split in half at ties, as PyTorch)."""
 
     def forward(self, a: Any, b: Any) -> Any:
@@ -382,8 +382,8 @@ def contrastive_loss(
     if margin < 0:
         raise ValueError(f"{op}: margin must be >= 0, got {margin}")
     s = _as_flags(op, similar, x1.shape[0], x1)
-    d = RowDistance(metric, 1e-8)(x1, x2)
-    return ContrastiveFromDistance(margin, squared, reduction)(d, s)
+    d = RowDistanceFunction(metric, 1e-8)(x1, x2)
+    return ContrastiveFromDistanceFunction(margin, squared, reduction)(d, s)
 
 
 def triplet_margin_loss(
@@ -415,12 +415,12 @@ def triplet_margin_loss(
     _check_reduction(op, reduction)
     if not p > 0:
         raise ValueError(f"{op}: p must be positive, got {p}")
-    d_ap = PairwiseDistance(p, eps, False)(anchor, positive)
-    d_an = PairwiseDistance(p, eps, False)(anchor, negative)
+    d_ap = PairwiseDistanceFunction(p, eps, False)(anchor, positive)
+    d_an = PairwiseDistanceFunction(p, eps, False)(anchor, negative)
     if swap:
-        d_pn = PairwiseDistance(p, eps, False)(positive, negative)
-        d_an = Minimum()(d_an, d_pn)
-    return TripletHinge(margin, reduction)(d_ap, d_an)
+        d_pn = PairwiseDistanceFunction(p, eps, False)(positive, negative)
+        d_an = MinimumFunction()(d_an, d_pn)
+    return TripletHingeFunction(margin, reduction)(d_ap, d_an)
 
 
 __all__ = [

@@ -30,7 +30,7 @@ def _optional(*ts: Tensor | None) -> tuple[tuple[Tensor, ...], tuple[bool, ...]]
     return tuple(t for t in ts if t is not None), tuple(t is not None for t in ts)
 
 
-class BatchNorm(Function):
+class BatchNormFunction(Function):
     """Batch norm over axes (0, 2, 3, ...) of x (N, C, *): statistics per channel. Inputs x[, w][, b]
     (w, b of shape (C,)). In training mode it uses batch statistics and updates the running ones (given
     as arrays, updated in place); otherwise it normalises with the running statistics."""
@@ -146,12 +146,12 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if t is not None and t.dtype != input.dtype:
             raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
     inputs, present = _optional(input, weight, bias)
-    fn = BatchNorm(present[1:], bool(training), None if running_mean is None else running_mean.data,
+    fn = BatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.data,
                    None if running_var is None else running_var.data, float(momentum), float(eps))
     return fn(*inputs)
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     """Layer norm of x (*, D1..Dk) over its last k axes; inputs x[, w][, b] with w, b of shape (D1..Dk)."""
 
     def __init__(self, present: tuple[bool, bool], k: int, eps: float) -> None:
@@ -214,10 +214,10 @@ def layer_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = Non
         if t is not None and t.dtype != input.dtype:
             raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
     inputs, present = _optional(input, weight, bias)
-    return LayerNorm(present[1:], k, float(eps))(*inputs)
+    return LayerNormFunction(present[1:], k, float(eps))(*inputs)
 
 
-class GroupNorm(Function):
+class GroupNormFunction(Function):
     """Group norm of x (N, C, *): statistics per sample over each group of C/G channels and all spatial
     positions; w, b of shape (C,) applied per channel."""
 
@@ -288,7 +288,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
         if t is not None and t.dtype != input.dtype:
             raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
     inputs, present = _optional(input, weight, bias)
-    return GroupNorm(present[1:], num_groups, float(eps))(*inputs)
+    return GroupNormFunction(present[1:], num_groups, float(eps))(*inputs)
 
 
 __all__ = ["batch_norm", "group_norm", "layer_norm"]

@@ -90,7 +90,7 @@ class _Geometry:
 
 
 # -- max pooling -------------------------------------------------------------------------------------------
-class MaxPool2d(Function):
+class MaxPool2dFunction(Function):
     """y[n, c, i, j] = max_{p, q} xpad[n, c, i*sh + p*dh, j*sw + q*dw] (xpad padded with -inf);
     dx = dy routed to the first arg-max of each window in (p, q) scan order, PyTorch's tie rule
     (accumulated where windows overlap).
@@ -279,7 +279,7 @@ def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     _check_pool_input(op, input)
     x, squeeze = _batched(input)
     geo = _pool_geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode, "effective")
-    fn = MaxPool2d(geo)
+    fn = MaxPool2dFunction(geo)
     y = fn(x)
     out = y.reshape(*y.shape[1:]) if squeeze else y
     if not return_indices:
@@ -298,7 +298,7 @@ def _avg_divisor_1d(n_out: int, size: int, k: int, s: int, p: int, include_pad: 
     return full if include_pad else clipped
 
 
-class AvgPool2d(Function):
+class AvgPool2dFunction(Function):
     """y[n, c, i, j] = (1/D[i, j]) sum_{p, q} xpad[n, c, i*sh + p, j*sw + q] (xpad zero-padded);
     dx = sum over offsets of the slabs dy / D."""
 
@@ -365,7 +365,7 @@ def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
         dh = _avg_divisor_1d(geo.out[0], geo.size[0], geo.k[0], geo.s[0], geo.p[0], count_include_pad)
         dw = _avg_divisor_1d(geo.out[1], geo.size[1], geo.k[1], geo.s[1], geo.p[1], count_include_pad)
         divisor = numpy.outer(dh, dw).astype(numpy.float64)
-    y = AvgPool2d(geo, divisor)(x)
+    y = AvgPool2dFunction(geo, divisor)(x)
     return y.reshape(*y.shape[1:]) if squeeze else y
 
 
@@ -383,7 +383,7 @@ def _averaging_matrix(size: int, out: int, dtype: Any) -> Any:
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
-class AdaptiveAvgPool2d(Function):
+class AdaptiveAvgPool2dFunction(Function):
     """y = A_h x A_w^T (per image and channel), A_h (Ho, H), A_w (Wo, W) averaging matrices;
     dx = A_h^T dy A_w."""
 
@@ -424,13 +424,13 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
     if h % out[0] == 0 and w % out[1] == 0:
         # cells tile the input exactly: a plain average pool with kernel = stride = H/Ho
         k = (h // out[0], w // out[1])
-        y = AvgPool2d(_Geometry(h, w, k, k, (0, 0), (1, 1), False), numpy.full(out, float(k[0] * k[1])))(x)
+        y = AvgPool2dFunction(_Geometry(h, w, k, k, (0, 0), (1, 1), False), numpy.full(out, float(k[0] * k[1])))(x)
     else:
-        y = AdaptiveAvgPool2d(out)(x)
+        y = AdaptiveAvgPool2dFunction(out)(x)
     return y.reshape(*y.shape[1:]) if squeeze else y
 
 
-class AdaptiveMaxPool2d(Function):
+class AdaptiveMaxPool2dFunction(Function):
     """y[n, c, i, j] = max over cell (i, j); dx = dy scattered (added) to each cell's first arg-max."""
 
     def __init__(self, out: tuple[int, int]) -> None:
@@ -470,7 +470,7 @@ def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = 
     x, squeeze = _batched(input)
     h, w = x.shape[2:]
     out = _output_size(op, output_size, h, w)
-    fn = AdaptiveMaxPool2d(out)
+    fn = AdaptiveMaxPool2dFunction(out)
     y = fn(x)
     res = y.reshape(*y.shape[1:]) if squeeze else y
     if not return_indices:

@@ -8,7 +8,7 @@ as Hermans et al. 2017 recommend, since most triplets are easy and would dilute 
 ``batch_contrastive_loss(embeddings, labels)``: the same with mined pairs and the contrastive loss.
 
 The gradient flows through the gathered entries of D back to every embedding (hand-written VJPs of
-``DistanceMatrix``, ``GetItem`` and ``TripletHinge`` / ``ContrastiveFromDistance``).
+``DistanceMatrixFunction``, ``GetItemFunction`` and ``TripletHingeFunction`` / ``ContrastiveFromDistanceFunction``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy
 
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.metric_losses import (
-    ContrastiveFromDistance,
-    TripletHinge,
+    ContrastiveFromDistanceFunction,
+    TripletHingeFunction,
     _check_metric,
     contrastive_loss,
     distance_matrix,
@@ -64,8 +64,8 @@ def batch_triplet_loss(
     mode = ("active" if strategy == "all" else "all") if average == "auto" else average
     if mode == "active":
         n_active = int(((D.data[a, p] - D.data[a, n] + margin) > 0).sum())
-        return TripletHinge(margin, "sum")(D[a, p], D[a, n]) / float(max(n_active, 1))
-    return TripletHinge(margin, "mean")(D[a, p], D[a, n])
+        return TripletHingeFunction(margin, "sum")(D[a, p], D[a, n]) / float(max(n_active, 1))
+    return TripletHingeFunction(margin, "mean")(D[a, p], D[a, n])
 
 
 def batch_contrastive_loss(
@@ -87,7 +87,7 @@ def batch_contrastive_loss(
     D = distance_matrix(embeddings, metric=metric)
     i, j, s = mine_pairs(y, D.data, strategy, margin)
     flags = Tensor._from_op(s.astype(embeddings.dtype), None, 0)
-    return ContrastiveFromDistance(margin, squared, "mean")(D[i, j], flags)
+    return ContrastiveFromDistanceFunction(margin, squared, "mean")(D[i, j], flags)
 
 
 class TripletMarginLoss(Module):

@@ -1,5 +1,5 @@
 """Machinery shared by the fused sequence ops: argument checks, the time/batch schedule for variable lengths
-and reversed directions, and the ``FusedRecurrence`` base ``Function``.
+and reversed directions, and the ``FusedRecurrenceFunction`` base ``Function``.
 
 A fused op is ONE graph node for a whole layer-direction: its forward loops over time on raw arrays and its
 backward is the hand-written BPTT loop. The subclasses (``rnn_sequence``, ``lstm_sequence``,
@@ -169,7 +169,7 @@ class Schedule:
 
 
 # -- the base Function -------------------------------------------------------------------------------------------
-class FusedRecurrence(Function):
+class FusedRecurrenceFunction(Function):
     """One direction of one recurrent layer over a whole sequence (or one step, for the cells).
 
     Inputs: ``x (T, B, I), *states (B, H), w_ih (G*H, I), w_hh (G*H, H)[, b_ih (G*H,), b_hh (G*H,)]``.
@@ -245,7 +245,7 @@ class FusedRecurrence(Function):
 
 
 def run_fused(
-    fn: FusedRecurrence,
+    fn: FusedRecurrenceFunction,
     name: str,
     x: Tensor,
     states: list[Tensor | None],

@@ -15,7 +15,7 @@ from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 
 
-class ConcatLast(Function):
+class ConcatLastFunction(Function):
     """y = [x_1, ..., x_k] joined along the last axis;  dx_i = the matching slice of gy."""
 
     def forward(self, *xs: Any) -> Any:
@@ -27,7 +27,7 @@ class ConcatLast(Function):
         return tuple(get_array_module(gy).split(gy, bounds, axis=-1))
 
 
-class StackFirst(Function):
+class StackFirstFunction(Function):
     """y = x_1, ..., x_k stacked on a new first axis;  dx_i = gy[i]."""
 
     def forward(self, *xs: Any) -> Any:
@@ -38,11 +38,11 @@ class StackFirst(Function):
 
 
 def concat_last(xs: list[Tensor]) -> Tensor:
-    return xs[0] if len(xs) == 1 else ConcatLast()(*xs)
+    return xs[0] if len(xs) == 1 else ConcatLastFunction()(*xs)
 
 
 def stack_first(xs: list[Tensor]) -> Tensor:
-    return StackFirst()(*xs)
+    return StackFirstFunction()(*xs)
 
 
 def dropout_between(x: Tensor, p: float) -> Tensor:

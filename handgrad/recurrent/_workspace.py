@@ -3,7 +3,7 @@
 A training step of a char-LM allocates tens of MB of gate, state and gradient buffers; fresh large
 allocations come from the OS as untouched pages, and the first write to each page faults (measured: about
 15% of an LSTM training step). The fused ops therefore take their internal buffers from this pool and give
-them back when the graph is freed (``FusedRecurrence.release``) or, without a graph, at the end of the
+them back when the graph is freed (``FusedRecurrenceFunction.release``) or, without a graph, at the end of the
 forward.
 
 An array is only taken back if nothing else refers to it (no live view: checked with the reference count),

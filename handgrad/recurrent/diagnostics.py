@@ -3,7 +3,7 @@
 A fused ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computes the whole sequence in one op, so the per-step
 gradients never exist as tensors. ``unroll`` re-runs the same model step by step from its weights
 (PyTorch's names ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` and equations)
-and threads every state through an identity ``Probe`` whose backward records the gradient arriving at it.
+and threads every state through an identity ``ProbeFunction`` whose backward records the gradient arriving at it.
 Because each ``h_t`` feeds both the output at ``t`` and the step ``t + 1``, the probe sees the *total*
 derivative ``dL/dh_t = dL/dy_t dy_t/dh_t + dL/dh_{t+1} dh_{t+1}/dh_t`` (BPTT's delta).
 
@@ -95,7 +95,7 @@ def cell_step(
         n = h.shape[-1]
         i, f, gg, o = sigmoid(g[:, :n]), sigmoid(g[:, n : 2 * n]), tanh(g[:, 2 * n : 3 * n]), sigmoid(g[:, 3 * n :])
         c2 = f * c + i * gg
-        if c_hook is not None:  # e.g. a Probe: h' must be computed from what the hook returns
+        if c_hook is not None:  # e.g. a ProbeFunction: h' must be computed from what the hook returns
             c2 = c_hook(c2)
         return o * tanh(c2), c2
     gi = _affine(x, w_ih, b_ih)
@@ -113,7 +113,7 @@ class Unrolled:
 
     output: Tensor  # like the fused module's output (time-major unless batch_first)
     h_n: Any  # (num_layers, B, H), or (h_n, c_n) for an LSTM
-    hs: list[list[Tensor]]  # hs[k][t]: layer k's h_t (B, H), passed through a Probe
+    hs: list[list[Tensor]]  # hs[k][t]: layer k's h_t (B, H), passed through a ProbeFunction
     cs: list[list[Tensor]] | None  # LSTM only: the c_t
     grads: dict[Any, Any]  # filled by backward: ("h", k, t) -> dL/dh_t array (B, H); ("c", k, t) for LSTM
 

@@ -30,10 +30,10 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, gate_scale, input_projection, run_fused
+from handgrad.recurrent._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
 
-class GRUSequence(FusedRecurrence):
+class GRUSequenceFunction(FusedRecurrenceFunction):
     """Fused GRU layer-direction: ``(x, h0, W_ih, W_hh[, b_ih, b_hh]) -> (output, h_n)``."""
 
     n_states = 1
@@ -170,7 +170,7 @@ def gru_sequence(
     (PyTorch's packed-sequence numbers). ``reverse=True`` runs each sequence from its own last valid step back
     to step 0. Returns ``output (T, B, H)`` and ``h_n (B, H)``.
     """
-    fn = GRUSequence(reverse=reverse)
+    fn = GRUSequenceFunction(reverse=reverse)
     return run_fused(fn, "gru_sequence", input, [hx], weight_ih, weight_hh, bias_ih, bias_hh, lengths)
 
 
@@ -183,4 +183,4 @@ def gru_cell(
     b_hh: Tensor | None = None,
 ) -> Tensor:
     """One GRU step (``torch.gru_cell``): input (B, I), hx (B, H) or None -> h' (B, H). One op."""
-    return run_fused(GRUSequence(cell=True), "gru_cell", input, [hx], w_ih, w_hh, b_ih, b_hh, None)
+    return run_fused(GRUSequenceFunction(cell=True), "gru_cell", input, [hx], w_ih, w_hh, b_ih, b_hh, None)

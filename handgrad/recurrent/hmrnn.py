@@ -40,7 +40,7 @@ from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
 
-class HMLSTMCellStep(Function):
+class HMLSTMCellStepFunction(Function):
     """``(h_prev, c_prev, z_prev, h_below, z_below, h_above, W, U, U_td, b) -> (h, c, z)``.
 
     h_prev, c_prev (B, H); z_prev, z_below (B, 1); h_below (B, Hb); h_above (B, Ha) (zeros and a zero-width
@@ -129,7 +129,7 @@ def hmlstm_cell(h_prev: Tensor, c_prev: Tensor, z_prev: Tensor, h_below: Tensor,
     for name, t, shape in (("c_prev", c_prev, (B, H)), ("z_prev", z_prev, (B, 1)), ("z_below", z_below, (B, 1))):
         if t.shape != shape:
             raise ValueError(f"hmlstm_cell: {name} must be {shape}, got {t.shape}")
-    return HMLSTMCellStep(slope, surrogate)(h_prev, c_prev, z_prev, h_below, z_below, h_above, w, u, u_td, b)
+    return HMLSTMCellStepFunction(slope, surrogate)(h_prev, c_prev, z_prev, h_below, z_below, h_above, w, u, u_td, b)
 
 
 def slope_schedule(step: int, rate: float = 1e-4, max_slope: float = 5.0) -> float:

@@ -37,9 +37,9 @@ from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 from handgrad.recurrent._fused import as_lengths
 from handgrad.recurrent._glue import concat_last, dropout_between, stack_first
-from handgrad.recurrent.gru_sequence import GRUSequence
-from handgrad.recurrent.lstm_sequence import LSTMSequence
-from handgrad.recurrent.rnn_sequence import RNNSequence
+from handgrad.recurrent.gru_sequence import GRUSequenceFunction
+from handgrad.recurrent.lstm_sequence import LSTMSequenceFunction
+from handgrad.recurrent.rnn_sequence import RNNSequenceFunction
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -217,10 +217,10 @@ class RNNBase(Module):
 
     def _make_fn(self, lengths: Any, reverse: bool) -> Any:
         if self.mode == "LSTM":
-            return LSTMSequence(lengths=lengths, reverse=reverse)
+            return LSTMSequenceFunction(lengths=lengths, reverse=reverse)
         if self.mode == "GRU":
-            return GRUSequence(lengths=lengths, reverse=reverse)
-        return RNNSequence(nonlinearity="tanh" if self.mode == "RNN_TANH" else "relu", lengths=lengths,
+            return GRUSequenceFunction(lengths=lengths, reverse=reverse)
+        return RNNSequenceFunction(nonlinearity="tanh" if self.mode == "RNN_TANH" else "relu", lengths=lengths,
                            reverse=reverse)
 
 

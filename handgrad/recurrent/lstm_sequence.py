@@ -36,10 +36,10 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, gate_scale, input_projection, run_fused
+from handgrad.recurrent._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
 
-class LSTMSequence(FusedRecurrence):
+class LSTMSequenceFunction(FusedRecurrenceFunction):
     """Fused LSTM layer-direction: ``(x, h0, c0, W_ih, W_hh[, b_ih, b_hh]) -> (output, h_n, c_n)``."""
 
     n_states = 2
@@ -143,7 +143,7 @@ class LSTMSequence(FusedRecurrence):
         return out
 
 
-def _weight_grads(fn: FusedRecurrence, dZ: Any, x: Any, Hs: Any, gstates: list[Any], col: Any = None) -> tuple:
+def _weight_grads(fn: FusedRecurrenceFunction, dZ: Any, x: Any, Hs: Any, gstates: list[Any], col: Any = None) -> tuple:
     """After the BPTT loop: the input gradient and all weight gradients in one large GEMM each.
 
     The weight gradients are the course's ``dW = sum_t [h_{t-1}; x_t; 1] dz_t^T`` for ``W = [W_h; W_x; W_1]``:
@@ -200,7 +200,7 @@ def lstm_sequence(
     """
     h0, c0 = (None, None) if hx is None else hx
     return run_fused(
-        LSTMSequence(reverse=reverse), "lstm_sequence", input, [h0, c0], weight_ih, weight_hh, bias_ih, bias_hh,
+        LSTMSequenceFunction(reverse=reverse), "lstm_sequence", input, [h0, c0], weight_ih, weight_hh, bias_ih, bias_hh,
         lengths,
     )
 
@@ -218,4 +218,4 @@ def lstm_cell(
     The same kernel as ``lstm_sequence`` with T = 1: one op, hand-written backward.
     """
     h, c = (None, None) if hx is None else hx
-    return run_fused(LSTMSequence(cell=True), "lstm_cell", input, [h, c], w_ih, w_hh, b_ih, b_hh, None)
+    return run_fused(LSTMSequenceFunction(cell=True), "lstm_cell", input, [h, c], w_ih, w_hh, b_ih, b_hh, None)

@@ -42,7 +42,7 @@ def _diagonals(rows: int, cols: int, xp: Any) -> list[tuple[Any, Any]]:
     return out
 
 
-class MDLSTM2dScan(Function):
+class MDLSTM2dScanFunction(Function):
     """One direction of a 2-D LSTM over a whole grid: ``(x, W, U1, U2, b) -> h (R, C, B, H)``, x (R, C, B, I)."""
 
     def forward(self, x: Any, w: Any, u1: Any, u2: Any, b: Any) -> Any:
@@ -114,7 +114,7 @@ def mdlstm2d_scan(x: Tensor, w: Tensor, u1: Tensor, u2: Tensor, b: Tensor) -> Te
     got = {"W": w.shape, "U1": u1.shape, "U2": u2.shape, "b": b.shape}
     if H < 1 or got != expect:
         raise ValueError(f"mdlstm2d_scan: with input size {x.shape[3]} expected weights {expect}, got {got}")
-    return MDLSTM2dScan()(x, w, u1, u2, b)
+    return MDLSTM2dScanFunction()(x, w, u1, u2, b)
 
 
 def _flip(t: Tensor, axes: tuple[int, ...]) -> Tensor:

@@ -30,7 +30,7 @@ from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
 
 
-class MaskScale(Function):
+class MaskScaleFunction(Function):
     """y = x * m, with ``m`` a constant array broadcastable to x (a scaled 0/1 dropout mask);  dx = gy * m.
 
     The mask is drawn outside (so that its shape says which axes share it) and saved for the backward.
@@ -67,7 +67,7 @@ def bernoulli_mask(shape: tuple[int, ...], p: float, dtype: Any, like: Any = Non
     return m
 
 
-class Stack(Function):
+class StackFunction(Function):
     """y = stack(x_1..x_n, axis) (all the same shape);  dx_i = gy taken at index i along ``axis``.
 
     Used to assemble per-step states into ``(T, B, H)`` / ``(L, B, H)`` tensors.
@@ -94,7 +94,7 @@ def stack(tensors: list[Tensor], dim: int = 0) -> Tensor:
     nd = tensors[0].ndim + 1
     if not -nd <= dim < nd:
         raise IndexError(f"stack: dim {dim} is out of range for {nd - 1}-dimensional tensors")
-    return Stack(dim % nd)(*tensors)
+    return StackFunction(dim % nd)(*tensors)
 
 
 # -- element-wise dropout (the Zaremba placement uses it on inputs, between layers, on outputs) ------------
@@ -103,7 +103,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     p = _check_p("dropout", p)
     if not training or p == 0.0:
         return input
-    return MaskScale(bernoulli_mask(input.shape, p, input.dtype, input.data))(input)
+    return MaskScaleFunction(bernoulli_mask(input.shape, p, input.dtype, input.data))(input)
 
 
 # -- locked / variational dropout ---------------------------------------------------------------------
@@ -124,7 +124,7 @@ def locked_dropout(input: Tensor, p: float = 0.5, training: bool = True, batch_f
     shape = list(input.shape)
     time_axis = 1 if (batch_first and input.ndim == 3) else 0
     shape[time_axis] = 1  # one draw shared along time
-    return MaskScale(bernoulli_mask(tuple(shape), p, input.dtype, input.data))(input)
+    return MaskScaleFunction(bernoulli_mask(tuple(shape), p, input.dtype, input.data))(input)
 
 
 class LockedDropout(Module):
@@ -167,11 +167,11 @@ def embedding_dropout(
         )
     w = weight
     if training and p > 0.0:
-        w = MaskScale(bernoulli_mask((v, 1), p, weight.dtype, weight.data))(weight)
-    return EmbeddingLookup(idx, padding_idx)(w)
+        w = MaskScaleFunction(bernoulli_mask((v, 1), p, weight.dtype, weight.data))(weight)
+    return EmbeddingLookupFunction(idx, padding_idx)(w)
 
 
-class EmbeddingLookup(Function):
+class EmbeddingLookupFunction(Function):
     """y = E[idx] (shape ``idx.shape + (D,)``);  dE = scatter-add of gy into the looked-up rows."""
 
     def __init__(self, idx: Any, padding_idx: int | None) -> None:

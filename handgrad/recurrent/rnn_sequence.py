@@ -25,13 +25,13 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrence, input_projection, run_fused
+from handgrad.recurrent._fused import FusedRecurrenceFunction, input_projection, run_fused
 from handgrad.recurrent.lstm_sequence import _weight_grads
 
 NONLINEARITIES = ("tanh", "relu")
 
 
-class RNNSequence(FusedRecurrence):
+class RNNSequenceFunction(FusedRecurrenceFunction):
     """Fused Elman layer-direction: ``(x, h0, W_ih, W_hh[, b_ih, b_hh]) -> (output, h_n)``."""
 
     n_states = 1
@@ -126,7 +126,7 @@ def rnn_sequence(
     last valid step back to step 0. Returns ``output (T, B, H)`` and ``h_n (B, H)``.
     """
     _check_nonlinearity("rnn_sequence", nonlinearity)
-    fn = RNNSequence(nonlinearity=nonlinearity, reverse=reverse)
+    fn = RNNSequenceFunction(nonlinearity=nonlinearity, reverse=reverse)
     return run_fused(fn, "rnn_sequence", input, [hx], weight_ih, weight_hh, bias_ih, bias_hh, lengths)
 
 
@@ -142,7 +142,7 @@ def rnn_cell(
     """One Elman step: input (B, I), hx (B, H) or None -> h' (B, H). One op, hand-written backward."""
     name = f"rnn_{nonlinearity}_cell" if nonlinearity in NONLINEARITIES else "rnn_cell"
     _check_nonlinearity(name, nonlinearity)
-    fn = RNNSequence(nonlinearity=nonlinearity, cell=True)
+    fn = RNNSequenceFunction(nonlinearity=nonlinearity, cell=True)
     return run_fused(fn, name, input, [hx], w_ih, w_hh, b_ih, b_hh, None)
 
 

@@ -37,7 +37,7 @@ def _check_io(op: str, input: Any, target: Any, reduction: str) -> None:
         raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-class GUMLoss(Function):
+class GUMLossFunction(Function):
     """L_i = r_i ||y_i - phi_i||^2 (per sample, summed over the M outputs), reduced;  dphi_i = -2 r_i delta_i."""
 
     def __init__(self, reduction: str) -> None:
@@ -78,10 +78,10 @@ def gum_loss(input: Tensor, target: Tensor, r: Any, reduction: str = "mean") -> 
         raise ValueError(f"{op}: r must be ({input.shape[0]},) (one weight per sample), got {tuple(rr.shape)}")
     if rr.size and (bool((rr < 0).any()) or bool((rr > 1).any()) or not bool(xp.isfinite(rr).all())):
         raise ValueError(f"{op}: r holds responsibilities, which must lie in [0, 1]")
-    return GUMLoss(reduction)(input, target, Tensor._from_op(rr.astype(input.dtype), None, 0))
+    return GUMLossFunction(reduction)(input, target, Tensor._from_op(rr.astype(input.dtype), None, 0))
 
 
-class TukeyBiweight(Function):
+class TukeyBiweightFunction(Function):
     """Element-wise rho_c((y - phi) / s), reduced; d/dphi = -psi(u) / s, psi(u) = u (1 - (u/c)^2)^2 [|u| <= c]."""
 
     def __init__(self, c: float, scale: float, reduction: str) -> None:
@@ -120,7 +120,7 @@ def tukey_biweight_loss(
         raise ValueError(f"{op}: c must be > 0, got {c}")
     if not scale > 0:
         raise ValueError(f"{op}: scale must be > 0, got {scale}")
-    return TukeyBiweight(c, scale, reduction)(input, target)
+    return TukeyBiweightFunction(c, scale, reduction)(input, target)
 
 
 def mad_scale(residuals: Any, floor: float = 1e-6) -> float:

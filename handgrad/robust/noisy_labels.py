@@ -161,7 +161,7 @@ def confusion_from_pairs(clean: Any, noisy: Any, num_classes: int, smoothing: fl
 
 
 # -- the differentiable loss ----------------------------------------------------------------------------------------
-class NoisyLabelNLL(Function):
+class NoisyLabelNLLFunction(Function):
     """-log p(y~_n | x_n) from the two paths' logits, reduced.  y_logits (N, L), z_logits (N, 3) -> loss.
 
     Backward (the EM identity): d/dy_logits = p(y | x) - q(y), d/dz_logits = p(z | x) - q(z), with q the E-step
@@ -214,7 +214,7 @@ def noisy_label_nll(
     L = y_logits.shape[1]
     T = transition_matrices(check_confusion(op, confusion, L))
     yt = _labels(op, noisy_target, y_logits.shape[0], L)
-    return NoisyLabelNLL(T, yt, reduction)(y_logits, z_logits)
+    return NoisyLabelNLLFunction(T, yt, reduction)(y_logits, z_logits)
 
 
 # -- the two-path model and label corruption ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _softmax_vjp(a: Any, ga: Any) -> Any:
     return a * (ga - (ga * a).sum(axis=-1, keepdims=True))  # zero wherever a is zero, i.e. on padding
 
 
-class AdditiveScores(Function):
+class AdditiveScoresFunction(Function):
     """a = masked_softmax(tanh(P_k[:, None] + p_q[:, :, None]) @ v): p_q (B, T, A), P_k (B, S, A), v (A,)
     -> a (B, T, S). T is the number of decoder steps scored at once (1 when decoding step by step)."""
 
@@ -66,7 +66,7 @@ class AdditiveScores(Function):
         return (dz.sum(axis=2) if n[0] else None), (dz.sum(axis=1) if n[1] else None), gv
 
 
-class BilinearScores(Function):
+class BilinearScoresFunction(Function):
     """a = masked_softmax(r K^T * scale): r (B, T, D) (the queries mapped into key space), K (B, S, D)
     -> a (B, T, S)."""
 
@@ -146,7 +146,7 @@ class AdditiveAttention(Module):
         m = _check("AdditiveAttention", query, keys, mask)
         q, single = _with_steps(query)
         pk = self.precompute(keys) if projected_keys is None else projected_keys
-        return _context(AdditiveScores(m)(q @ self.W_q, pk, self.v), keys, single)
+        return _context(AdditiveScoresFunction(m)(q @ self.W_q, pk, self.v), keys, single)
 
 
 class MultiplicativeAttention(Module):
@@ -171,7 +171,7 @@ class MultiplicativeAttention(Module):
         m = _check("MultiplicativeAttention", query, keys, mask)
         q, single = _with_steps(query)
         r = q @ self.W if self.kind == "general" else q
-        return _context(BilinearScores(m, self.scale)(r, keys), keys, single)
+        return _context(BilinearScoresFunction(m, self.scale)(r, keys), keys, single)
 
     def precompute(self, keys: Tensor) -> None:
         return None

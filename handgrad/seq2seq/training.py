@@ -138,7 +138,7 @@ class BucketBatchLoader:
 
 
 # -- loss and metrics ---------------------------------------------------------------------------------------
-class SequenceCrossEntropy(Function):
+class SequenceCrossEntropyFunction(Function):
     """Mean token cross-entropy over the non-padding targets, fused (softmax + NLL + mask in one op).
 
     x (N, V) logits, targets t (N,) with mask m_n = [t_n != pad], M = sum_n m_n:
@@ -184,7 +184,7 @@ def sequence_cross_entropy(logits: Tensor, tgt_out: Any) -> Tensor:
     t = t.reshape(-1).astype(numpy.int64)
     if t.size and (t.min() < 0 or t.max() >= V):
         raise ValueError(f"sequence_cross_entropy: target ids must be in [0, {V}), got [{t.min()}, {t.max()}]")
-    return SequenceCrossEntropy(t, (t != PAD).astype(logits.dtype))(logits.reshape(-1, V))
+    return SequenceCrossEntropyFunction(t, (t != PAD).astype(logits.dtype))(logits.reshape(-1, V))
 
 
 class TokenAccuracy(Metric):

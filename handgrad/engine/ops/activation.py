@@ -31,7 +31,7 @@ def _stable_sigmoid(z: Any) -> Any:
     return s
 
 
-class LeakyReLU(Function):
+class LeakyReLUFunction(Function):
     """y = x if x > 0 else a x;  dx = gy if x > 0 else a gy (x == 0 takes the slope a, like PyTorch)."""
 
     def __init__(self, negative_slope: float) -> None:
@@ -45,7 +45,7 @@ class LeakyReLU(Function):
         return get_array_module(gy).where(self.pos, gy, gy * self.a)
 
 
-class ELU(Function):
+class ELUFunction(Function):
     """y = x if x > 0 else alpha (e^x - 1);  dx = gy if x > 0 else gy * alpha e^x (= gy (y + alpha))."""
 
     def __init__(self, alpha: float) -> None:
@@ -68,7 +68,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 
 
-class GELU(Function):
+class GELUFunction(Function):
     """Exact: y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;  dx = gy (Phi(x) + x phi(x)),
     phi(x) = e^{-x^2/2} / sqrt(2 pi).
 
@@ -98,7 +98,7 @@ class GELU(Function):
         return gy * (self.cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * x * x)))
 
 
-class Softplus(Function):
+class SoftplusFunction(Function):
     """y = (1/beta) ln(1 + e^{beta x}), or x where beta x > threshold (PyTorch's linear cut-off);
     dx = gy sigmoid(beta x), or gy past the threshold. Computed as max(z, 0) + log1p(e^{-|z|}) so large
     thresholds cannot overflow."""
@@ -118,7 +118,7 @@ class Softplus(Function):
         return get_array_module(gy).where(self.linear, gy, gy * _stable_sigmoid(self.z))
 
 
-class SiLU(Function):
+class SiLUFunction(Function):
     """y = x sigmoid(x) (swish);  dx = gy s (1 + x (1 - s)), s = sigmoid(x)."""
 
     def forward(self, x: Any) -> Any:
@@ -140,28 +140,28 @@ def _need_float(op: str, x: Any) -> None:
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     _need_float("leaky_relu", x)
-    return LeakyReLU(float(negative_slope))(x)
+    return LeakyReLUFunction(float(negative_slope))(x)
 
 
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     _need_float("elu", x)
-    return ELU(float(alpha))(x)
+    return ELUFunction(float(alpha))(x)
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     _need_float("gelu", x)
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return GELU(approximate)(x)
+    return GELUFunction(approximate)(x)
 
 
 def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     _need_float("softplus", x)
     if beta == 0:
         raise ValueError("softplus: beta must be non-zero")
-    return Softplus(float(beta), float(threshold))(x)
+    return SoftplusFunction(float(beta), float(threshold))(x)
 
 
 def silu(x: Tensor) -> Tensor:
     _need_float("silu", x)
-    return SiLU()(x)
+    return SiLUFunction()(x)

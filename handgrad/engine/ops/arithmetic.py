@@ -15,7 +15,7 @@ from handgrad.engine.ops._util import broadcast_error, check_same_dtype, pair, u
 from handgrad.engine.tensor import Tensor
 
 
-class _Binary(Function):
+class _BinaryFunction(Function):
     op = "binary"
 
     def __call__(self, a: Tensor, b: Tensor) -> Any:  # type: ignore[override]
@@ -28,7 +28,7 @@ class _Binary(Function):
             raise
 
 
-class Add(_Binary):
+class AddFunction(_BinaryFunction):
     """z = x + y;  dx = gz, dy = gz (unbroadcast)."""
 
     op = "add"
@@ -42,7 +42,7 @@ class Add(_Binary):
         return (unbroadcast(gz, self.xs) if n[0] else None, unbroadcast(gz, self.ys) if n[1] else None)
 
 
-class Sub(_Binary):
+class SubFunction(_BinaryFunction):
     """z = x - y;  dx = gz, dy = -gz."""
 
     op = "sub"
@@ -56,7 +56,7 @@ class Sub(_Binary):
         return (unbroadcast(gz, self.xs) if n[0] else None, unbroadcast(-gz, self.ys) if n[1] else None)
 
 
-class Mul(_Binary):
+class MulFunction(_BinaryFunction):
     """z = x * y;  dx = gz * y, dy = gz * x."""
 
     op = "mul"
@@ -73,7 +73,7 @@ class Mul(_Binary):
         )
 
 
-class Div(_Binary):
+class DivFunction(_BinaryFunction):
     """z = x / y;  dx = gz / y, dy = -gz * x / y^2."""
 
     op = "div"
@@ -91,7 +91,7 @@ class Div(_Binary):
         )
 
 
-class Pow(_Binary):
+class PowFunction(_BinaryFunction):
     """z = x ** y;  dx = gz * y * x^(y-1) (0 where y == 0), dy = gz * z * ln x (0 where x == 0 and y >= 0;
     NaN for x < 0, as in PyTorch: the real power has no derivative in y there)."""
 
@@ -116,7 +116,7 @@ class Pow(_Binary):
         return gx, gy
 
 
-class PowScalar(Function):
+class PowScalarFunction(Function):
     """z = x ** p for a constant p;  dx = gz * p * x^(p-1) (0 for p == 0, like PyTorch)."""
 
     def __init__(self, p: float) -> None:
@@ -137,7 +137,7 @@ class PowScalar(Function):
         return gz * p * self.x ** (p - 1)
 
 
-class Maximum(_Binary):
+class MaximumFunction(_BinaryFunction):
     """z = max(x, y) element-wise;  the gradient goes to the larger operand, split in half on ties
     (PyTorch's rule): dx = gz * ([x > y] + [x == y] / 2), dy = gz * ([y > x] + [x == y] / 2)."""
 
@@ -151,7 +151,7 @@ class Maximum(_Binary):
         return _select_backward(self, gz, self.x > self.y)
 
 
-class Minimum(_Binary):
+class MinimumFunction(_BinaryFunction):
     """z = min(x, y) element-wise;  dx = gz * ([x < y] + [x == y] / 2), dy likewise (ties split in half)."""
 
     op = "minimum"
@@ -164,7 +164,7 @@ class Minimum(_Binary):
         return _select_backward(self, gz, self.x < self.y)
 
 
-def _select_backward(fn: Maximum | Minimum, gz: Any, x_wins: Any) -> tuple[Any, Any]:
+def _select_backward(fn: MaximumFunction | MinimumFunction, gz: Any, x_wins: Any) -> tuple[Any, Any]:
     """Route ``gz`` to the winning operand of maximum/minimum; ties give each half."""
     wx = x_wins.astype(gz.dtype)  # weight of x: 1 where it wins, 1/2 on a tie, 0 where it loses
     wx[fn.x == fn.y] = 0.5
@@ -174,7 +174,7 @@ def _select_backward(fn: Maximum | Minimum, gz: Any, x_wins: Any) -> tuple[Any, 
     return gx, gy
 
 
-class Neg(Function):
+class NegFunction(Function):
     """z = -x;  dx = -gz."""
 
     def forward(self, x: Any) -> Any:
@@ -184,7 +184,7 @@ class Neg(Function):
         return -gz
 
 
-class AddScalar(Function):
+class AddScalarFunction(Function):
     """z = x + c for a Python number c (also x - c as x + (-c), exact);  dx = gz."""
 
     def __init__(self, c: float) -> None:
@@ -197,7 +197,7 @@ class AddScalar(Function):
         return gz
 
 
-class RSubScalar(Function):
+class RSubScalarFunction(Function):
     """z = c - x;  dx = -gz."""
 
     def __init__(self, c: float) -> None:
@@ -210,7 +210,7 @@ class RSubScalar(Function):
         return -gz
 
 
-class MulScalar(Function):
+class MulScalarFunction(Function):
     """z = c x;  dx = c gz."""
 
     def __init__(self, c: float) -> None:
@@ -223,7 +223,7 @@ class MulScalar(Function):
         return gz * self.c
 
 
-class DivScalar(Function):
+class DivScalarFunction(Function):
     """z = x / c;  dx = gz / c."""
 
     def __init__(self, c: float) -> None:
@@ -236,7 +236,7 @@ class DivScalar(Function):
         return gz / self.c
 
 
-class RDivScalar(Function):
+class RDivScalarFunction(Function):
     """z = c / x;  dx = -gz c / x^2 = -gz z / x."""
 
     def __init__(self, c: float) -> None:
@@ -258,56 +258,56 @@ _PY_NUMBER = (int, float)
 
 def add(a: Any, b: Any) -> Tensor:
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
-        return AddScalar(b)(a)
+        return AddScalarFunction(b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
-        return AddScalar(a)(b)
-    return Add()(*pair(a, b))
+        return AddScalarFunction(a)(b)
+    return AddFunction()(*pair(a, b))
 
 
 def sub(a: Any, b: Any) -> Tensor:
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
-        return AddScalar(-b)(a)
+        return AddScalarFunction(-b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
-        return RSubScalar(a)(b)
-    return Sub()(*pair(a, b))
+        return RSubScalarFunction(a)(b)
+    return SubFunction()(*pair(a, b))
 
 
 def mul(a: Any, b: Any) -> Tensor:
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
-        return MulScalar(b)(a)
+        return MulScalarFunction(b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
-        return MulScalar(a)(b)
-    return Mul()(*pair(a, b))
+        return MulScalarFunction(a)(b)
+    return MulFunction()(*pair(a, b))
 
 
 def div(a: Any, b: Any) -> Tensor:
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
-        return DivScalar(b)(a)
+        return DivScalarFunction(b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
-        return RDivScalar(a)(b)
-    return Div()(*pair(a, b))
+        return RDivScalarFunction(a)(b)
+    return DivFunction()(*pair(a, b))
 
 
 def pow(a: Any, b: Any) -> Tensor:  # noqa: A001 - mirrors torch.pow
     if isinstance(a, Tensor) and isinstance(b, (int, float)):
-        return PowScalar(b)(a)
-    return Pow()(*pair(a, b))
+        return PowScalarFunction(b)(a)
+    return PowFunction()(*pair(a, b))
 
 
 def neg(a: Tensor) -> Tensor:
-    return Neg()(a)
+    return NegFunction()(a)
 
 
 def maximum(a: Any, b: Any) -> Tensor:
     """Element-wise maximum of two broadcastable tensors (ties share the gradient equally)."""
-    return Maximum()(*pair(a, b))
+    return MaximumFunction()(*pair(a, b))
 
 
 def minimum(a: Any, b: Any) -> Tensor:
     """Element-wise minimum of two broadcastable tensors (ties share the gradient equally)."""
-    return Minimum()(*pair(a, b))
+    return MinimumFunction()(*pair(a, b))
 
 
 def square(a: Tensor) -> Tensor:
     """a ** 2."""
-    return PowScalar(2)(a)
+    return PowScalarFunction(2)(a)

@@ -20,7 +20,7 @@ from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
 
 
-class GetItem(Function):
+class GetItemFunction(Function):
     """y = x[index];  dx = zeros with gy put back at ``index`` (added when an integer-array index can pick
     the same element twice, assigned otherwise)."""
 
@@ -113,7 +113,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     arrays/tensors/lists, as in NumPy/PyTorch."""
     try:
         idx, acc = convert_index(index)
-        return GetItem(idx, acc)(x)
+        return GetItemFunction(idx, acc)(x)
     except IndexError as e:
         raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
 
@@ -161,7 +161,7 @@ def _leading(shape: tuple[int, ...], like: tuple[int, ...]) -> tuple[slice, ...]
     return tuple(slice(0, n) for n in like[: len(shape)])
 
 
-class Gather(Function):
+class GatherFunction(Function):
     """y[i][j][k] = x[index[i][j][k]][j][k] (for dim 0; likewise for other dims);
     dx = zeros with gy added at the gathered positions."""
 
@@ -182,7 +182,7 @@ class Gather(Function):
         return gx
 
 
-class ScatterAdd(Function):
+class ScatterAddFunction(Function):
     """y = x, then y[index[i][j]][j] += src[i][j] (dim 0; likewise for other dims);
     dx = gy, dsrc = gy gathered at ``index`` (zeros where src is not read)."""
 
@@ -212,7 +212,7 @@ class ScatterAdd(Function):
         return (gy if n[0] else None), gsrc
 
 
-class IndexSelect(Function):
+class IndexSelectFunction(Function):
     """y = x taken at the 1-D ``index`` along ``axis``;  dx = zeros with gy added back (repeats add)."""
 
     def __init__(self, axis: int, index: Any) -> None:
@@ -262,7 +262,7 @@ def gather(x: Tensor, dim: int, index: Any) -> Tensor:
     _check_range("gather", idx, x.shape[d] if x.ndim else 1, d, x.shape)
     if x.ndim == 0:
         return x[()] if idx.ndim == 0 else x
-    return Gather(d, idx)(x)
+    return GatherFunction(d, idx)(x)
 
 
 def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
@@ -283,7 +283,7 @@ def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
             raise ValueError(f"scatter_add: index {tuple(idx.shape)} is larger than src {src.shape} or than "
                              f"input {x.shape} at dim {a}")
     _check_range("scatter_add", idx, x.shape[d] if x.ndim else 1, d, x.shape)
-    return ScatterAdd(d, idx)(x, src)
+    return ScatterAddFunction(d, idx)(x, src)
 
 
 def index_select(x: Tensor, dim: int, index: Any) -> Tensor:
@@ -295,11 +295,11 @@ def index_select(x: Tensor, dim: int, index: Any) -> Tensor:
     _check_range("index_select", idx, x.shape[d] if x.ndim else 1, d, x.shape)
     if x.ndim == 0:
         return x
-    return IndexSelect(d, idx.reshape(-1))(x)
+    return IndexSelectFunction(d, idx.reshape(-1))(x)
 
 
 # -- where / masked_fill -----------------------------------------------------------------------------------
-class Where(Function):
+class WhereFunction(Function):
     """y = a where cond else b (broadcast);  da = gy where cond (0 elsewhere), db = gy where not cond,
     each summed back to its operand's shape."""
 
@@ -348,10 +348,10 @@ def where(condition: Any, input: Any = None, other: Any = None) -> Any:  # noqa:
     except ValueError:
         raise ValueError(f"where: condition {tuple(cond.shape)}, input {a.shape} and other {b.shape} cannot be "
                          "broadcast together") from None
-    return Where(cond)(a, b)
+    return WhereFunction(cond)(a, b)
 
 
-class MaskedFill(Function):
+class MaskedFillFunction(Function):
     """y = value where mask else x;  dx = gy where not mask; dvalue (a 0-d tensor) = sum of gy where mask."""
 
     def __init__(self, mask: Any, value: Any) -> None:
@@ -384,6 +384,6 @@ def masked_fill(x: Tensor, mask: Any, value: Any) -> Tensor:
         if value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a number or a 0-d tensor, got shape {value.shape}")
         if value.requires_grad:
-            return MaskedFill(m, None)(x, value.to(x.dtype))
+            return MaskedFillFunction(m, None)(x, value.to(x.dtype))
         value = value.item()
-    return MaskedFill(m, value)(x)
+    return MaskedFillFunction(m, value)(x)

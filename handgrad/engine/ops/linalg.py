@@ -9,7 +9,7 @@ from handgrad.engine.ops._util import unbroadcast
 from handgrad.engine.tensor import Tensor
 
 
-class MatMul(Function):
+class MatMulFunction(Function):
     """C = A @ B (batched, broadcasting over leading axes);  dA = dC @ B^T, dB = A^T @ dC.
 
     1-D operands follow NumPy's rules (a vector is promoted to a matrix, then the added axis dropped).
@@ -58,4 +58,4 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({ka} != {kb})")
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: operands have different dtypes {a.dtype} and {b.dtype}")
-    return MatMul()(a, b)
+    return MatMulFunction()(a, b)

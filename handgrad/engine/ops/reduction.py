@@ -61,7 +61,7 @@ def expand_reduced(g: Any, shape: tuple[int, ...], axes: tuple[int, ...] | None,
     return xp.broadcast_to(g, shape)
 
 
-class Sum(Function):
+class SumFunction(Function):
     """y = sum_{axes} x;  dx = gy broadcast back over the summed axes."""
 
     def __init__(self, axes: tuple[int, ...] | None, keepdims: bool) -> None:
@@ -76,7 +76,7 @@ class Sum(Function):
         return expand_reduced(gy, self.shape, self.axes, self.keepdims)
 
 
-class Mean(Function):
+class MeanFunction(Function):
     """y = (1/n) sum_{axes} x;  dx = gy / n broadcast back."""
 
     def __init__(self, axes: tuple[int, ...] | None, keepdims: bool) -> None:
@@ -94,13 +94,13 @@ class Mean(Function):
 
 
 def sum(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:  # noqa: A001 - torch name
-    return Sum(normalize_axes(dim, x.ndim, "sum"), keepdim)(x)
+    return SumFunction(normalize_axes(dim, x.ndim, "sum"), keepdim)(x)
 
 
 def mean(x: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     if x.dtype.kind not in "fc":
         raise TypeError(f"mean: expected a floating tensor, got dtype {x.dtype}; cast it with .float() first")
-    return Mean(normalize_axes(dim, x.ndim, "mean"), keepdim)(x)
+    return MeanFunction(normalize_axes(dim, x.ndim, "mean"), keepdim)(x)
 
 
 def _restore(g: Any, shape: tuple[int, ...], axes: tuple[int, ...] | None, keepdims: bool) -> Any:
@@ -112,7 +112,7 @@ def _restore(g: Any, shape: tuple[int, ...], axes: tuple[int, ...] | None, keepd
     return get_array_module(g).expand_dims(g, axes)
 
 
-class MaxMinAll(Function):
+class MaxMinAllFunction(Function):
     """y = max x (or min) over all elements;  dx = gy / k at each of the k elements equal to y
     (the gradient is shared evenly over ties, as in PyTorch; over the NaNs if y is NaN)."""
 
@@ -133,7 +133,7 @@ class MaxMinAll(Function):
         return mask * (gy / mask.sum()).astype(gy.dtype)
 
 
-class AmaxAmin(Function):
+class AmaxAminFunction(Function):
     """y = amax/amin of x over ``axes``;  dx = gy / k at the k elements of each reduced slice equal to
     its extreme (ties share evenly)."""
 
@@ -155,7 +155,7 @@ class AmaxAmin(Function):
         return mask * (g / count).astype(gy.dtype)
 
 
-class MaxMinDim(Function):
+class MaxMinDimFunction(Function):
     """values = max (or min) of x along ``dim``, with the index of the first extreme;
     dx = gy placed at that index (zeros elsewhere), as in PyTorch."""
 
@@ -179,7 +179,7 @@ class MaxMinDim(Function):
         return gx
 
 
-class Var(Function):
+class VarFunction(Function):
     """y = sum_{axes} (x - mean)^2 / (N - correction);  dx = gy * 2 (x - mean) / (N - correction).
 
     With ``sqrt=True`` it is the standard deviation s = sqrt(var);  dx = gy (x - mean) / ((N - c) s),
@@ -212,7 +212,7 @@ class Var(Function):
             return g * self.xc * (2 / self.denom) if self.denom else g * self.xc * numpy.inf
 
 
-class LogSumExp(Function):
+class LogSumExpFunction(Function):
     """y = ln sum_{axes} e^x, computed as m + ln sum e^{x - m} with m the max (finite for any x);
     dx = gy e^{x - y} (the softmax of x over the axes)."""
 
@@ -234,7 +234,7 @@ class LogSumExp(Function):
         return g * xp.exp(self.x - self.yk)
 
 
-class Prod(Function):
+class ProdFunction(Function):
     """y = prod_{axis} x;  dx_i = gy prod_{j != i} x_j, from exclusive left and right running products
     (exact when some x_j are zero, where y / x_i would divide by zero)."""
 
@@ -293,7 +293,7 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Any:
     if dim is None:
         if x.numel() == 0:
             raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.shape}")
-        return MaxMinAll(is_max)(x)
+        return MaxMinAllFunction(is_max)(x)
     if not isinstance(dim, (int, numpy.integer)):
         raise TypeError(f"{op}: dim must be an int, got {dim!r}")
     axes = normalize_axes(dim, x.ndim, op)
@@ -302,7 +302,7 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Any:
         raise IndexError(f"{op}: cannot reduce over dim {dim} of size 0 (input shape {x.shape})")
     if x.ndim == 0:
         return MaxMinResult(clone_op(x), Tensor(numpy.zeros((), numpy.int64)))
-    fn = MaxMinDim(d, keepdim, is_max)
+    fn = MaxMinDimFunction(d, keepdim, is_max)
     values = fn(x)
     return MaxMinResult(values, Tensor._from_op(fn.idx if keepdim else fn.idx.squeeze(d), None, 0))
 
@@ -329,7 +329,7 @@ def amax(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     _check_float("amax", x)
     if x.numel() == 0:
         raise RuntimeError(f"amax: cannot reduce an empty tensor of shape {x.shape}")
-    return AmaxAmin(normalize_axes(dim, x.ndim, "amax"), keepdim, True)(x)
+    return AmaxAminFunction(normalize_axes(dim, x.ndim, "amax"), keepdim, True)(x)
 
 
 def amin(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
@@ -337,7 +337,7 @@ def amin(x: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     _check_float("amin", x)
     if x.numel() == 0:
         raise RuntimeError(f"amin: cannot reduce an empty tensor of shape {x.shape}")
-    return AmaxAmin(normalize_axes(dim, x.ndim, "amin"), keepdim, False)(x)
+    return AmaxAminFunction(normalize_axes(dim, x.ndim, "amin"), keepdim, False)(x)
 
 
 def _arg(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Tensor:
@@ -392,7 +392,7 @@ def var(
     _check_float("var", x)
     if x.dtype.kind != "f":
         raise TypeError(f"var: expected a floating tensor, got dtype {x.dtype}")
-    return Var(normalize_axes(dim, x.ndim, "var"), _correction("var", unbiased, correction), keepdim, False)(x)
+    return VarFunction(normalize_axes(dim, x.ndim, "var"), _correction("var", unbiased, correction), keepdim, False)(x)
 
 
 def std(
@@ -404,7 +404,7 @@ def std(
     _check_float("std", x)
     if x.dtype.kind != "f":
         raise TypeError(f"std: expected a floating tensor, got dtype {x.dtype}")
-    return Var(normalize_axes(dim, x.ndim, "std"), _correction("std", unbiased, correction), keepdim, True)(x)
+    return VarFunction(normalize_axes(dim, x.ndim, "std"), _correction("std", unbiased, correction), keepdim, True)(x)
 
 
 def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
@@ -412,7 +412,7 @@ def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     _check_float("logsumexp", x)
     if x.dtype.kind != "f":
         raise TypeError(f"logsumexp: expected a floating tensor, got dtype {x.dtype}")
-    return LogSumExp(normalize_axes(dim, x.ndim, "logsumexp"), keepdim)(x)
+    return LogSumExpFunction(normalize_axes(dim, x.ndim, "logsumexp"), keepdim)(x)
 
 
 def prod(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
@@ -421,4 +421,4 @@ def prod(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     if dim is not None and not isinstance(dim, (int, numpy.integer)):
         raise TypeError(f"prod: dim must be an int or None, got {dim!r}")
     axes = normalize_axes(dim, x.ndim, "prod")
-    return Prod(None if axes is None else axes[0], keepdim)(x)
+    return ProdFunction(None if axes is None else axes[0], keepdim)(x)

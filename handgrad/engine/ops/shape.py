@@ -13,7 +13,7 @@ from handgrad.engine.ops._util import unbroadcast
 from handgrad.engine.tensor import Tensor
 
 
-class Reshape(Function):
+class ReshapeFunction(Function):
     """y = x viewed with a new shape;  dx = gy reshaped back."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
@@ -27,7 +27,7 @@ class Reshape(Function):
         return gy.reshape(self.in_shape)
 
 
-class Permute(Function):
+class PermuteFunction(Function):
     """y = x with axes reordered by ``perm``;  dx = gy with the inverse permutation."""
 
     def __init__(self, perm: tuple[int, ...]) -> None:
@@ -68,14 +68,14 @@ def resolve_shape(shape: tuple[int, ...], numel: int, op: str, in_shape: tuple[i
 
 
 def reshape(x: Tensor, *shape: Any) -> Tensor:
-    return Reshape(resolve_shape(_shape_arg(shape), x.numel(), "reshape", x.shape))(x)
+    return ReshapeFunction(resolve_shape(_shape_arg(shape), x.numel(), "reshape", x.shape))(x)
 
 
 def permute(x: Tensor, *dims: Any) -> Tensor:
     perm = tuple(norm_dim("permute", d, x.ndim) for d in _shape_arg(dims))
     if sorted(perm) != list(range(x.ndim)):
         raise ValueError(f"permute: {perm} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return Permute(perm)(x)
+    return PermuteFunction(perm)(x)
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -84,7 +84,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     d0, d1 = norm_dim("transpose", dim0, x.ndim), norm_dim("transpose", dim1, x.ndim)
     perm = list(range(x.ndim))
     perm[d0], perm[d1] = perm[d1], perm[d0]
-    return Permute(tuple(perm))(x)
+    return PermuteFunction(tuple(perm))(x)
 
 
 def norm_dim(op: str, dim: Any, ndim: int, extra: int = 0) -> int:
@@ -99,7 +99,7 @@ def norm_dim(op: str, dim: Any, ndim: int, extra: int = 0) -> int:
     return int(dim) % n
 
 
-class Expand(Function):
+class ExpandFunction(Function):
     """y = x broadcast to ``shape`` (a read-only view, no copy);  dx = gy summed over the broadcast axes."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
@@ -139,7 +139,7 @@ def expand(x: Tensor, *sizes: Any) -> Tensor:
     shape_t = tuple(shape)
     if shape_t == x.shape:
         return x
-    return Expand(shape_t)(x)
+    return ExpandFunction(shape_t)(x)
 
 
 def expand_as(x: Tensor, other: Tensor) -> Tensor:
@@ -157,19 +157,19 @@ def squeeze(x: Tensor, dim: Any = None) -> Tensor:
         shape = tuple(s for i, s in enumerate(x.shape) if not (i in axes and s == 1))
     if shape == x.shape:
         return x
-    return Reshape(shape)(x)
+    return ReshapeFunction(shape)(x)
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
     """Insert a size-1 dim at ``dim`` (in ``[-ndim-1, ndim]``)."""
     d = norm_dim("unsqueeze", dim, x.ndim, extra=1)
-    return Reshape(x.shape[:d] + (1,) + x.shape[d:])(x)
+    return ReshapeFunction(x.shape[:d] + (1,) + x.shape[d:])(x)
 
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` (inclusive) into one; a 0-d tensor becomes shape (1,)."""
     if x.ndim == 0:
-        return Reshape((1,))(x)
+        return ReshapeFunction((1,))(x)
     s, e = norm_dim("flatten", start_dim, x.ndim), norm_dim("flatten", end_dim, x.ndim)
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
@@ -179,17 +179,17 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     shape = x.shape[:s] + (n,) + x.shape[e + 1 :]
     if shape == x.shape:
         return x
-    return Reshape(shape)(x)
+    return ReshapeFunction(shape)(x)
 
 
 def unflatten(x: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
     """Split dim ``dim`` into ``sizes`` (one may be -1)."""
     d = norm_dim("unflatten", dim, x.ndim)
     inner = resolve_shape(tuple(sizes), x.shape[d], "unflatten", x.shape)
-    return Reshape(x.shape[:d] + inner + x.shape[d + 1 :])(x)
+    return ReshapeFunction(x.shape[:d] + inner + x.shape[d + 1 :])(x)
 
 
-class Cat(Function):
+class CatFunction(Function):
     """y = [x_1, ..., x_n] joined along ``axis``;  dx_i = the slice of gy that x_i filled."""
 
     def __init__(self, axis: int) -> None:
@@ -204,7 +204,7 @@ class Cat(Function):
         return tuple(p if need else None for p, need in zip(parts, self.needs_input_grad))
 
 
-class Stack(Function):
+class StackFunction(Function):
     """y = x_1, ..., x_n stacked along a new ``axis``;  dx_i = gy taken at position i of that axis."""
 
     def __init__(self, axis: int) -> None:
@@ -244,7 +244,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                              f"{ref.shape} but tensor {i} has shape {t.shape}")
     if len(ts) == 1:
         return ts[0]
-    return Cat(d)(*ts)
+    return CatFunction(d)(*ts)
 
 
 concat = concatenate = cat
@@ -259,10 +259,10 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
         if t.shape != ref.shape:
             raise ValueError(f"stack: expects each tensor to be equal size, but got {ref.shape} at entry 0 "
                              f"and {t.shape} at entry {i}")
-    return Stack(d)(*ts)
+    return StackFunction(d)(*ts)
 
 
-class Split(Function):
+class SplitFunction(Function):
     """(y_1, ..., y_k) = consecutive pieces of x along ``axis`` (views);  dx = the gy_i joined back (pieces
     that got no gradient count as zeros)."""
 
@@ -292,7 +292,7 @@ def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor,
         if any(s < 0 for s in sizes) or sum(sizes) != n:
             raise ValueError(f"split: split_sizes {sizes} must be non-negative and sum to {n}, the size of dim "
                              f"{dim} of input {x.shape}")
-    return Split(sizes, d)(x)
+    return SplitFunction(sizes, d)(x)
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
@@ -303,11 +303,11 @@ def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     n = x.shape[d]
     size = -(-n // int(chunks)) if n else 0
     if size == 0:
-        return Split([0] * int(chunks), d)(x) if n == 0 else split(x, 1, d)
+        return SplitFunction([0] * int(chunks), d)(x) if n == 0 else split(x, 1, d)
     return split(x, size, d)
 
 
-class Unbind(Function):
+class UnbindFunction(Function):
     """(y_0, ..., y_{n-1}) = x[..., i, ...] along ``axis``;  dx = the gy_i stacked back."""
 
     def __init__(self, axis: int) -> None:
@@ -326,7 +326,7 @@ def unbind(x: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
     d = norm_dim("unbind", dim, x.ndim)
     if x.ndim == 0:
         raise ValueError("unbind: cannot unbind a 0-d tensor")
-    return Unbind(d)(x)
+    return UnbindFunction(d)(x)
 
 
 # -- pad ---------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def _axis_slice(ndim: int, axis: int, start: int | None, stop: int | None) -> tu
     return (slice(None),) * axis + (slice(start, stop),) + (slice(None),) * (ndim - axis - 1)
 
 
-class ConstantPad(Function):
+class ConstantPadFunction(Function):
     """y = x framed by ``value`` (negative widths crop);  dx = gy cut back to x's place (zeros for the
     cropped part)."""
 
@@ -360,7 +360,7 @@ class ConstantPad(Function):
         return gx
 
 
-class EdgePad(Function):
+class EdgePadFunction(Function):
     """Reflect / replicate / circular padding: every output element copies one input element, separately
     along each padded axis;  dx folds the gradient of each copy back onto its source, axis by axis."""
 
@@ -417,8 +417,8 @@ def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float | No
                 raise ValueError(f"pad: padding {tuple(p)} makes a negative size for input {x.shape}")
         if all(l == 0 and r == 0 for l, r in widths):
             return x
-        return ConstantPad(widths, 0.0 if value is None else float(value))(x)
-    if mode not in EdgePad._NP_MODE:
+        return ConstantPadFunction(widths, 0.0 if value is None else float(value))(x)
+    if mode not in EdgePadFunction._NP_MODE:
         raise ValueError(f"pad: mode must be 'constant', 'reflect', 'replicate' or 'circular', got {mode!r}")
     if value is not None and value != 0:
         raise ValueError(f"pad: padding mode {mode!r} doesn't take in value argument")
@@ -433,4 +433,4 @@ def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float | No
             raise ValueError(f"pad: circular padding {tuple(p)} must be at most the padded dims of input {x.shape}")
         if mode == "replicate" and n == 0 and (l or r):
             raise ValueError(f"pad: replicate padding needs non-empty padded dims, input {x.shape}")
-    return EdgePad(widths, mode)(x)
+    return EdgePadFunction(widths, mode)(x)

@@ -11,7 +11,7 @@ from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
 
 
-class Softmax(Function):
+class SoftmaxFunction(Function):
     """y = e^{x - m} / sum_axis e^{x - m} (m = max over the axis);  dx = y (gy - sum_axis(gy y))."""
 
     def __init__(self, axis: int) -> None:
@@ -31,7 +31,7 @@ class Softmax(Function):
         return gyy
 
 
-class LogSoftmax(Function):
+class LogSoftmaxFunction(Function):
     """y = x - m - ln sum_axis e^{x - m};  dx = gy - softmax(x) sum_axis gy."""
 
     def __init__(self, axis: int) -> None:
@@ -67,15 +67,15 @@ def softmax(x: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
     """exp(x) / sum exp(x) along ``dim``, computed stably."""
     x, d = _softmax_dim("softmax", x, dim, dtype)
     if x.ndim == 0:
-        return Softmax(0)(x.reshape(1)).reshape(())
-    return Softmax(d)(x)
+        return SoftmaxFunction(0)(x.reshape(1)).reshape(())
+    return SoftmaxFunction(d)(x)
 
 
 def log_softmax(x: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
     """x - logsumexp(x) along ``dim``, computed stably."""
     x, d = _softmax_dim("log_softmax", x, dim, dtype)
     if x.ndim == 0:
-        return LogSoftmax(0)(x.reshape(1)).reshape(())
-    return LogSoftmax(d)(x)
+        return LogSoftmaxFunction(0)(x.reshape(1)).reshape(())
+    return LogSoftmaxFunction(d)(x)
 
 

@@ -11,7 +11,7 @@ from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 
 
-class Exp(Function):
+class ExpFunction(Function):
     """y = e^x;  dx = gy * y."""
 
     def forward(self, x: Any) -> Any:
@@ -22,7 +22,7 @@ class Exp(Function):
         return gy * self.y
 
 
-class Log(Function):
+class LogFunction(Function):
     """y = ln x;  dx = gy / x."""
 
     def forward(self, x: Any) -> Any:
@@ -33,7 +33,7 @@ class Log(Function):
         return gy / self.x
 
 
-class Tanh(Function):
+class TanhFunction(Function):
     """y = tanh x;  dx = gy * (1 - y^2)."""
 
     def forward(self, x: Any) -> Any:
@@ -44,7 +44,7 @@ class Tanh(Function):
         return gy * (1 - self.y * self.y)
 
 
-class Sigmoid(Function):
+class SigmoidFunction(Function):
     """y = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2 to stay finite;  dx = gy * y (1 - y)."""
 
     def forward(self, x: Any) -> Any:
@@ -59,7 +59,7 @@ class Sigmoid(Function):
         return gy * self.y * (1 - self.y)
 
 
-class ReLU(Function):
+class ReLUFunction(Function):
     """y = max(x, 0);  dx = gy * [x > 0]."""
 
     def forward(self, x: Any) -> Any:
@@ -70,7 +70,7 @@ class ReLU(Function):
         return gy * self.mask
 
 
-class Cast(Function):
+class CastFunction(Function):
     """y = x converted to another dtype;  dx = gy converted back."""
 
     def __init__(self, dtype: Any) -> None:
@@ -84,7 +84,7 @@ class Cast(Function):
         return gy.astype(self.src)
 
 
-class Clone(Function):
+class CloneFunction(Function):
     def forward(self, x: Any) -> Any:
         return x.copy()
 
@@ -93,23 +93,23 @@ class Clone(Function):
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp()(x)
+    return ExpFunction()(x)
 
 
 def log(x: Tensor) -> Tensor:
-    return Log()(x)
+    return LogFunction()(x)
 
 
 def tanh(x: Tensor) -> Tensor:
-    return Tanh()(x)
+    return TanhFunction()(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid()(x)
+    return SigmoidFunction()(x)
 
 
 def relu(x: Tensor) -> Tensor:
-    return ReLU()(x)
+    return ReLUFunction()(x)
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:
@@ -117,14 +117,14 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
         return x
     if numpy.dtype(dtype).kind not in "fc":
         return Tensor(x.data.astype(dtype))
-    return Cast(numpy.dtype(dtype))(x)
+    return CastFunction(numpy.dtype(dtype))(x)
 
 
 def clone(x: Tensor) -> Tensor:
-    return Clone()(x)
+    return CloneFunction()(x)
 
 
-class Sqrt(Function):
+class SqrtFunction(Function):
     """y = sqrt x;  dx = gy / (2 y)."""
 
     def forward(self, x: Any) -> Any:
@@ -135,7 +135,7 @@ class Sqrt(Function):
         return gy / (2 * self.y)
 
 
-class Abs(Function):
+class AbsFunction(Function):
     """y = |x|;  dx = gy * sign(x) (0 at x == 0, like PyTorch)."""
 
     def forward(self, x: Any) -> Any:
@@ -146,7 +146,7 @@ class Abs(Function):
         return gy * get_array_module(gy).sign(self.x)
 
 
-class Sin(Function):
+class SinFunction(Function):
     """y = sin x;  dx = gy * cos x."""
 
     def forward(self, x: Any) -> Any:
@@ -157,7 +157,7 @@ class Sin(Function):
         return gy * get_array_module(gy).cos(self.x)
 
 
-class Cos(Function):
+class CosFunction(Function):
     """y = cos x;  dx = -gy * sin x."""
 
     def forward(self, x: Any) -> Any:
@@ -168,7 +168,7 @@ class Cos(Function):
         return -gy * get_array_module(gy).sin(self.x)
 
 
-class Clamp(Function):
+class ClampFunction(Function):
     """y = min(max(x, lo), hi) for constant bounds (either may be None);
     dx = gy * [lo <= x <= hi] (the gradient passes at the bounds themselves, like PyTorch)."""
 
@@ -191,7 +191,7 @@ class Clamp(Function):
         return gy * self.inside
 
 
-class ClampTensor(Function):
+class ClampTensorFunction(Function):
     """y = min(max(x, lo), hi) with tensor bounds (broadcast; either may be absent). As in PyTorch:
     dx = gy [lo <= x <= hi], dlo = gy [x < lo and lo < hi], dhi = gy [x > hi or hi < lo]."""
 
@@ -240,22 +240,22 @@ def _need_tensor(op: str, x: Any) -> None:
 
 def sqrt(x: Tensor) -> Tensor:
     _need_tensor("sqrt", x)
-    return Sqrt()(x)
+    return SqrtFunction()(x)
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001 - torch name
     _need_tensor("abs", x)
-    return Abs()(x)
+    return AbsFunction()(x)
 
 
 def sin(x: Tensor) -> Tensor:
     _need_tensor("sin", x)
-    return Sin()(x)
+    return SinFunction()(x)
 
 
 def cos(x: Tensor) -> Tensor:
     _need_tensor("cos", x)
-    return Cos()(x)
+    return CosFunction()(x)
 
 
 def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch argument names
@@ -265,7 +265,7 @@ def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must not be None")
     if not isinstance(min, Tensor) and not isinstance(max, Tensor):
-        return Clamp(None if min is None else float(min), None if max is None else float(max))(x)
+        return ClampFunction(None if min is None else float(min), None if max is None else float(max))(x)
     from handgrad.engine.ops._util import as_tensor_like, broadcast_error
 
     bounds = [as_tensor_like(b, x) for b in (min, max) if b is not None]
@@ -278,7 +278,7 @@ def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 
         raise broadcast_error("clamp", x, bounds[0]) from None
     if shape != x.shape:
         raise ValueError(f"clamp: bounds of shapes {[b.shape for b in bounds]} do not broadcast to input {x.shape}")
-    return ClampTensor(min is not None, max is not None)(x, *bounds)
+    return ClampTensorFunction(min is not None, max is not None)(x, *bounds)
 
 
 clip = clamp
