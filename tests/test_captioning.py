@@ -290,8 +290,8 @@ def test_errors_name_the_model_and_shapes():
     with pytest.raises(ValueError, match="caption_scores: 1 hypotheses for 2"):
         caption_scores(["a"], ["a", "b"])
     tr = CaptionTrainer(m, Adam(m.parameters()), verbose=False)
-    with pytest.raises(TypeError, match="CaptionTrainer: expected a CaptionBatch"):
-        tr.unpack_batch((np.zeros(1), np.zeros(1)))
+    with pytest.raises(TypeError, match="CaptionUpdater: expected a CaptionBatch"):
+        tr.updater.update((np.zeros(1), np.zeros(1)))
     assert isinstance(make_caption_batch(np.zeros((1, 3, 4, 4)), [[4]]), CaptionBatch)
 
 

@@ -254,7 +254,7 @@ def test_char_lm_resume_continues_exactly(tmp_path):
     full, _ = _run("char-lm", tmp_path / "full", *common)
     assert main(["run", "char-lm", "--quick", "--no-progress", "--out", str(tmp_path / "a"), "--epochs", "1",
                  *common]) == 0
-    resumed, _ = _run("char-lm", tmp_path / "b", "--resume", str(tmp_path / "a" / "checkpoint.safetensors"), *common)
+    resumed, _ = _run("char-lm", tmp_path / "b", "--resume", str(tmp_path / "a" / "last.safetensors"), *common)
     assert [h["val_bpc"] for h in resumed["history"]] == pytest.approx([h["val_bpc"] for h in full["history"]],
                                                                       rel=1e-12)
     assert resumed["heldout_bpc"] == pytest.approx(full["heldout_bpc"], rel=1e-12)
@@ -269,6 +269,6 @@ def test_char_lm_wraps_around_with_shifted_streams_and_resumes_exactly(tmp_path)
     assert full["chars_trained"] == 2 * 10 * 4 * 32 > 2.5 * 960  # --quick: 2 epochs of 10 windows
     assert main(["run", "char-lm", "--quick", "--no-progress", "--out", str(tmp_path / "a"), "--epochs", "1",
                  *common]) == 0
-    resumed, _ = _run("char-lm", tmp_path / "b", "--resume", str(tmp_path / "a" / "checkpoint.safetensors"), *common)
+    resumed, _ = _run("char-lm", tmp_path / "b", "--resume", str(tmp_path / "a" / "last.safetensors"), *common)
     assert [h["val_bpc"] for h in resumed["history"]] == pytest.approx([h["val_bpc"] for h in full["history"]],
                                                                       rel=1e-12)

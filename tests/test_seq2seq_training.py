@@ -199,7 +199,7 @@ def test_trainer_steps_the_schedule_once_per_training_batch_and_validates_teache
     np.testing.assert_allclose(hist["teacher_forcing"], [0.7, 0.3])
     # a checkpoint carries the schedule's clock
     state = tr.checkpoint_state(copy=True)
-    assert state["seq2seq_step"] == 8
+    assert state["updater_state"]["iteration"] == 8
     tr2 = Seq2SeqTrainer(m, Adam(m.parameters(), lr=1e-3), teacher_forcing=sched, verbose=False)
     tr2.load_checkpoint(state)
     assert tr2.global_step == 8 and tr2.epoch == 2
@@ -242,11 +242,11 @@ def test_free_running_training_gradients_match_finite_differences():
 
 def test_trainer_errors():
     m = _model(None)
-    with pytest.raises(ValueError, match=r"Seq2SeqTrainer: teacher_forcing must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Seq2SeqUpdater: teacher_forcing must be in \[0, 1\]"):
         Seq2SeqTrainer(m, Adam(m.parameters()), teacher_forcing=1.5)
     tr = Seq2SeqTrainer(m, Adam(m.parameters()))
-    with pytest.raises(TypeError, match="Seq2SeqTrainer: expected a seq2seq Batch, got tuple"):
-        tr.unpack_batch((1, 2))
+    with pytest.raises(TypeError, match="Seq2SeqUpdater: expected a seq2seq Batch, got tuple"):
+        tr.updater.update((1, 2))
 
 
 # -- decoding and validation ---------------------------------------------------------------------------------

@@ -33,12 +33,27 @@ import os
 import time
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad import optim
+from handgrad.data.text import load_shakespeare
+from handgrad.errors import ExperimentError
+from handgrad.recurrent.generation import CharVocab, RNNLanguageModel, sample
+from handgrad.recurrent.regularization import ClipTracker
+from handgrad.serialization import CheckpointError
+from handgrad.train import Callback, EarlyStopping, ModelCheckpoint, Trainer
+from handgrad.train.bptt import BPTTUpdater, StreamLoader
+from handgrad.train.bptt import streams as _streams
+
+# the per-epoch columns this experiment reports (results.json "history")
+HISTORY_KEYS = ("epoch", "train_bpc", "val_bpc", "lr", "chars_seen", "budget_s", "wall_s", "clip_fraction")
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=384, help="LSTM hidden units per layer (default 384)")
     p.add_argument("--layers", type=int, default=2, help="stacked LSTM layers (default 2)")
     p.add_argument("--embed", type=int, default=64, help="character embedding size (default 64)")
@@ -68,9 +83,6 @@ def _options(p: argparse.ArgumentParser) -> None:
 
 def _load_text(data: str | None) -> tuple[str, str, str]:
     """(train, val, source): the bundled Shakespeare, a folder of .txt files, or one text file (last 10% val)."""
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data.text import load_shakespeare
-
     if data is None:
         return load_shakespeare("train"), load_shakespeare("val"), "shakespeare (bundled)"
     if os.path.isdir(data):
@@ -85,12 +97,6 @@ def _load_text(data: str | None) -> tuple[str, str, str]:
     return text[:cut], text[cut:], f"file {data}"
 
 
-def _streams(ids: numpy.ndarray, n_streams: int) -> numpy.ndarray:
-    """``ids`` cut into ``n_streams`` equal consecutive pieces, time-major ``(N // n_streams, n_streams)``."""
-    n = len(ids) // n_streams
-    return numpy.ascontiguousarray(ids[: n * n_streams].reshape(n_streams, n).T)
-
-
 def evaluate_bpc(
     model: Any, ids: numpy.ndarray, bptt: int = 200, n_streams: int = 16, max_chars: int | None = None
 ) -> float:
@@ -100,9 +106,6 @@ def evaluate_bpc(
     first ``max_chars / n_streams`` characters of each piece: a sample spread over the whole text, not just
     its beginning (one play can be much easier or harder than the average).
     """
-    import handgrad as hg
-    import handgrad.functional as F
-
     data = _streams(ids, n_streams)
     if max_chars is not None:
         data = data[: max(max_chars // n_streams, 2)]
@@ -136,22 +139,70 @@ class _Clock:
         return self.now() - self.t0
 
 
-@experiment(
-    "char-lm",
-    "character-level LSTM language model on Shakespeare (--data FILE for any text): held-out bits/char, samples",
-    arguments=_options,
-    defaults={"batch_size": 64, "lr": 3e-3, "epochs": 100_000},
-)
-def run(opts: argparse.Namespace) -> dict[str, Any]:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad import optim
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.engine.random import get_rng
-    from handgrad.recurrent.generation import CharVocab, RNNLanguageModel, sample
-    from handgrad.recurrent.regularization import ClipTracker
-    from handgrad.recurrent.tbptt import detach_state
+class CharLMProgress(Callback):
+    """The char-LM's bookkeeping around the Trainer's loop: the budget (a linearly decaying learning rate and a
+    stop when it is spent), held-out bits/char after every epoch, the log line, and (with ``--lr-schedule
+    plateau``) halving the learning rate after an epoch without improvement. Its state (characters seen,
+    budget used, the vocabulary) is saved in the Trainer's checkpoints, so ``--resume`` continues exactly."""
 
+    order = -20  # before EarlyStopping and ModelCheckpoint read val_bpc
+
+    def __init__(self, opts: argparse.Namespace, vocab: CharVocab, val_ids: numpy.ndarray, clip: ClipTracker,
+                 chars_per_step: int, log: Any) -> None:
+        self.opts, self.vocab, self.val_ids, self.clip, self.log = opts, vocab, val_ids, clip, log
+        self.chars_per_step = chars_per_step
+        self.clock, self.wall = _Clock(opts.budget_clock), _Clock("wall")
+        self.budget = opts.minutes * 60.0
+        self.chars_seen, self.budget_hit = 0, False
+        self.losses: list[float] = []
+        self.best = math.inf  # for the plateau schedule: the same rule as EarlyStopping(min_delta=1e-3)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.clip.reset()
+        self.losses = []
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.losses.append(logs["loss"])
+        self.chars_seen += self.chars_per_step
+        if self.opts.lr_schedule == "budget":  # linear decay to 10% over the budget
+            for g in self.trainer.optimizer.param_groups:
+                g["lr"] = self.opts.lr * (1.0 - 0.9 * min(self.clock.elapsed() / self.budget, 1.0))
+        if self.clock.elapsed() > self.budget:
+            self.budget_hit = self.trainer.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        opt = self.trainer.optimizer
+        val_bpc = evaluate_bpc(self.trainer.model, self.val_ids, max_chars=self.opts.val_chars)
+        train_bpc = float(numpy.mean(self.losses)) / math.log(2)
+        lr = opt.param_groups[0]["lr"]
+        logs.update({"train_bpc": train_bpc, "val_bpc": val_bpc, "lr": lr, "chars_seen": self.chars_seen,
+                     "budget_s": round(self.clock.elapsed(), 1), "wall_s": round(self.wall.elapsed(), 1),
+                     "clip_fraction": self.clip.fraction})
+        self.log(f"epoch {epoch:3d}  train {train_bpc:.3f}  held-out {val_bpc:.3f} bpc  lr {lr:.2e}  "
+                 f"clipped {self.clip.fraction:.0%}  {self.chars_seen / 1e6:.2f}M chars  "
+                 f"{self.clock.elapsed() / 60:.1f} {self.opts.budget_clock}-min  "
+                 f"{self.wall.elapsed() / 60:.1f} wall-min")
+        if val_bpc < self.best - 1e-3:
+            self.best = val_bpc
+        elif self.opts.lr_schedule == "plateau":  # halve the step size
+            for g in opt.param_groups:
+                g["lr"] *= 0.5
+        if self.clock.elapsed() > self.budget:
+            self.budget_hit = self.trainer.stop_training = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chars_seen": self.chars_seen, "budget_used": self.clock.elapsed(), "wall_used": self.wall.elapsed(),
+                "best": self.best, "vocab": list(self.vocab.itos)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["vocab"]) != list(self.vocab.itos):
+            raise CheckpointError(f"--resume: {self.opts.resume} was trained on another text (its vocabulary differs)")
+        self.chars_seen, self.best = int(state["chars_seen"]), float(state["best"])
+        self.clock.t0 = self.clock.now() - float(state["budget_used"])  # the budget already spent counts
+        self.wall.t0 = self.wall.now() - float(state["wall_used"])
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
     train_text, val_text, source = _load_text(opts.data)
     if opts.quick:
         train_text, val_text = train_text[:60_000], val_text[:6_000]
@@ -174,10 +225,11 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     opt = (optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay) if opts.weight_decay
            else optim.Adam(model.parameters(), lr=opts.lr))
     clip = ClipTracker(opts.clip)
-    data = _streams(train_ids, opts.batch_size)
-    shuffle_rng, shift = numpy.random.default_rng(opts.seed), 0
-    log_path = os.path.join(opts.out, "train.log")
-    logf = open(log_path, "w")
+    # truncated BPTT over B streams, windows of --bptt, the state carried (detached); new stream boundaries
+    # (a random shift) at every wrap-around
+    stream = StreamLoader(train_ids, opts.batch_size, opts.bptt, steps_per_epoch=opts.steps_per_epoch,
+                          shuffle=True, seed=opts.seed)
+    logf = open(os.path.join(opts.out, "train.log"), "w")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -187,94 +239,26 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     log(f"{source}: {len(train_ids):,} train / {len(val_ids):,} held-out chars, vocab {len(vocab)}; "
         f"{opts.mode} {opts.layers}x{opts.hidden}, {n_params:,} parameters; "
         f"budget {opts.minutes} {opts.budget_clock} min")
-    clock, wall = _Clock(opts.budget_clock), _Clock("wall")
-    budget = opts.minutes * 60.0
-    history: list[dict[str, float]] = []
-    best: tuple[float, Any, int] = (float("inf"), None, 0)
-    bad_epochs, pos, state, chars_seen, stop_reason, first = 0, 0, None, 0, "epochs", 1
-    ckpt_path = os.path.join(opts.out, "checkpoint.safetensors")
+    progress = CharLMProgress(opts, vocab, val_ids, clip, opts.batch_size * opts.bptt, log)
+    stopper = EarlyStopping(monitor="val_bpc", mode="min", min_delta=1e-3, patience=opts.patience,
+                            restore_best_weights=True)
+    ckpt = ModelCheckpoint(opts.out, monitor="val_bpc", mode="min", min_delta=1e-3)
+    trainer = Trainer(updater=BPTTUpdater(model, opt, F.cross_entropy, grad_clip=clip), metrics=(),
+                      callbacks=[progress, stopper, ckpt], out_dir=opts.out, progress=opts.progress, verbose=False,
+                      run_name="char-lm")
     if opts.resume:
-        ck = hg.load(opts.resume)
-        if ck.get("vocab") != vocab.itos:
-            raise ExperimentError(f"--resume: {opts.resume} was trained on another text (its vocabulary differs)")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        history, pos, chars_seen, bad_epochs = ck["history"], ck["pos"], ck["chars_seen"], ck["bad_epochs"]
-        best = (ck["best_bpc"], ck["best_model"], ck["best_epoch"])
-        st = ck["state"]
-        state = None if st is None else (tuple(hg.Tensor(a) for a in st) if isinstance(st, tuple) else hg.Tensor(st))
-        clock.t0 -= ck["budget_used"]  # the budget already spent counts
-        wall.t0 -= ck["wall_used"]
-        get_rng().bit_generator.state = ck["rng"]
-        shuffle_rng.bit_generator.state, shift = ck["shuffle_rng"], ck["shift"]
-        data = _streams(numpy.roll(train_ids, -shift), opts.batch_size)
-        first = ck["epoch"] + 1
-        log(f"resumed from {opts.resume} after epoch {ck['epoch']} ({chars_seen:,} chars)")
-    for epoch in range(first, opts.epochs + 1):
-        model.train()
-        clip.reset()
-        losses = []
-        for _ in range(opts.steps_per_epoch):
-            if pos + opts.bptt + 1 > len(data):
-                # wrap around: new stream boundaries (a random shift) so that the next pass does not see
-                # the same windows in the same batches; a fresh state at the start of the streams
-                shift = int(shuffle_rng.integers(0, len(train_ids) // opts.batch_size))
-                data = _streams(numpy.roll(train_ids, -shift), opts.batch_size)
-                pos, state = 0, None
-            x = data[pos : pos + opts.bptt]
-            y = data[pos + 1 : pos + 1 + opts.bptt]
-            pos += opts.bptt
-            logits, state = model(hg.Tensor(numpy.ascontiguousarray(x.T)), detach_state(state))
-            v = logits.shape[-1]
-            loss = F.cross_entropy(logits.reshape(-1, v), hg.Tensor(numpy.ascontiguousarray(y.T).reshape(-1)))
-            opt.zero_grad()
-            loss.backward()
-            clip(model.parameters())
-            opt.step()
-            losses.append(float(loss.item()))
-            chars_seen += y.size
-            if opts.lr_schedule == "budget":  # linear decay to 10% over the budget
-                for g in opt.param_groups:
-                    g["lr"] = opts.lr * (1.0 - 0.9 * min(clock.elapsed() / budget, 1.0))
-            if clock.elapsed() > budget:
-                break
-        val_bpc = evaluate_bpc(model, val_ids, max_chars=opts.val_chars)
-        train_bpc = float(numpy.mean(losses)) / math.log(2)
-        history.append({"epoch": epoch, "train_bpc": train_bpc, "val_bpc": val_bpc, "lr": opt.param_groups[0]["lr"],
-                        "chars_seen": chars_seen, "budget_s": round(clock.elapsed(), 1),
-                        "wall_s": round(wall.elapsed(), 1), "clip_fraction": clip.fraction})
-        log(f"epoch {epoch:3d}  train {train_bpc:.3f}  held-out {val_bpc:.3f} bpc  lr {opt.param_groups[0]['lr']:.2e}  "
-            f"clipped {clip.fraction:.0%}  {chars_seen / 1e6:.2f}M chars  "
-            f"{clock.elapsed() / 60:.1f} {opts.budget_clock}-min  {wall.elapsed() / 60:.1f} wall-min")
-        if val_bpc < best[0] - 1e-3:
-            best, bad_epochs = (val_bpc, model.state_dict(), epoch), 0
-        else:
-            bad_epochs += 1
-            if opts.lr_schedule == "plateau":  # halve the step size
-                for g in opt.param_groups:
-                    g["lr"] *= 0.5
-        hg.save({  # everything needed to continue with --resume (a long run may be interrupted)
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos,
-            "state": _state_arrays(state), "chars_seen": chars_seen,
-            "budget_used": clock.elapsed(), "wall_used": wall.elapsed(), "history": history,
-            "best_bpc": best[0], "best_model": best[1], "best_epoch": best[2], "bad_epochs": bad_epochs,
-            "rng": get_rng().bit_generator.state, "vocab": vocab.itos,
-            "shuffle_rng": shuffle_rng.bit_generator.state, "shift": shift,
-        }, ckpt_path)
-        if bad_epochs >= opts.patience:
-            stop_reason = "early stopping"
-            break
-        if clock.elapsed() > budget:
-            stop_reason = "budget"
-            break
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    hg.save(model.state_dict(), os.path.join(opts.out, "best.safetensors"))
+        log(f"resuming from {opts.resume}")
+    history = trainer.fit(stream, epochs=opts.epochs, resume=opts.resume)
+    rows = [{k: row[k] for k in HISTORY_KEYS} for row in history.rows]
+    stop_reason = "early stopping" if stopper.stopped_epoch else "budget" if progress.budget_hit else "epochs"
+    if trainer.interrupted:
+        stop_reason = "interrupted"
+    # the best epoch's weights are back in the model (EarlyStopping's restore_best_weights)
     with open(os.path.join(opts.out, "vocab.json"), "w") as f:
         json.dump(vocab.to_json(), f)
     final_bpc = evaluate_bpc(model, val_ids)
-    log(f"best epoch {best[2]}: held-out {final_bpc:.3f} bits/char on all {len(val_ids):,} held-out chars "
-        f"({stop_reason})")
+    log(f"best epoch {stopper.best_epoch}: held-out {final_bpc:.3f} bits/char on all {len(val_ids):,} held-out "
+        f"chars ({stop_reason})")
     if any(c not in vocab.stoi for c in opts.prompt):  # e.g. the Shakespeare default on another text
         prompt = val_text[:20]
         log(f"--prompt {opts.prompt!r} has characters this text lacks; using {prompt!r} from the held-out text")
@@ -292,42 +276,30 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     with open(os.path.join(opts.out, "samples.txt"), "w") as f:
         for k, s in samples.items():
             f.write(f"--- {k} (top-k {opts.top_k}) ---\n{s}\n\n")
-    with open(os.path.join(opts.out, "history.json"), "w") as f:
-        json.dump(history, f, indent=1)
-    _plot(history, os.path.join(opts.out, "learning_curves.png"))
+    _plot(rows, os.path.join(opts.out, "learning_curves.png"))
     logf.close()
-    return {
+    results: dict[str, Any] = {
         "heldout_bpc": final_bpc,
-        "best_epoch_heldout_bpc_subset": best[0],
-        "best_epoch": best[2],
-        "epochs_run": len(history),
+        "best_epoch_heldout_bpc_subset": stopper.best,
+        "best_epoch": stopper.best_epoch,
+        "epochs_run": len(rows),
         "stop_reason": stop_reason,
-        "chars_trained": chars_seen,
-        "train_budget_s": round(clock.elapsed(), 1),
+        "chars_trained": progress.chars_seen,
+        "train_budget_s": round(progress.clock.elapsed(), 1),
         "budget_clock": opts.budget_clock,
-        "train_wall_s": round(wall.elapsed(), 1),
+        "train_wall_s": round(progress.wall.elapsed(), 1),
         "parameters": n_params,
         "source": source,
-        "history": history,
+        "history": rows,
         "sample": samples.get(f"T={opts.temperature}", ""),
     }
-
-
-def _state_arrays(state: Any) -> Any:
-    """A recurrent state (Tensor, tuple of Tensors or None) as arrays for a checkpoint."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.numpy() for s in state)
-    return state.numpy()
+    if trainer.interrupted:
+        results["interrupted"] = True
+    return results
 
 
 def _plot(history: list[dict[str, float]], path: str) -> None:
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if not history:
         return
     chars = [h["chars_seen"] / 1e6 for h in history]

@@ -44,6 +44,7 @@ from handgrad.seq2seq.training import TokenAccuracy, sequence_cross_entropy
 from handgrad.seq2seq.vocab import Vocab
 from handgrad.train.callbacks import Callback
 from handgrad.train.trainer import Trainer
+from handgrad.train.updaters import Updater
 
 PAD, BOS, EOS, UNK = Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id
 ATTENTIONS = ("additive", "general", None)
@@ -367,27 +368,27 @@ class CaptionLoader:
 
 
 # -- training -----------------------------------------------------------------------------------------------
-class CaptionTrainer(Trainer):
-    """:class:`~handgrad.train.Trainer` for a :class:`Captioner` on :class:`CaptionBatch` es: teacher forcing,
-    the padded mean cross-entropy, and teacher-forced token accuracy as the metric (unless given)."""
+class CaptionUpdater(Updater):
+    """One training step of a :class:`Captioner` on a :class:`CaptionBatch`: teacher forcing (the decoder reads
+    ``tgt_in``), the padded mean cross-entropy (:func:`~handgrad.seq2seq.training.sequence_cross_entropy`)
+    against ``tgt_out``. Images are cast to the model's dtype."""
 
-    def __init__(self, model: Any, optimizer: Any, metrics: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, self._loss, metrics=[TokenAccuracy()] if metrics is None else metrics,
-                         **kwargs)
-
-    @staticmethod
-    def _loss(output: Any, target: Any) -> Tensor:
-        return sequence_cross_entropy(output[0], target)
-
-    def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
+    def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
         if not isinstance(batch, CaptionBatch):
-            raise TypeError(f"CaptionTrainer: expected a CaptionBatch, got {type(batch).__name__}")
-        return (batch.images, batch.tgt_in), batch.tgt_out
-
-    def forward(self, inputs: Any) -> Any:
-        images, tgt_in = inputs
+            raise TypeError(f"CaptionUpdater: expected a CaptionBatch, got {type(batch).__name__}")
         dt = next(iter(self.model.parameters())).dtype
-        return self.model(Tensor(numpy.asarray(images, dt)), Tensor(tgt_in))
+        output = self.model(Tensor(numpy.asarray(batch.images, dt)), Tensor(batch.tgt_in))
+        return sequence_cross_entropy(output[0], batch.tgt_out), output, batch.tgt_out
+
+
+class CaptionTrainer(Trainer):
+    """A :class:`~handgrad.train.Trainer` with a :class:`CaptionUpdater` and teacher-forced token accuracy as
+    the metric (unless given); other arguments as ``Trainer``."""
+
+    def __init__(self, model: Any, optimizer: Any, metrics: Any = None, grad_clip: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(updater=CaptionUpdater(model, optimizer, grad_clip),
+                         metrics=[TokenAccuracy()] if metrics is None else metrics, **kwargs)
 
 
 def decode_captions(model: Captioner, images: numpy.ndarray, max_len: int, beam_size: int = 1,

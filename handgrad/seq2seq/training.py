@@ -18,10 +18,11 @@ Speed. Batches are bucketed by length (:class:`BucketBatchLoader`): the shuffled
 ``pool`` batches, each pool is sorted by length and cut into batches, and the batches are shuffled, so a
 batch holds sentences of similar length (little padding) while every epoch still sees a new order.
 
-Teacher forcing and scheduled sampling. :class:`Seq2SeqTrainer` takes ``teacher_forcing``, a probability
-eps or a :class:`~handgrad.seq2seq.scheduled_sampling.TeacherForcingSchedule` stepped once per training
-batch (Bengio et al. 2015): eps = 1 is teacher forcing (the fused decoder), eps = 0 free running, and in
-between every decoder input token is the ground truth with probability eps, else the model's own sample.
+Teacher forcing and scheduled sampling. :class:`Seq2SeqUpdater` (the step the Trainer drives) takes
+``teacher_forcing``, a probability eps or a :class:`~handgrad.seq2seq.scheduled_sampling.TeacherForcingSchedule`
+stepped once per training batch (Bengio et al. 2015): eps = 1 is teacher forcing (the fused decoder),
+eps = 0 free running, and in between every decoder input token is the ground truth with probability eps,
+else the model's own sample.
 Validation loss is always teacher-forced (eps = 1); :class:`DecodeValidation` adds free-running (greedy)
 exact match, token accuracy and BLEU on a validation set to the epoch logs, so EarlyStopping and
 ModelCheckpoint can monitor ``val_exact_match`` or ``val_bleu``.
@@ -45,6 +46,7 @@ from handgrad.seq2seq.vocab import Vocab
 from handgrad.train.callbacks import Callback
 from handgrad.train.metrics import Metric
 from handgrad.train.trainer import Trainer
+from handgrad.train.updaters import Updater
 
 PAD, BOS, EOS = Vocab.pad_id, Vocab.bos_id, Vocab.eos_id
 
@@ -208,79 +210,69 @@ class TokenAccuracy(Metric):
         return self.right / self.total if self.total else 0.0
 
 
-# -- the trainer --------------------------------------------------------------------------------------------
+# -- the update step and the trainer --------------------------------------------------------------------------
+class Seq2SeqUpdater(Updater):
+    """One training step of a ``Seq2Seq`` on a :class:`Batch`: the decoder reads ``tgt_in`` with teacher-forcing
+    probability eps, the loss is :func:`sequence_cross_entropy` against ``tgt_out``.
+
+    ``teacher_forcing``: a probability eps in [0, 1] (1: teacher forcing, 0: free running) or a
+    ``TeacherForcingSchedule`` evaluated at ``iteration``, the number of training batches seen so far (saved
+    in :meth:`state_dict`, so a resumed run continues the schedule). In eval mode (validation) eps = 1.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, teacher_forcing: float | TeacherForcingSchedule = 1.0,
+                 grad_clip: float | None = None) -> None:
+        if not isinstance(teacher_forcing, TeacherForcingSchedule):
+            eps = float(teacher_forcing)
+            if not 0.0 <= eps <= 1.0:
+                raise ValueError(f"Seq2SeqUpdater: teacher_forcing must be in [0, 1] or a TeacherForcingSchedule, "
+                                 f"got {teacher_forcing!r}")
+        super().__init__(model, optimizer, grad_clip)
+        self.teacher_forcing = teacher_forcing
+        self.last_teacher_forcing = self.teacher_forcing_at(0)
+
+    def teacher_forcing_at(self, step: int) -> float:
+        tf = self.teacher_forcing
+        return float(tf(step)) if isinstance(tf, TeacherForcingSchedule) else float(tf)
+
+    def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"Seq2SeqUpdater: expected a seq2seq Batch, got {type(batch).__name__}")
+        eps = 1.0
+        if self.model.training:
+            eps = self.last_teacher_forcing = self.teacher_forcing_at(self.iteration)
+        output = self.model(Tensor(batch.src), batch.src_lengths, Tensor(batch.tgt_in), teacher_forcing=eps)
+        return sequence_cross_entropy(output[0], batch.tgt_out), output, batch.tgt_out
+
+
 class _TeacherForcingLog(Callback):
     """Adds the teacher-forcing probability of the epoch's last batch to the epoch logs."""
 
     order = -20
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
-        logs["teacher_forcing"] = self.trainer.last_teacher_forcing  # type: ignore[attr-defined]
+        logs["teacher_forcing"] = self.trainer.updater.last_teacher_forcing  # type: ignore[attr-defined]
 
 
 class Seq2SeqTrainer(Trainer):
-    """:class:`~handgrad.train.Trainer` for ``Seq2Seq`` on :class:`Batch` es.
-
-    ``teacher_forcing``: a probability eps in [0, 1] (1: teacher forcing, 0: free running) or a
-    ``TeacherForcingSchedule`` evaluated at the number of training batches seen so far (saved in
-    checkpoints, so a resumed run continues the schedule). Other arguments as ``Trainer``; the loss is
-    :func:`sequence_cross_entropy` and the metric :class:`TokenAccuracy` unless given.
-    """
+    """A :class:`~handgrad.train.Trainer` with a :class:`Seq2SeqUpdater`, :class:`TokenAccuracy` as the metric
+    (unless given) and the teacher-forcing probability in the epoch logs. Other arguments as ``Trainer``."""
 
     def __init__(self, model: Any, optimizer: Any, teacher_forcing: float | TeacherForcingSchedule = 1.0,
-                 metrics: Any = None, callbacks: Sequence[Callback] | None = None, **kwargs: Any) -> None:
-        if not isinstance(teacher_forcing, TeacherForcingSchedule):
-            eps = float(teacher_forcing)
-            if not 0.0 <= eps <= 1.0:
-                raise ValueError(f"Seq2SeqTrainer: teacher_forcing must be in [0, 1] or a TeacherForcingSchedule, "
-                                 f"got {teacher_forcing!r}")
-        self.teacher_forcing = teacher_forcing
-        self.global_step = 0  # training batches seen: the schedule's clock
-        self.last_teacher_forcing = self.teacher_forcing_at(0)
-        cbs = [*(callbacks or []), _TeacherForcingLog()]
-        super().__init__(model, optimizer, self._loss, metrics=[TokenAccuracy()] if metrics is None else metrics,
-                         callbacks=cbs, **kwargs)
+                 metrics: Any = None, callbacks: Sequence[Callback] | None = None, grad_clip: float | None = None,
+                 **kwargs: Any) -> None:
+        updater = Seq2SeqUpdater(model, optimizer, teacher_forcing, grad_clip)
+        super().__init__(updater=updater, metrics=[TokenAccuracy()] if metrics is None else metrics,
+                         callbacks=[*(callbacks or []), _TeacherForcingLog()], **kwargs)
 
-    @staticmethod
-    def _loss(output: Any, target: Any) -> Tensor:
-        return sequence_cross_entropy(output[0], target)
+    @property
+    def global_step(self) -> int:
+        """Training batches seen: the teacher-forcing schedule's clock."""
+        return self.updater.iteration
 
-    def teacher_forcing_at(self, step: int) -> float:
-        tf = self.teacher_forcing
-        return float(tf(step)) if isinstance(tf, TeacherForcingSchedule) else float(tf)
-
-    def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
-        if not isinstance(batch, Batch):
-            raise TypeError(f"Seq2SeqTrainer: expected a seq2seq Batch, got {type(batch).__name__}")
-        return (batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out
-
-    def forward(self, inputs: Any) -> Any:
-        src, lengths, tgt_in = inputs
-        eps = 1.0
-        if self.model.training:
-            eps = self.teacher_forcing_at(self.global_step)
-            self.last_teacher_forcing = eps
-            self.global_step += 1
-        return self.model(Tensor(src), lengths, Tensor(tgt_in), teacher_forcing=eps)
-
-    def checkpoint_state(self, copy: bool = False) -> dict[str, Any]:
-        state = super().checkpoint_state(copy=copy)
-        state["seq2seq_step"] = self.global_step
-        return state
-
-    def load_checkpoint(self, path_or_state: Any) -> None:
-        if isinstance(path_or_state, dict):
-            state = path_or_state
-        else:
-            import os
-
-            from handgrad.serialization import load
-
-            if not os.path.exists(os.fspath(path_or_state)):
-                raise FileNotFoundError(f"Trainer: no checkpoint at {os.fspath(path_or_state)}")
-            state = load(path_or_state)
-        super().load_checkpoint(state)
-        self.global_step = int(state.get("seq2seq_step", 0)) if isinstance(state, dict) else 0
+    @property
+    def last_teacher_forcing(self) -> float:
+        return self.updater.last_teacher_forcing  # type: ignore[attr-defined,no-any-return]
 
 
 # -- decoding and scores ------------------------------------------------------------------------------------

@@ -69,6 +69,14 @@ def _resolve_mode(mode: str, monitor: str, who: str) -> str:
     return mode
 
 
+def _needs_val_loader(trainer: Any, monitor: str) -> bool:
+    """A column the Trainer's own validation writes (``val_loss``, ``val_<metric>``) with no val_loader given.
+    (Other ``val_*`` columns may come from a callback, e.g. a validation that decodes.)"""
+    if not monitor.startswith("val_") or trainer.val_loader is not None:
+        return False
+    return monitor[4:] in {"loss", *(m.name for m in getattr(trainer, "metrics", []))}
+
+
 def _monitored(logs: dict[str, Any], monitor: str, who: str) -> float:
     if monitor not in logs or logs[monitor] is None:
         hint = " (pass a val_loader to fit, or monitor a training column)" if monitor.startswith("val_") else ""
@@ -145,7 +153,7 @@ class EarlyStopping(Callback):
 
     def on_fit_start(self) -> None:
         self._reset()
-        if self.monitor.startswith("val_") and self.trainer.val_loader is None:
+        if _needs_val_loader(self.trainer, self.monitor):
             raise ValueError(
                 f"EarlyStopping: monitor {self.monitor!r} needs a val_loader in Trainer.fit (or monitor 'loss')"
             )
@@ -244,7 +252,7 @@ class ModelCheckpoint(Callback):
         self.best_epoch = 0
 
     def on_fit_start(self) -> None:
-        if self.save_best and self.monitor.startswith("val_") and self.trainer.val_loader is None:
+        if self.save_best and _needs_val_loader(self.trainer, self.monitor):
             raise ValueError(
                 f"ModelCheckpoint: monitor {self.monitor!r} needs a val_loader in Trainer.fit (or monitor 'loss')"
             )

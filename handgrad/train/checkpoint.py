@@ -2,7 +2,7 @@
 
 A Trainer checkpoint is a nested dict written by ``handgrad.save`` (safetensors)::
 
-    {"format": "handgrad.trainer/1", "updater": "<updater class name>", "epoch": k,
+    {"format": "handgrad.trainer/1", "updater": "<updater class name>", "run_name": ..., "epoch": k,
      "model": ..., "optimizer": ..., "updater_state": ..., "history": ..., "callbacks": ...,
      "rng": <JSON of handgrad's generator>, ["scheduler": ...], ["loaders": ...]}
 
@@ -42,11 +42,13 @@ def write_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> str
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str], updater: str | None = None) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], updater: str | None = None,
+                    run_name: str | None = None) -> dict[str, Any]:
     """The state dict of the Trainer checkpoint at ``path``; a :class:`CheckpointError` if it is not one.
 
     ``updater``: the class name of the updater that will load it; a checkpoint written by another kind of
-    update step (e.g. a translator's checkpoint given to a classifier) is refused.
+    update step (e.g. a translator's checkpoint given to a classifier) is refused, and so is one saved under
+    another ``run_name`` (another experiment's).
     """
     from handgrad.serialization import load
 
@@ -59,12 +61,12 @@ def read_checkpoint(path: str | os.PathLike[str], updater: str | None = None) ->
         raise CheckpointError(" ".join(str(e).split())) from e
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"Trainer: cannot read {where} as a checkpoint ({type(e).__name__}: {e})") from e
-    check_state(state, where, updater)
+    check_state(state, where, updater, run_name)
     return state
 
 
-def check_state(state: Any, where: str, updater: str | None = None) -> None:
-    """Refuse (CheckpointError) a dict that is not a complete Trainer checkpoint for ``updater``."""
+def check_state(state: Any, where: str, updater: str | None = None, run_name: str | None = None) -> None:
+    """Refuse (CheckpointError) a dict that is not a complete Trainer checkpoint for ``updater``/``run_name``."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"Trainer: {where} is not a Trainer checkpoint (no format {CHECKPOINT_FORMAT!r})")
     missing = [k for k in ("epoch", "model", "history", "rng") if k not in state]
@@ -73,6 +75,9 @@ def check_state(state: Any, where: str, updater: str | None = None) -> None:
     saved = state.get("updater")
     if updater is not None and saved is not None and saved != updater:
         raise CheckpointError(f"Trainer: {where} was written by a {saved} run; this run trains with a {updater}")
+    saved_name = state.get("run_name")
+    if run_name is not None and saved_name is not None and saved_name != run_name:
+        raise CheckpointError(f"Trainer: {where} is a checkpoint of {saved_name}, not of {run_name}")
 
 
 def check_model_state(model: Any, saved: Any, where: str) -> None:

@@ -85,6 +85,8 @@ class Trainer:
         scheduler_monitor: the log column a ReduceLROnPlateau scheduler steps on.
         resume_hint: how to resume, printed after Ctrl-C; ``{path}`` is the checkpoint (default: the class
             attribute ``Trainer.resume_hint``).
+        run_name: a name for the kind of run (an experiment's name), saved in checkpoints; resuming a
+            checkpoint saved under another name raises ``CheckpointError``.
     """
 
     resume_hint: str = "resume with Trainer.fit(..., resume={path!r})"
@@ -105,6 +107,7 @@ class Trainer:
         scheduler_monitor: str = "val_loss",
         updater: Updater | None = None,
         resume_hint: str | None = None,
+        run_name: str | None = None,
     ) -> None:
         if updater is None:
             if not callable(loss_fn):
@@ -125,6 +128,7 @@ class Trainer:
         if on_interrupt not in ("return", "raise"):
             raise ValueError(f"Trainer: on_interrupt must be 'return' or 'raise', got {on_interrupt!r}")
         self.updater = updater
+        self.run_name = run_name
         self.metrics: list[Metric] = get_metrics(metrics)
         cbs = list(callbacks or [])
         for cb in cbs:
@@ -178,7 +182,7 @@ class Trainer:
         self.stop_training = False
         self.interrupted, self.interrupt_checkpoint = False, None
         if resume is not None:  # read and check the file before anything changes (a bad one changes nothing)
-            resume_state = read_checkpoint(resume, type(self.updater).__name__)
+            resume_state = read_checkpoint(resume, type(self.updater).__name__, self.run_name)
             check_model_state(self.model, resume_state["model"], os.fspath(resume))
         self._call("on_fit_start")
         if resume is not None:
@@ -295,6 +299,7 @@ class Trainer:
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "updater": type(self.updater).__name__,
+            "run_name": self.run_name,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if hasattr(self.optimizer, "state_dict") else {},
@@ -328,10 +333,10 @@ class Trainer:
         this kind of run and model."""
         if isinstance(path_or_state, dict):
             state, where = path_or_state, "the given state"
-            check_state(state, where, type(self.updater).__name__)
+            check_state(state, where, type(self.updater).__name__, self.run_name)
         else:
             where = os.fspath(path_or_state)
-            state = read_checkpoint(where, type(self.updater).__name__)
+            state = read_checkpoint(where, type(self.updater).__name__, self.run_name)
         check_model_state(self.model, state["model"], where)
         self.model.load_state_dict(state["model"])
         if hasattr(self.optimizer, "load_state_dict"):
