@@ -15,6 +15,9 @@ command -v diatheke >/dev/null 2>&1 || need+=(diatheke)
 [ -d /usr/share/sword/modules/texts/ztext/engweb2015eb ] || [ -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] || need+=(sword-text-web)
 [ -d /usr/share/sword/modules/texts/ztext/sparv1909eb ] || [ -d /usr/share/sword/modules/texts/ztext/spaRV1909eb ] || need+=(sword-text-sparv)
 [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
+# Real photographs as backgrounds of the generated detection scenes (handgrad/data/sprites.py).
+# (ViSP's images, installed just below for tracking, are backgrounds too.)
+[ -d /usr/share/doc/opencv-doc/examples/data ] || need+=(opencv-doc)
 # ViSP's images: the mire-2 tracking sequence (its box derived by thresholding) and real photographs.
 [ -d /usr/share/visp-images-data/ViSP-images/mire-2 ] || need+=(visp-images-data)
 if [ ${#need[@]} -gt 0 ]; then
