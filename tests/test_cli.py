@@ -12,6 +12,7 @@ import pytest
 
 from handgrad.cli import main as cli_main
 from handgrad.cli import registry
+from handgrad.errors import ExperimentError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +104,13 @@ def test_bad_arguments_give_one_line_and_exit_2(args, needles, capsys):
 
 def test_missing_data_gives_one_line_and_exit_2(tmp_path):
     p = handgrad("run", "lenet-fashion", "--quick", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
-    assert_one_line_error(p, "handgrad run lenet-fashion: error: FashionMNIST: dataset not found", "nowhere")
+    assert_one_line_error(p, "handgrad run lenet-fashion: error: --data: no such file or folder", "nowhere")
+    assert not (tmp_path / "o").exists()  # a failed run leaves no empty out dir
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = handgrad("run", "lenet-fashion", "--quick", "--data", str(empty), "--out", str(tmp_path / "o"))
+    assert_one_line_error(p, "handgrad run lenet-fashion: error: FashionMNIST: dataset not found", "empty")
+    assert not (tmp_path / "o").exists()
 
 
 def test_experiment_errors_give_one_line_and_exit_2(tmp_path, capsys):
@@ -115,7 +122,7 @@ def test_experiment_errors_give_one_line_and_exit_2(tmp_path, capsys):
     assert cli_main.main(["run", "mlp-fashion", "--quick", "--resume", str(tmp_path / "none.safetensors"),
                           "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("handgrad run mlp-fashion: error: Trainer: no checkpoint at") and err.count("\n") == 1
+    assert err.startswith("handgrad run mlp-fashion: error: --resume: no checkpoint at") and err.count("\n") == 1
 
 
 # -- real runs ---------------------------------------------------------------------------------------------------
@@ -190,30 +197,39 @@ def test_ctrl_c_saves_a_clean_checkpoint_and_exits_130(tmp_path):
 
 # -- in process: the runner around an experiment -----------------------------------------------------------------
 @pytest.fixture()
-def toy_experiment():
-    calls = []
+def toy_experiment(monkeypatch):
+    """A toy experiment in the table (module ``toy_experiment_for_tests``, injected into sys.modules)."""
+    import types
 
-    def options(p):
+    calls = []
+    module = types.ModuleType("toy_experiment_for_tests")
+
+    def add_arguments(p):
         p.add_argument("--depth", type=int, default=3)
 
-    @registry.experiment("toy-test", "a toy for the CLI tests", arguments=options,
-                         defaults={"epochs": 7, "lr": 0.5}, quick_defaults={"epochs": 1})
     def run(opts):
         calls.append(opts)
+        opts.epochs, opts.lr  # noqa: B018 (honoured: read)
         if opts.depth < 0:
-            raise registry.ExperimentError("depth must be >= 0\n(second line)")
+            raise ExperimentError("depth must be >= 0\n(second line)")
         if opts.depth == 99:
             raise KeyboardInterrupt
         return {"score": 0.25, "depth": opts.depth}
 
+    module.add_arguments, module.run = add_arguments, run
+    monkeypatch.setitem(sys.modules, "toy_experiment_for_tests", module)
+    entry = registry.ExperimentEntry("toy-test", "toy_experiment_for_tests", "a toy for the CLI tests: 100% fake",
+                                     {"epochs": 7, "lr": 0.5}, {"epochs": 1},
+                                     frozenset({"epochs", "lr", "seed", "out", "quick"}))
+    monkeypatch.setattr(registry, "EXPERIMENTS", {**registry.EXPERIMENTS, "toy-test": entry})
     yield calls
-    del registry._REGISTRY["toy-test"]
 
 
 def test_runner_fills_defaults_and_writes_results(toy_experiment, tmp_path, capsys):
     assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--depth", "5"]) == 0
     opts = toy_experiment[-1]
-    assert (opts.epochs, opts.lr, opts.batch_size, opts.seed, opts.depth) == (7, 0.5, None, 0, 5)
+    assert (opts.epochs, opts.lr, opts.seed, opts.depth) == (7, 0.5, 0, 5)
+    assert opts.batch_size is None  # not offered by this experiment: refused if given (below)
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["experiment"], r["score"], r["depth"], r["options"]["epochs"]) == ("toy-test", 0.25, 5, 7)
     assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--quick"]) == 0
@@ -221,6 +237,11 @@ def test_runner_fills_defaults_and_writes_results(toy_experiment, tmp_path, caps
     assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--quick", "--epochs", "4"]) == 0
     assert toy_experiment[-1].epochs == 4  # what the user says wins over quick defaults
     assert "results: " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--batch-size", "4"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("handgrad run toy-test: error: --batch-size is not supported by toy-test "
+                                       "(see `handgrad run toy-test --help`)\n")
 
 
 def test_runner_turns_experiment_errors_into_one_line(toy_experiment, tmp_path, capsys):
@@ -228,14 +249,3 @@ def test_runner_turns_experiment_errors_into_one_line(toy_experiment, tmp_path, 
     assert capsys.readouterr().err == "handgrad run toy-test: error: depth must be >= 0 (second line)\n"
     assert cli_main.main(["run", "toy-test", "--out", str(tmp_path), "--depth", "99"]) == 130
     assert capsys.readouterr().err == "handgrad run toy-test: interrupted\n"
-
-
-def test_registry_refuses_bad_registrations():
-    with pytest.raises(ValueError, match="experiment: name must be a non-empty word, got 'two words'"):
-        registry.experiment("two words", "x")
-    with pytest.raises(ValueError, match="experiment 'x': help must be one line"):
-        registry.experiment("x", "a\nb")
-    with pytest.raises(ValueError, match="experiment 'lenet-fashion' is registered twice"):
-        registry.experiment("lenet-fashion", "again")(lambda opts: None)
-    with pytest.raises(KeyError, match="unknown experiment 'nope'; known: "):
-        registry.get("nope")

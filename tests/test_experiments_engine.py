@@ -1,50 +1,16 @@
-"""The experiments machinery: discovery of every experiment module, the parser built from the registry, and the
-shared Fashion-MNIST split / loaders of handgrad/experiments/_common.py."""
+"""The shared Fashion-MNIST split / loaders of handgrad/experiments/_common.py (the registry and the parser are
+tested in test_cli_registry.py)."""
 
 from __future__ import annotations
-
-import pkgutil
 
 import numpy
 import pytest
 from _markers import have_fashion_mnist, needs_fashion_mnist
 
-import handgrad.experiments
-from handgrad.cli import registry
-from handgrad.cli.main import build_parser
+from handgrad.errors import ExperimentError
 from handgrad.experiments import _common
 
-COMMON = {"epochs", "batch_size", "lr", "seed", "out", "quick", "data", "resume", "no_progress"}
-
-
 needs_data = needs_fashion_mnist
-
-
-def test_discover_imports_every_module_and_registers_ours():
-    reg = registry.discover()
-    modules = {m.name for m in pkgutil.iter_modules(handgrad.experiments.__path__)}
-    assert {"lenet_fashion", "mlp_fashion", "early_stopping_fashion", "_common"} <= modules
-    registered_from = {e.fn.__module__.rsplit(".", 1)[-1] for e in reg.values()}
-    assert {"lenet_fashion", "mlp_fashion", "early_stopping_fashion"} <= registered_from
-    assert list(reg) == sorted(reg)
-
-
-def test_every_experiment_has_a_one_line_help_and_valid_defaults():
-    parser = build_parser()
-    for name, exp in registry.discover().items():
-        assert exp.help and "\n" not in exp.help, name
-        options = set(vars(parser.parse_args(["run", name])))
-        # defaults may fill any option of the experiment, but only options that exist (no typos)
-        assert set(exp.defaults) <= options, (name, set(exp.defaults) - options)
-        assert set(exp.quick_defaults) <= options, (name, set(exp.quick_defaults) - options)
-
-
-def test_parser_has_a_subcommand_per_experiment_with_the_common_options():
-    parser = build_parser()
-    for name in registry.discover():
-        opts = parser.parse_args(["run", name, "--epochs", "3", "--quick", "--seed", "5"])
-        assert (opts.experiment, opts.epochs, opts.quick, opts.seed) == (name, 3, True, 5)
-        assert COMMON <= set(vars(opts))
 
 
 @needs_data
@@ -80,10 +46,10 @@ def test_loaders_shuffle_train_only():
 
 
 def test_split_errors(tmp_path):
-    with pytest.raises(registry.ExperimentError, match="FashionMNIST: dataset not found"):
+    with pytest.raises(ExperimentError, match="FashionMNIST: dataset not found"):
         _common.fashion_mnist_splits(str(tmp_path), seed=0)
     if have_fashion_mnist():
-        with pytest.raises(registry.ExperimentError, match="validation size 60000 leaves no training images"):
+        with pytest.raises(ExperimentError, match="validation size 60000 leaves no training images"):
             _common.fashion_mnist_splits(None, seed=0, val_size=60000)
-        with pytest.raises(registry.ExperimentError, match="asked for 59000 training images but only 54000"):
+        with pytest.raises(ExperimentError, match="asked for 59000 training images but only 54000"):
             _common.fashion_mnist_splits(None, seed=0, val_size=6000, train_size=59000)

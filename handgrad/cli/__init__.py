@@ -1,5 +1,4 @@
-"""The ``handgrad`` console script: ``handgrad list`` and ``handgrad run NAME [options]``."""
+"""The ``handgrad`` console script: ``list``, ``run NAME``, ``translate``, ``report`` (see ``handgrad.cli.main``).
 
-from handgrad.cli.registry import Experiment, ExperimentError, discover, experiment
-
-__all__ = ["Experiment", "ExperimentError", "discover", "experiment"]
+The experiments it runs are listed in the static table of ``handgrad.cli.registry``.
+"""

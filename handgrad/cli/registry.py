@@ -1,104 +1,181 @@
-"""The experiment registry behind ``handgrad list`` and ``handgrad run NAME``.
+"""The static table of experiments behind ``handgrad list`` and ``handgrad run NAME``.
 
-An experiment is a function that takes the parsed command-line options (an ``argparse.Namespace``) and
-returns a dict of final metrics (written to ``results.json`` by the caller). It lives in
-``handgrad/experiments/<name>.py`` and registers itself with the decorator::
+``EXPERIMENTS`` maps each name to its module, a one-line description, its defaults and the common options it
+honours. ``handgrad list`` reads only this table (no experiment module is imported), and ``handgrad run NAME``
+imports only NAME's module, so experiments use ordinary top-level imports.
 
-    from handgrad.cli.registry import experiment
+**Adding an experiment (e.g. for a new chapter)** is one file and one entry:
 
-    def _options(p):                      # experiment-specific options (optional)
-        p.add_argument("--width", type=int, default=256, help="hidden units")
+1. ``handgrad/experiments/<module>.py`` defines ``run(opts) -> dict`` (the final metrics, written to
+   ``results.json`` by the runner) and, optionally, ``add_arguments(parser)`` for its own options. Raise
+   ``handgrad.errors.ExperimentError`` for anything the user can fix (one line on stderr, exit status 2).
+2. One ``_entry(...)`` line in ``EXPERIMENTS`` below: name, module, description, ``defaults`` (values for the
+   common ``--epochs``/``--batch-size``/``--lr`` and for the experiment's own options whose parser default is
+   ``None``), ``quick`` (overrides under ``--quick``), ``without`` (the common options it does NOT honour: the
+   parser then refuses them with a one-line error instead of ignoring them) and ``writes`` (the files every
+   run leaves in its out dir besides ``results.json``; ``tests/test_cli_matrix.py`` checks them after a
+   ``--quick`` run and checks that the README's table says the same).
 
-    @experiment("mlp-fashion", "MLP 784-256-128-10 on Fashion-MNIST", arguments=_options,
-                defaults={"epochs": 20, "batch_size": 128, "lr": 1e-3})
-    def run(opts):
-        ...
-        return {"test_accuracy": 0.89}
-
-``discover()`` imports every module of the ``handgrad.experiments`` package, so adding a file is enough:
-no list to edit. ``defaults`` fills the options the user did not give (typically the common ``--epochs``,
-``--batch-size``, ``--lr``, whose parser default is ``None``; also the experiment's own options if they
-default to ``None``), and ``quick_defaults`` overrides those under ``--quick``.
+``tests/test_cli_registry.py`` checks the table against the files present in ``handgrad/experiments/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+from handgrad.errors import ExperimentError
+
+__all__ = ["COMMON_OPTIONS", "EXPERIMENTS", "ExperimentEntry", "ExperimentError", "LoadedExperiment", "get", "load"]
+
+# The common options, by their ``opts`` attribute name. ``seed``, ``out`` and ``quick`` are honoured by every
+# experiment (the runner seeds the generators, owns the out dir and applies the quick defaults).
+COMMON_OPTIONS: tuple[str, ...] = ("epochs", "batch_size", "lr", "seed", "out", "quick", "data", "resume")
+ALWAYS: frozenset[str] = frozenset({"seed", "out", "quick"})
 
 ExperimentFn = Callable[[argparse.Namespace], "dict[str, Any] | None"]
 ArgumentsFn = Callable[[Any], None]  # receives an argparse parser (or argument group)
 
 
-class ExperimentError(Exception):
-    """A user-facing problem (bad option combination, missing data): the CLI prints it on one line and
-    exits with status 2 instead of showing a traceback."""
+@dataclass(frozen=True)
+class ExperimentEntry:
+    """One row of the table; nothing here imports the experiment."""
 
-
-@dataclass
-class Experiment:
     name: str
+    module: str
     help: str
-    fn: ExperimentFn
-    arguments: ArgumentsFn | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)
-    quick_defaults: dict[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    quick_defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: frozenset[str] = frozenset(COMMON_OPTIONS)  # the common options it honours
+    writes: tuple[str, ...] = ()
 
-    def __call__(self, opts: argparse.Namespace) -> dict[str, Any] | None:
-        return self.fn(opts)
-
-
-_REGISTRY: dict[str, Experiment] = {}
-_discovered = False
+    @property
+    def quick_name(self) -> str:
+        return f"{self.name}-quick"
 
 
-def experiment(
-    name: str,
-    help: str,
-    arguments: ArgumentsFn | None = None,
-    defaults: dict[str, Any] | None = None,
-    quick_defaults: dict[str, Any] | None = None,
-) -> Callable[[ExperimentFn], ExperimentFn]:
-    """Register ``fn`` as ``handgrad run NAME``.
+@dataclass(frozen=True)
+class LoadedExperiment:
+    entry: ExperimentEntry
+    run: ExperimentFn
+    add_arguments: ArgumentsFn | None
 
-    ``help`` is the one-line description shown by ``handgrad list``; ``arguments(parser)`` adds the
-    experiment's own options; ``defaults`` maps common option names (``epochs``, ``batch_size``, ``lr``,
-    ...) to this experiment's default values, and ``quick_defaults`` overrides them under ``--quick``.
-    """
+
+def _entry(name: str, module: str, help: str, *, defaults: dict[str, Any] | None = None,
+           quick: dict[str, Any] | None = None, without: tuple[str, ...] = (), writes: tuple[str, ...] = ()
+           ) -> tuple[str, ExperimentEntry]:
     if not name or any(c.isspace() for c in name):
         raise ValueError(f"experiment: name must be a non-empty word, got {name!r}")
     if "\n" in help:
         raise ValueError(f"experiment {name!r}: help must be one line")
-
-    def decorator(fn: ExperimentFn) -> ExperimentFn:
-        if name in _REGISTRY and _REGISTRY[name].fn.__module__ != fn.__module__:
-            raise ValueError(
-                f"experiment {name!r} is registered twice: in {_REGISTRY[name].fn.__module__} and {fn.__module__}"
-            )
-        _REGISTRY[name] = Experiment(name, help, fn, arguments, dict(defaults or {}), dict(quick_defaults or {}))
-        return fn
-
-    return decorator
+    bad = set(without) - (set(COMMON_OPTIONS) - ALWAYS)
+    if bad:
+        raise ValueError(f"experiment {name!r}: cannot go without {sorted(bad)}")
+    options = frozenset(o for o in COMMON_OPTIONS if o not in without)
+    return name, ExperimentEntry(name, f"handgrad.experiments.{module}", help, MappingProxyType(dict(defaults or {})),
+                                 MappingProxyType(dict(quick or {})), options, tuple(writes))
 
 
-def discover(package: str = "handgrad.experiments") -> dict[str, Experiment]:
-    """Import every module of ``package`` (each registers its experiments) and return the registry."""
-    global _discovered
-    if not _discovered:
-        pkg = importlib.import_module(package)
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-            importlib.import_module(f"{package}.{info.name}")
-        _discovered = True
-    return dict(sorted(_REGISTRY.items()))
+_FIT = ("best.safetensors", "last.safetensors", "history.csv", "history.json", "learning_curves.png")
+
+# One entry per experiment; ``without`` lists the common options an experiment does not honour.
+EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
+    _entry("caption-emoji", "caption_emoji",
+    "caption colour emoji with their Unicode names: CNN + LSTM decoder, with vs without attention, test BLEU",
+           defaults={"epochs": 30, "batch_size": 32, "lr": 2e-3, "channels": "32,64,128", "embedding": 64,
+                     "hidden": 128, "patience": 5, "grid": 30},
+           quick={"epochs": 2, "limit": 160, "channels": "4,8,8", "embedding": 8, "hidden": 16, "grid": 3},
+           without=("data", "resume"),
+           writes=("captions_test.png", "attention_maps.png", "attention/history.json", "no_attention/history.json")),
+    _entry("char-lm", "char_lm",
+    "character-level LSTM language model on Shakespeare (--data FILE for any text): held-out bits/char, samples",
+           defaults={"batch_size": 64, "lr": 3e-3, "epochs": 100_000},
+           writes=("last.safetensors", "history.json")),
+    _entry("clockwork-waveform", "clockwork_waveform",
+    "Clockwork RNN vs a plain RNN and an LSTM of equal size generating a 320-step waveform (Koutnik et al. 2014)",
+           defaults={"lr": 3e-3}, without=("epochs", "batch_size", "data", "resume"),
+           writes=("waveforms.png",)),
+    _entry("deepgum", "deepgum",
+    "DeepGUM vs L2/Huber/Tukey: Davis, hbk, starsCYG, and Fashion-MNIST rotation angles with 0-50% outliers",
+           defaults={"epochs": 40, "batch_size": 128, "lr": 1e-3}, quick={"epochs": 3}, without=("resume",)),
+    _entry("distill", "distill",
+    "Knowledge distillation on the 5,000 handwritten digits: teacher, student alone, distilled, one class omitted",
+           defaults={"epochs": 60, "batch_size": 128, "lr": 1e-3}, quick={"epochs": 2}, without=("resume",)),
+    _entry("early-stopping-fashion", "early_stopping_fashion",
+    "Early stopping demo: a big MLP overfits 1,000 Fashion-MNIST images; stops at the val-loss minimum, restores it",
+           defaults={"epochs": 100, "batch_size": 100, "lr": 1e-3, "patience": 10}, quick={"epochs": 30, "patience": 5},
+           writes=_FIT),
+    _entry("hmrnn-char-lm", "hmrnn_char_lm",
+    "hierarchical multiscale LSTM char-LM (Chung et al. 2017): held-out bits/char and a plot of learned boundaries",
+           defaults={"batch_size": 32, "lr": 2e-3}, without=("epochs", "resume")),
+    _entry("lenet-fashion", "lenet_fashion",
+    "LeNet (conv5-32, conv5-64, fc 1024-128-10) on Fashion-MNIST with early stopping; target >= 90% test accuracy",
+           defaults={"epochs": 15, "batch_size": 128, "lr": 1e-3, "val_size": 6000},
+           quick={"epochs": 2, "batch_size": 64, "val_size": 256}, writes=_FIT),
+    _entry("mdlstm-fashion", "mdlstm_fashion",
+    "2-D LSTM scanning Fashion-MNIST patches from four corners (Graves et al. 2007), early stopping",
+           defaults={"epochs": 8, "batch_size": 64, "lr": 2e-3}, quick={"epochs": 1}, writes=_FIT),
+    _entry("mlp-fashion", "mlp_fashion",
+    "MLP 784-256-128-10 (ReLU, dropout 0.2) on Fashion-MNIST with early stopping; target >= 88% test accuracy",
+           defaults={"epochs": 40, "batch_size": 128, "lr": 1e-3, "val_size": 6000},
+           quick={"epochs": 2, "val_size": 256}, writes=_FIT),
+    _entry("mnist1d", "mnist1d",
+    "many-to-one GRU classification of MNIST-1D (offline generator); the paper's GRU: ~91% test accuracy",
+           defaults={"epochs": 200, "batch_size": 100, "lr": 3e-3}, without=("data", "resume")),
+    _entry("noisy-labels", "noisy_labels",
+    "Fashion-MNIST with 40% corrupted labels: clean-subset-only vs naive vs Xiao et al.'s noise model (EM)",
+           defaults={"epochs": 30, "batch_size": 128, "lr": 1e-3}, quick={"epochs": 2}, without=("resume",)),
+    _entry("one-to-many", "one_to_many",
+    "one-to-many: a class-conditioned GRU writes MNIST-1D signals (teacher forcing); judged by a classifier",
+           defaults={"epochs": 60, "batch_size": 100, "lr": 3e-3}, without=("data", "resume")),
+    _entry("siamese-fashion", "siamese_fashion",
+    "Siamese CNN + contrastive loss on Fashion-MNIST classes 0-6; recall@K / mAP@R / verification on unseen 7-9",
+           defaults={"epochs": 20, "batch_size": 64, "lr": 1e-3}, quick={"epochs": 2}, without=("resume",)),
+    _entry("translate-dates", "translate_dates",
+    "dates in 300+ locales' formats -> ISO 8601: char-level seq2seq with attention, held-out locales",
+           defaults={"epochs": 15, "batch_size": 64, "lr": 2e-3, "n_train": 40000, "n_val": 2000, "n_test": 4000,
+                     "embedding": 32, "hidden": 64},
+           quick={"epochs": 1, "n_train": 400, "n_val": 50, "n_test": 50, "embedding": 16, "hidden": 16},
+           without=("data",)),
+    _entry("translate-en-es", "translate_en_es",
+    "English->Spanish Bible verses: BLEU of attention vs none, teacher forcing vs scheduled sampling, beam vs greedy",
+           defaults={"epochs": 20, "batch_size": 32, "lr": 2e-3, "max_words": 20, "n_val": 300, "n_test": 500,
+                     "vocab": 3000, "embedding": 128, "hidden": 128},
+           quick={"epochs": 1, "max_words": 8, "n_val": 20, "n_test": 20, "n_train": 150, "vocab": 300,
+                  "embedding": 16, "hidden": 16},
+           without=("data", "resume")),
+    _entry("triplet-fashion", "triplet_fashion",
+    "CNN + triplet loss with batch-hard/all/semi-hard mining on Fashion-MNIST 0-6; retrieval on unseen 7-9",
+           defaults={"epochs": 20, "lr": 1e-3}, quick={"epochs": 2}, without=("batch_size", "resume")),
+    _entry("vanishing-gradients", "vanishing_gradients",
+    "tanh RNN vs LSTM vs GRU on the adding problem (T=100): gradient norm vs distance plot, who solves it",
+           defaults={"batch_size": 64, "lr": 1e-2}, without=("epochs", "data", "resume")),
+    _entry("word-boundaries", "word_boundaries",
+    "restore the spaces of unspaced text: per-character word-start tagging, uni- vs bidirectional LSTM",
+           defaults={"epochs": 20, "batch_size": 32, "lr": 3e-3, "embedding": 32, "hidden": 96, "window": 100,
+                     "steps_per_epoch": 100, "val_chars": 30000, "test_chars": 100000},
+           quick={"epochs": 2, "embedding": 8, "hidden": 8, "window": 30, "steps_per_epoch": 5, "val_chars": 1000,
+                  "test_chars": 2000},
+           without=("resume",)),
+])))
 
 
-def get(name: str) -> Experiment:
-    """The registered experiment called ``name``; ``KeyError`` with the known names otherwise."""
-    reg = discover()
-    if name not in reg:
-        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(reg) or '(none)'}")
-    return reg[name]
+def get(name: str) -> ExperimentEntry:
+    """The table entry called ``name``; ``KeyError`` with the known names otherwise."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS) or '(none)'}")
+    return EXPERIMENTS[name]
+
+
+def load(name: str) -> LoadedExperiment:
+    """Import NAME's module (and only it) and return its ``run`` and ``add_arguments``."""
+    entry = get(name)
+    module = importlib.import_module(entry.module)
+    run = getattr(module, "run", None)
+    if not callable(run):
+        raise TypeError(f"experiment {name!r}: {entry.module} has no run(opts) function")
+    return LoadedExperiment(entry, run, getattr(module, "add_arguments", None))

@@ -1,20 +1,24 @@
-"""Helpers shared by the image-classification experiments: Fashion-MNIST splits, the standard training run
-(Trainer + EarlyStopping + ModelCheckpoint + learning curves + test evaluation), and results.
-
-Heavy imports stay inside functions so that ``handgrad list`` (which imports every experiment module) is fast.
+"""Helpers shared by the experiments: Fashion-MNIST splits, the standard training run (Trainer + EarlyStopping +
+ModelCheckpoint + learning curves + test evaluation), and the record of the data a run used.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy
 
-from handgrad.cli.registry import ExperimentError
+import handgrad.functional as F
+from handgrad.data import DataLoader, FashionMNIST, TensorDataset
+from handgrad.errors import ExperimentError
+from handgrad.train import EarlyStopping, ModelCheckpoint, Trainer
+from handgrad.train.plots import plot_history
 
 # Fashion-MNIST training-set statistics of pixel/255 (the usual normalisation constants).
 FASHION_MEAN = 0.2860
@@ -31,9 +35,36 @@ class Splits:
     y_val: numpy.ndarray
     x_test: numpy.ndarray
     y_test: numpy.ndarray
+    data: dict[str, Any] | None = field(default=None, compare=False)  # the files used (``data_record``)
 
     def sizes(self) -> dict[str, int]:
         return {"n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test)}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_record(*paths: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``results.json`` says about the data a run used: the path(s) and a short fingerprint (the first 12
+    hex digits of a SHA-256 over every file's relative name and bytes, so a different copy or a changed file
+    gives a different fingerprint)."""
+    h = hashlib.sha256()
+    shown = []
+    for p in paths:
+        root = Path(p).expanduser().resolve()
+        shown.append(str(root))
+        files = sorted(q for q in root.rglob("*") if q.is_file()) if root.is_dir() else [root]
+        for q in files:
+            st = q.stat()
+            h.update(str(q.relative_to(root) if root.is_dir() else q.name).encode())
+            h.update(_file_digest(str(q), st.st_size, st.st_mtime_ns).encode())
+    return {"path": shown[0] if len(shown) == 1 else shown, "fingerprint": h.hexdigest()[:12]}
 
 
 def _normalise(images: numpy.ndarray) -> numpy.ndarray:
@@ -44,12 +75,16 @@ def _normalise(images: numpy.ndarray) -> numpy.ndarray:
 @functools.lru_cache(maxsize=2)
 def _load_fashion(data: str | None) -> tuple[Any, Any]:
     """Both splits, read once per process (decompressing the IDX files takes about a second)."""
-    from handgrad.data import FashionMNIST
-
     try:
         return FashionMNIST(data, train=True), FashionMNIST(data, train=False)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ExperimentError(str(e)) from e
+
+
+def fashion_mnist_record(data: str | None) -> dict[str, Any]:
+    """``data_record`` of the Fashion-MNIST folder that ``data`` (or the default search) resolves to."""
+    train, _ = _load_fashion(data)
+    return data_record(train.root)
 
 
 def fashion_mnist_splits(
@@ -81,14 +116,12 @@ def fashion_mnist_splits(
     return Splits(
         _normalise(train.data[train_idx]), train.targets[train_idx],
         _normalise(train.data[val_idx]), train.targets[val_idx],
-        _normalise(x_test), y_test,
+        _normalise(x_test), y_test, fashion_mnist_record(data),
     )
 
 
 def loaders(splits: Splits, batch_size: int, seed: int, eval_batch_size: int = 1000) -> tuple[Any, Any, Any]:
     """Shuffled training loader (its own generator, seeded: saved in checkpoints) and ordered val/test loaders."""
-    from handgrad.data import DataLoader, TensorDataset
-
     train = DataLoader(TensorDataset(splits.x_train, splits.y_train), batch_size=batch_size, shuffle=True,
                        seed=seed)
     val = DataLoader(TensorDataset(splits.x_val, splits.y_val), batch_size=eval_batch_size)
@@ -116,25 +149,19 @@ def fit_classifier(
     Returns ``(results, trainer)``; ``results`` holds the final test/val/train metrics, the early-stopping
     point, epochs run, parameter count and timings.
     """
-    import handgrad.functional as F
-    from handgrad.train import EarlyStopping, ModelCheckpoint, Trainer
-    from handgrad.train.plots import plot_history
-
     train_loader, val_loader, test_loader = loaders(splits, opts.batch_size, opts.seed)
     es = EarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta, restore_best_weights=True,
                        verbose=True)
     ckpt = ModelCheckpoint(opts.out, monitor="val_loss")
     trainer = Trainer(model, optimizer, F.cross_entropy, metrics=("accuracy",), callbacks=[es, ckpt],
-                      scheduler=scheduler, out_dir=opts.out, progress=opts.progress)
+                      scheduler=scheduler, out_dir=opts.out, progress=opts.progress, run_name=opts.experiment)
     sizes = splits.sizes()
     print(f"{title}: {count_parameters(model):,} parameters; {sizes['n_train']:,} train / {sizes['n_val']:,} val / "
           f"{sizes['n_test']:,} test images; up to {opts.epochs} epochs, batch {opts.batch_size}, lr {opts.lr}",
           flush=True)
     start = time.perf_counter()
-    try:
-        history = trainer.fit(train_loader, val_loader, epochs=opts.epochs, resume=opts.resume)
-    except FileNotFoundError as e:  # --resume pointing nowhere
-        raise ExperimentError(str(e)) from e
+    # a --resume file that does not fit raises CheckpointError (one line from the CLI)
+    history = trainer.fit(train_loader, val_loader, epochs=opts.epochs, resume=opts.resume)
     train_time = time.perf_counter() - start
     test = trainer.evaluate(test_loader)
     val = trainer.evaluate(val_loader)
@@ -155,6 +182,7 @@ def fit_classifier(
         "train_time_s": round(train_time, 1),
         "mean_epoch_time_s": round(float(numpy.mean(history["time"])), 2) if len(history) else None,
         **sizes,
+        "data": splits.data,
     }
     if history.meta.get("interrupted"):
         results["interrupted"] = True
@@ -165,5 +193,8 @@ def fit_classifier(
         png = os.path.join(opts.out, "learning_curves.png")
         plot_history(history, png, title=f"{title} (test accuracy {test['accuracy']:.4f})")
         print(f"learning curves: {png}")
-    print(f"checkpoints: {ckpt.best_path}, {ckpt.last_path}")
+    saved = [p for p in (ckpt.best_path, ckpt.last_path, os.path.join(opts.out, "interrupted.safetensors"))
+             if p and os.path.exists(p)]
+    if saved:
+        print(f"checkpoints: {', '.join(saved)}")
     return results, trainer

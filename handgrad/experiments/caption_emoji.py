@@ -30,17 +30,39 @@ looked for each word.
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import ExperimentError, experiment
+import handgrad as hg
+from handgrad.data.emoji import load_emoji
+from handgrad.errors import ExperimentError
+from handgrad.optim import Adam
+from handgrad.optim.lr_scheduler import CosineAnnealingLR
+from handgrad.seq2seq.captioning import (
+    Captioner,
+    CaptionLoader,
+    CaptionTrainer,
+    CaptionValidation,
+    build_caption_vocab,
+    caption_attention,
+    caption_scores,
+    decode_caption,
+    decode_captions,
+    encode_caption,
+    images_to_float,
+)
+from handgrad.train import EarlyStopping
+from handgrad.train.plots import plot_history
 
 EXPERIMENT = "caption-emoji"
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     p.add_argument("--channels", default=None, help="CNN channels per block, comma-separated (default 32,64,128)")
     p.add_argument("--embedding", type=int, default=None, help="word embedding size (default 64)")
@@ -83,17 +105,13 @@ def _nearest_neighbour(train_x: numpy.ndarray, test_x: numpy.ndarray) -> numpy.n
 
 
 def _wrap(text: str, width: int = 22) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width)) or "(empty)"
 
 
 def _caption_grid(images: numpy.ndarray, rows: list[tuple[str, list[str]]], truth: list[str], path: str) -> None:
     """Save a grid of images with each model's caption and the true one under them."""
-    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     n = len(images)
     cols = 6
@@ -115,12 +133,9 @@ def _caption_grid(images: numpy.ndarray, rows: list[tuple[str, list[str]]], trut
 def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarray, captions: list[list[int]],
                     vocab: Any, path: str) -> None:
     """For each image: the image, then the attention grid (upsampled over the image) for every output word."""
-    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    from handgrad.seq2seq.captioning import caption_attention
 
     maps = [caption_attention(model, x, c)[:8] for x, c in zip(images_f, captions)]  # at most 8 words a row
     cols = 1 + max(len(m) for m in maps)
@@ -146,33 +161,7 @@ def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarra
     plt.close(fig)
 
 
-@experiment(
-    EXPERIMENT,
-    "caption colour emoji with their Unicode names: CNN + LSTM decoder, with vs without attention, test BLEU",
-    arguments=_options,
-    defaults={"epochs": 30, "batch_size": 32, "lr": 2e-3, "channels": "32,64,128", "embedding": 64, "hidden": 128,
-              "patience": 5, "grid": 30},
-    quick_defaults={"epochs": 2, "limit": 160, "channels": "4,8,8", "embedding": 8, "hidden": 16, "grid": 3},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.data.emoji import load_emoji
-    from handgrad.optim import Adam
-    from handgrad.optim.lr_scheduler import CosineAnnealingLR
-    from handgrad.seq2seq.captioning import (
-        Captioner,
-        CaptionLoader,
-        CaptionTrainer,
-        CaptionValidation,
-        build_caption_vocab,
-        caption_scores,
-        decode_caption,
-        decode_captions,
-        encode_caption,
-        images_to_float,
-    )
-    from handgrad.train import EarlyStopping
-    from handgrad.train.plots import plot_history
-
     try:
         channels = [int(c) for c in str(opts.channels).split(",")]
     except ValueError:
@@ -225,7 +214,6 @@ def run(opts: Any) -> dict[str, Any]:
         name = "attention" if kind else "no_attention"
         out = os.path.join(opts.out, name)
         os.makedirs(out, exist_ok=True)
-        import handgrad as hg
 
         hg.manual_seed(opts.seed)
         model = Captioner(len(vocab), opts.embedding, opts.hidden, channels=channels, attention=kind,

@@ -15,9 +15,16 @@ import math
 import os
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
+from tqdm import tqdm
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad.nn import LSTM, Module, Parameter
+from handgrad.optim import Adam
+from handgrad.recurrent.clockwork import ClockworkRNN
 
 
 def target_waveform(T: int = 320) -> numpy.ndarray:
@@ -31,16 +38,13 @@ def target_waveform(T: int = 320) -> numpy.ndarray:
     return y.astype(numpy.float64)
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--modules", type=int, default=8, help="Clockwork modules (periods 1, 2, 4, ...)")
     p.add_argument("--module-size", type=int, default=4, help="units per Clockwork module")
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default 3000)")
 
 
 def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progress: bool | None) -> tuple:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad.optim import Adam
 
     params = list(model.parameters()) + list(head.parameters())
     opt = Adam(params, lr=lr)
@@ -48,7 +52,6 @@ def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progr
     x = hg.zeros(T, 1, 1, dtype="float64")  # no input: the network must generate from its own dynamics
     target = hg.tensor(y.reshape(T, 1, 1))
     curve = []
-    from tqdm import tqdm
 
     bar = tqdm(range(iters), desc=type(model).__name__, disable=progress is False or None, leave=False)
     for _ in bar:
@@ -66,8 +69,6 @@ def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progr
 
 
 def _head(H: int) -> Any:
-    import handgrad as hg
-    from handgrad.nn import Module, Parameter
 
     class Head(Module):
         def __init__(self) -> None:
@@ -79,20 +80,10 @@ def _head(H: int) -> Any:
     return Head()
 
 
-@experiment(
-    "clockwork-waveform",
-    "Clockwork RNN vs a plain RNN and an LSTM of equal size generating a 320-step waveform (Koutnik et al. 2014)",
-    arguments=_options,
-    defaults={"lr": 3e-3},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from handgrad.nn import LSTM
-    from handgrad.recurrent.clockwork import ClockworkRNN
 
     iters = opts.iterations or (150 if opts.quick else 3000)
     y = target_waveform()

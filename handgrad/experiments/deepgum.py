@@ -23,15 +23,29 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad.functional as F
+from handgrad import nn
+from handgrad.data import DataLoader, FashionMNIST, TensorDataset
+from handgrad.data.outliers import OUTLIER_DATASETS, load_outlier_dataset, make_rotation_regression
+from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.random import manual_seed
+from handgrad.engine.tensor import Tensor
+from handgrad.errors import ExperimentError
+from handgrad.optim import Adam
+from handgrad.robust import mad_scale, tukey_biweight_loss
+from handgrad.robust.deepgum import DeepGUM, pack_targets
+from handgrad.train import EarlyStopping, MeanMetric, Trainer
+from handgrad.train.plots import plot_history
 
 METHODS = ("L2", "Huber", "Tukey", "DeepGUM")
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--rates", default=",".join(str(r) for r in RATES), help="outlier rates for part (b)")
     p.add_argument("--train-size", type=int, default=5000, help="training images for part (b) (default 5000)")
     p.add_argument("--max-angle", type=float, default=45.0, help="rotation range +- degrees (default 45)")
@@ -47,12 +61,8 @@ def _options(p: Any) -> None:
 
 def _robust_loss(method: str, huber_delta: float) -> Any:
     """loss(output (N, 1), target (N, 1) or packed) for L2, Huber, Tukey (MAD-scaled per batch)."""
-    import handgrad.functional as F
-    from handgrad.robust import mad_scale, tukey_biweight_loss
 
     def loss(out: Any, t: Any) -> Any:
-        from handgrad.engine.tensor import Tensor
-
         y = Tensor(t.numpy()[:, :1].astype(out.dtype))
         if method == "L2":
             return F.mse_loss(out, y)
@@ -75,11 +85,6 @@ def _fit(opts: Any, method: str, model: Any, x: numpy.ndarray, y: numpy.ndarray,
          batch_size: int, lr: float, patience: int, monitor: str, out_dir: str | None, warmup: int,
          scale: float, huber_delta: float, plot_path: str | None = None) -> tuple[dict[str, Any], Any]:
     """One training run; returns (summary, DeepGUM object or None)."""
-    from handgrad.data import DataLoader, TensorDataset
-    from handgrad.optim import Adam
-    from handgrad.robust.deepgum import DeepGUM, pack_targets
-    from handgrad.train import EarlyStopping, MeanMetric, Trainer
-    from handgrad.train.plots import plot_history
 
     dg = None
     callbacks: list[Any] = []
@@ -112,11 +117,6 @@ def _fit(opts: Any, method: str, model: Any, x: numpy.ndarray, y: numpy.ndarray,
 
 def _classic(opts: Any) -> dict[str, Any]:
     """Part (a): linear fits on Davis, hbk, starsCYG."""
-    from handgrad import nn
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data.outliers import OUTLIER_DATASETS, load_outlier_dataset
-    from handgrad.engine.random import manual_seed
-    from handgrad.robust import mad_scale
 
     out: dict[str, Any] = {}
     for name in OUTLIER_DATASETS:
@@ -168,10 +168,7 @@ def _classic(opts: Any) -> dict[str, Any]:
 
 
 def _plot_classic(d: Any, lines: dict[str, Any], path: str) -> None:
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     m = numpy.zeros(len(d), bool)
@@ -192,12 +189,6 @@ def _plot_classic(d: Any, lines: dict[str, Any], path: str) -> None:
 
 def _images(opts: Any) -> dict[str, Any]:
     """Part (b): rotation-angle regression with target outliers."""
-    from handgrad import nn
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data import DataLoader, FashionMNIST, TensorDataset
-    from handgrad.data.outliers import make_rotation_regression
-    from handgrad.engine.random import manual_seed
-    from handgrad.robust import mad_scale
 
     try:
         rates = [float(r) for r in opts.rates.split(",") if r.strip()]
@@ -236,8 +227,6 @@ def _images(opts: Any) -> dict[str, Any]:
             tag = f"rotation-{method}-{int(rate * 100)}"
             summary, dg = _fit(opts, method, model, data.images, y, val_loader, opts.epochs, opts.batch_size,
                                opts.lr, opts.patience, "val_mae", os.path.join(opts.out, tag), warmup, A, delta)
-            from handgrad.engine.grad_mode import no_grad
-            from handgrad.engine.tensor import Tensor
 
             if method == "L2":  # Huber's delta from the L2 fit's training residuals
                 model.eval()
@@ -272,10 +261,7 @@ def _images(opts: Any) -> dict[str, Any]:
 
 
 def _plot_rates(table: dict[str, dict[str, float]], rates: list[float], path: str) -> None:
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method, row in table.items():
@@ -291,10 +277,7 @@ def _plot_rates(table: dict[str, dict[str, float]], rates: list[float], path: st
 
 
 def _plot_lowest(rate: float, data: Any, r: numpy.ndarray, pred: numpy.ndarray, path: str, n: int = 16) -> None:
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     idx = numpy.argsort(r)[:n]
     fig, axes = plt.subplots(2, n // 2, figsize=(1.6 * n // 2, 4.0))
@@ -310,13 +293,6 @@ def _plot_lowest(rate: float, data: Any, r: numpy.ndarray, pred: numpy.ndarray, 
     plt.close(fig)
 
 
-@experiment(
-    "deepgum",
-    "DeepGUM vs L2/Huber/Tukey: Davis, hbk, starsCYG, and Fashion-MNIST rotation angles with 0-50% outliers",
-    arguments=_options,
-    defaults={"epochs": 40, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 3},
-)
 def run(opts: Any) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if not opts.skip_classic:

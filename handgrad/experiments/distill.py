@@ -25,10 +25,19 @@ from typing import Any
 
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad.functional as F
+from handgrad import nn
+from handgrad.data import DataLoader, TensorDataset, load_digits
+from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.random import manual_seed
+from handgrad.engine.tensor import Tensor
+from handgrad.errors import ExperimentError
+from handgrad.optim import Adam
+from handgrad.train import EarlyStopping, MeanMetric, Trainer
+from handgrad.train.plots import plot_history
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (default 4)")
     p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target term (default 0.9)")
     p.add_argument("--teacher-hidden", type=int, default=1200, help="teacher hidden units (default 1200)")
@@ -38,8 +47,6 @@ def _options(p: Any) -> None:
 
 
 def _mlp(sizes: list[int], drop_in: float = 0.0, drop_hidden: float = 0.0) -> Any:
-    from handgrad import nn
-
     layers: list[Any] = [nn.Flatten()]
     if drop_in > 0:
         layers.append(nn.Dropout(drop_in))
@@ -65,8 +72,6 @@ class _Jitter:
         return -(-len(self.x) // self.batch_size)
 
     def __iter__(self) -> Any:
-        from handgrad.engine.tensor import Tensor
-
         rng = numpy.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.x))
         s = self.shift
@@ -83,24 +88,7 @@ def _accuracy(out: Any, t: Any) -> float:
     return float((out.numpy().argmax(1) == t.numpy()[:, 0].astype(numpy.int64)).mean())
 
 
-@experiment(
-    "distill",
-    "Knowledge distillation on the 5,000 handwritten digits: teacher, student alone, distilled, one class omitted",
-    arguments=_options,
-    defaults={"epochs": 60, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import handgrad.functional as F
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data import DataLoader, TensorDataset, load_digits
-    from handgrad.engine.grad_mode import no_grad
-    from handgrad.engine.random import manual_seed
-    from handgrad.engine.tensor import Tensor
-    from handgrad.optim import Adam
-    from handgrad.train import EarlyStopping, MeanMetric, Trainer
-    from handgrad.train.plots import plot_history
-
     if opts.temperature <= 0 or not 0 <= opts.alpha <= 1:
         raise ExperimentError(f"--temperature must be > 0 and --alpha in [0, 1], got {opts.temperature}, {opts.alpha}")
     if not -1 <= opts.omit <= 9:

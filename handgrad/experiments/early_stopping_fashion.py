@@ -13,30 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.architectures import MLP
+from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_splits, fit_classifier, loaders
+from handgrad.optim import Adam
+from handgrad.serialization import load
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--train-size", type=int, default=1000, help="training images (default 1000: overfits fast)")
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience in epochs (default 10; 5 with --quick)")
     p.add_argument("--width", type=int, default=1024, help="units in each of the two hidden layers (default 1024)")
 
 
-@experiment(
-    "early-stopping-fashion",
-    "Early stopping demo: a big MLP overfits 1,000 Fashion-MNIST images; stops at the val-loss minimum, restores it",
-    arguments=_options,
-    defaults={"epochs": 100, "batch_size": 100, "lr": 1e-3, "patience": 10},
-    quick_defaults={"epochs": 30, "patience": 5},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.architectures import MLP
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.experiments._common import fashion_mnist_splits, fit_classifier, loaders
-    from handgrad.optim import Adam
-    from handgrad.serialization import load
-
     if opts.patience < 0 or opts.train_size < 1 or opts.width < 1:
         raise ExperimentError("--patience must be >= 0, --train-size and --width >= 1")
     if opts.quick:

@@ -17,10 +17,17 @@ import os
 import time
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad.experiments.char_lm import _load_text, _streams
 from handgrad.nn import Embedding, Linear, Module, Parameter
+from handgrad.nn.utils import clip_grad_norm_
+from handgrad.optim import Adam
+from handgrad.recurrent.generation import CharVocab
 from handgrad.recurrent.hmrnn import HMLSTM, slope_schedule
 
 
@@ -29,7 +36,6 @@ class HMLSTMLanguageModel(Module):
 
     def __init__(self, vocab: int, embed: int = 64, hidden: tuple[int, ...] = (256, 256), out: int = 256) -> None:
         super().__init__()
-        import handgrad as hg
 
         self.embedding = Embedding(vocab, embed)
         self.hm = HMLSTM(embed, hidden)
@@ -39,7 +45,6 @@ class HMLSTMLanguageModel(Module):
         self.hidden = tuple(hidden)
 
     def forward(self, ids: Any, state: Any = None) -> tuple[Any, Any, Any]:
-        import handgrad as hg
 
         x = self.embedding(ids).transpose(0, 1)  # (T, B, E)
         hs, z, state = self.hm(x, state)
@@ -54,26 +59,14 @@ def _detach(state: Any) -> Any:
     return tuple([t.detach() for t in part] for part in state)
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--hidden", type=int, default=256, help="units per HM-LSTM layer (default 256)")
     p.add_argument("--bptt", type=int, default=100, help="truncated-BPTT window (default 100)")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget in CPU minutes (default 10)")
     p.add_argument("--slope-rate", type=float, default=2e-3, help="boundary slope growth per step (default 2e-3)")
 
 
-@experiment(
-    "hmrnn-char-lm",
-    "hierarchical multiscale LSTM char-LM (Chung et al. 2017): held-out bits/char and a plot of learned boundaries",
-    arguments=_options,
-    defaults={"batch_size": 32, "lr": 2e-3},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad.experiments.char_lm import _load_text, _streams
-    from handgrad.nn.utils import clip_grad_norm_
-    from handgrad.optim import Adam
-    from handgrad.recurrent.generation import CharVocab
 
     train_text, val_text, source = _load_text(opts.data)
     vocab = CharVocab(train_text + val_text)
@@ -135,10 +128,8 @@ def run(opts: Any) -> dict[str, Any]:
 
 
 def _plot(text: str, z: numpy.ndarray, path: str) -> None:
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(8, len(text) * 0.13), 1.2 + 0.5 * z.shape[1]))
     ax.imshow(z.T, aspect="auto", cmap="Greys", vmin=0, vmax=1, extent=(-0.5, len(text) - 0.5, z.shape[1] + 0.5, 0.5))

@@ -10,34 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.architectures import LeNet
+from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
+from handgrad.optim import Adam
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default 3)")
-    p.add_argument("--val-size", type=int, default=6000, help="validation images held out of the train set")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="validation images held out of the train set (default 6000; 256 under --quick)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout before the last layer (default 0)")
 
 
-@experiment(
-    "lenet-fashion",
-    "LeNet (conv5-32, conv5-64, fc 1024-128-10) on Fashion-MNIST with early stopping; target >= 90% test accuracy",
-    arguments=_options,
-    defaults={"epochs": 15, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 2, "batch_size": 64},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.architectures import LeNet
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
-    from handgrad.optim import Adam
-
     if opts.patience < 0:
         raise ExperimentError(f"--patience must be >= 0, got {opts.patience}")
     if not 0 <= opts.dropout < 1:
         raise ExperimentError(f"--dropout must be in [0, 1), got {opts.dropout}")
     if opts.quick:
-        splits = fashion_mnist_splits(opts.data, opts.seed, val_size=256, train_size=512, test_size=512)
+        splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=512, test_size=512)
     else:
         splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size)
     model = LeNet(dropout=opts.dropout)

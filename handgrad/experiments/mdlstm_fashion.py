@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
 from handgrad.nn import Linear, Module
+from handgrad.optim import Adam
 from handgrad.recurrent.mdlstm import MDLSTM2d
 
 
@@ -34,25 +36,14 @@ class MDLSTMClassifier(Module):
         return self.head(h.reshape(B, -1))
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--patch", type=int, default=4, help="patch side in pixels (default 4: a 7x7 grid)")
     p.add_argument("--hidden", type=int, default=16, help="hidden units per direction (default 16)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default: all 54,000)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default 3)")
 
 
-@experiment(
-    "mdlstm-fashion",
-    "2-D LSTM scanning Fashion-MNIST patches from four corners (Graves et al. 2007), early stopping",
-    arguments=_options,
-    defaults={"epochs": 8, "batch_size": 64, "lr": 2e-3},
-    quick_defaults={"epochs": 1},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
-    from handgrad.optim import Adam
-
     if opts.patch < 1 or 28 % opts.patch:
         raise ExperimentError(f"--patch must divide 28, got {opts.patch}")
     if opts.quick:

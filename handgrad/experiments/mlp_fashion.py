@@ -6,14 +6,16 @@ validation loss with the best weights restored, the official test set at the end
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.architectures import MLP
+from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
+from handgrad.optim import Adam
 
 
 def _hidden(text: str) -> tuple[int, ...]:
-    import argparse
-
     try:
         sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
@@ -23,32 +25,21 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--hidden", type=_hidden, default=(256, 128), help="hidden layer sizes (default 256,128)")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout after each hidden layer (default 0.2)")
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (default 4)")
-    p.add_argument("--val-size", type=int, default=6000, help="validation images held out of the train set")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="validation images held out of the train set (default 6000; 256 under --quick)")
 
 
-@experiment(
-    "mlp-fashion",
-    "MLP 784-256-128-10 (ReLU, dropout 0.2) on Fashion-MNIST with early stopping; target >= 88% test accuracy",
-    arguments=_options,
-    defaults={"epochs": 40, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.architectures import MLP
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
-    from handgrad.optim import Adam
-
     if opts.patience < 0:
         raise ExperimentError(f"--patience must be >= 0, got {opts.patience}")
     if not 0 <= opts.dropout < 1:
         raise ExperimentError(f"--dropout must be in [0, 1), got {opts.dropout}")
     if opts.quick:
-        splits = fashion_mnist_splits(opts.data, opts.seed, val_size=256, train_size=1024, test_size=512)
+        splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=1024, test_size=512)
     else:
         splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size)
     model = MLP(784, opts.hidden, 10, dropout=opts.dropout)

@@ -19,10 +19,16 @@ from typing import Any
 
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad import nn, optim
+from handgrad.data import DataLoader, TensorDataset
+from handgrad.data.sequences import load_mnist1d
+from handgrad.train import EarlyStopping, Trainer
+from handgrad.train.plots import plot_history
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128, help="GRU hidden units (default 128)")
     p.add_argument("--layers", type=int, default=1, help="stacked GRU layers (default 1)")
     p.add_argument("--mode", default="GRU", choices=("GRU", "LSTM", "RNN"), help="recurrent cell (default GRU)")
@@ -38,7 +44,6 @@ def build_classifier(mode: str, hidden: int, layers: int, n_classes: int = 10) -
 
     (Defined inside a function so that ``handgrad list``, which imports every experiment, stays light.)
     """
-    from handgrad import nn
 
     class RecurrentClassifier(nn.Module):
         def __init__(self) -> None:
@@ -55,21 +60,7 @@ def build_classifier(mode: str, hidden: int, layers: int, n_classes: int = 10) -
     return RecurrentClassifier()
 
 
-@experiment(
-    "mnist1d",
-    "many-to-one GRU classification of MNIST-1D (offline generator); the paper's GRU: ~91% test accuracy",
-    arguments=_options,
-    defaults={"epochs": 200, "batch_size": 100, "lr": 3e-3},
-)
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad import optim
-    from handgrad.data import DataLoader, TensorDataset
-    from handgrad.data.sequences import load_mnist1d
-    from handgrad.train import EarlyStopping, Trainer
-    from handgrad.train.plots import plot_history
-
     # the paper's data: 4,000 train / 1,000 test, seed 42 (--quick: a 600-sequence draw, for smoke tests)
     base = load_mnist1d(num_samples=600) if opts.quick else load_mnist1d()
     x_tr, y_tr = base.sequences("train")

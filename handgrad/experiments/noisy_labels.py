@@ -19,14 +19,33 @@ curves per run with the early-stopping point, and how well the noise posterior f
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from handgrad.cli.registry import experiment
+import numpy
+
+import handgrad.functional as F
+from handgrad import nn
+from handgrad.data import DataLoader, FashionMNIST, TensorDataset
+from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.random import manual_seed
+from handgrad.engine.tensor import Tensor
+from handgrad.errors import ExperimentError
+from handgrad.optim import Adam
+from handgrad.robust.noisy_labels import (
+    NoisyLabelModel,
+    confusion_from_pairs,
+    corrupt_labels,
+    joint_posterior,
+    update_confusion,
+)
+from handgrad.train import Callback, EarlyStopping, MeanMetric, Trainer
+from handgrad.train.plots import plot_history
 
 SETTINGS = ("symmetric", "confusing", "mixed")
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--rate", type=float, default=0.4, help="share of corrupted training labels (default 0.4)")
     p.add_argument("--pool", type=int, default=10000, help="training images with (noisy) labels (default 10000)")
     p.add_argument("--clean", type=int, default=1000, help="of which with a known clean label (default 1000)")
@@ -37,8 +56,6 @@ def _options(p: Any) -> None:
 
 
 def _mlp(hidden: int, out: int) -> Any:
-    from handgrad import nn
-
     return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
@@ -50,34 +67,7 @@ def _clean_accuracy(out: Any, target: Any) -> float:
     return float((logits.numpy().argmax(1) == t).mean())
 
 
-@experiment(
-    "noisy-labels",
-    "Fashion-MNIST with 40% corrupted labels: clean-subset-only vs naive vs Xiao et al.'s noise model (EM)",
-    arguments=_options,
-    defaults={"epochs": 30, "batch_size": 128, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import os
-
-    import numpy
-
-    import handgrad.functional as F
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data import DataLoader, FashionMNIST, TensorDataset
-    from handgrad.engine.grad_mode import no_grad
-    from handgrad.engine.tensor import Tensor
-    from handgrad.optim import Adam
-    from handgrad.robust.noisy_labels import (
-        NoisyLabelModel,
-        confusion_from_pairs,
-        corrupt_labels,
-        joint_posterior,
-        update_confusion,
-    )
-    from handgrad.train import Callback, EarlyStopping, MeanMetric, Trainer
-    from handgrad.train.plots import plot_history
-
     settings = [s for s in opts.settings.split(",") if s]
     if any(s not in SETTINGS for s in settings) or not settings:
         raise ExperimentError(f"--settings must be a comma-separated subset of {SETTINGS}, got {opts.settings!r}")
@@ -130,7 +120,6 @@ def run(opts: Any) -> dict[str, Any]:
     print(f"noisy-labels: pool {pool} (clean subset {n_clean}), clean val {n_val}, test {len(y_test)}; "
           f"{opts.rate:.0%} of the labels corrupted", flush=True)
     # 1. clean subset only (independent of the noise)
-    from handgrad.engine.random import manual_seed
 
     manual_seed(opts.seed)
     clean_net = _mlp(opts.hidden, 10)

@@ -21,12 +21,19 @@ import math
 import os
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad import nn, optim
+from handgrad.data.sequences import load_mnist1d
+from handgrad.experiments.mnist1d import build_classifier
+from handgrad.train import Callback, ModelCheckpoint, Trainer
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128, help="generator GRU hidden units (default 128)")
     p.add_argument("--classifier", default=os.path.join("runs", "mnist1d", "model.safetensors"),
                    help="weights of the mnist1d experiment's classifier (GRU 1x128) used as the judge")
@@ -36,8 +43,6 @@ def _options(p: argparse.ArgumentParser) -> None:
 
 def build_generator(n_classes: int, hidden: int) -> Any:
     """``model(y (B,), x_prev (T, B, 1)) -> (mean (T, B, 1))`` with teacher forcing; ``model.generate``."""
-    import handgrad as hg
-    from handgrad import nn
 
     class ConditionalGRU(nn.Module):
         def __init__(self) -> None:
@@ -76,35 +81,61 @@ def build_generator(n_classes: int, hidden: int) -> Any:
 
 def _gaussian_nll(mean: Any, target: Any, log_sigma: Any) -> Any:
     """mean over elements of ``(x - mu)^2 / (2 sigma^2) + log sigma`` (+ const): MSE with a learned scale."""
-    import handgrad as hg
 
     d = mean - target
     return (d * d * hg.exp(log_sigma * -2.0) * 0.5 + log_sigma).mean()
 
 
-def _train_classifier(x: numpy.ndarray, y: numpy.ndarray, hidden: int, epochs: int, seed: int) -> Any:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad import optim
-    from handgrad.experiments.mnist1d import build_classifier
+class ShuffledBatches:
+    """Mini-batches ``make(idx)`` of a fresh permutation of ``range(n)`` each epoch, drawn from ``self.generator``
+    (seeded; the Trainer saves its state in checkpoints)."""
 
+    def __init__(self, n: int, batch_size: int, make: Any, seed: int) -> None:
+        self.n, self.batch_size, self.make = n, batch_size, make
+        self.generator = numpy.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Any:
+        perm = self.generator.permutation(self.n)
+        for i in range(0, self.n, self.batch_size):
+            yield self.make(perm[i : i + self.batch_size])
+
+
+def _train_classifier(x: numpy.ndarray, y: numpy.ndarray, hidden: int, epochs: int, seed: int) -> Any:
     hg.manual_seed(seed)
     clf = build_classifier("GRU", hidden, 1)
-    opt = optim.Adam(clf.parameters(), lr=3e-3)
-    rng = numpy.random.default_rng(seed)
-    for _ in range(epochs):
-        perm = rng.permutation(len(y))
-        for i in range(0, len(y), 100):
-            b = perm[i : i + 100]
-            loss = F.cross_entropy(clf(hg.tensor(x[b])), hg.tensor(y[b]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    batches = ShuffledBatches(len(y), 100, lambda b: (hg.tensor(x[b]), hg.tensor(y[b])), seed)
+    trainer = Trainer(clf, optim.Adam(clf.parameters(), lr=3e-3), F.cross_entropy, metrics=(), verbose=False)
+    trainer.fit(batches, epochs=epochs)
     return clf
 
 
+class _Progress(Callback):
+    """The generator's per-epoch record: the mean training NLL over its batches and the teacher-forced test MSE."""
+
+    def __init__(self, gen: Any, test: tuple[Any, Any, Any], epochs: int) -> None:
+        self.gen, self.test, self.epochs = gen, test, epochs
+        self.losses: list[float] = []
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.losses = []
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.losses.append(logs["loss"])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        y, prev, target = self.test
+        with hg.no_grad():
+            tf_mse = float(((self.gen(y, prev) - target).numpy() ** 2).mean())
+        logs.update(nll=float(numpy.mean(self.losses)), test_teacher_forced_mse=tf_mse)
+        if epoch == 1 or epoch % 10 == 0 or epoch == self.epochs:
+            print(f"epoch {epoch:3d}  train nll {logs['nll']:.4f}  test teacher-forced mse {tf_mse:.4f}  "
+                  f"sigma {math.exp(float(self.gen.log_sigma.numpy()[0])):.3f}", flush=True)
+
+
 def _accuracy(clf: Any, x: numpy.ndarray, y: numpy.ndarray) -> float:
-    import handgrad as hg
 
     clf.eval()
     with hg.no_grad():
@@ -112,16 +143,7 @@ def _accuracy(clf: Any, x: numpy.ndarray, y: numpy.ndarray) -> float:
     return float((pred == y).mean())
 
 
-@experiment(
-    "one-to-many",
-    "one-to-many: a class-conditioned GRU writes MNIST-1D signals (teacher forcing); judged by a classifier",
-    arguments=_options,
-    defaults={"epochs": 60, "batch_size": 100, "lr": 3e-3},
-)
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    import handgrad as hg
-    from handgrad import optim
-    from handgrad.data.sequences import load_mnist1d
 
     data = load_mnist1d(num_samples=600) if opts.quick else load_mnist1d()
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
@@ -130,33 +152,23 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     steps = x_tr.shape[1]
     gen = build_generator(10, opts.hidden)
     opt = optim.Adam(gen.parameters(), lr=opts.lr)
-    rng = numpy.random.default_rng(opts.seed)
 
     def tf_batch(x: numpy.ndarray) -> tuple[Any, Any]:
         seq = numpy.ascontiguousarray(x.T[:, :, None])  # (T, B, 1)
         prev = numpy.concatenate([numpy.zeros_like(seq[:1]), seq[:-1]])  # teacher forcing: true x_{t-1}
         return hg.tensor(prev), hg.tensor(seq)
 
-    history = []
-    for epoch in range(1, opts.epochs + 1):
-        gen.train()
-        perm = rng.permutation(len(y_tr))
-        losses = []
-        for i in range(0, len(perm), opts.batch_size):
-            b = perm[i : i + opts.batch_size]
-            prev, target = tf_batch(x_tr[b])
-            loss = _gaussian_nll(gen(hg.tensor(y_tr[b]), prev), target, gen.log_sigma)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.item()))
-        with hg.no_grad():
-            prev, target = tf_batch(x_te)
-            tf_mse = float(((gen(hg.tensor(y_te), prev) - target).numpy() ** 2).mean())
-        history.append({"epoch": epoch, "nll": float(numpy.mean(losses)), "test_teacher_forced_mse": tf_mse})
-        if epoch == 1 or epoch % 10 == 0 or epoch == opts.epochs:
-            print(f"epoch {epoch:3d}  train nll {numpy.mean(losses):.4f}  test teacher-forced mse {tf_mse:.4f}  "
-                  f"sigma {math.exp(float(gen.log_sigma.numpy()[0])):.3f}", flush=True)
+    def batch(b: numpy.ndarray) -> tuple[tuple[Any, Any], Any]:
+        prev, target = tf_batch(x_tr[b])
+        return (hg.tensor(y_tr[b]), prev), target  # gen(y, prev) vs the true sequence
+
+    batches = ShuffledBatches(len(y_tr), opts.batch_size, batch, opts.seed)
+    progress = _Progress(gen, (hg.tensor(y_te), *tf_batch(x_te)), opts.epochs)
+    trainer = Trainer(gen, opt, lambda out, target: _gaussian_nll(out, target, gen.log_sigma), metrics=(),
+                      callbacks=[progress, ModelCheckpoint(opts.out, monitor="loss", save_best=False)],
+                      out_dir=opts.out, progress=opts.progress, verbose=False, run_name="one-to-many")
+    trainer.fit(batches, epochs=opts.epochs, resume=opts.resume)
+    history = [{k: row[k] for k in ("epoch", "nll", "test_teacher_forced_mse")} for row in trainer.history.rows]
     gen.eval()
     labels = numpy.repeat(numpy.arange(10), opts.per_class)
     samples = gen.generate(hg.tensor(labels), steps, noise=1.0, rng=numpy.random.default_rng(opts.seed + 7))
@@ -164,7 +176,6 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     judge_src = "mnist1d experiment"
     clf = None
     if os.path.isfile(opts.classifier) and not opts.quick:
-        from handgrad.experiments.mnist1d import build_classifier
 
         clf = build_classifier("GRU", opts.classifier_hidden, 1)
         clf.load_state_dict(hg.load(opts.classifier))
@@ -188,15 +199,14 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "sigma": math.exp(float(gen.log_sigma.numpy()[0])),
         "n_generated": int(len(labels)),
         "history": history,
+        **({"interrupted": True} if trainer.interrupted else {}),
     }
 
 
 def _plot(samples: numpy.ndarray, labels: numpy.ndarray, x_real: numpy.ndarray, y_real: numpy.ndarray,
           means: numpy.ndarray, path: str) -> None:
-    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 10, figsize=(18, 4), sharey=True)
     for c in range(10):

@@ -10,12 +10,24 @@ unseen-class embeddings (``embedding.png``). Raw pixels give the baseline number
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.errors import ExperimentError
+from handgrad.functional import contrastive_loss
+from handgrad.metric import SiameseNetwork
+from handgrad.metric.runner import (
+    EmbeddingNet,
+    PairBatches,
+    embed,
+    fit_embedding,
+    plot_embedding,
+    retrieval_report,
+    seen_unseen_splits,
+)
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--margin", type=float, default=1.0, help="contrastive margin tau (default 1.0)")
     p.add_argument("--squared", action="store_true", help="squared contrastive loss (d^2 and max(0, m - d)^2)")
     p.add_argument("--embedding-dim", type=int, default=16, help="embedding size D (default 16)")
@@ -23,29 +35,7 @@ def _options(p: Any) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
 
 
-@experiment(
-    "siamese-fashion",
-    "Siamese CNN + contrastive loss on Fashion-MNIST classes 0-6; recall@K / mAP@R / verification on unseen 7-9",
-    arguments=_options,
-    defaults={"epochs": 20, "batch_size": 64, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import os
-
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.functional import contrastive_loss
-    from handgrad.metric import SiameseNetwork
-    from handgrad.metric.runner import (
-        EmbeddingNet,
-        PairBatches,
-        embed,
-        fit_embedding,
-        plot_embedding,
-        retrieval_report,
-        seen_unseen_splits,
-    )
-
     if opts.margin <= 0:
         raise ExperimentError(f"--margin must be > 0, got {opts.margin}")
     if opts.quick:

@@ -21,12 +21,19 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from handgrad.cli.registry import ExperimentError, experiment
+from handgrad.data.dates import load_dates
+from handgrad.errors import ExperimentError
+from handgrad.seq2seq.model import Seq2Seq
+from handgrad.seq2seq.plots import plot_attention
+from handgrad.seq2seq.training import attention_weights, decode_ids, encode_pairs, fit_seq2seq, sequence_scores
+from handgrad.seq2seq.translator import Translator
+from handgrad.seq2seq.vocab import Vocab
+from handgrad.train.plots import plot_history
 
 EXPERIMENT = "translate-dates"
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--n-train", type=int, default=None, help="training pairs (default 40000)")
     p.add_argument("--n-val", type=int, default=None, help="validation pairs, training locales (default 2000)")
     p.add_argument("--n-test", type=int, default=None, help="test pairs, held-out locales (default 4000)")
@@ -38,23 +45,7 @@ def _options(p: Any) -> None:
     p.add_argument("--heatmaps", type=int, default=6, help="attention heat maps to save (default 6)")
 
 
-@experiment(
-    EXPERIMENT,
-    "dates in 300+ locales' formats -> ISO 8601: char-level seq2seq with attention, held-out locales",
-    arguments=_options,
-    defaults={"epochs": 15, "batch_size": 64, "lr": 2e-3, "n_train": 40000, "n_val": 2000, "n_test": 4000,
-              "embedding": 32, "hidden": 64},
-    quick_defaults={"epochs": 1, "n_train": 400, "n_val": 50, "n_test": 50, "embedding": 16, "hidden": 16},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.data.dates import load_dates
-    from handgrad.seq2seq.model import Seq2Seq
-    from handgrad.seq2seq.plots import plot_attention
-    from handgrad.seq2seq.training import attention_weights, decode_ids, encode_pairs, fit_seq2seq, sequence_scores
-    from handgrad.seq2seq.translator import Translator
-    from handgrad.seq2seq.vocab import Vocab
-    from handgrad.train.plots import plot_history
-
     for name in ("n_train", "n_val", "n_test", "embedding", "hidden"):
         if getattr(opts, name) < 1:
             raise ExperimentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")

@@ -33,14 +33,27 @@ BLEU on ~6k verse pairs of archaic text is low; the numbers are what was measure
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy
 
-from handgrad.cli.registry import ExperimentError, experiment
+from handgrad.data.bible import load_verse_pairs
+from handgrad.engine.random import manual_seed
+from handgrad.errors import ExperimentError
+from handgrad.metrics import corpus_bleu
+from handgrad.seq2seq.model import Seq2Seq
+from handgrad.seq2seq.plots import plot_attention
+from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
+from handgrad.seq2seq.training import attention_weights, decode_ids, encode_pairs, fit_seq2seq
+from handgrad.seq2seq.translator import Translator
+from handgrad.seq2seq.vocab import Vocab
+from handgrad.train.plots import plot_history
 
 EXPERIMENT = "translate-en-es"
 ROWS = {  # key: (attention, training)
@@ -51,7 +64,7 @@ ROWS = {  # key: (attention, training)
 }
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--max-words", type=int, default=None, help="longest verse kept, in words (default 20)")
     p.add_argument("--n-val", type=int, default=None, help="validation pairs (default 300)")
     p.add_argument("--n-test", type=int, default=None, help="test pairs (default 500)")
@@ -88,16 +101,7 @@ def _texts(ids: list[list[int]], vocab: Any) -> list[str]:
 def _train_row(key: str, opts: Any, data: dict[str, Any]) -> dict[str, Any]:
     """Train and score one row of the table; returns the row (and writes its folder). Runs in a worker
     process with ``--jobs`` > 1 (then its training log goes to ``ROW/train.log``)."""
-    import sys
 
-    from handgrad.engine.random import manual_seed
-    from handgrad.metrics import corpus_bleu
-    from handgrad.seq2seq.model import Seq2Seq
-    from handgrad.seq2seq.plots import plot_attention
-    from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
-    from handgrad.seq2seq.training import attention_weights, decode_ids, fit_seq2seq
-    from handgrad.seq2seq.translator import Translator
-    from handgrad.train.plots import plot_history
 
     enc, refs, test = data["enc"], data["refs"], data["test"]
     src_vocab, tgt_vocab, max_src, max_tgt = data["src_vocab"], data["tgt_vocab"], data["max_src"], data["max_tgt"]
@@ -164,20 +168,7 @@ def _train_row(key: str, opts: Any, data: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-@experiment(
-    EXPERIMENT,
-    "English->Spanish Bible verses: BLEU of attention vs none, teacher forcing vs scheduled sampling, beam vs greedy",
-    arguments=_options,
-    defaults={"epochs": 20, "batch_size": 32, "lr": 2e-3, "max_words": 20, "n_val": 300, "n_test": 500,
-              "vocab": 3000, "embedding": 128, "hidden": 128},
-    quick_defaults={"epochs": 1, "max_words": 8, "n_val": 20, "n_test": 20, "n_train": 150, "vocab": 300,
-                    "embedding": 16, "hidden": 16},
-)
 def run(opts: Any) -> dict[str, Any]:
-    from handgrad.data.bible import load_verse_pairs
-    from handgrad.seq2seq.training import encode_pairs
-    from handgrad.seq2seq.vocab import Vocab
-
     rows = [r.strip() for r in opts.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
     if bad or not rows:
@@ -217,8 +208,6 @@ def run(opts: Any) -> dict[str, Any]:
             "max_src": max(len(s) for s, _ in enc["train"]), "max_tgt": max(len(t) for _, t in enc["train"]) + 1,
             "ss_k": inverse_sigmoid_k(opts.ss_half * steps_per_epoch * opts.epochs), "parallel": jobs > 1}
     if jobs > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         print(f"{EXPERIMENT}: {len(rows)} rows in {jobs} processes (logs in {opts.out}/ROW/train.log)", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

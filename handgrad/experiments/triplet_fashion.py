@@ -10,12 +10,23 @@ the loss of fixed validation PK batches (seen classes); then recall@K, mAP@R and
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from handgrad.cli.registry import experiment
+from handgrad.errors import ExperimentError
+from handgrad.metric import batch_triplet_loss
+from handgrad.metric.runner import (
+    EmbeddingNet,
+    PKBatches,
+    embed,
+    fit_embedding,
+    plot_embedding,
+    retrieval_report,
+    seen_unseen_splits,
+)
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--margin", type=float, default=0.5, help="triplet margin tau (default 0.5)")
     p.add_argument("--mining", choices=("hard", "all", "semihard"), default="semihard",
                    help="triplet mining: batch-hard, batch-all or semi-hard (default semihard)")
@@ -26,28 +37,7 @@ def _options(p: Any) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
 
 
-@experiment(
-    "triplet-fashion",
-    "CNN + triplet loss with batch-hard/all/semi-hard mining on Fashion-MNIST 0-6; retrieval on unseen 7-9",
-    arguments=_options,
-    defaults={"epochs": 20, "lr": 1e-3},
-    quick_defaults={"epochs": 2},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import os
-
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.metric import batch_triplet_loss
-    from handgrad.metric.runner import (
-        EmbeddingNet,
-        PKBatches,
-        embed,
-        fit_embedding,
-        plot_embedding,
-        retrieval_report,
-        seen_unseen_splits,
-    )
-
     if opts.margin <= 0:
         raise ExperimentError(f"--margin must be > 0, got {opts.margin}")
     if not 2 <= opts.p <= 7 or opts.k < 2:

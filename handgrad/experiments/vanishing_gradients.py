@@ -15,18 +15,27 @@ iteration, baseline dashed), ``results.json`` / ``results.md`` (the table).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy
 
-from handgrad.cli.registry import experiment
+import handgrad as hg
+import handgrad.functional as F
+from handgrad import nn, optim
+from handgrad.data.sequences import ADDING_BASELINE_MSE, adding_problem
+from handgrad.errors import ExperimentError
+from handgrad.recurrent.diagnostics import hidden_state_gradients, jacobian_norms
+from handgrad.recurrent.regularization import ClipTracker
 
 MODELS = ("rnn", "lstm", "gru")
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=100, help="sequence length T of the adding problem (default 100)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of every model (default 64)")
     p.add_argument("--steps", type=int, default=None, help="training iterations per model (default 2000)")
@@ -39,7 +48,6 @@ def _options(p: argparse.ArgumentParser) -> None:
 
 
 def _build(mode: str, hidden: int) -> tuple[Any, Any]:
-    from handgrad import nn
 
     cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[mode]
     return cls(2, hidden), nn.Linear(hidden, 1)
@@ -51,11 +59,7 @@ def _profile(rnn: Any, head: Any, x: numpy.ndarray, y: numpy.ndarray) -> dict[st
     Measured on a float64 copy of the model: the tanh RNN's gradient falls below float32's smallest
     number (1e-45) within 100 steps, and the point is to see how far it falls.
     """
-    import copy
 
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad.recurrent.diagnostics import hidden_state_gradients, jacobian_norms
 
     rnn, head = copy.deepcopy(rnn).double(), copy.deepcopy(head).double()
     xt, yt = hg.tensor(x.astype(numpy.float64)), hg.tensor(y.astype(numpy.float64))
@@ -65,7 +69,6 @@ def _profile(rnn: Any, head: Any, x: numpy.ndarray, y: numpy.ndarray) -> dict[st
 
 
 def _evaluate(rnn: Any, head: Any, x: Any, y: numpy.ndarray) -> float:
-    import handgrad as hg
 
     with hg.no_grad():
         out, _ = rnn(x)
@@ -74,11 +77,6 @@ def _evaluate(rnn: Any, head: Any, x: Any, y: numpy.ndarray) -> float:
 
 
 def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: Any) -> dict[str, Any]:
-    import handgrad as hg
-    import handgrad.functional as F
-    from handgrad import optim
-    from handgrad.data.sequences import adding_problem
-    from handgrad.recurrent.regularization import ClipTracker
 
     hg.manual_seed(opts.seed)
     rnn, head = _build(mode, opts.hidden)
@@ -123,12 +121,9 @@ def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: A
 
 
 def _plots(results: dict[str, dict[str, Any]], seq_len: int, out_dir: str) -> None:
-    import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    from handgrad.data.sequences import ADDING_BASELINE_MSE
 
     colours = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
     labels = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -156,15 +151,7 @@ def _plots(results: dict[str, dict[str, Any]], seq_len: int, out_dir: str) -> No
     plt.close(fig)
 
 
-@experiment(
-    "vanishing-gradients",
-    "tanh RNN vs LSTM vs GRU on the adding problem (T=100): gradient norm vs distance plot, who solves it",
-    arguments=_options,
-    defaults={"batch_size": 64, "lr": 1e-2, "epochs": 1},
-)
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    from handgrad.cli.registry import ExperimentError
-    from handgrad.data.sequences import ADDING_BASELINE_MSE, adding_problem
 
     models = [m.strip().lower() for m in opts.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
@@ -180,7 +167,6 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     else:
         n_val = 1000
     opts.steps = opts.steps or 2000
-    import handgrad as hg
 
     gen = numpy.random.default_rng(10_000 + opts.seed)
     xv, yv = adding_problem(n_val, opts.seq_len, gen)

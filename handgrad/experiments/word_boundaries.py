@@ -23,12 +23,28 @@ from typing import Any
 
 import numpy
 
-from handgrad.cli.registry import ExperimentError, experiment
+import handgrad as hg
+from handgrad.data.text import load_shakespeare
+from handgrad.errors import ExperimentError
+from handgrad.optim import Adam
+from handgrad.recurrent.tagger import (
+    BoundaryF1,
+    CharTable,
+    SequenceTagger,
+    WindowLoader,
+    boundary_labels,
+    boundary_scores,
+    predict_tags,
+    segment,
+    tagging_loss,
+)
+from handgrad.train import EarlyStopping, Trainer
+from handgrad.train.plots import plot_history
 
 EXPERIMENT = "word-boundaries"
 
 
-def _options(p: Any) -> None:
+def add_arguments(p: Any) -> None:
     p.add_argument("--embedding", type=int, default=None, help="character embedding size (default 32)")
     p.add_argument("--hidden", type=int, default=None, help="LSTM units per direction (default 96)")
     p.add_argument("--layers", type=int, default=1, help="stacked LSTM layers (default 1)")
@@ -46,8 +62,6 @@ def _options(p: Any) -> None:
 
 
 def _load(data: str | None) -> tuple[str, str, str]:
-    from handgrad.data.text import load_shakespeare
-
     if data is None:
         return load_shakespeare("train"), load_shakespeare("val"), "shakespeare (bundled)"
     if not os.path.isfile(data):
@@ -62,7 +76,6 @@ def _load(data: str | None) -> tuple[str, str, str]:
 
 def _evaluate(model: Any, ids: numpy.ndarray, tags: numpy.ndarray, window: int) -> numpy.ndarray:
     """Predicted tags of the whole sequence, run in consecutive windows of ``window`` characters."""
-    from handgrad.recurrent.tagger import WindowLoader, predict_tags
 
     preds = []
     for (x, lengths), _ in WindowLoader(ids, tags, min(window, len(ids)), 64, shuffle=False):
@@ -71,31 +84,7 @@ def _evaluate(model: Any, ids: numpy.ndarray, tags: numpy.ndarray, window: int) 
     return numpy.concatenate(preds)
 
 
-@experiment(
-    EXPERIMENT,
-    "restore the spaces of unspaced text: per-character word-start tagging, uni- vs bidirectional LSTM",
-    arguments=_options,
-    defaults={"epochs": 20, "batch_size": 32, "lr": 3e-3, "embedding": 32, "hidden": 96, "window": 100,
-              "steps_per_epoch": 100, "val_chars": 30000, "test_chars": 100000},
-    quick_defaults={"epochs": 2, "embedding": 8, "hidden": 8, "window": 30, "steps_per_epoch": 5,
-                    "val_chars": 1000, "test_chars": 2000},
-)
 def run(opts: Any) -> dict[str, Any]:
-    import handgrad as hg
-    from handgrad.optim import Adam
-    from handgrad.recurrent.tagger import (
-        BoundaryF1,
-        CharTable,
-        SequenceTagger,
-        WindowLoader,
-        boundary_labels,
-        boundary_scores,
-        segment,
-        tagging_loss,
-    )
-    from handgrad.train import EarlyStopping, Trainer
-    from handgrad.train.plots import plot_history
-
     for key in ("embedding", "hidden", "layers", "window", "eval_window", "steps_per_epoch", "val_chars",
                 "test_chars"):
         if getattr(opts, key) < 1:

@@ -17,6 +17,7 @@ import numpy
 from handgrad import nn
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
+from handgrad.errors import ExperimentError
 
 SEEN_CLASSES = tuple(range(7))
 UNSEEN_CLASSES = (7, 8, 9)
@@ -57,7 +58,6 @@ class SeenUnseen:
 
 def seen_unseen_splits(data: str | None, seed: int, per_class_train: int, per_class_val: int,
                        per_class_test: int) -> SeenUnseen:
-    from handgrad.cli.registry import ExperimentError
     from handgrad.data import FashionMNIST
 
     try:
