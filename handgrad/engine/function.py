@@ -20,6 +20,7 @@ gradient, records the node so that ``Tensor.backward`` can walk it. Hyper-parame
 from __future__ import annotations
 
 import itertools
+import os
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -120,10 +121,20 @@ _SINGLE_OUTPUT = ((None, None),)  # outputs_meta of a one-output node: only its 
 _object_new = object.__new__
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../handgrad (the package)
+
+
+def _in_package(filename: str) -> bool:
+    """Is ``filename`` handgrad's own code? Decided by the package's directory, not by a folder name in the
+    path (a clone called ``handgrad`` holds the user's scripts and tests too)."""
+    path = os.path.abspath(filename)
+    return path == _PACKAGE_DIR or path.startswith(_PACKAGE_DIR + os.sep)
+
+
 def _user_line() -> str:
     """The innermost stack frame outside the handgrad package: where the user built this op."""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if "/handgrad/" not in frame.filename.replace("\\", "/"):
+        if not _in_package(frame.filename):
             return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}: {frame.line}'
     return "<unknown>"
 

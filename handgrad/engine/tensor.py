@@ -162,7 +162,8 @@ class Tensor:
         return self.data.dtype.kind == "f"
 
     def __repr__(self) -> str:
-        body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=50)
+        # prefix: numpy indents the rows after the first by its length, so they line up under the first
+        body = numpy.array2string(self.numpy(), separator=", ", precision=4, threshold=50, prefix="tensor(")
         extra = ""
         if self._creator is not None:
             extra = f", grad_fn={self._creator.name}"
