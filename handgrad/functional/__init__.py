@@ -23,3 +23,4 @@ from handgrad.functional.normalization import batch_norm, group_norm, layer_norm
 from handgrad.functional.dropout import dropout, dropout1d, dropout2d
 from handgrad.functional.embedding import embedding, one_hot
 from handgrad.functional.interpolate import interpolate, upsample
+from handgrad.functional.attention import scaled_dot_product_attention

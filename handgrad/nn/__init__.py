@@ -18,6 +18,12 @@ from handgrad.nn.loss import (
 from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from handgrad.nn.sparse import Embedding
+from handgrad.nn.attention import MultiheadAttention
+from handgrad.nn.transformer import (
+    Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+)
+from handgrad.nn.normalization import GroupNorm
+from handgrad.nn.dropout import Dropout1d
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
 __all__ += [
     "init", "utils", "ELU", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh",
@@ -25,4 +31,8 @@ __all__ += [
     "Identity", "Linear", "Unflatten", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "KLDivLoss",
     "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "AdaptiveAvgPool2d",
     "AvgPool2d", "MaxPool2d", "Embedding",
+]
+__all__ += [
+    "Dropout1d", "GroupNorm", "MultiheadAttention", "Transformer", "TransformerDecoder", "TransformerDecoderLayer",
+    "TransformerEncoder", "TransformerEncoderLayer",
 ]

@@ -1,4 +1,4 @@
-"""``Dropout`` and ``Dropout2d`` (inverted dropout: kept units are scaled by 1 / (1 - p) in training)."""
+"""``Dropout``, ``Dropout1d`` and ``Dropout2d`` (inverted dropout: kept units are scaled by 1 / (1 - p) in training)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ class Dropout2d(_DropoutNd):
 
     def forward(self, input: Tensor) -> Any:
         return F.dropout2d(input, self.p, self.training, self.inplace)
+
+
+class Dropout1d(_DropoutNd):
+    """Training: zero whole channels of (N, C, L) -> mask (N, C, 1), or of unbatched (C, L) -> mask (C, 1),
+    with probability p; scale the rest by 1 / (1 - p). Eval: identity."""
+
+    def forward(self, input: Tensor) -> Any:
+        return F.dropout1d(input, self.p, self.training, self.inplace)
+

@@ -151,3 +151,35 @@ class LayerNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.use_bias}")
+
+
+class GroupNorm(Module):
+    """Group normalisation (Wu & He 2018): the C channels of each sample are split into ``num_groups`` groups;
+    each group is normalised over its channels and all spatial positions (biased variance), then scaled
+    and shifted per channel. input (N, C, *) -> same shape; weight = 1, bias = 0 of shape (C,) if ``affine``."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = int(num_groups), int(num_channels), eps, affine
+        dtype = param_dtype("GroupNorm", device, dtype)
+        if affine:
+            self.weight = Parameter(numpy.ones((num_channels,), dtype))
+            self.bias = Parameter(numpy.zeros((num_channels,), dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+

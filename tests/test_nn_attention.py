@@ -1,0 +1,241 @@
+"""scaled_dot_product_attention (one fused node), MultiheadAttention and the Transformer modules: gradcheck
+in float64 and forward/backward equal to PyTorch's with the weights copied across (state dicts load
+both ways under the same key names)."""
+
+import numpy as np
+import pytest
+import torch
+
+import handgrad as hg
+import handgrad.functional as F
+import handgrad.nn as nn
+from handgrad.functional.attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention_weights
+
+TF = torch.nn.functional
+rng = np.random.default_rng(0)
+
+
+def _pair(*arrays):
+    return ([hg.tensor(a.copy(), requires_grad=True) for a in arrays],
+            [torch.tensor(a.copy(), requires_grad=True) for a in arrays])
+
+
+def _close(a, b, tol=1e-10):
+    b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
+    a = a.data if isinstance(a, hg.Tensor) else a
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def _mask_cases():
+    bool_mask = rng.random((4, 6)) > 0.4
+    bool_mask[:, 0] = True
+    dead = bool_mask.copy()
+    dead[2] = False  # a row with nothing to attend to: output 0 (PyTorch's math path)
+    return {
+        "none": {}, "causal": dict(is_causal=True), "bool": dict(attn_mask=bool_mask), "dead-row": dict(attn_mask=dead),
+        "float": dict(attn_mask=rng.standard_normal((4, 6))),
+        "float-batched": dict(attn_mask=rng.standard_normal((2, 1, 4, 6))),
+        "scale": dict(scale=0.17),
+    }
+
+
+@pytest.mark.parametrize("case", list(_mask_cases()))
+def test_sdpa_matches_torch_forward_and_backward(case):
+    kw = _mask_cases()[case]
+    q, k, v = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((2, 3, 6, 7))
+    ours, theirs = _pair(q, k, v)
+    hk = {n: hg.tensor(a) if isinstance(a, np.ndarray) else a for n, a in kw.items()}
+    tk = {n: torch.tensor(a) if isinstance(a, np.ndarray) else a for n, a in kw.items()}
+    o, ot = F.scaled_dot_product_attention(*ours, **hk), TF.scaled_dot_product_attention(*theirs, **tk)
+    assert isinstance(o._creator, ScaledDotProductAttentionFunction)  # one fused node
+    _close(o, ot, 1e-12)
+    w = rng.standard_normal(o.shape)
+    (o * hg.tensor(w)).sum().backward()
+    (ot * torch.tensor(w)).sum().backward()
+    for a, b in zip(ours, theirs):
+        _close(a.grad, b.grad.numpy(), 1e-11)
+
+
+def test_sdpa_float_mask_gets_its_gradient_and_gradchecks():
+    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 3))
+    m = rng.standard_normal((1, 3, 5))
+    ours, theirs = _pair(q, k, v, m)
+    o = F.scaled_dot_product_attention(*ours[:3], attn_mask=ours[3])
+    ot = TF.scaled_dot_product_attention(*theirs[:3], attn_mask=theirs[3])
+    (o**2).sum().backward()
+    (ot**2).sum().backward()
+    _close(ours[3].grad, theirs[3].grad, 1e-11)
+    hg.gradcheck(lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, attn_mask=d, scale=0.7),
+                 [hg.tensor(x, requires_grad=True) for x in (q, k, v, m)])
+    bm = hg.tensor(rng.random((3, 5)) > 0.3)
+    hg.gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=bm),
+                 [hg.tensor(x, requires_grad=True) for x in (q, k, v)])
+    hg.gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+                 [hg.tensor(x, requires_grad=True) for x in (q, k, v)])
+
+
+def test_sdpa_dropout_is_inverted_dropout_on_the_weights_and_gradchecks():
+    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 3))
+    args = [hg.tensor(x, requires_grad=True) for x in (q, k, v)]
+    hg.manual_seed(3)
+    out, wts = scaled_dot_product_attention_weights(*args, dropout_p=0.4)
+    ref_p = TF.softmax(torch.tensor(q) @ torch.tensor(k).transpose(-1, -2) / 2.0, dim=-1).numpy()
+    dropped = wts.data == 0
+    assert 0.1 < dropped.mean() < 0.7
+    _close(wts.data[~dropped], (ref_p / 0.6)[~dropped], 1e-12)  # kept weights scaled by 1 / (1 - p)
+    _close(out, wts.data @ v, 1e-12)
+
+    def f(a, b, c):
+        hg.manual_seed(3)  # the same dropout mask on every evaluation
+        o, w = scaled_dot_product_attention_weights(a, b, c, dropout_p=0.4)
+        return o, w
+
+    hg.gradcheck(f, args)
+
+
+def test_sdpa_errors():
+    q = hg.tensor(rng.standard_normal((2, 3, 4)))
+    with pytest.raises(ValueError, match="scaled_dot_product_attention: .*same last dimension"):
+        F.scaled_dot_product_attention(q, hg.tensor(rng.standard_normal((2, 5, 3))), q)
+    with pytest.raises(ValueError, match="not both"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=hg.tensor(np.ones((3, 3), bool)), is_causal=True)
+    with pytest.raises(ValueError, match="attn_mask of shape"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=hg.tensor(np.ones((4, 4), bool)))
+
+
+def _copy_from_torch(ours, theirs):
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # same names, same order
+
+
+def _compare_module(ours, theirs, inputs, kwargs_h=None, kwargs_t=None, tol=1e-10, out_index=None):
+    """Forward equal; backward of a random projection of the output equal for inputs and every parameter."""
+    hin, tin = _pair(*inputs)
+    oh = ours(*hin, **(kwargs_h or {}))
+    ot = theirs(*tin, **(kwargs_t or {}))
+    if out_index is not None:
+        oh, ot = oh[out_index], ot[out_index]
+    _close(oh, ot, tol)
+    w = rng.standard_normal(oh.shape)
+    (oh * hg.tensor(w)).sum().backward()
+    (ot * torch.tensor(w)).sum().backward()
+    for a, b in zip(hin, tin):
+        _close(a.grad, b.grad, tol)
+    tp = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        _close(p.grad, tp[name].grad, tol)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("need_weights,average", [(True, True), (True, False), (False, True)])
+def test_multihead_attention_matches_torch(batch_first, need_weights, average):
+    torch.manual_seed(0)
+    theirs = torch.nn.MultiheadAttention(8, 2, batch_first=batch_first, dtype=torch.float64)
+    ours = nn.MultiheadAttention(8, 2, batch_first=batch_first, dtype="float64")
+    _copy_from_torch(ours, theirs)
+    L, S, N = 4, 6, 3
+    q = rng.standard_normal((N, L, 8) if batch_first else (L, N, 8))
+    kv = rng.standard_normal((N, S, 8) if batch_first else (S, N, 8))
+    kpm = np.zeros((N, S), bool)
+    kpm[0, -2:] = True
+    am = rng.random((L, S)) < 0.3
+    am[:, 0] = False
+    kw = dict(need_weights=need_weights, average_attn_weights=average)
+    h_kw = dict(kw, key_padding_mask=hg.tensor(kpm), attn_mask=hg.tensor(am))
+    t_kw = dict(kw, key_padding_mask=torch.tensor(kpm), attn_mask=torch.tensor(am))
+    _compare_module(ours, theirs, [q, kv, kv.copy()], h_kw, t_kw, out_index=0)
+    if need_weights:
+        hw = ours(hg.tensor(q), hg.tensor(kv), hg.tensor(kv), **h_kw)[1]
+        tw = theirs(torch.tensor(q), torch.tensor(kv), torch.tensor(kv), **t_kw)[1]
+        _close(hw, tw, 1e-12)
+        assert hw.shape == tuple(tw.shape)
+
+
+def test_multihead_attention_kdim_vdim_float_masks_unbatched_and_gradcheck():
+    torch.manual_seed(1)
+    theirs = torch.nn.MultiheadAttention(6, 3, kdim=4, vdim=5, dtype=torch.float64)
+    ours = nn.MultiheadAttention(6, 3, kdim=4, vdim=5, dtype="float64")
+    _copy_from_torch(ours, theirs)
+    am = rng.standard_normal((3 * 2, 3, 5))
+    _compare_module(ours, theirs, [rng.standard_normal((3, 2, 6)), rng.standard_normal((5, 2, 4)),
+                                   rng.standard_normal((5, 2, 5))],
+                    dict(attn_mask=hg.tensor(am)), dict(attn_mask=torch.tensor(am)), out_index=0)
+    # unbatched (L, E)
+    _compare_module(ours, theirs, [rng.standard_normal((3, 6)), rng.standard_normal((5, 4)),
+                                   rng.standard_normal((5, 5))], out_index=0)
+    hg.gradcheck(lambda q, k, v: ours(q, k, v)[0],
+                 [hg.tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 1, 6), (3, 1, 4), (3, 1, 5))])
+
+
+def test_multihead_attention_gradcheck_parameters():
+    m = nn.MultiheadAttention(4, 2, dtype="float64")
+    x = hg.tensor(rng.standard_normal((3, 2, 4)))
+
+    def f(w, b):
+        m._parameters["in_proj_weight"], m._parameters["in_proj_bias"] = w, b  # route the checked tensors
+        return m(x, x, x, need_weights=True)  # both outputs: the weights' gradient path is checked too
+
+    hg.gradcheck(f, [hg.tensor(m.in_proj_weight.data.copy(), requires_grad=True),
+                     hg.tensor(rng.standard_normal(12), requires_grad=True)])
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_encoder_decoder_layers_match_torch(norm_first, activation):
+    torch.manual_seed(2)
+    kw = dict(dim_feedforward=16, dropout=0.0, activation=activation, norm_first=norm_first)
+    te = torch.nn.TransformerEncoderLayer(8, 2, dtype=torch.float64, **kw)
+    he = nn.TransformerEncoderLayer(8, 2, dtype="float64", **kw)
+    _copy_from_torch(he, te)
+    src = rng.standard_normal((5, 2, 8))
+    causal = hg.Tensor(nn.Transformer.generate_square_subsequent_mask(5, dtype="float64").data)
+    tcausal = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    kpm = np.zeros((2, 5))
+    kpm[1, -1] = -np.inf  # a float padding mask, as the float causal mask (PyTorch wants one kind)
+    _compare_module(he, te, [src], dict(src_mask=causal, src_key_padding_mask=hg.tensor(kpm)),
+                    dict(src_mask=tcausal, src_key_padding_mask=torch.tensor(kpm)))
+    td = torch.nn.TransformerDecoderLayer(8, 2, dtype=torch.float64, **kw)
+    hd = nn.TransformerDecoderLayer(8, 2, dtype="float64", **kw)
+    _copy_from_torch(hd, td)
+    _compare_module(hd, td, [rng.standard_normal((4, 2, 8)), src], dict(tgt_mask=hg.Tensor(causal.data[:4, :4])),
+                    dict(tgt_mask=tcausal[:4, :4]))
+
+
+def test_transformer_matches_torch_and_state_dict_loads_both_ways():
+    torch.manual_seed(3)
+    kw = dict(d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=12, dropout=0.0,
+              batch_first=True)
+    theirs = torch.nn.Transformer(dtype=torch.float64, **kw)
+    ours = nn.Transformer(dtype="float64", **kw)
+    _copy_from_torch(ours, theirs)
+    tmask = nn.Transformer.generate_square_subsequent_mask(3, dtype="float64")
+    _compare_module(ours, theirs, [rng.standard_normal((2, 5, 8)), rng.standard_normal((2, 3, 8))],
+                    dict(tgt_mask=tmask), dict(tgt_mask=torch.tensor(tmask.data)))
+    back = torch.nn.Transformer(dtype=torch.float64, **kw)
+    back.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    for a, b in zip(back.state_dict().values(), ours.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_transformer_encoder_gradchecks_and_dropout_changes_training_only():
+    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, dtype="float64")
+    enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(4, dtype="float64"))
+    assert enc.layers[0].linear1.weight is not enc.layers[1].linear1.weight  # deep copies
+    hg.gradcheck(lambda x: enc(x), [hg.tensor(rng.standard_normal((3, 2, 4)), requires_grad=True)])
+    drop = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.5, dtype="float64")
+    x = hg.tensor(rng.standard_normal((3, 2, 4)))
+    drop.eval()
+    np.testing.assert_array_equal(drop(x).data, drop(x).data)
+    drop.train()
+    assert not np.allclose(drop(x).data, drop(x).data)
+
+
+def test_attention_module_errors():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        nn.MultiheadAttention(6, 4)
+    m = nn.MultiheadAttention(4, 2)
+    with pytest.raises(ValueError, match="attn_mask must have shape"):
+        x = hg.tensor(np.zeros((3, 2, 4), np.float32))
+        m(x, x, x, attn_mask=hg.tensor(np.zeros((2, 2), bool)))
+    with pytest.raises(RuntimeError, match="activation"):
+        nn.TransformerEncoderLayer(4, 2, activation="swish")
