@@ -167,7 +167,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(gen, opt, lambda out, target: _gaussian_nll(out, target, gen.log_sigma), metrics=(),
                       callbacks=[progress, ModelCheckpoint(opts.out, monitor="loss", save_best=False)],
                       out_dir=opts.out, progress=opts.progress, verbose=False, run_name="one-to-many")
-    trainer.fit(batches, epochs=opts.epochs, resume=opts.resume)
+    trainer.fit(batches, epochs=opts.epochs, resume=getattr(opts, "resume", None))
     history = [{k: row[k] for k in ("epoch", "nll", "test_teacher_forced_mse")} for row in trainer.history.rows]
     gen.eval()
     labels = numpy.repeat(numpy.arange(10), opts.per_class)

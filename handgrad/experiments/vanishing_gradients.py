@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from handgrad.data.sequences import ADDING_BASELINE_MSE, adding_problem
 from handgrad.errors import ExperimentError
 from handgrad.recurrent.diagnostics import hidden_state_gradients, jacobian_norms
 from handgrad.recurrent.regularization import ClipTracker
+from handgrad.train import Callback, Trainer
 
 MODELS = ("rnn", "lstm", "gru")
 
@@ -76,47 +78,90 @@ def _evaluate(rnn: Any, head: Any, x: Any, y: numpy.ndarray) -> float:
     return float(((pred - y) ** 2).mean())
 
 
-def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: Any) -> dict[str, Any]:
+class AddingModel(nn.Module):
+    """``head(rnn(x)[-1])``: the recurrent net reads the (T, B, 2) sequence, a linear head reads its last state."""
 
+    def __init__(self, rnn: Any, head: Any) -> None:
+        super().__init__()
+        self.rnn, self.head = rnn, head
+
+    def forward(self, x: Any) -> Any:
+        out, _ = self.rnn(x)
+        return self.head(out[-1])
+
+
+class AddingStream:
+    """Fresh adding-problem batches from one seeded generator: ``per_epoch`` per epoch (an "epoch" is the span
+    between two validations), ``steps`` in all."""
+
+    def __init__(self, batch_size: int, seq_len: int, steps: int, per_epoch: int, seed: int) -> None:
+        self.batch_size, self.seq_len, self.steps, self.per_epoch = batch_size, seq_len, steps, per_epoch
+        self.generator = numpy.random.default_rng(seed)
+        self.drawn = 0
+
+    def __len__(self) -> int:
+        return min(self.per_epoch, self.steps - self.drawn)
+
+    def __iter__(self) -> Any:
+        for _ in range(len(self)):
+            x, y = adding_problem(self.batch_size, self.seq_len, self.generator)
+            self.drawn += 1
+            yield hg.tensor(numpy.ascontiguousarray(x.transpose(1, 0, 2))), hg.tensor(y)
+
+
+class _Validation(Callback):
+    """After every ``eval_every`` iterations: the validation MSE, the log line, and a stop once solved."""
+
+    def __init__(self, mode: str, model: AddingModel, stream: AddingStream, clip: ClipTracker, data: dict[str, Any],
+                 solved_mse: float, log: Any) -> None:
+        self.mode, self.model, self.stream, self.clip, self.data = mode, model, stream, clip, data
+        self.solved_mse, self.log = solved_mse, log
+        self.curve: list[tuple[int, float]] = [(0, _evaluate(model.rnn, model.head, data["x_val"], data["y_val"]))]
+        self.solved_at: int | None = None
+        self.last_loss = float("nan")
+        self.start = time.perf_counter()
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.last_loss = logs["loss"]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        it = self.stream.drawn
+        mse = _evaluate(self.model.rnn, self.model.head, self.data["x_val"], self.data["y_val"])
+        self.curve.append((it, mse))
+        self.log(f"{self.mode:>4} it {it:5d}  train {self.last_loss:.4f}  val {mse:.4f}  "
+                 f"clipped {self.clip.fraction:.0%}  {time.perf_counter() - self.start:.0f}s")
+        if self.solved_at is None and mse < 0.05:
+            self.solved_at = it
+        if self.solved_mse > 0 and mse < self.solved_mse:
+            self.trainer.stop_training = True
+
+
+def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: Any) -> dict[str, Any]:
     hg.manual_seed(opts.seed)
     rnn, head = _build(mode, opts.hidden)
-    params = list(rnn.parameters()) + list(head.parameters())
-    opt = optim.Adam(params, lr=opts.lr)
+    model = AddingModel(rnn, head)
     clip = ClipTracker(opts.clip)
-    gen = numpy.random.default_rng(opts.seed + 1)  # the same training stream for every model
+    # the same training stream for every model
+    stream = AddingStream(opts.batch_size, opts.seq_len, opts.steps, opts.eval_every, opts.seed + 1)
     before = _profile(rnn, head, data["x_probe"], data["y_probe"])
-    curve: list[tuple[int, float]] = [(0, _evaluate(rnn, head, data["x_val"], data["y_val"]))]
-    solved_at = None
+    val = _Validation(mode, model, stream, clip, data, opts.solved_mse, log)
+    trainer = Trainer(model, optim.Adam(model.parameters(), lr=opts.lr), F.mse_loss, metrics=(), callbacks=[val],
+                      progress=opts.progress, verbose=False)
+    trainer.updater.grad_clip = clip  # clips and counts how often it bit
     start = time.perf_counter()
-    it = 0
-    for it in range(1, opts.steps + 1):
-        x, y = adding_problem(opts.batch_size, opts.seq_len, gen)
-        out, _ = rnn(hg.tensor(numpy.ascontiguousarray(x.transpose(1, 0, 2))))
-        loss = F.mse_loss(head(out[-1]), hg.tensor(y))
-        opt.zero_grad()
-        loss.backward()
-        clip(params)
-        opt.step()
-        if it % opts.eval_every == 0 or it == opts.steps:
-            mse = _evaluate(rnn, head, data["x_val"], data["y_val"])
-            curve.append((it, mse))
-            log(f"{mode:>4} it {it:5d}  train {loss.item():.4f}  val {mse:.4f}  "
-                f"clipped {clip.fraction:.0%}  {time.perf_counter() - start:.0f}s")
-            if solved_at is None and mse < 0.05:
-                solved_at = it
-            if opts.solved_mse > 0 and mse < opts.solved_mse:
-                break
+    trainer.fit(stream, epochs=math.ceil(opts.steps / opts.eval_every))
     train_s = time.perf_counter() - start
     after = _profile(rnn, head, data["x_probe"], data["y_probe"])
     return {
-        "val_mse": curve[-1][1],
-        "iterations": it,
-        "solved_at_iteration": solved_at,
+        "val_mse": val.curve[-1][1],
+        "iterations": stream.drawn,
+        "solved_at_iteration": val.solved_at,
         "train_seconds": round(train_s, 1),
         "clip": clip.summary(),
-        "curve": curve,
+        "curve": val.curve,
         "profile_init": {k: v.tolist() for k, v in before.items()},
         "profile_trained": {k: v.tolist() for k, v in after.items()},
+        **({"interrupted": True} if trainer.interrupted else {}),
     }
 
 
