@@ -16,7 +16,7 @@ from handgrad.functional.metric_losses import (
 )
 from handgrad.functional.distillation import distillation_loss
 from handgrad.functional.activation import (
-    elu, gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, softplus, tanh,
+    elu, gelu, leaky_relu, log_softmax, logsigmoid, relu, sigmoid, silu, softmax, softplus, tanh,
 )
 from handgrad.engine.ops.shape import pad
 from handgrad.functional.normalization import batch_norm, group_norm, layer_norm

@@ -42,6 +42,11 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return _act.softplus(input, beta, threshold)
 
 
+def logsigmoid(input: Tensor) -> Tensor:  # noqa: A002
+    """ln sigmoid(x) = min(x, 0) - ln(1 + e^{-|x|}) (exact at both tails)."""
+    return _act.logsigmoid(input)
+
+
 def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002
     """x sigmoid(x)."""
     return _act.silu(input)

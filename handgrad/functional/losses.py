@@ -20,6 +20,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.ops._util import unbroadcast
+from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.tensor import Tensor
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
+_BCE_EPS = float(numpy.float32(1e-12))  # PyTorch clamps x (1 - x) at the float 1e-12f, also in float64
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ class HuberLossFunction(_PointwiseLossFunction):
 
 class BCELossFunction(_PointwiseLossFunction):
     """f = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 (PyTorch's guard against log 0);
-    df/dx = (x - t) / max(x (1 - x), 1e-12); df/dt = log(1 - x) - log(x) (same clamps)."""
+    df/dx = (x - t) / max(x (1 - x), eps); df/dt = log(1 - x) - log(x) (same clamps). eps is PyTorch's
+    float 1e-12f (= 9.9999999600e-13) in every dtype, so that float64 gradients agree to the last bit."""
 
     def _logs(self, x: Any) -> tuple[Any, Any]:
         xp = get_array_module(x)
@@ -241,7 +244,7 @@ class BCELossFunction(_PointwiseLossFunction):
 
     def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
         xp = get_array_module(x)
-        dx = (x - t) / xp.maximum(x * (1 - x), 1e-12)
+        dx = (x - t) / xp.maximum(x * (1 - x), _BCE_EPS)
         lx, l1x = self._logs(x)
         return dx, l1x - lx
 
@@ -249,7 +252,8 @@ class BCELossFunction(_PointwiseLossFunction):
 class BCEWithLogitsLossFunction(_PointwiseLossFunction):
     """With s(x) = log(1 + e^-x) computed stably as log1p(e^-|x|) + max(-x, 0) and the positive-class
     factor p = 1 + (pos_weight - 1) t (p = 1 without pos_weight):
-    f = (1 - t) x + p s(x);  df/dx = (1 - t) - p sigmoid(-x);  df/dt = -x + (pos_weight - 1) s(x)."""
+    f = (1 - t) x + p s(x);  df/dx = p sigmoid(x) - pos_weight t (= sigmoid(x) - t without pos_weight: not
+    (1 - t) - sigmoid(-x), which cancels to 0 for x below -37 with t = 0);  df/dt = -x + (pos_weight - 1) s(x)."""
 
     def __init__(self, reduction: str, weight: Any = None, pos_weight: Any = None) -> None:
         super().__init__(reduction, weight)
@@ -264,13 +268,11 @@ class BCEWithLogitsLossFunction(_PointwiseLossFunction):
         return (1 - t) * x + p * self._softplus_neg(x)
 
     def derivs(self, x: Any, t: Any) -> tuple[Any, Any]:
-        xp = get_array_module(x)
-        e = xp.exp(-xp.abs(x))
-        sig_neg = xp.where(x >= 0, e / (1 + e), 1 / (1 + e))  # sigmoid(-x) without overflow
+        sig = sigmoid_array(x)
         if self.pos_weight is None:
-            return (1 - t) - sig_neg, -x + 0 * t
-        p = 1 + (self.pos_weight - 1) * t
-        return (1 - t) - p * sig_neg, -x + (self.pos_weight - 1) * self._softplus_neg(x)
+            return sig - t, -x + 0 * t
+        pt = self.pos_weight * t
+        return (pt + 1 - t) * sig - pt, -x + (self.pos_weight - 1) * self._softplus_neg(x)
 
 
 class KLDivFunction(_PointwiseLossFunction):

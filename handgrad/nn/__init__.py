@@ -7,7 +7,9 @@ __all__ = ["Module", "Parameter"]
 from handgrad.recurrent.layers import GRU, LSTM, RNN, RNNBase
 from handgrad.recurrent.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from handgrad.nn import init, utils
-from handgrad.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh
+from handgrad.nn.activation import (
+    ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh,
+)
 from handgrad.nn.container import ModuleDict, ModuleList, Sequential
 from handgrad.nn.conv import Conv2d, ConvTranspose2d
 from handgrad.nn.dropout import Dropout, Dropout2d
@@ -26,7 +28,8 @@ from handgrad.nn.normalization import GroupNorm
 from handgrad.nn.dropout import Dropout1d
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
 __all__ += [
-    "init", "utils", "ELU", "GELU", "LeakyReLU", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh",
+    "init", "utils", "ELU", "GELU", "LeakyReLU", "LogSigmoid", "LogSoftmax", "ReLU", "SiLU", "Sigmoid", "Softmax",
+    "Softplus", "Tanh",
     "ModuleDict", "ModuleList", "Sequential", "Conv2d", "ConvTranspose2d", "Dropout", "Dropout2d", "Flatten",
     "Identity", "Linear", "Unflatten", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "KLDivLoss",
     "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "AdaptiveAvgPool2d",

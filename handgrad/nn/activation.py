@@ -88,6 +88,13 @@ class SiLU(Module):
         return F.silu(input)
 
 
+class LogSigmoid(Module):
+    """y = ln sigmoid(x) = min(x, 0) - ln(1 + e^{-|x|})."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.logsigmoid(input)
+
+
 class Sigmoid(Module):
     """y = 1 / (1 + e^-x)."""
 

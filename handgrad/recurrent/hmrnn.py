@@ -34,6 +34,7 @@ import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
@@ -57,7 +58,7 @@ class HMLSTMCellStepFunction(Function):
         td = h_above @ u_td.T
         bu = h_below @ w.T
         s = h_prev @ u.T + z_prev * td + z_below * bu + b
-        sig = 0.5 * (1 + xp.tanh(0.5 * s[:, : 3 * H]))
+        sig = sigmoid_array(s[:, : 3 * H])  # exact at both tails (not (1 + tanh(s/2)) / 2)
         f, i, o = sig[:, :H], sig[:, H : 2 * H], sig[:, 2 * H : 3 * H]
         g = xp.tanh(s[:, 3 * H : 4 * H])
         zt = xp.clip((self.slope * s[:, 4 * H :] + 1) * 0.5, 0, 1)

@@ -24,6 +24,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
@@ -31,7 +32,7 @@ from handgrad.nn.parameter import Parameter
 
 
 def _sigmoid(z: Any, xp: Any) -> Any:
-    return 0.5 * (1.0 + xp.tanh(0.5 * z))
+    return sigmoid_array(z)  # not (1 + tanh(z/2)) / 2: that is 0 in float32 below z ~ -18
 
 
 def _diagonals(rows: int, cols: int, xp: Any) -> list[tuple[Any, Any]]:

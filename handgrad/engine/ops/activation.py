@@ -1,5 +1,5 @@
 """Activation functions beyond relu/sigmoid/tanh (those live in ``unary``): leaky ReLU, ELU, GELU (exact
-and tanh approximation), softplus, SiLU. Each is one ``Function`` with its derivative written out."""
+and tanh approximation), softplus, log-sigmoid, SiLU. Each is one ``Function`` with its derivative written out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
+from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.tensor import Tensor
 
 
@@ -22,13 +23,6 @@ def erf(x: Any) -> Any:
     return _erf(x)
 
 
-def _stable_sigmoid(z: Any) -> Any:
-    """1 / (1 + e^-z) via tanh, finite for every z."""
-    xp = get_array_module(z)
-    s = xp.tanh(z * 0.5)
-    s += 1
-    s *= 0.5
-    return s
 
 
 class LeakyReLUFunction(Function):
@@ -46,7 +40,10 @@ class LeakyReLUFunction(Function):
 
 
 class ELUFunction(Function):
-    """y = x if x > 0 else alpha (e^x - 1);  dx = gy if x > 0 else gy * alpha e^x (= gy (y + alpha))."""
+    """y = x if x > 0 else alpha (e^x - 1);  dx = gy if x > 0 else gy * alpha e^x.
+
+    The backward takes e^x afresh (as PyTorch does) rather than y + alpha: alpha (e^x - 1) + alpha rounds
+    to 0 below x ~ -17 (float32) or -37 (float64) where e^x is still representable."""
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
@@ -55,11 +52,12 @@ class ELUFunction(Function):
         xp = get_array_module(x)
         self.pos = x > 0
         # expm1 only of the non-positive part: no overflow for large x, full precision near 0
-        self.neg = self.alpha * xp.expm1(xp.minimum(x, 0))
-        return xp.where(self.pos, x, self.neg)
+        self.xneg = xp.minimum(x, 0)
+        return xp.where(self.pos, x, self.alpha * xp.expm1(self.xneg))
 
     def backward(self, gy: Any) -> Any:
-        return get_array_module(gy).where(self.pos, gy, gy * (self.neg + self.alpha))
+        xp = get_array_module(gy)
+        return xp.where(self.pos, gy, gy * (self.alpha * xp.exp(self.xneg)))
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -115,7 +113,22 @@ class SoftplusFunction(Function):
         return xp.where(self.linear, x, soft)
 
     def backward(self, gy: Any) -> Any:
-        return get_array_module(gy).where(self.linear, gy, gy * _stable_sigmoid(self.z))
+        return get_array_module(gy).where(self.linear, gy, gy * sigmoid_array(self.z))
+
+
+class LogSigmoidFunction(Function):
+    """y = ln sigmoid(x) = min(x, 0) - ln(1 + e^{-|x|});  dx = gy sigmoid(-x).
+
+    Never ln of a rounded sigmoid: that is -inf in float32 below x ~ -104 and loses all digits near 0
+    from above; this form is exact at both tails (y ~ x far left, y ~ -e^-x far right), as PyTorch's."""
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.x = x
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy: Any) -> Any:
+        return gy * sigmoid_array(-self.x)
 
 
 class SiLUFunction(Function):
@@ -123,7 +136,7 @@ class SiLUFunction(Function):
 
     def forward(self, x: Any) -> Any:
         self.x = x
-        self.s = _stable_sigmoid(x)
+        self.s = sigmoid_array(x)
         return x * self.s
 
     def backward(self, gy: Any) -> Any:
@@ -160,6 +173,11 @@ def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     if beta == 0:
         raise ValueError("softplus: beta must be non-zero")
     return SoftplusFunction(float(beta), float(threshold))(x)
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    _need_float("logsigmoid", x)
+    return LogSigmoidFunction()(x)
 
 
 def silu(x: Tensor) -> Tensor:

@@ -44,15 +44,28 @@ class TanhFunction(Function):
         return gy * (1 - self.y * self.y)
 
 
+def sigmoid_array(x: Any) -> Any:
+    """1 / (1 + e^-x) on an array: PyTorch's own formula, exact to rounding at both tails.
+
+    Far left e^-x is huge and 1 / (1 + e^-x) ~ e^x keeps full relative precision (unlike
+    (1 + tanh(x/2)) / 2, which rounds to 0 in float32 below x ~ -18); it is 0 only where e^-x overflows,
+    i.e. where the true value is below 2.9e-39 (float32) or 5.6e-309 (float64), exactly where PyTorch's is 0
+    too (so BCE's log clamp at -100 then triggers in both). Far right it rounds to 1 like any formula.
+    """
+    xp = get_array_module(x)
+    with numpy.errstate(over="ignore"):  # e^-x = inf gives the right limit 1 / inf = 0
+        e = xp.exp(-x)
+    if e.ndim == 0:  # a 0-d input gives a NumPy scalar here, which cannot be an ``out=``
+        return xp.asarray(1 / (e + 1))
+    e += 1
+    return xp.divide(1, e, out=e)
+
+
 class SigmoidFunction(Function):
-    """y = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2 to stay finite;  dx = gy * y (1 - y)."""
+    """y = 1 / (1 + e^-x) (``sigmoid_array``, exact at both tails);  dx = gy * y (1 - y) (PyTorch's form)."""
 
     def forward(self, x: Any) -> Any:
-        xp = get_array_module(x)
-        y = xp.tanh(x * 0.5)
-        y += 1
-        y *= 0.5
-        self.y = y
+        self.y = y = sigmoid_array(x)
         return y
 
     def backward(self, gy: Any) -> Any:
