@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import handgrad as hg
+from _device import ON_DEVICE, TEST_DEVICE, assert_close_to_cpu, device
 
 RTOL64, ATOL64 = 1e-8, 1e-10
 RTOL32, ATOL32 = 2e-5, 2e-6
@@ -109,6 +110,39 @@ def check_op(
             for h, g in zip(h32in, grad):
                 if g and h.grad is not None:
                     assert h.grad.dtype == np.float32
+
+
+    if ON_DEVICE:
+        _check_on_device(hg_fn, arrays, grad, seed)
+
+
+def _check_on_device(hg_fn: Callable[..., Any], arrays: Sequence[Any], grad: Sequence[bool], seed: int) -> None:
+    """The op on the test device (``tests/_device.py``: the strict CuPy stand-in unless the environment names
+    a GPU) against the same op on NumPy: outputs on that device, forward and backward equal."""
+    outs = {}
+    for dev in ("cpu", TEST_DEVICE):
+        ins = [_hg_in(a, np.float64, g) for a, g in zip(arrays, grad)]
+        ins = [x.to(dev).detach().requires_grad_(x.requires_grad) if isinstance(x, hg.Tensor) else x for x in ins]
+        o = _outs(hg_fn(*ins))
+        rng = np.random.default_rng(seed + 1)
+        loss = None
+        for h in o:
+            if h.dtype.kind == "f" and h.requires_grad:
+                term = (h * hg.tensor(rng.standard_normal(h.shape), device=dev)).sum()
+                loss = term if loss is None else loss + term
+        if loss is not None:
+            loss.backward()
+        outs[dev] = (o, ins)
+    (co, ci), (do, di) = outs["cpu"], outs[TEST_DEVICE]
+    for i, (c, d) in enumerate(zip(co, do)):
+        assert d.device == device(), f"output {i} is on {d.device}, not on the input device {TEST_DEVICE}"
+        assert d.dtype == c.dtype, f"output {i}: dtype {d.dtype} on {TEST_DEVICE} vs {c.dtype} on cpu"
+        assert_close_to_cpu(d, c, f"output {i} on {TEST_DEVICE}")
+    for i, (c, d) in enumerate(zip(ci, di)):
+        if isinstance(c, hg.Tensor) and c.grad is not None:
+            assert d.grad is not None, f"no gradient for input {i} on {TEST_DEVICE}"
+            assert d.grad.device == device(), f"gradient of input {i} is on {d.grad.device}"
+            assert_close_to_cpu(d.grad, c.grad, f"gradient of input {i} on {TEST_DEVICE}")
 
 
 def randn(*shape: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:

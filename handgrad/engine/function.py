@@ -24,7 +24,7 @@ import os
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import _cupy, device_of_array, get_array_module
 from handgrad.engine.grad_mode import state
 
 if TYPE_CHECKING:
@@ -63,11 +63,14 @@ class Function:
             outs = self.forward(x.data)
         elif n == 2:
             a, b = inputs
+            if type(a.data) is not type(b.data) or _cupy_ndarray is not None:
+                _check_same_device(self, inputs)
             ra, rb = a.requires_grad, b.requires_grad
             record = (ra or rb) and state.grad_enabled
             self.needs_input_grad = (ra, rb) if record else _FALSE2
             outs = self.forward(a.data, b.data)
         else:
+            _check_same_device(self, inputs)
             needs = tuple([t.requires_grad for t in inputs])
             record = True in needs and state.grad_enabled
             self.needs_input_grad = needs if record else (False,) * n
@@ -119,6 +122,25 @@ _TRUE1, _FALSE1, _FALSE2 = (True,), (False,), (False, False)
 _next_seq = itertools.count().__next__
 _SINGLE_OUTPUT = ((None, None),)  # outputs_meta of a one-output node: only its length is ever read
 _object_new = object.__new__
+_cupy_ndarray = None if _cupy is None else _cupy.ndarray
+
+
+def _check_same_device(fn: Function, inputs: tuple[Tensor, ...]) -> None:
+    """Refuse inputs on different devices, naming the op and both devices (PyTorch's rule: no implicit
+    copies). Called on the hot path only when two inputs' array types differ (or CuPy, with its several
+    GPUs, is present), so plain NumPy ops pay one type comparison."""
+    first = None
+    for i, t in enumerate(inputs):
+        d = device_of_array(t.data, None)
+        if d is None:
+            continue
+        if first is None:
+            first = (i, d)
+        elif d != first[1]:
+            raise RuntimeError(
+                f"{fn.name}: input {first[0]} is on {first[1]} but input {i} is on {d}; an op needs all its "
+                "inputs on one device (move them with .to(device))"
+            )
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../handgrad (the package)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from handgrad.engine.backend import get_array_module, get_default_dtype
+from handgrad.engine import backend as _backend
+from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype, to_host
 
 if TYPE_CHECKING:
     from handgrad.engine.function import Function
@@ -104,13 +105,22 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    @property
+    def device(self) -> Device:
+        """Where the data lives: ``device(type='cpu')``, ``'cuda:N'`` or the test suite's ``'strict'``."""
+        return device_of_array(self.data)
+
     def numpy(self) -> numpy.ndarray:
-        """The data as a NumPy array (shared, not copied, on the CPU)."""
-        xp = get_array_module(self.data)
-        return self.data if xp is numpy else xp.asnumpy(self.data)
+        """The data as a NumPy array: shared, not copied, on the CPU; copied to the host from a device (an
+        explicit transfer, as ``t.cpu().numpy()`` in PyTorch)."""
+        return to_host(self.data)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> numpy.ndarray:
-        """``numpy.asarray(t)`` gives the data (shared where possible), like PyTorch's CPU tensors."""
+        """``numpy.asarray(t)`` gives the data (shared where possible), like PyTorch's CPU tensors. A tensor on
+        another device refuses, as PyTorch's CUDA tensors do: host work converts explicitly (``.numpy()``)."""
+        if type(self.data) is not numpy.ndarray and not isinstance(self.data, numpy.generic):
+            raise TypeError(f"can't convert a {self.device} tensor to a NumPy array implicitly; "
+                            "use .numpy() or .cpu() to copy it to the host first")
         a = self.numpy()
         if dtype is not None:
             a = a.astype(dtype, copy=False)
@@ -137,8 +147,26 @@ class Tensor:
         self.requires_grad = requires_grad
         return self
 
-    def to(self, dtype: Any) -> Tensor:
-        return _ops.cast(self, dtype)
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)`` or ``to(device=, dtype=)``, as in
+        PyTorch: a tensor cast and/or moved (differentiably: gradients flow back to this tensor's device and
+        dtype); ``self`` when the device already matches and no dtype is named."""
+        device, dtype = _backend.parse_to_args("Tensor.to", args, kwargs)
+        t = self
+        if dtype is not None:
+            t = _ops.cast(t, dtype)
+        if device is not None and device != device_of_array(t.data):
+            t = _to_device(t, device)
+        return t
+
+    def cpu(self) -> Tensor:
+        """This tensor on the CPU (``self`` if already there)."""
+        return self.to(CPU)
+
+    def cuda(self, device: Any = None) -> Tensor:
+        """This tensor on GPU ``device`` (default 0); needs CuPy and a GPU."""
+        return self.to(_backend.get_device("cuda" if device is None else device if not isinstance(device, int)
+                                  else f"cuda:{device}"))
 
     def float(self) -> Tensor:
         return self.to(numpy.float32)
@@ -169,7 +197,9 @@ class Tensor:
             extra = f", grad_fn={self._creator.name}"
         elif self.requires_grad:
             extra = ", requires_grad=True"
-        return f"tensor({body}, dtype={self.dtype}{extra})"
+        dev = device_of_array(self.data)
+        where = "" if dev is CPU else f", device='{dev}'"
+        return f"tensor({body}{where}, dtype={self.dtype}{extra})"
 
     def __bool__(self) -> bool:
         return bool(self.data)
@@ -492,4 +522,5 @@ _object_new = object.__new__
 # late imports (see the module docstring): these modules use Tensor, Tensor's methods use them
 from handgrad.engine import ops as _ops  # noqa: E402
 from handgrad.engine.autograd import accumulate_grad, run_backward  # noqa: E402
+from handgrad.engine.ops.device import to_device as _to_device  # noqa: E402
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from handgrad.engine.backend import get_array_module, get_default_dtype
+from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.ops._util import as_tensor_like, unbroadcast
 from handgrad.engine.ops.shape import norm_dim
@@ -76,8 +76,9 @@ def index_add_rows(shape: tuple[int, ...], index: Any, g: Any) -> Any:
     return gx.reshape(shape)
 
 
-def _convert_part(p: Any) -> tuple[Any, bool]:
-    """One index component as NumPy understands it, and whether it is an integer array that may repeat."""
+def _convert_part(p: Any, device: Device) -> tuple[Any, bool]:
+    """One index component as NumPy understands it (an index array sent to the indexed array's ``device``,
+    as PyTorch accepts a CPU index for a CUDA tensor), and whether it is an integer array that may repeat."""
     if isinstance(p, Tensor):
         p = p.data
     elif isinstance(p, list):
@@ -87,6 +88,8 @@ def _convert_part(p: Any) -> tuple[Any, bool]:
     elif p is None or p is Ellipsis or isinstance(p, (int, slice, numpy.integer)):
         return p, False
     if hasattr(p, "dtype"):
+        if device is not CPU or type(p) is not numpy.ndarray:
+            p = device.send(p)
         kind = p.dtype.kind
         if kind == "b":
             return p, False
@@ -96,23 +99,25 @@ def _convert_part(p: Any) -> tuple[Any, bool]:
     return p, False
 
 
-def convert_index(index: Any) -> tuple[Any, bool]:
-    """``index`` with Tensors and lists turned into arrays, and whether the backward must accumulate."""
+def convert_index(index: Any, like: Any = None) -> tuple[Any, bool]:
+    """``index`` with Tensors and lists turned into arrays on the device of the array ``like`` (the CPU when
+    None), and whether the backward must accumulate."""
+    device = CPU if like is None else device_of_array(like)
     if isinstance(index, tuple):
         parts, acc = [], False
         for p in index:
-            q, a = _convert_part(p)
+            q, a = _convert_part(p, device)
             parts.append(q)
             acc = acc or a
         return tuple(parts), acc
-    return _convert_part(index)
+    return _convert_part(index, device)
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
     """``x[index]`` with ints (negative ok), slices, None, Ellipsis, boolean masks and integer
     arrays/tensors/lists, as in NumPy/PyTorch."""
     try:
-        idx, acc = convert_index(index)
+        idx, acc = convert_index(index, x.data)
         return GetItemFunction(idx, acc)(x)
     except IndexError as e:
         raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
@@ -128,8 +133,11 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
             f"setitem: in-place assignment into a tensor of shape {x.shape} that requires grad is not supported; "
             "build the result with where / masked_fill / cat instead, or assign under no_grad()"
         )
-    idx, _ = convert_index(index)
+    idx, _ = convert_index(index, x.data)
     v = value.data if isinstance(value, Tensor) else value
+    if hasattr(v, "shape") and not isinstance(v, numpy.generic) and device_of_array(v) != device_of_array(x.data):
+        raise RuntimeError(f"setitem: the value is on {device_of_array(v)} but the tensor is on "
+                           f"{device_of_array(x.data)}; move it with .to(device)")
     try:
         x.data[idx] = v
     except (IndexError, ValueError) as e:
