@@ -5,3 +5,5 @@ from handgrad.vision.ops.boxes import (
     remove_small_boxes,
 )
 from handgrad.vision.ops.nms import batched_nms, nms
+from handgrad.vision.ops.roi_align import RoIAlign, RoIAlignFunction, roi_align
+from handgrad.vision.ops.roi_pool import RoIPool, RoIPoolFunction, roi_pool
