@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs handgrad and the real data it trains on (nothing is downloaded at run time).
-#   bash setup.sh          the library, its run-time dependencies and the data
+#   bash setup.sh          the library, everything the experiments need ([experiments]) and the data
 #   bash setup.sh --test   the same plus the test extras (pytest, PyTorch 2.13.0 CPU as the oracle)
 set -euo pipefail
 cd "$(dirname "$0")"
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[experiments]"  # everything every experiment needs (not needed by `import handgrad`)
+[ "${1:-}" = "--test" ] && extras="[experiments,test]"
 
 # Debian packages with the real data: Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist),
 # the WEB and RV1909 Bibles with SWORD's diatheke (English-Spanish pairs), Noto Color Emoji (captions).

