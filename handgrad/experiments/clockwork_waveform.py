@@ -18,13 +18,13 @@ from typing import Any
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy
-from tqdm import tqdm
 
 import handgrad as hg
 import handgrad.functional as F
 from handgrad.nn import LSTM, Module, Parameter
 from handgrad.optim import Adam
 from handgrad.recurrent.clockwork import ClockworkRNN
+from handgrad.train import Callback, Trainer
 
 
 def target_waveform(T: int = 320) -> numpy.ndarray:
@@ -44,28 +44,40 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default 3000)")
 
 
-def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progress: bool | None) -> tuple:
+class Generator(Module):
+    """``head(rnn(x))`` over every step: the recurrent net's (T, 1, H) outputs through a 1-unit linear read-out."""
 
-    params = list(model.parameters()) + list(head.parameters())
-    opt = Adam(params, lr=lr)
+    def __init__(self, rnn: Any, head: Any) -> None:
+        super().__init__()
+        self.rnn, self.head = rnn, head
+
+    def forward(self, x: Any) -> Any:
+        out, _ = self.rnn(x)
+        return F.linear(out, self.head.weight, self.head.bias)
+
+
+class _Curve(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.losses.append(logs["loss"])
+
+
+def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progress: bool | None) -> tuple:
+    """Full-batch training: ``iters`` Adam steps on the one sequence (one Trainer epoch); the prediction and the
+    loss after every step."""
+    gen = Generator(model, head)
     T = len(y)
     x = hg.zeros(T, 1, 1, dtype="float64")  # no input: the network must generate from its own dynamics
     target = hg.tensor(y.reshape(T, 1, 1))
-    curve = []
-
-    bar = tqdm(range(iters), desc=type(model).__name__, disable=progress is False or None, leave=False)
-    for _ in bar:
-        out, _ = model(x)
-        pred = F.linear(out, head.weight, head.bias)
-        loss = F.mse_loss(pred, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        curve.append(loss.item())
+    curve = _Curve()
+    trainer = Trainer(gen, Adam(gen.parameters(), lr=lr), F.mse_loss, metrics=(), callbacks=[curve],
+                      progress=progress, verbose=False)
+    trainer.fit([(x, target)] * iters, epochs=1)
     with hg.no_grad():
-        out, _ = model(x)
-        pred = F.linear(out, head.weight, head.bias).numpy().reshape(-1)
-    return pred, curve
+        pred = gen(x).numpy().reshape(-1)
+    return pred, curve.losses
 
 
 def _head(H: int) -> Any:

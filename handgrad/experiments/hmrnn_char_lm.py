@@ -25,10 +25,11 @@ import handgrad as hg
 import handgrad.functional as F
 from handgrad.experiments.char_lm import _load_text, _streams
 from handgrad.nn import Embedding, Linear, Module, Parameter
-from handgrad.nn.utils import clip_grad_norm_
 from handgrad.optim import Adam
 from handgrad.recurrent.generation import CharVocab
 from handgrad.recurrent.hmrnn import HMLSTM, slope_schedule
+from handgrad.train import Callback, Trainer
+from handgrad.train.bptt import BPTTUpdater, StreamLoader
 
 
 class HMLSTMLanguageModel(Module):
@@ -55,8 +56,36 @@ class HMLSTMLanguageModel(Module):
         return self.head(he).transpose(0, 1), z, state
 
 
-def _detach(state: Any) -> Any:
-    return tuple([t.detach() for t in part] for part in state)
+class HMLSTMUpdater(BPTTUpdater):
+    """Truncated BPTT for :class:`HMLSTMLanguageModel`: the boundary slope follows ``slope_schedule`` over the
+    optimizer steps, the model's third output (the boundaries) is not needed for the loss; clipping at 1."""
+
+    def __init__(self, model: Any, optimizer: Any, slope_rate: float) -> None:
+        super().__init__(model, optimizer, F.cross_entropy, grad_clip=1.0)
+        self.slope_rate = slope_rate
+
+    def forward(self, x: Any, state: Any) -> tuple[Any, Any]:
+        self.model.hm.slope = slope_schedule(self.iteration, self.slope_rate)
+        logits, _, state = self.model(x, state)
+        return logits, state
+
+
+class _CPUBudget(Callback):
+    """Training bits/char of every window, a progress line every epoch, and a stop when the CPU budget is spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = seconds, time.process_time()
+        self.losses: list[float] = []
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        self.losses.append(logs["loss"] / math.log(2))
+        if time.process_time() - self.start >= self.seconds:
+            self.trainer.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if len(self.losses) % 50 == 0:
+            print(f"step {len(self.losses)}: train {numpy.mean(self.losses[-50:]):.3f} bits/char, "
+                  f"slope {self.trainer.model.hm.slope:.2f}", flush=True)
 
 
 def add_arguments(p: Any) -> None:
@@ -77,29 +106,15 @@ def run(opts: Any) -> dict[str, Any]:
         val_ids, minutes, hidden = val_ids[:100_000], opts.minutes, opts.hidden
     model = HMLSTMLanguageModel(len(vocab), 64, (hidden, hidden), hidden)
     opt = Adam(model.parameters(), lr=opts.lr)
-    data = _streams(train_ids, opts.batch_size)
     print(f"HM-LSTM char-LM on {source}: {len(vocab)} symbols, {len(train_ids):,} train / {len(val_ids):,} held-out "
           f"characters; 2 x {hidden} units; {minutes} CPU minutes", flush=True)
-    start, step, pos, state, losses = time.process_time(), 0, 0, None, []
-    while time.process_time() - start < minutes * 60:
-        if pos + opts.bptt + 1 >= len(data):
-            pos, state = 0, None
-        x = hg.Tensor(numpy.ascontiguousarray(data[pos : pos + opts.bptt].T))
-        y = hg.Tensor(numpy.ascontiguousarray(data[pos + 1 : pos + 1 + opts.bptt].T).reshape(-1))
-        model.hm.slope = slope_schedule(step, opts.slope_rate)
-        logits, _, state = model(x, state)
-        loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y)
-        opt.zero_grad()
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        state = _detach(state)
-        losses.append(loss.item() / math.log(2))
-        pos += opts.bptt
-        step += 1
-        if step % 50 == 0:
-            recent = numpy.mean(losses[-50:])
-            print(f"step {step}: train {recent:.3f} bits/char, slope {model.hm.slope:.2f}", flush=True)
+    # truncated BPTT over --batch-size streams; an "epoch" is 50 windows (one progress line)
+    stream = StreamLoader(train_ids, opts.batch_size, opts.bptt, steps_per_epoch=50, shuffle=False)
+    budget = _CPUBudget(minutes * 60)
+    trainer = Trainer(updater=HMLSTMUpdater(model, opt, slope_rate=opts.slope_rate), metrics=(), callbacks=[budget],
+                      progress=opts.progress, verbose=False)
+    trainer.fit(stream, epochs=10**9)
+    losses, step = budget.losses, trainer.updater.iteration
     model.eval()
     total, count, state = 0.0, 0, None
     vdata = _streams(val_ids, 8)
