@@ -1,4 +1,4 @@
-"""The ``device`` / ``dtype`` factory arguments that PyTorch's layers take, resolved for NumPy."""
+"""The ``device`` / ``dtype`` factory arguments that PyTorch's layers take."""
 
 from __future__ import annotations
 
@@ -6,15 +6,26 @@ from typing import Any
 
 import numpy
 
-from handgrad.engine.backend import get_default_dtype
+from handgrad.engine.backend import get_default_dtype, get_device
 
 
 def param_dtype(owner: str, device: Any, dtype: Any) -> numpy.dtype:
-    """The dtype for a new layer's parameters (the default float dtype unless given). ``device`` exists for
-    PyTorch signature compatibility; only None / 'cpu' are meaningful here."""
-    if device is not None and str(device) != "cpu":
-        raise ValueError(f"{owner}: device {device!r} is not supported (parameters live in NumPy arrays: use 'cpu')")
+    """The dtype for a new layer's parameters (the default float dtype unless given). ``device`` is checked
+    here (an unknown name, or ``"cuda"`` without CuPy, fails before any work); the layer then places itself
+    there with ``place``."""
+    if device is not None:
+        try:
+            get_device(device)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise type(e)(f"{owner}: {e}") from None
     d = get_default_dtype() if dtype is None else numpy.dtype(dtype)
     if d.kind != "f":
         raise TypeError(f"{owner}: parameters must have a floating dtype, got {d}")
     return d
+
+
+def place(module: Any, device: Any) -> None:
+    """Move a freshly initialised layer to ``device`` (nothing for None / cpu). Layers draw their initial
+    weights on the CPU generator and then move, so a seed gives the same weights on every device."""
+    if device is not None:
+        module.to(device=device)

@@ -20,7 +20,7 @@ from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.attention import scaled_dot_product_attention, scaled_dot_product_attention_weights
 from handgrad.nn import init
-from handgrad.nn._factory import param_dtype
+from handgrad.nn._factory import param_dtype, place
 from handgrad.nn.linear import Linear
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
@@ -86,6 +86,7 @@ class MultiheadAttention(Module):
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(E, E, bias=bias, dtype=dt)
         self._reset_parameters()
+        place(self, device)
 
     def _reset_parameters(self) -> None:
         if self._qkv_same_embed_dim:

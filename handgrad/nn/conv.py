@@ -10,7 +10,7 @@ import numpy
 import handgrad.functional as F
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
-from handgrad.nn._factory import param_dtype
+from handgrad.nn._factory import param_dtype, place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -67,6 +67,7 @@ class _ConvNd(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        place(self, device)
 
     def reset_parameters(self) -> None:
         """PyTorch's default: W ~ kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)); b ~ U(+-1/sqrt(fan_in))

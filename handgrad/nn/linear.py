@@ -10,7 +10,7 @@ import numpy
 import handgrad.functional as F
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
-from handgrad.nn._factory import param_dtype
+from handgrad.nn._factory import param_dtype, place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -45,6 +45,7 @@ class Linear(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        place(self, device)
 
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))

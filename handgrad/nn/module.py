@@ -4,12 +4,12 @@ train/eval, state_dict / load_state_dict)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy
 
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import CPU, device_of_array, get_device, parse_to_args, to_host
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.parameter import Parameter
 
@@ -163,20 +163,48 @@ class Module:
                 p.grad.data[...] = 0
 
     def apply(self, fn: Any) -> Module:
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """Call ``fn`` on every sub-module, then on this one (PyTorch's order: children first, depth-first,
+        in registration order; a module reachable twice is visited twice, as in PyTorch)."""
+        for child in self._modules.values():
+            if child is not None:
+                child.apply(fn)
+        fn(self)
         return self
 
-    def to(self, dtype: Any) -> Module:
-        """Cast floating parameters and buffers to ``dtype`` (e.g. float64 for gradient checks)."""
+    def _apply(self, fn: Callable[[Any], Any]) -> Module:
+        """Replace the array of every parameter, buffer and parameter gradient by ``fn(array)``, in place:
+        the tensors stay the same objects (an optimizer built before keeps working), as PyTorch's
+        ``Module._apply``. ``to``, ``cpu``, ``cuda``, ``float`` and ``double`` all go through here."""
         for m in self.modules():
             for store in (m._parameters, m._buffers):
                 for t in store.values():
-                    if t is not None and t.data.dtype.kind == "f":
-                        t.data = t.data.astype(dtype)
-                        if t.grad is not None:
-                            t.grad = None
+                    if t is None:
+                        continue
+                    t.data = fn(t.data)
+                    if t.grad is not None:
+                        t.grad.data = fn(t.grad.data)
         return self
+
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` or ``to(device=, dtype=)``, as in
+        PyTorch: move every parameter and buffer to ``device`` and cast the floating ones to ``dtype``
+        (integer buffers such as BatchNorm's ``num_batches_tracked`` keep their dtype)."""
+        device, dtype = parse_to_args(f"{type(self).__name__}.to", args, kwargs)
+        if dtype is not None and dtype.kind not in "fc":
+            raise TypeError(f"{type(self).__name__}.to: only floating dtypes are accepted, got {dtype}")
+
+        def convert(a: Any) -> Any:
+            if dtype is not None and a.dtype.kind in "fc" and a.dtype != dtype:
+                a = a.astype(dtype)
+            return a if device is None else device.send(a)
+
+        return self._apply(convert)
+
+    def cpu(self) -> Module:
+        return self.to(CPU)
+
+    def cuda(self, device: Any = None) -> Module:
+        return self.to(get_device("cuda" if device is None else device))
 
     def double(self) -> Module:
         return self.to(numpy.float64)
@@ -201,12 +229,12 @@ class Module:
                     if t is None or name in skip:
                         continue
                     key = f"{mname}.{name}" if mname else name
-                    xp = get_array_module(t.data)
-                    out[key] = numpy.array(t.data if xp is numpy else xp.asnumpy(t.data), copy=True)
+                    out[key] = numpy.array(to_host(t.data), copy=True)
         return out
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
-        """Copy arrays into parameters and buffers by name.
+        """Copy arrays into parameters and buffers by name, each onto the device its tensor is on (a
+        checkpoint saved from a GPU loads into a CPU model and back).
 
         With ``strict=True`` (the default) missing keys, unexpected keys and shape mismatches are all
         refused in one error that names them; nothing is changed in that case. Returns
@@ -218,7 +246,7 @@ class Module:
                 for name, t in store.items():
                     if t is not None and name not in skip:
                         own[f"{mname}.{name}" if mname else name] = t
-        given = {k: (v.numpy() if isinstance(v, Tensor) else numpy.asarray(v)) for k, v in state_dict.items()}
+        given = {k: (v.numpy() if isinstance(v, Tensor) else to_host(v)) for k, v in state_dict.items()}
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
         mismatched = [
@@ -237,8 +265,8 @@ class Module:
             raise RuntimeError(f"load_state_dict for {type(self).__name__} refused: " + " | ".join(problems))
         for k, t in own.items():
             if k in given:
-                xp = get_array_module(t.data)
-                t.data = xp.asarray(given[k].astype(t.data.dtype if t.data.dtype.kind == "f" else given[k].dtype))
+                host = given[k].astype(t.data.dtype if t.data.dtype.kind == "f" else given[k].dtype)
+                t.data = device_of_array(t.data).send(numpy.asarray(host))
         return missing, unexpected
 
     # -- printing -----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy
 import handgrad.functional as F
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
-from handgrad.nn._factory import param_dtype
+from handgrad.nn._factory import param_dtype, place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -51,6 +51,7 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        place(self, device)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
@@ -131,6 +132,7 @@ class LayerNorm(Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        place(self, device)
 
     def reset_parameters(self) -> None:
         if self.weight is not None:

@@ -10,7 +10,7 @@ import handgrad.functional as F
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
-from handgrad.nn._factory import param_dtype
+from handgrad.nn._factory import param_dtype, place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -49,6 +49,7 @@ class Embedding(Module):
                     f"Embedding: _weight {tuple(_weight.shape)} does not match ({num_embeddings}, {embedding_dim})"
                 )
             self.weight = Parameter(_weight, requires_grad=not _freeze)
+        place(self, device)
 
     def reset_parameters(self) -> None:
         init.normal_(self.weight)
