@@ -202,16 +202,16 @@ def fit_embedding(opts: Any, model: nn.Module, loss_fn: Any, train_loader: Any, 
                   title: str, unpack: Any = None) -> tuple[dict[str, Any], Any]:
     """Trainer + EarlyStopping(val_loss, best weights restored) + learning curves with the stopping point."""
     from handgrad.optim import Adam
-    from handgrad.train import EarlyStopping, Trainer
+    from handgrad.train import EarlyStopping, StandardUpdater, Trainer
     from handgrad.train.plots import plot_history
 
-    class _Trainer(Trainer):
+    class _Updater(StandardUpdater):  # batches that are not (inputs, targets) pairs
         def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
             return batch if unpack is None else unpack(batch)
 
     es = EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=True)
-    trainer = _Trainer(model, Adam(model.parameters(), lr=opts.lr), loss_fn, metrics=(), callbacks=[es],
-                       out_dir=opts.out, progress=opts.progress)
+    trainer = Trainer(updater=_Updater(model, Adam(model.parameters(), lr=opts.lr), loss_fn), metrics=(),
+                      callbacks=[es], out_dir=opts.out, progress=opts.progress)
     start = time.perf_counter()
     history = trainer.fit(train_loader, val_loader, epochs=opts.epochs)
     meta = history.meta.get("early_stopping", {})

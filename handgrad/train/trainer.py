@@ -62,7 +62,7 @@ from handgrad.train.checkpoint import (
 )
 from handgrad.train.history import History
 from handgrad.train.metrics import Metric, get_metrics
-from handgrad.train.updaters import StandardUpdater, Updater, clip_grad_norm
+from handgrad.train.updaters import StandardUpdater, Updater
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Trainer"]
 
@@ -433,6 +433,3 @@ def _format_logs(logs: dict[str, Any]) -> str:
         elif isinstance(v, float):
             parts.append(f"{k} {v:.4f}")
     return "  ".join(parts)
-
-
-_clip_grad_norm = clip_grad_norm  # the old private name
