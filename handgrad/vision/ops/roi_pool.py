@@ -9,7 +9,8 @@ zero): ``sx = round(x1 * scale)``, ``ex = round(x2 * scale)``; ``roi_w = max(ex 
 The forward saves the argmax (the first maximum in row-major order, torchvision's tie rule); the backward
 routes each output gradient to its argmax: ``dx[b, c, argmax] += dout[n, c, ph, pw]`` (summed when bins of
 several RoIs pick the same pixel). The max over a rectangle is separable: a max over the bin's columns for
-every row, then over its rows, vectorised over all RoIs of an image. No gradient flows to the boxes.
+every row, then over its rows, vectorised over chunks of RoIs, each on its own window of the map.
+No gradient flows to the boxes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
@@ -26,7 +29,7 @@ from handgrad.vision.ops._roi_util import check_rois, convert_boxes_to_roi_forma
 
 __all__ = ["roi_pool", "RoIPoolFunction", "RoIPool"]
 
-_CHUNK_ELEMENTS = 1 << 23
+_CHUNK_ROIS = 64  # RoIs per vectorised chunk (sorted by window size)
 
 
 def _c_round(v: Any) -> Any:
@@ -65,33 +68,51 @@ class RoIPoolFunction(Function):
         ex, ey = _c_round(r[:, 3] * s), _c_round(r[:, 4] * s)
         y = xp.zeros((K, C, PH, PW), dtype=x.dtype)
         arg = xp.full((K, C, PH, PW), -1, dtype=xp.int64)
-        rows, cols = xp.arange(H), xp.arange(W)
         neg = xp.asarray(-xp.inf, dtype=x.dtype)
-        step = max(1, _CHUNK_ELEMENTS // max(1, C * H * W))
-        for b, idx_all in groups(r[:, 0]):
-            f = x[b][None]  # (1, C, H, W)
-            for i0 in range(0, len(idx_all), step):
-                idx = idx_all[i0:i0 + step]
+        for b, idx_img in groups(r[:, 0]):
+            f = x[b]  # (C, H, W)
+            hlo_all, hhi_all = _bins(sy[idx_img], ey[idx_img], PH, H)
+            wlo_all, whi_all = _bins(sx[idx_img], ex[idx_img], PW, W)
+            # Work on each RoI's window of the map (padded to the largest window of its chunk), not on the
+            # whole map: RoIs are sorted by window area so that a chunk's windows have similar sizes.
+            area = (hhi_all.max(1) - hlo_all.min(1)) * (whi_all.max(1) - wlo_all.min(1))
+            order = numpy.argsort(numpy.asarray(area.get() if hasattr(area, "get") else area), kind="stable")
+            for i0 in range(0, len(order), _CHUNK_ROIS):
+                sel = order[i0:i0 + _CHUNK_ROIS]
+                idx = idx_img[sel]
+                hlo, hhi, wlo, whi = hlo_all[sel], hhi_all[sel], wlo_all[sel], whi_all[sel]
+                r0, c0 = hlo.min(1), wlo.min(1)  # (k,) window origin
+                lh = max(1, int((hhi.max(1) - r0).max()))
+                lw = max(1, int((whi.max(1) - c0).max()))
+                ri = xp.minimum(r0[:, None] + xp.arange(lh), H - 1)  # (k, lh), padding repeats the last row
+                ci = xp.minimum(c0[:, None] + xp.arange(lw), W - 1)
+                win = f[:, ri[:, :, None], ci[:, None, :]].transpose(1, 0, 2, 3)  # (k, C, lh, lw)
+                hlo, hhi = hlo - r0[:, None], hhi - r0[:, None]
+                wlo, whi = wlo - c0[:, None], whi - c0[:, None]
+                rows, cols = xp.arange(lh), xp.arange(lw)
+                mh = (rows >= hlo[..., None]) & (rows < hhi[..., None])  # (k, PH, lh)
+                mw = (cols >= wlo[..., None]) & (cols < whi[..., None])  # (k, PW, lw)
                 k = len(idx)
-                hlo, hhi = _bins(sy[idx], ey[idx], PH, H)
-                wlo, whi = _bins(sx[idx], ex[idx], PW, W)
-                mh = (rows >= hlo[..., None]) & (rows < hhi[..., None])  # (k, PH, H)
-                mw = (cols >= wlo[..., None]) & (cols < whi[..., None])  # (k, PW, W)
-                rmax = xp.empty((k, C, H, PW), dtype=x.dtype)
-                rarg = xp.empty((k, C, H, PW), dtype=xp.int64)
-                for q in range(PW):  # max over the bin's columns, for every row
-                    m = xp.where(mw[:, q][:, None, None, :], f, neg)
-                    rarg[..., q] = m.argmax(axis=3)
-                    rmax[..., q] = xp.take_along_axis(m, rarg[..., q][..., None], axis=3)[..., 0]
-                for p in range(PH):  # then over its rows
-                    m = xp.where(mh[:, p][:, None, :, None], rmax, neg)  # (k, C, H, PW)
-                    h = m.argmax(axis=2)  # (k, C, PW): first row with the max -> row-major first
-                    v = xp.take_along_axis(m, h[:, :, None, :], axis=2)[:, :, 0, :]
-                    w = xp.take_along_axis(rarg, h[:, :, None, :], axis=2)[:, :, 0, :]
-                    empty = ((hhi[:, p] <= hlo[:, p])[:, None, None]
-                             | (whi <= wlo)[:, None, :])  # (k, 1, PW)
-                    y[idx, :, p, :] = xp.where(empty, 0, v)
-                    arg[idx, :, p, :] = xp.where(empty, -1, h * W + w)
+                # Running max over the window's columns (strict '>' keeps the first maximum), all PW bins at
+                # once: lw steps over (k, C, lh, PW) arrays, faster than argmax over a short last axis.
+                rmax = xp.full((k, C, lh, PW), neg, dtype=x.dtype)
+                rarg = xp.zeros((k, C, lh, PW), dtype=xp.int64)
+                for j in range(lw):
+                    cand = xp.where(mw[:, None, None, :, j], win[..., j:j + 1], neg)
+                    upd = cand > rmax
+                    rmax = xp.where(upd, cand, rmax)
+                    rarg = xp.where(upd, j, rarg)
+                # then over the rows, all PH bins at once: (k, C, PH, PW)
+                best = xp.full((k, C, PH, PW), neg, dtype=x.dtype)
+                barg = xp.zeros((k, C, PH, PW), dtype=xp.int64)
+                for i in range(lh):
+                    cand = xp.where(mh[:, None, :, None, i], rmax[:, :, i:i + 1, :], neg)
+                    upd = cand > best
+                    best = xp.where(upd, cand, best)
+                    barg = xp.where(upd, i * W + rarg[:, :, i:i + 1, :], barg)
+                empty = (hhi <= hlo)[:, None, :, None] | (whi <= wlo)[:, None, None, :]  # (k, 1, PH, PW)
+                y[idx] = xp.where(empty, 0, best)
+                arg[idx] = xp.where(empty, -1, barg + r0[:, None, None, None] * W + c0[:, None, None, None])
         self.argmax = arg
         self.x_shape = x.shape
         return y
