@@ -62,6 +62,7 @@ class TrackingSequence:
     boxes: np.ndarray | None = None
     visible: np.ndarray | None = None
     attributes: list[str] = field(default_factory=list)
+    visibility: np.ndarray | None = None  # (N,) visible fraction of the object, where known
 
     def __len__(self) -> int:
         return len(self.frames)
