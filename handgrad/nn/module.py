@@ -109,8 +109,11 @@ class Module:
             yield m
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Direct sub-modules with their names; one registered under two names is listed once (PyTorch)."""
+        seen: set[int] = set()
         for name, m in self._modules.items():
-            if m is not None:
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
                 yield name, m
 
     def children(self) -> Iterator[Module]:
@@ -164,10 +167,9 @@ class Module:
 
     def apply(self, fn: Any) -> Module:
         """Call ``fn`` on every sub-module, then on this one (PyTorch's order: children first, depth-first,
-        in registration order; a module reachable twice is visited twice, as in PyTorch)."""
-        for child in self._modules.values():
-            if child is not None:
-                child.apply(fn)
+        in registration order; a child registered twice under one parent is visited once, as in PyTorch)."""
+        for child in self.children():
+            child.apply(fn)
         fn(self)
         return self
 
