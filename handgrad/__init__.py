@@ -13,6 +13,7 @@ from handgrad.engine.ops import (
     scatter_add, sigmoid, silu, sin, softmax, softplus, split, sqrt, square, squeeze, stack, std, sub, sum, tanh,
     transpose, unbind, unflatten, unsqueeze, var, where,
 )
+from handgrad.engine.ops.comparison import allclose, eq, equal, ge, gt, isclose, isfinite, isinf, isnan, le, lt, ne
 from handgrad.engine.random import manual_seed
 from handgrad.serialization import load, load_into, save
 from handgrad.engine.factories import (
@@ -21,8 +22,12 @@ from handgrad.engine.factories import (
 )
 from handgrad.engine.tensor import Tensor
 
-float32 = "float32"
-float64 = "float64"
-int64 = "int64"
+from handgrad.engine.dtypes import (  # noqa: E402 - PyTorch's dtype names; float/int/bool shadow builtins here only
+    bool, cdouble, cfloat, complex64, complex128, double, float, float16, float32, float64, half, int, int8, int16,
+    int32, int64, long, short, uint8,
+)
 
 __version__ = "0.1.0"
+
+# PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.optim, handgrad.utils.data
+from handgrad import nn, optim, utils  # noqa: E402

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.dtypes import to_dtype
+
 try:  # CuPy is optional: only imported if the user has it.
     import cupy as _cupy  # type: ignore[import-not-found]
 except Exception:  # pragma: no cover - no GPU stack in CI
@@ -183,8 +185,10 @@ def parse_to_args(owner: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             dtype = a
     if dtype is not None:
         try:
-            dtype = numpy.dtype(dtype)
-        except TypeError:
+            dtype = to_dtype(dtype, owner)
+        except TypeError as e:
+            if "float16" in str(e):
+                raise
             raise TypeError(f"{owner}: {dtype!r} is neither a device ('cpu', 'cuda', 'cuda:N', 'strict') "
                             "nor a dtype") from None
     return (None if dev is None else get_device(dev)), dtype
@@ -273,7 +277,7 @@ def get_default_dtype() -> numpy.dtype:
 def set_default_dtype(dtype: Any) -> None:
     """Set the floating dtype for new tensors: ``float32`` or ``float64``."""
     global _default_dtype
-    d = numpy.dtype(dtype)
+    d = to_dtype(dtype, "set_default_dtype")
     if d.kind != "f":
         raise TypeError(f"set_default_dtype: expected a floating dtype, got {d}")
     _default_dtype = d

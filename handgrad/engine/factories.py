@@ -13,6 +13,7 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import DeviceLike, device_of_array, get_default_dtype, get_device
+from handgrad.engine.dtypes import to_dtype
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor, _to_array
 
@@ -45,7 +46,7 @@ def _shape(size: Sequence[Any]) -> tuple[int, ...]:
 
 
 def _float(dtype: Any) -> numpy.dtype:
-    return get_default_dtype() if dtype is None else numpy.dtype(dtype)
+    return get_default_dtype() if dtype is None else to_dtype(dtype, "dtype")
 
 
 def _xp(device: DeviceLike) -> Any:
@@ -72,7 +73,7 @@ def empty(*size: Any, dtype: Any = None, device: DeviceLike = None, requires_gra
 
 def _like(t: Tensor, dtype: Any, device: DeviceLike) -> tuple[Any, Any]:
     dev = device_of_array(t.data) if device is None else get_device(device)
-    return dev, (t.dtype if dtype is None else dtype)
+    return dev, (t.dtype if dtype is None else to_dtype(dtype, "dtype"))
 
 
 def zeros_like(t: Tensor, dtype: Any = None, device: DeviceLike = None) -> Tensor:
@@ -97,7 +98,7 @@ def arange(start: float, end: float | None = None, step: float = 1, dtype: Any =
     if dtype is None:
         is_int = all(float(v).is_integer() and not isinstance(v, float) for v in (start, end, step))
         dtype = numpy.int64 if is_int else get_default_dtype()
-    return Tensor(_xp(device).arange(start, end, step, dtype=dtype))
+    return Tensor(_xp(device).arange(start, end, step, dtype=to_dtype(dtype, "arange")))
 
 
 def eye(n: int, m: int | None = None, dtype: Any = None, device: DeviceLike = None,

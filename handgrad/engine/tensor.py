@@ -18,6 +18,8 @@ import numpy
 
 from handgrad.engine import backend as _backend
 from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype, to_host
+from handgrad.engine.dtypes import to_dtype
+from handgrad.engine.tensor_methods import TensorMethods
 
 if TYPE_CHECKING:
     from handgrad.engine.function import Function
@@ -27,6 +29,8 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
     """Turn Python data or an array into an array; Python floats get the default float dtype."""
     if isinstance(data, Tensor):
         data = data.data
+    if dtype is not None:
+        dtype = to_dtype(dtype, "tensor")
     xp = get_array_module(data)
     if isinstance(data, xp.ndarray):
         return data if dtype is None else data.astype(dtype, copy=False)
@@ -42,7 +46,7 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
     return arr
 
 
-class Tensor:
+class Tensor(TensorMethods):
     """An n-dimensional array that records the ops applied to it, so gradients can flow back.
 
     ``data`` is the underlying NumPy (or CuPy) array. ``grad`` is a Tensor filled by ``backward`` for
@@ -168,20 +172,7 @@ class Tensor:
         return self.to(_backend.get_device("cuda" if device is None else device if not isinstance(device, int)
                                   else f"cuda:{device}"))
 
-    def float(self) -> Tensor:
-        return self.to(numpy.float32)
-
-    def double(self) -> Tensor:
-        return self.to(numpy.float64)
-
-    def long(self) -> Tensor:
-        return Tensor(self.data.astype(numpy.int64))
-
-    def int(self) -> Tensor:
-        return Tensor(self.data.astype(numpy.int32))
-
-    def bool(self) -> Tensor:
-        return Tensor(self.data.astype(numpy.bool_))
+    # .float() .double() .long() .int() .bool() .half() .type(): in tensor_methods.py
 
     def type_as(self, other: Tensor) -> Tensor:
         return self.to(other.dtype)
@@ -209,9 +200,6 @@ class Tensor:
 
     def __int__(self) -> int:
         return int(self.data)
-
-    def __hash__(self) -> int:
-        return id(self)
 
     # -- autodiff --------------------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
@@ -281,38 +269,7 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return _ops.getitem(self, index)
 
-    # comparisons give boolean tensors outside the graph
-    def _cmp(self, o: Any, op: str) -> Tensor:
-        other = o.data if isinstance(o, Tensor) else o
-        return Tensor(getattr(self.data, op)(other))
-
-    def __lt__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__lt__")
-
-    def __le__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__le__")
-
-    def __gt__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__gt__")
-
-    def __ge__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__ge__")
-
-    def eq(self, o: Any) -> Tensor:
-        return self._cmp(o, "__eq__")
-
-    def ne(self, o: Any) -> Tensor:
-        return self._cmp(o, "__ne__")
-
-    def __invert__(self) -> Tensor:
-        return Tensor(~self.data)
-
-    def __and__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__and__")
-
-    def __or__(self, o: Any) -> Tensor:
-        return self._cmp(o, "__or__")
-
+    # comparisons (== != < <= > >=, elementwise bool tensors) and & | ~: in tensor_methods.py
 
     # -- op methods (thin: the ops live in handgrad.engine.ops) -------------------------------------------
     def __setitem__(self, index: Any, value: Any) -> None:

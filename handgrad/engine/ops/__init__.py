@@ -1,6 +1,9 @@
 """All differentiable ops, each a ``Function`` with forward and backward side by side, grouped by kind."""
 
 from handgrad.engine.ops.activation import elu, gelu, leaky_relu, silu, softplus
+from handgrad.engine.ops.comparison import (
+    allclose, eq, equal, ge, gt, isclose, isfinite, isinf, isnan, le, lt, ne,
+)
 from handgrad.engine.ops.arithmetic import add, div, maximum, minimum, mul, neg, pow, square, sub
 from handgrad.engine.ops.indexing import (
     gather, getitem, index_select, masked_fill, scatter_add, setitem, where,
@@ -17,6 +20,7 @@ from handgrad.engine.ops.softmax import log_softmax, softmax
 from handgrad.engine.ops.unary import abs, cast, clamp, clip, clone, cos, exp, log, relu, sigmoid, sin, sqrt, tanh
 
 __all__ = [
+    "allclose", "eq", "equal", "ge", "gt", "isclose", "isfinite", "isinf", "isnan", "le", "lt", "ne",
     "abs", "add", "amax", "amin", "argmax", "argmin", "cast", "cat", "chunk", "clamp", "clip", "clone", "concat",
     "concatenate", "cos", "div", "elu", "exp", "expand", "expand_as", "flatten", "gather", "gelu", "getitem",
     "index_select", "leaky_relu", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum",

@@ -7,6 +7,7 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import get_array_module
+from handgrad.engine.dtypes import to_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 
@@ -126,11 +127,13 @@ def relu(x: Tensor) -> Tensor:
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:
-    if x.dtype == numpy.dtype(dtype):
+    """``x`` in ``dtype`` (any dtype spelling ``to_dtype`` accepts); differentiable into floating dtypes."""
+    dt = to_dtype(dtype, "cast")
+    if x.dtype == dt:
         return x
-    if numpy.dtype(dtype).kind not in "fc":
-        return Tensor(x.data.astype(dtype))
-    return CastFunction(numpy.dtype(dtype))(x)
+    if dt.kind not in "fc":
+        return Tensor(x.data.astype(dt))
+    return CastFunction(dt)(x)
 
 
 def clone(x: Tensor) -> Tensor:
