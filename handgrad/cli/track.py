@@ -3,7 +3,7 @@
 SOURCE is a video file (decoded by ffmpeg), an animated GIF, a folder of frames or an OTB sequence folder.
 Writes ``DIR/boxes.csv`` (``frame,x,y,w,h,ok``, 0-based pixels, frame 0 = the given box) and
 ``DIR/tracked.gif`` (the frames with the box drawn: green while ``ok``, red when the tracker reports a
-loss; at most ``--gif-frames`` frames, at most 480 px wide). A bad box, an empty folder or an unreadable
+loss; at most ``--gif-frames`` frames, at most 320 px wide). A bad box, an empty folder or an unreadable
 video ends with one line on stderr and exit status 2.
 """
 
@@ -49,13 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"weights of search-cnn/siamrpn (default {DEFAULT_WEIGHTS_DIR}/NAME.safetensors)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/track-NAME)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="track at most N frames")
-    p.add_argument("--gif-frames", type=int, default=200, metavar="N",
-                   help="frames in the annotated GIF (evenly spaced; 0: no GIF; default 200)")
+    p.add_argument("--gif-frames", type=int, default=100, metavar="N",
+                   help="frames in the annotated GIF (evenly spaced; 0: no GIF; default 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _annotate(frame: np.ndarray, box: tuple[float, ...], ok: bool, k: int, width: int = 480):
+def _annotate(frame: np.ndarray, box: tuple[float, ...], ok: bool, k: int, width: int = 320):
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(frame)
@@ -84,6 +84,8 @@ def run(opts: argparse.Namespace) -> int:
         if not os.path.isfile(weights):
             raise ExperimentError(f"no trained weights for {opts.tracker} at {weights}: run "
                                   f"`handgrad run tracking-train` first or pass --weights FILE")
+    if weights is not None and not os.path.isfile(weights):
+        raise ExperimentError(f"no such weights file: {weights}")
     try:
         seq = frame_source(opts.source, opts.max_frames)
         if len(seq) == 0:
