@@ -31,6 +31,3 @@ __version__ = "0.1.0"
 
 # PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.optim, handgrad.utils.data
 from handgrad import nn, optim, utils  # noqa: E402
-
-# PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.optim, handgrad.utils.data
-from handgrad import nn, optim, utils  # noqa: E402
