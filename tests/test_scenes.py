@@ -99,6 +99,12 @@ def test_coco_export_roundtrip_and_contact_sheet(train, tmp_path):
     for a, b, m in zip(img0, t["boxes"], t["masks"]):
         np.testing.assert_array_equal(decode_rle(a["segmentation"]), m)
         np.testing.assert_allclose(a["bbox"], [b[0], b[1], b[2] - b[0], b[3] - b[1]])
+    from handgrad.data.coco import CocoDetection
+
+    back_img, back = CocoDetection(tmp_path / "coco", path, with_masks=True)[0]
+    np.testing.assert_array_equal(back_img, train[0][0])
+    np.testing.assert_array_equal(back["masks"], t["masks"])
+    np.testing.assert_array_equal(back["labels"], t["labels"])
     pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
 
