@@ -245,7 +245,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     ckpt = ModelCheckpoint(opts.out, monitor="val_bpc", mode="min", min_delta=1e-3)
     trainer = Trainer(updater=BPTTUpdater(model, opt, F.cross_entropy, grad_clip=clip), metrics=(),
                       callbacks=[progress, stopper, ckpt], out_dir=opts.out, progress=opts.progress, verbose=False,
-                      run_name="char-lm")
+                      run_name="char-lm", resume_hint=_resume_hint("char-lm", opts))
     if opts.resume:
         log(f"resuming from {opts.resume}")
     history = trainer.fit(stream, epochs=opts.epochs, resume=opts.resume)
@@ -292,10 +292,15 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "source": source,
         "history": rows,
         "sample": samples.get(f"T={opts.temperature}", ""),
+        "interrupted": trainer.interrupted,
     }
-    if trainer.interrupted:
-        results["interrupted"] = True
     return results
+
+
+def _resume_hint(name: str, opts: argparse.Namespace) -> str:
+    """What to type to continue after Ctrl-C (``{path}``: the checkpoint the Trainer saved)."""
+    quick = " --quick" if opts.quick else ""
+    return f"resume with: handgrad run {name}{quick} --out {opts.out} --resume {{path}}"
 
 
 def _plot(history: list[dict[str, float]], path: str) -> None:

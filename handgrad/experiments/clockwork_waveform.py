@@ -73,7 +73,7 @@ def _train(model: Any, head: Any, y: numpy.ndarray, iters: int, lr: float, progr
     target = hg.tensor(y.reshape(T, 1, 1))
     curve = _Curve()
     trainer = Trainer(gen, Adam(gen.parameters(), lr=lr), F.mse_loss, metrics=(), callbacks=[curve],
-                      progress=progress, verbose=False)
+                      progress=progress, verbose=False, on_interrupt="raise")
     trainer.fit([(x, target)] * iters, epochs=1)
     with hg.no_grad():
         pred = gen(x).numpy().reshape(-1)

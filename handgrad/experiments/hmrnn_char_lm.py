@@ -112,7 +112,7 @@ def run(opts: Any) -> dict[str, Any]:
     stream = StreamLoader(train_ids, opts.batch_size, opts.bptt, steps_per_epoch=50, shuffle=False)
     budget = _CPUBudget(minutes * 60)
     trainer = Trainer(updater=HMLSTMUpdater(model, opt, slope_rate=opts.slope_rate), metrics=(), callbacks=[budget],
-                      progress=opts.progress, verbose=False)
+                      progress=opts.progress, verbose=False, on_interrupt="raise")
     trainer.fit(stream, epochs=10**9)
     losses, step = budget.losses, trainer.updater.iteration
     model.eval()

@@ -29,6 +29,7 @@ import handgrad as hg
 import handgrad.functional as F
 from handgrad import nn, optim
 from handgrad.data.sequences import load_mnist1d
+from handgrad.experiments.char_lm import _resume_hint
 from handgrad.experiments.mnist1d import build_classifier
 from handgrad.train import Callback, ModelCheckpoint, Trainer
 
@@ -107,7 +108,8 @@ def _train_classifier(x: numpy.ndarray, y: numpy.ndarray, hidden: int, epochs: i
     hg.manual_seed(seed)
     clf = build_classifier("GRU", hidden, 1)
     batches = ShuffledBatches(len(y), 100, lambda b: (hg.tensor(x[b]), hg.tensor(y[b])), seed)
-    trainer = Trainer(clf, optim.Adam(clf.parameters(), lr=3e-3), F.cross_entropy, metrics=(), verbose=False)
+    trainer = Trainer(clf, optim.Adam(clf.parameters(), lr=3e-3), F.cross_entropy, metrics=(), verbose=False,
+                      on_interrupt="raise")
     trainer.fit(batches, epochs=epochs)
     return clf
 
@@ -166,7 +168,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     progress = _Progress(gen, (hg.tensor(y_te), *tf_batch(x_te)), opts.epochs)
     trainer = Trainer(gen, opt, lambda out, target: _gaussian_nll(out, target, gen.log_sigma), metrics=(),
                       callbacks=[progress, ModelCheckpoint(opts.out, monitor="loss", save_best=False)],
-                      out_dir=opts.out, progress=opts.progress, verbose=False, run_name="one-to-many")
+                      out_dir=opts.out, progress=opts.progress, verbose=False, run_name="one-to-many",
+                      resume_hint=_resume_hint("one-to-many", opts))
     trainer.fit(batches, epochs=opts.epochs, resume=getattr(opts, "resume", None))
     history = [{k: row[k] for k in ("epoch", "nll", "test_teacher_forced_mse")} for row in trainer.history.rows]
     gen.eval()
@@ -199,7 +202,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "sigma": math.exp(float(gen.log_sigma.numpy()[0])),
         "n_generated": int(len(labels)),
         "history": history,
-        **({"interrupted": True} if trainer.interrupted else {}),
+        "interrupted": trainer.interrupted,
     }
 
 

@@ -146,7 +146,7 @@ def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: A
     before = _profile(rnn, head, data["x_probe"], data["y_probe"])
     val = _Validation(mode, model, stream, clip, data, opts.solved_mse, log)
     trainer = Trainer(model, optim.Adam(model.parameters(), lr=opts.lr), F.mse_loss, metrics=(), callbacks=[val],
-                      progress=opts.progress, verbose=False)
+                      progress=opts.progress, verbose=False, on_interrupt="raise")
     trainer.updater.grad_clip = clip  # clips and counts how often it bit
     start = time.perf_counter()
     trainer.fit(stream, epochs=math.ceil(opts.steps / opts.eval_every))
@@ -161,7 +161,6 @@ def _train_one(mode: str, opts: argparse.Namespace, data: dict[str, Any], log: A
         "curve": val.curve,
         "profile_init": {k: v.tolist() for k, v in before.items()},
         "profile_trained": {k: v.tolist() for k, v in after.items()},
-        **({"interrupted": True} if trainer.interrupted else {}),
     }
 
 
