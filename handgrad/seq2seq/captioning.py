@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
+from handgrad.engine.backend import get_array_module
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.ops.shape import permute
 from handgrad.engine.tensor import Tensor
@@ -377,7 +378,8 @@ class CaptionUpdater(Updater):
         if not isinstance(batch, CaptionBatch):
             raise TypeError(f"CaptionUpdater: expected a CaptionBatch, got {type(batch).__name__}")
         dt = next(iter(self.model.parameters())).dtype
-        output = self.model(Tensor(numpy.asarray(batch.images, dt)), Tensor(batch.tgt_in))
+        images = get_array_module(batch.images).asarray(batch.images, dtype=dt)  # on the batch's device
+        output = self.model(Tensor(images), Tensor(batch.tgt_in))
         return sequence_cross_entropy(output[0], batch.tgt_out), output, batch.tgt_out
 
 

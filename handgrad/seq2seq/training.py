@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import get_array_module, to_host
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
@@ -200,8 +200,8 @@ class TokenAccuracy(Metric):
 
     def update(self, output: Any, target: Any) -> None:
         logits = output[0] if isinstance(output, tuple) else output
-        pred = (logits.data if isinstance(logits, Tensor) else numpy.asarray(logits)).argmax(axis=-1)
-        t = numpy.asarray(target)
+        pred = to_host(logits.data if isinstance(logits, Tensor) else logits).argmax(axis=-1)
+        t = to_host(target)
         mask = t != PAD
         self.right += int(((pred == t) & mask).sum())
         self.total += int(mask.sum())
@@ -234,6 +234,12 @@ class Seq2SeqUpdater(Updater):
     def teacher_forcing_at(self, step: int) -> float:
         tf = self.teacher_forcing
         return float(tf(step)) if isinstance(tf, TeacherForcingSchedule) else float(tf)
+
+    def send(self, batch: Any) -> Any:
+        sent = super().send(batch)
+        if sent is not batch and isinstance(batch, Batch):  # the lengths steer host-side masking: they stay
+            sent = sent._replace(src_lengths=batch.src_lengths)
+        return sent
 
     def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
         if not isinstance(batch, Batch):

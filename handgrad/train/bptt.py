@@ -162,7 +162,7 @@ class BPTTUpdater(Updater):
         return loss, logits, y
 
     def evaluate(self, batch: Any) -> dict[str, Any]:
-        loss, logits, y, self.eval_state = self._step(batch, self.eval_state)
+        loss, logits, y, self.eval_state = self._step(self.send(batch), self.eval_state)
         return self._result(loss, logits, y)
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import to_host
 from handgrad.engine.tensor import Tensor
 
 
 def _array(x: Any) -> numpy.ndarray:
+    """A host NumPy array of a Tensor or an array on any device (metrics are host-side bookkeeping)."""
     if isinstance(x, Tensor):
         return x.numpy()
-    return numpy.asarray(x)
+    return to_host(x)
 
 
 def batch_size_of(output: Any, target: Any) -> int:

@@ -7,7 +7,7 @@ its own updater instead of forking the loop (Chainer's ``StandardUpdater`` / ``B
 The whole interface a Trainer (and, later, a data-parallel wrapper) relies on::
 
     updater.model, updater.optimizer
-    updater.update(batch) -> dict     # one optimizer step on a training batch
+    updater.update(batch) -> dict     # one optimizer step on a training batch (sent to the model's device)
     updater.evaluate(batch) -> dict   # the same forward and loss, no step (the Trainer adds eval mode + no_grad)
     updater.state_dict() -> dict      # extra state a bit-exact resume needs (a step counter, a carried state)
     updater.load_state_dict(state)
@@ -34,6 +34,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from handgrad.engine.backend import send
 from handgrad.engine.tensor import Tensor
 from handgrad.train.metrics import batch_size_of
 
@@ -67,8 +68,17 @@ class Updater:
         raise NotImplementedError(f"{type(self).__name__} must implement loss_and_output(batch)")
 
     # -- the step ---------------------------------------------------------------------------------------------
+    def send(self, batch: Any) -> Any:
+        """``batch`` on the model's device (``handgrad.engine.backend.send``: arrays, Tensors, tuples, lists,
+        dicts); untouched when the model is on the CPU. Override to keep host-side parts on the host."""
+        device = model_device(self.model)
+        if device is None or device.type == "cpu":
+            return batch
+        return send(batch, device)
+
     def update(self, batch: Any) -> dict[str, Any]:
         """One optimizer step on ``batch``; returns ``{"loss", "size", "output", "target"}``."""
+        batch = self.send(batch)
         self.optimizer.zero_grad()
         loss, output, target = self.loss_and_output(batch)
         _check_loss(loss, type(self).__name__)
@@ -86,7 +96,7 @@ class Updater:
 
     def evaluate(self, batch: Any) -> dict[str, Any]:
         """The loss and output of ``batch`` without a step (call in eval mode under ``no_grad``)."""
-        loss, output, target = self.loss_and_output(batch)
+        loss, output, target = self.loss_and_output(self.send(batch))
         _check_loss(loss, type(self).__name__)
         return self._result(loss, output, target)
 
@@ -136,6 +146,13 @@ class StandardUpdater(Updater):
         inputs, target = self.unpack_batch(batch)
         output = self.forward(inputs)
         return self.loss_fn(output, target), output, target
+
+
+def model_device(model: Any) -> Any:
+    """The device of the model's first parameter (``None`` for a model without parameters)."""
+    for p in model.parameters():
+        return getattr(p, "device", None)
+    return None
 
 
 def _check_loss(loss: Any, who: str) -> None:
