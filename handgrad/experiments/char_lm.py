@@ -19,6 +19,13 @@ this setting reached 2.03 held-out bits/char against 2.09 for 2 x 256 with the s
 dropout a 2 x 256 model already fits its training text much better than held-out text after 2.5 passes
 (1.81-1.86 bits/char on training text against 2.09 held out).
 
+The loop is the shared :class:`~handgrad.train.Trainer` with a :class:`~handgrad.train.bptt.BPTTUpdater`
+(the carried, detached state) over a :class:`~handgrad.train.bptt.StreamLoader` (the streams, their shifts);
+``CharLMProgress`` (a callback) keeps the budget, the schedule and the held-out score, EarlyStopping the best
+weights and ModelCheckpoint ``best.safetensors`` / ``last.safetensors`` (``--resume`` continues from either,
+bit-exactly; so does ``interrupted.safetensors`` after Ctrl-C). Also written: ``history.json`` / ``.csv``,
+``train.log``, ``samples.txt``, ``vocab.json``, ``learning_curves.png``.
+
 The budget is measured in process CPU seconds by default (``--budget-clock cpu``): with one BLAS thread
 (``OPENBLAS_NUM_THREADS=1``, which the shared machine needs anyway) that is the time of one core, so it does
 not depend on what else the machine is running; ``--budget-clock wall`` uses the wall clock.
