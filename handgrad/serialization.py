@@ -162,25 +162,47 @@ def _atomic_write(path: str, data: bytes) -> None:
         pass
 
 
-def save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Save a state_dict or a nested dict of them to ``path`` (safetensors), atomically.
+def _refuse_modules(obj: Any) -> None:
+    """A whole model (or optimizer) would need pickle to store its code; checkpoints hold data only."""
+    from handgrad.nn.module import Module
+    from handgrad.optim.optimizer import Optimizer
+
+    if isinstance(obj, (Module, Optimizer)):
+        kind = "Module" if isinstance(obj, Module) else "Optimizer"
+        raise TypeError(
+            f"handgrad.save: cannot save a whole {kind} ({type(obj).__name__}); save its state_dict() instead, "
+            f"e.g. handgrad.save(obj.state_dict(), f) (checkpoints never pickle objects)"
+        )
+
+
+def save(obj: Any, f: Any, pickle_module: Any = None, pickle_protocol: Any = None, **kwargs: Any) -> None:
+    """Save a state_dict or a nested dict of them to ``f`` (safetensors): a path, written atomically, or
+    a binary file object (``io.BytesIO``, an open file), written at its current position.
 
     Args:
         obj: a ``{name: array or Tensor}`` state_dict, or any nesting of dicts (str or int keys),
             lists and tuples whose leaves are arrays, Tensors, NumPy scalars, ints, floats, bools, strings
             or None, e.g. ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}``.
-        path: destination file (conventionally ``*.safetensors``); its directory must exist.
+            A whole Module or Optimizer is refused (save its ``state_dict()``): nothing is pickled.
+        f: destination path (conventionally ``*.safetensors``; its directory must exist) or an object
+            with ``write(bytes)``.
+        pickle_module, pickle_protocol, **kwargs: accepted for ``torch.save`` compatibility; unused
+            (the format never pickles).
 
     Raises:
-        TypeError: a leaf, key or array dtype that cannot be stored (names its dotted path).
+        TypeError: a Module/Optimizer, or a leaf, key or array dtype that cannot be stored (names its
+            dotted path).
         FileNotFoundError: the destination directory does not exist.
     """
     from safetensors.numpy import save as _st_save
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"handgrad.save: directory '{directory}' for '{path}' does not exist")
+    _refuse_modules(obj)
+    path = None
+    if not hasattr(f, "write"):
+        path = os.fspath(f)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"handgrad.save: directory '{directory}' for '{path}' does not exist")
     flat = _Flattener()
     skeleton = flat.walk(obj, [])
     metadata = {
@@ -189,7 +211,12 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         _STRUCTURE_KEY: json.dumps(skeleton, separators=(",", ":")),
     }
     data = _st_save(dict(flat.tensors), metadata=metadata)
-    _atomic_write(path, data)
+    if path is None:
+        f.write(data)
+        if hasattr(f, "flush"):
+            f.flush()
+    else:
+        _atomic_write(path, data)
 
 
 # -- load --------------------------------------------------------------------------------------------------
@@ -237,26 +264,60 @@ def _read_header(path: str, data: bytes) -> dict[str, Any]:
     return header
 
 
-def load(path: str | os.PathLike[str]) -> Any:
-    """Load what ``save`` wrote, with the same nesting, key types and leaf types.
+def _map_location(obj: Any, map_location: Any) -> Any:
+    """Apply ``torch.load``'s ``map_location``: None or 'cpu' keep host arrays; a device (string or
+    ``handgrad.device``) moves every Tensor and array there; a dict is read as {saved device: target},
+    and since handgrad checkpoints are always saved from host memory, only its 'cpu' entry matters."""
+    if map_location is None:
+        return obj
+    if isinstance(map_location, Mapping):
+        map_location = map_location.get("cpu", "cpu")
+    if callable(map_location) and not isinstance(map_location, str):
+        raise TypeError("handgrad.load: a callable map_location is not supported; give a device such as 'cpu'")
+    target = str(map_location)
+    if target == "cpu":
+        return obj
+    from handgrad.engine.backend import send
 
-    Arrays come back as NumPy arrays, Tensors as (leaf) Tensors. A safetensors file written by another
-    program loads as a flat ``{name: ndarray}`` dict.
+    return send(obj, map_location)
+
+
+def load(f: Any, map_location: Any = None, pickle_module: Any = None, *, weights_only: bool | None = None,
+         mmap: bool | None = None, **kwargs: Any) -> Any:
+    """Load what ``save`` wrote, with the same nesting, key types and leaf types, from a path or a binary
+    file object (read from its current position to the end).
+
+    Arrays come back as NumPy arrays, Tensors as (leaf) Tensors, moved to ``map_location`` when it names
+    a device. A safetensors file written by another program loads as a flat ``{name: ndarray}`` dict.
+    ``weights_only`` is accepted with any value: the format holds only data, so loading never runs code.
+    ``pickle_module``, ``mmap`` and other ``torch.load`` keywords are accepted and unused.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError (a ValueError): the file is truncated, corrupt or not safetensors; the message is
             ``handgrad.load: 'PATH' is not a readable handgrad checkpoint (reason)``.
     """
+    return _map_location(_load(f), map_location)
+
+
+def _load(f: Any) -> Any:
     from safetensors.numpy import load as _st_load
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"handgrad.load: no checkpoint at '{path}'")
-    if os.path.isdir(path):
-        raise _fail(path, "it is a directory")
-    with open(path, "rb") as fh:
-        data = fh.read()
+    if hasattr(f, "read"):
+        path = getattr(f, "name", None) or f"<{type(f).__name__}>"
+        path = str(path)
+        data = f.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"handgrad.load: file object {path} must be opened in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        path = os.fspath(f)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"handgrad.load: no checkpoint at '{path}'")
+        if os.path.isdir(path):
+            raise _fail(path, "it is a directory")
+        with open(path, "rb") as fh:
+            data = fh.read()
     metadata = _read_header(path, data).get("__metadata__") or {}
     if not isinstance(metadata, dict):
         raise _fail(path, "its __metadata__ is not a JSON object")
