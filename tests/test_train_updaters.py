@@ -310,3 +310,19 @@ def test_checkpoint_writes_are_atomic(tmp_path):
 def test_window_is_a_named_batch():
     w = Window(np.zeros((2, 3), np.int64), np.ones((2, 3), np.int64), True)
     assert w.reset and w.x.shape == (2, 3)
+
+
+def test_the_loop_sends_each_batch_to_the_models_device():
+    """On the strict stand-in device (which refuses NumPy arrays in its ops) truncated BPTT trains exactly as
+    on the CPU: the Trainer sends each window there."""
+    def run(device):
+        m = _lm()
+        m.to(device=device)
+        tr = Trainer(updater=BPTTUpdater(m, Adam(m.parameters(), lr=1e-2), grad_clip=1.0), metrics=(),
+                     verbose=False)
+        h = tr.fit(StreamLoader(IDS, 4, 8, steps_per_epoch=3), epochs=2)
+        return h["loss"], weights(m)
+
+    (loss_cpu, w_cpu), (loss_strict, w_strict) = run("cpu"), run("strict")
+    assert loss_strict == loss_cpu
+    assert_same(w_strict, w_cpu)
