@@ -38,19 +38,55 @@ def _mix_error(where: str) -> StrictError:
     )
 
 
+_NUMBERS = (float, bool, complex, numpy.floating, numpy.bool_, numpy.complexfloating)
+
+
 def _unwrap(x: Any, where: str) -> Any:
+    """One argument of a strict-module function with its strict arrays unwrapped. NumPy arrays are refused,
+    and so are Python lists/tuples holding floats or bools: CuPy takes device arrays, not lists, as data
+    (``xp.asarray`` them first). Lists of ints pass: shapes, axes, pad widths, indices."""
     t = type(x)
     if t is StrictArray:
         return x._a
     if t is numpy.ndarray:
         raise _mix_error(where)
     if t is tuple or t is list:
+        for v in x:
+            if isinstance(v, _NUMBERS):
+                raise StrictError(f"strict device: {where} got a Python {t.__name__} of numbers as array data; "
+                                  "CuPy takes device arrays only (xp.asarray it first)")
         return t([_unwrap(v, where) for v in x])
     return x
 
 
+def _unwrap_args(args: tuple[Any, ...], where: str) -> list[Any]:
+    return [_unwrap(a, where) for a in args]
+
+
 def _unwrap_kw(kw: dict[str, Any], where: str) -> dict[str, Any]:
     return {k: _unwrap(v, where) for k, v in kw.items()} if kw else kw
+
+
+def _unwrap_data(x: Any) -> Any:
+    """Data for ``xp.asarray`` / ``xp.array``: any nesting of lists, numbers, host and strict arrays."""
+    t = type(x)
+    if t is StrictArray:
+        return x._a
+    if t is tuple or t is list:
+        return t([_unwrap_data(v) for v in x])
+    return x
+
+
+def _unwrap_index(index: Any) -> Any:
+    """An index: strict arrays unwrapped, NumPy arrays refused (send them to the device), the rest as is."""
+    t = type(index)
+    if t is StrictArray:
+        return index._a
+    if t is numpy.ndarray:
+        raise _mix_error("indexing")
+    if t is tuple:
+        return tuple([_unwrap_index(v) for v in index])
+    return index
 
 
 def _wrap(r: Any) -> Any:
@@ -66,7 +102,7 @@ def _wrap(r: Any) -> Any:
 
 def _function(f: Any, name: str) -> Any:
     def call(*args: Any, **kw: Any) -> Any:
-        return _wrap(f(*_unwrap(args, name), **_unwrap_kw(kw, name)))
+        return _wrap(f(*_unwrap_args(args, name), **_unwrap_kw(kw, name)))
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = f"Strict-device ``{name}`` (NumPy's, refusing NumPy arrays)."
@@ -82,11 +118,11 @@ class _Ufunc:
         self.nin, self.nout = uf.nin, uf.nout
 
     def __call__(self, *args: Any, **kw: Any) -> Any:
-        return _wrap(self._uf(*_unwrap(args, self.__name__), **_unwrap_kw(kw, self.__name__)))
+        return _wrap(self._uf(*_unwrap_args(args, self.__name__), **_unwrap_kw(kw, self.__name__)))
 
     def _method(self, method: str, *args: Any, **kw: Any) -> Any:
         where = f"{self.__name__}.{method}"
-        return _wrap(getattr(self._uf, method)(*_unwrap(args, where), **_unwrap_kw(kw, where)))
+        return _wrap(getattr(self._uf, method)(*_unwrap_args(args, where), **_unwrap_kw(kw, where)))
 
     def at(self, *args: Any, **kw: Any) -> Any:
         return self._method("at", *args, **kw)
@@ -150,7 +186,7 @@ class StrictArray:
 
     def __array_ufunc__(self, ufunc: numpy.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         where = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
-        ins = _unwrap(inputs, where)
+        ins = _unwrap_args(inputs, where)
         kw = _unwrap_kw(kwargs, where)
         if "out" in kw and isinstance(kw["out"], tuple) and len(kw["out"]) == 1:
             kw["out"] = kw["out"][0]
@@ -226,10 +262,10 @@ class StrictArray:
 
     # -- indexing --------------------------------------------------------------------------------------
     def __getitem__(self, index: Any) -> Any:
-        return _wrap(self._a[_unwrap(index, "indexing")])
+        return _wrap(self._a[_unwrap_index(index)])
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        self._a[_unwrap(index, "index assignment")] = _unwrap(value, "index assignment")
+        self._a[_unwrap_index(index)] = _unwrap(value, "index assignment")
 
     # -- operators -------------------------------------------------------------------------------------
     __add__, __radd__, __iadd__ = _binary(numpy.add), _binary(numpy.add, True), _inplace(numpy.add)
@@ -271,7 +307,7 @@ _METHODS = (
 )
 for _name in _METHODS:
     def _method(self: StrictArray, *args: Any, _n: str = _name, **kw: Any) -> Any:
-        return _wrap(getattr(self._a, _n)(*_unwrap(args, f"ndarray.{_n}"), **_unwrap_kw(kw, f"ndarray.{_n}")))
+        return _wrap(getattr(self._a, _n)(*_unwrap_args(args, f"ndarray.{_n}"), **_unwrap_kw(kw, f"ndarray.{_n}")))
 
     _method.__name__ = _name
     setattr(StrictArray, _name, _method)
@@ -352,13 +388,13 @@ def _asarray(a: Any, dtype: Any = None, order: Any = None) -> StrictArray:
         return StrictArray(numpy.asarray(a._a, dtype=dtype, order=order))
     if type(a) is numpy.ndarray:
         return StrictArray(numpy.array(a, dtype=dtype, order=order, copy=True))
-    return StrictArray(numpy.array(_unwrap(a, "asarray"), dtype=dtype, order=order))
+    return StrictArray(numpy.array(_unwrap_data(a), dtype=dtype, order=order))
 
 
 def _array(a: Any, dtype: Any = None, copy: bool = True, order: Any = None, ndmin: int = 0) -> StrictArray:
     if type(a) is numpy.ndarray:
         return StrictArray(numpy.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
-    return StrictArray(numpy.array(_unwrap(a, "array"), dtype=dtype, copy=copy, order=order, ndmin=ndmin))
+    return StrictArray(numpy.array(_unwrap_data(a), dtype=dtype, copy=copy, order=order, ndmin=ndmin))
 
 
 def _ascontiguousarray(a: StrictArray, dtype: Any = None) -> StrictArray:
@@ -393,7 +429,7 @@ class Generator:
         if name not in Generator._METHODS:
             raise AttributeError(f"strict device generator has no method {name!r}")
         f = getattr(self._g, name)
-        return lambda *args, **kw: _wrap(f(*_unwrap(args, name), **_unwrap_kw(kw, name)))
+        return lambda *args, **kw: _wrap(f(*_unwrap_args(args, name), **_unwrap_kw(kw, name)))
 
 
 _register_array_module(StrictArray, xp)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _State:
-    __slots__ = ("grad_enabled", "anomaly")
+class _State(threading.local):
+    """Per thread, as PyTorch's grad mode: ``no_grad`` in one thread (an evaluation worker) leaves training
+    in another untouched. A new thread starts with grad enabled and anomaly detection off."""
 
     def __init__(self) -> None:
         self.grad_enabled = True

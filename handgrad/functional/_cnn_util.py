@@ -14,6 +14,8 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy
+
 from handgrad.engine.backend import get_array_module
 
 
@@ -62,14 +64,17 @@ def pad_nhwc(x: Any, pads: tuple[int, int, int, int], value: float = 0.0) -> Any
 
 
 def windows(xpad: Any, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], out: tuple[int, int]) -> Any:
-    """A read-only strided view (N, Ho, Wo, kh, kw, C) of an (N, Hp, Wp, C) array: element
-    ``[n, i, j, p, q, c] = xpad[n, i*sh + p*dh, j*sw + q*dw, c]``. Nothing is copied."""
+    """A strided view (N, Ho, Wo, kh, kw, C) of an (N, Hp, Wp, C) array: element
+    ``[n, i, j, p, q, c] = xpad[n, i*sh + p*dh, j*sw + q*dw, c]``. Nothing is copied. Overlapping windows
+    share memory: never write into it. Read-only on NumPy; CuPy's ``as_strided`` has no ``writeable``."""
     xp = get_array_module(xpad)
     sn, sh_, sw_, sc = xpad.strides
     n, c = xpad.shape[0], xpad.shape[3]
     shape = (n, out[0], out[1], k[0], k[1], c)
     strides = (sn, sh_ * s[0], sw_ * s[1], sh_ * d[0], sw_ * d[1], sc)
-    return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides, writeable=False)
+    if xp is numpy:
+        return numpy.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
 
 
 def im2col(xpad: Any, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], out: tuple[int, int],

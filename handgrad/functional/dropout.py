@@ -2,7 +2,8 @@
 
     y = x * m,  m = keep / (1 - p),  keep ~ Bernoulli(1 - p);   dx = dy * m  (the same mask).
 
-Masks come from ``handgrad.engine.random.get_rng()``, so ``handgrad.manual_seed`` reproduces them. In eval
+Masks come from the generator of the input's device (``handgrad.engine.random.get_rng(device)``), drawn where
+the data lives, so ``handgrad.manual_seed`` reproduces them. In eval
 mode (``training=False``) or with p = 0 the input is returned unchanged.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import device_of_array, get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -36,10 +37,10 @@ def _multiplier(x: Tensor, p: float, mask_shape: tuple[int, ...]) -> Any:
     dtype = x.dtype if x.dtype in (numpy.float32, numpy.float64) else numpy.float64
     if p >= 1.0:
         return xp.zeros(mask_shape, x.dtype)
-    keep = get_rng().random(mask_shape, dtype=dtype) >= p
+    keep = get_rng(device_of_array(x.data)).random(mask_shape, dtype=dtype) >= p  # drawn where x lives
     m = keep.astype(x.dtype)
     m *= 1.0 / (1.0 - p)
-    return xp.asarray(m)
+    return m
 
 
 def _check(op: str, input: Any, p: float) -> None:

@@ -76,17 +76,18 @@ def _take(a: Any, idx: Any, axis: int) -> Any:
 
 
 def _segment_sum(g: Any, idx: Any, n: int, axis: int) -> Any:
-    """out[..., i, ...] = sum over o with idx[o] == i of g[..., o, ...] along ``axis``, for nondecreasing idx."""
+    """out[..., i, ...] = sum over o with idx[o] == i of g[..., o, ...] along ``axis``, for nondecreasing idx
+    (a host array: the run boundaries are host index work, sent to ``g``'s device once found)."""
     xp = get_array_module(g)
     starts = numpy.flatnonzero(numpy.concatenate([[True], idx[1:] != idx[:-1]]))
-    sums = xp.add.reduceat(g, starts, axis=axis)
+    sums = xp.add.reduceat(g, xp.asarray(starts), axis=axis)
     if len(starts) == n:  # every source index is used (upsampling): the sums are already dx
         return sums
     shape = list(g.shape)
     shape[axis] = n
     out = xp.zeros(shape, g.dtype)
     sl = [slice(None)] * g.ndim
-    sl[axis] = idx[starts]
+    sl[axis] = xp.asarray(idx[starts])
     out[tuple(sl)] = sums
     return out
 
@@ -108,7 +109,7 @@ def _lerp(x: Any, m: tuple[Any, Any, Any], axis: int, nearest: bool) -> Any:
 
 
 def _lerp_t(g: Any, m: tuple[Any, Any, Any], n_in: int, axis: int, nearest: bool) -> Any:
-    """The adjoint of ``_lerp``: two segment sums."""
+    """The adjoint of ``_lerp``: two segment sums. ``m``: the host index maps and ``g``'s device weights."""
     i0, i1, lam = m
     if nearest:
         return _segment_sum(g, i0, n_in, axis)
@@ -128,15 +129,17 @@ class InterpolateFunction(Function):
 
     def forward(self, x: Any) -> Any:
         xp = get_array_module(x)
-        self.mh = tuple(xp.asarray(a) for a in self.mh)
-        self.mw = tuple(xp.asarray(a) for a in self.mw)
+        # the maps on x's device for the gathers; ``self.mh`` / ``self.mw`` stay on the host for the backward
+        mh = tuple(xp.asarray(a) for a in self.mh)
+        mw = tuple(xp.asarray(a) for a in self.mw)
+        self.lam_h, self.lam_w = mh[2], mw[2]
         self.hw = x.shape[2:]
-        t = _lerp(x, self.mh, 2, self.nearest)
-        return _lerp(t, self.mw, 3, self.nearest)
+        t = _lerp(x, mh, 2, self.nearest)
+        return _lerp(t, mw, 3, self.nearest)
 
     def backward(self, gy: Any) -> Any:
-        g = _lerp_t(gy, self.mw, self.hw[1], 3, self.nearest)
-        return _lerp_t(g, self.mh, self.hw[0], 2, self.nearest)
+        g = _lerp_t(gy, (*self.mw[:2], self.lam_w), self.hw[1], 3, self.nearest)
+        return _lerp_t(g, (*self.mh[:2], self.lam_h), self.hw[0], 2, self.nearest)
 
 
 def _pair_float(v: Any, op: str, name: str) -> tuple[Any, Any]:

@@ -147,7 +147,7 @@ class MaxPool2dFunction(Function):
     def backward(self, gy: Any) -> Any:
         g = self.geo
         xp = get_array_module(gy)
-        gyv = gy.transpose(numpy.argsort(self.perm))  # into the forward's working layout
+        gyv = gy.transpose(tuple(numpy.argsort(self.perm).tolist()))  # into the forward's working layout
         if all(g.s[a] == g.k[a] and (g.d[a] == 1 or g.k[a] == 1) and g.p[a] == 0 and g.after[a] == 0
                for a in (0, 1)):
             return self._backward_blocks(gyv).transpose(self.perm)
@@ -329,7 +329,7 @@ class AvgPool2dFunction(Function):
     def backward(self, gy: Any) -> Any:
         g = self.geo
         xp = get_array_module(gy)
-        gyv = gy.transpose(numpy.argsort(self.perm)) / self.div
+        gyv = gy.transpose(tuple(numpy.argsort(self.perm).tolist())) / self.div
         tiles = all(g.s[a] >= g.k[a] for a in (0, 1))
         gpad = xp.zeros(self.padded_shape, self.dtype)
         for p in range(g.k[0]):

@@ -105,7 +105,7 @@ class Schedule:
     ``last[j]`` = length of internal row j (None without lengths: every row ends at T).
     """
 
-    def __init__(self, T: int, B: int, lengths: numpy.ndarray | None, reverse: bool) -> None:
+    def __init__(self, T: int, B: int, lengths: numpy.ndarray | None, reverse: bool, xp: Any = numpy) -> None:
         self.T, self.B, self.reverse = T, B, reverse
         if lengths is not None and bool(numpy.all(lengths == T)):
             lengths = None  # nothing is padded: the plain (fast) path gives the same numbers
@@ -128,6 +128,11 @@ class Schedule:
             # each sequence runs from its own last valid step back to 0; padded steps map to themselves
             self.tt = numpy.where(steps[:, None] < last[None, :], last[None, :] - 1 - steps[:, None], steps[:, None])
             self.cols = (self.perm if self.perm is not None else numpy.arange(B))[None, :]
+        self.rows = numpy.arange(B)
+        if xp is not numpy:  # the index arrays are built on the host once, then live where the data is
+            for name in ("perm", "inv", "tt", "cols", "last", "rows"):
+                if getattr(self, name, None) is not None:
+                    setattr(self, name, xp.asarray(getattr(self, name)))
 
     @property
     def padded(self) -> bool:
@@ -165,7 +170,7 @@ class Schedule:
         """The state after each row's last valid step, from the (T+1, B, H) array of all states."""
         if self.last is None:
             return states[self.T]
-        return states[self.last, numpy.arange(self.B)]
+        return states[self.last, self.rows]
 
 
 # -- the base Function -------------------------------------------------------------------------------------------
@@ -205,7 +210,7 @@ class FusedRecurrenceFunction(Function):
         if self.cell:
             x = x[None]
         T, B = x.shape[0], x.shape[1]
-        sch = self.sch = Schedule(T, B, self.lengths, self.reverse)
+        sch = self.sch = Schedule(T, B, self.lengths, self.reverse, xp)
         xi = xp.ascontiguousarray(sch.seq_in(x))
         st = [xp.ascontiguousarray(sch.state_in(s)) for s in states]
         # exp overflows to inf for strongly saturated gates; 1/(1+inf) = 0 is the right sigmoid: not an error

@@ -8,32 +8,36 @@ forward.
 
 An array is only taken back if nothing else refers to it (no live view: checked with the reference count),
 so a buffer still visible to the caller is never overwritten. CuPy arrays bypass the pool (CuPy has its
-own memory pool). The pool holds at most ``LIMIT_BYTES``.
+own memory pool). Each thread has its own pool (thread-local), holding at most ``LIMIT_BYTES``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy
 
 LIMIT_BYTES = 256 << 20
 
-_free: dict[tuple[tuple[int, ...], str], list[numpy.ndarray]] = {}
-_held = [0]
+class _Pool(threading.local):
+    def __init__(self) -> None:
+        self.free: dict[tuple[tuple[int, ...], str], list[numpy.ndarray]] = {}
+        self.held = 0
+
+
+_pool = _Pool()
 
 
 def empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """An uninitialised array, from the pool when one of this shape and dtype is free."""
     if xp is numpy:
-        lst = _free.get((tuple(shape), numpy.dtype(dtype).str))
+        pool = _pool
+        lst = pool.free.get((tuple(shape), numpy.dtype(dtype).str))
         if lst:
-            try:
-                a = lst.pop()
-            except IndexError:  # another thread took it
-                return numpy.empty(shape, dtype)
-            _held[0] -= a.nbytes
+            a = lst.pop()
+            pool.held -= a.nbytes
             return a
     return xp.empty(shape, dtype)
 
@@ -62,13 +66,14 @@ def give(*arrays: Any) -> None:
 
 
 def _put(a: numpy.ndarray) -> None:
-    if _held[0] + a.nbytes > LIMIT_BYTES:
+    pool = _pool
+    if pool.held + a.nbytes > LIMIT_BYTES:
         return
-    _free.setdefault((a.shape, a.dtype.str), []).append(a)
-    _held[0] += a.nbytes
+    pool.free.setdefault((a.shape, a.dtype.str), []).append(a)
+    pool.held += a.nbytes
 
 
 def clear() -> None:
-    """Drop every pooled array (frees the memory)."""
-    _free.clear()
-    _held[0] = 0
+    """Drop every array pooled by this thread (frees the memory)."""
+    _pool.free.clear()
+    _pool.held = 0

@@ -153,7 +153,7 @@ class ClockworkRNN(Module):
         if h0 is None:
             from handgrad.engine.factories import zeros
 
-            h0 = zeros(x.shape[1], self.hidden_size, dtype=x.dtype)
+            h0 = zeros(x.shape[1], self.hidden_size, dtype=x.dtype, device=x.device)
         out = clockwork_sequence(x, h0, self.weight_ih, self.weight_hh, self.bias, self.module_size, self.periods)
         h_n = out[-1]
         return (out.transpose(0, 1) if self.batch_first else out), h_n

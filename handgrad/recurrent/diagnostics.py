@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import enable_grad
 from handgrad.engine.ops import matmul, sigmoid, tanh
 from handgrad.engine.ops.unary import relu
-from handgrad.engine.factories import zeros
 from handgrad.engine.tensor import Tensor
 from handgrad.recurrent.regularization import stack
 
@@ -149,8 +149,8 @@ def unroll(rnn: Any, input: Tensor, hx: Any = None, c_total: bool = True) -> Unr
         for k in range(n_layers):
             w = _layer_weights(rnn, k)
             if hx is None:
-                h = zeros(batch, hidden, dtype=x.dtype)
-                c = zeros(batch, hidden, dtype=x.dtype)
+                h = zeros(batch, hidden, dtype=x.dtype, device=x.device)
+                c = zeros(batch, hidden, dtype=x.dtype, device=x.device)
             elif mode == "LSTM":
                 h, c = hx[0][k], hx[1][k]
             else:

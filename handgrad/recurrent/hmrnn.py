@@ -30,8 +30,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy
-
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.ops.unary import sigmoid_array
@@ -171,12 +169,12 @@ class HMLSTM(Module):
         L = len(self.hidden_sizes)
         dt = x.dtype
         if state is None:
-            h = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
-            c = [Tensor(numpy.zeros((B, H), dt)) for H in self.hidden_sizes]
-            z = [Tensor(numpy.zeros((B, 1), dt)) for _ in range(L)]
+            h = [hg.zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
+            c = [hg.zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
+            z = [hg.zeros(B, 1, dtype=dt, device=x.device) for _ in range(L)]
         else:
             h, c, z = (list(s) for s in state)
-        ones, empty = Tensor(numpy.ones((B, 1), dt)), Tensor(numpy.zeros((B, 0), dt))
+        ones, empty = hg.ones(B, 1, dtype=dt, device=x.device), hg.zeros(B, 0, dtype=dt, device=x.device)
         outs: list[list[Tensor]] = [[] for _ in range(L)]
         zs: list[list[Tensor]] = [[] for _ in range(L)]
         for t in range(T):

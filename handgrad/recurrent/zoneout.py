@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
 from handgrad.engine.random import get_rng
-from handgrad.engine.factories import zeros
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
 from handgrad.recurrent.regularization import _check_p, stack
@@ -79,8 +79,8 @@ class ZoneoutCell(Module):
             raise ValueError(f"ZoneoutCell: input must be (batch, input_size), got shape {input.shape}")
         hidden = self.cell.hidden_size
         if hx is None:
-            z = zeros(input.shape[0], hidden, dtype=input.dtype)
-            hx = (z, zeros(input.shape[0], hidden, dtype=input.dtype)) if self.is_lstm else z
+            z = zeros(input.shape[0], hidden, dtype=input.dtype, device=input.device)
+            hx = (z, zeros(input.shape[0], hidden, dtype=input.dtype, device=input.device)) if self.is_lstm else z
         new = self.cell(input, hx)
         if self.is_lstm:
             h = zoneout(hx[0], new[0], self.zoneout_h, self.training)
