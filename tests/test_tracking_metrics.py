@@ -61,6 +61,7 @@ def test_curves_and_scores_match_brute_force():
     np.testing.assert_allclose(r.precision, prec)
     np.testing.assert_allclose(r.success, succ)
     assert r.precision20 == prec[20] and np.isclose(r.auc, np.mean(succ))
+    assert r.frames == 157 and r.evaluated == vis.sum()
     # ties at a threshold: an error of exactly 20 px counts as precise, an IoU of exactly 0.5 not as success
     assert precision_curve(np.array([20.0]))[20] == 1.0
     assert success_curve(np.array([0.5]))[10] == 0.0 and success_curve(np.array([0.5]))[9] == 1.0
@@ -81,6 +82,9 @@ def test_aggregate_averages_sequences_and_filters_attributes(tmp_path):
     frames = sum(r.frames for r in rs)
     assert np.isclose(allr["fps"], frames / sum(r.frames / r.fps for r in rs))
     assert aggregate(rs, "IV")["sequences"] == 0
+    hidden = evaluate_sequence(rs[0].precision[:1].repeat(4).reshape(1, 4) + np.ones((1, 4)), np.ones((1, 4)),
+                               np.zeros(1, bool), attributes=["SV"], fps=5.0)
+    assert hidden.evaluated == 0 and aggregate([*rs, hidden], "SV")["sequences"] == 2  # scores nothing
     p = plot_precision({"a": rs[0].precision, "b": rs[1].precision}, str(tmp_path / "p.png"))
     s = plot_success({"a": rs[0].success, "b": rs[1].success}, str(tmp_path / "s.png"))
     for f in (p, s):

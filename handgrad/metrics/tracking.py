@@ -27,7 +27,8 @@ import numpy as np
 from handgrad.vision.ops import box_convert, box_iou
 
 __all__ = ["center_error", "overlap", "precision_curve", "success_curve", "SequenceResult", "evaluate_sequence",
-           "aggregate", "plot_precision", "plot_success", "PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS"]
+           "aggregate", "plot_precision", "plot_success", "plot_attributes", "PRECISION_THRESHOLDS",
+           "SUCCESS_THRESHOLDS"]
 
 PRECISION_THRESHOLDS = np.arange(0, 51, dtype=np.float64)
 SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 21)
@@ -90,7 +91,8 @@ class SequenceResult:
     success: np.ndarray
     attributes: list[str] = field(default_factory=list)
     fps: float = float("nan")
-    frames: int = 0
+    frames: int = 0  # frames tracked (the fps's frames)
+    evaluated: int = 0  # frames scored (the object visible)
 
     @property
     def precision20(self) -> float:
@@ -105,46 +107,78 @@ def evaluate_sequence(pred: np.ndarray | Sequence, gt: np.ndarray | Sequence, vi
                       name: str = "", attributes: Sequence[str] = (), fps: float = float("nan")) -> SequenceResult:
     """Curves of one tracker run; frames where ``visible`` is False (target fully hidden) are left out."""
     e, o = center_error(pred, gt), overlap(pred, gt)
+    n = len(e)
     if visible is not None:
         v = np.asarray(visible, dtype=bool)
         if v.shape != e.shape:
             raise ValueError(f"evaluate_sequence: visible must be ({len(e)},), got shape {v.shape}")
         e, o = e[v], o[v]
-    return SequenceResult(name, precision_curve(e), success_curve(o), list(attributes), fps, len(e))
+    return SequenceResult(name, precision_curve(e), success_curve(o), list(attributes), fps, n, len(e))
 
 
 def aggregate(results: Sequence[SequenceResult], attribute: str | None = None) -> dict:
     """Mean curves over the sequences (those tagged ``attribute`` if given): ``{"precision", "success",
     "precision20", "auc", "sequences", "fps"}`` (fps: total frames / total time)."""
-    rs = [r for r in results if attribute is None or attribute in r.attributes]
+    tagged = [r for r in results if attribute is None or attribute in r.attributes]
+    rs = [r for r in tagged if r.evaluated > 0]  # a sequence with the object never visible scores nothing
     if not rs:
         return {"sequences": 0, "precision": None, "success": None, "precision20": float("nan"),
                 "auc": float("nan"), "fps": float("nan")}
     p = np.mean([r.precision for r in rs], axis=0)
     s = np.mean([r.success for r in rs], axis=0)
-    timed = [r for r in rs if np.isfinite(r.fps) and r.fps > 0]
+    timed = [r for r in tagged if np.isfinite(r.fps) and r.fps > 0 and r.frames > 0]
     fps = (sum(r.frames for r in timed) / sum(r.frames / r.fps for r in timed)) if timed else float("nan")
     return {"precision": p, "success": s, "precision20": float(p[20]), "auc": float(np.mean(s)),
             "sequences": len(rs), "fps": fps}
 
 
-def _plot(curves: Mapping[str, np.ndarray], x: np.ndarray, scores: Mapping[str, float], path: str, title: str,
-          xlabel: str, ylabel: str, score_fmt: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
+def _draw(ax, curves: Mapping[str, np.ndarray], x: np.ndarray, scores: Mapping[str, float], title: str,
+          xlabel: str, ylabel: str, legend_loc: str) -> None:
     for name in sorted(curves, key=lambda n: -scores[n]):  # legend ranked by score, as in the OTB figures
-        ax.plot(x, curves[name], lw=2, label=f"{name} [{score_fmt.format(scores[name])}]")
+        ax.plot(x, curves[name], lw=2, label=f"{name} [{scores[name]:.3f}]")
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right" if "Precision" in title else "lower left", fontsize=8)
+    ax.legend(loc=legend_loc, fontsize=8)
+
+
+def _plot(curves: Mapping[str, np.ndarray], x: np.ndarray, scores: Mapping[str, float], path: str, title: str,
+          xlabel: str, ylabel: str, legend_loc: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
+    _draw(ax, curves, x, scores, title, xlabel, ylabel, legend_loc)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_attributes(per_attribute: Mapping[str, Mapping[str, np.ndarray]], path: str, counts: Mapping[str, int]
+                    | None = None) -> str:
+    """One PNG with the success plot of every attribute: ``{attribute: {tracker: success curve}}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_attribute)
+    cols = min(4, max(1, len(names)))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), dpi=100, squeeze=False)
+    for ax, attr in zip(axes.ravel(), names):
+        curves = per_attribute[attr]
+        n = f" ({counts[attr]})" if counts and attr in counts else ""
+        _draw(ax, curves, SUCCESS_THRESHOLDS, {k: float(np.mean(v)) for k, v in curves.items()},
+              f"Success plots of OPE - {attr}{n}", "Overlap threshold", "Success rate", "lower left")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -155,10 +189,10 @@ def plot_precision(curves: Mapping[str, np.ndarray], path: str, title: str = "Pr
     """The OTB precision plot (PNG): one curve per tracker, legend = precision at 20 px."""
     scores = {k: float(v[20]) for k, v in curves.items()}
     return _plot(curves, PRECISION_THRESHOLDS, scores, path, title, "Location error threshold (px)", "Precision",
-                 "{:.3f}")
+                 "lower right")
 
 
 def plot_success(curves: Mapping[str, np.ndarray], path: str, title: str = "Success plots of OPE") -> str:
     """The OTB success plot (PNG): one curve per tracker, legend = AUC."""
     scores = {k: float(np.mean(v)) for k, v in curves.items()}
-    return _plot(curves, SUCCESS_THRESHOLDS, scores, path, title, "Overlap threshold", "Success rate", "{:.3f}")
+    return _plot(curves, SUCCESS_THRESHOLDS, scores, path, title, "Overlap threshold", "Success rate", "lower left")
