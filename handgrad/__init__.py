@@ -14,6 +14,11 @@ from handgrad.engine.ops import (
     transpose, unbind, unflatten, unsqueeze, var, where,
 )
 from handgrad.engine.ops.comparison import allclose, eq, equal, ge, gt, isclose, isfinite, isinf, isnan, le, lt, ne
+from handgrad.engine.ops import (
+    argsort, bmm, cumprod, cumsum, einsum, flip, mm, multinomial, norm, repeat_interleave, roll, sort, topk, tril,
+    triu,
+)
+from handgrad import linalg
 from handgrad.engine.random import manual_seed
 from handgrad.serialization import load, load_into, save
 from handgrad.engine.factories import (

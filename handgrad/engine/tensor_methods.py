@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import handgrad.engine as _engine_package
 from handgrad.engine import dtypes as _dtypes
 from handgrad.engine import tensor as _tensor_module
 
@@ -156,3 +157,115 @@ class TensorMethods:
         return _tensor_module.Tensor._from_op(  # type: ignore[attr-defined]
             _tensor_module.get_array_module(self.data).asarray(self.data.all(axis=dim, keepdims=keepdim)),
             None, 0)
+
+    # -- layout ---------------------------------------------------------------------------------------------
+    def t(self) -> Tensor:
+        """The transpose of a matrix (a 0-D or 1-D tensor is returned as is), as ``torch.Tensor.t``."""
+        if self.ndim > 2:  # type: ignore[attr-defined]
+            raise ValueError(f"t: expects a tensor with <= 2 dims, got shape {self.shape}; use transpose or mT")  # type: ignore[attr-defined]  # noqa: E501
+        return self if self.ndim < 2 else _ops().transpose(self, 0, 1)  # type: ignore[attr-defined]
+
+    def is_contiguous(self) -> bool:
+        return bool(self.data.flags.c_contiguous)  # type: ignore[attr-defined]
+
+    def contiguous(self) -> Tensor:
+        """``self`` when its data is C-contiguous, else a contiguous copy (differentiable)."""
+        return self if self.is_contiguous() else _ops().clone(self)  # type: ignore[return-value]
+
+    def narrow(self, dim: int, start: int, length: int) -> Tensor:
+        """Elements ``start .. start + length - 1`` along ``dim`` (a view of the same data, as in PyTorch)."""
+        d = _ops().shape.norm_dim("narrow", dim, self.ndim)  # type: ignore[attr-defined]
+        n = self.shape[d]  # type: ignore[attr-defined]
+        start = start + n if start < 0 else start
+        if not (0 <= start <= n and 0 <= length and start + length <= n):
+            raise IndexError(f"narrow: start {start} + length {length} is out of range for dim {dim} of size {n}")
+        return _ops().getitem(self, (slice(None),) * d + (slice(start, start + length),))
+
+    # -- new_* factories: the same dtype and device as self unless told -----------------------------------------
+    def _new(self, make: Any, size: Any, dtype: Any, device: Any, requires_grad: bool, *args: Any) -> Tensor:
+        shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+        return make(shape, *args, dtype=self.dtype if dtype is None else dtype,  # type: ignore[attr-defined]
+                    device=self.device if device is None else device,  # type: ignore[attr-defined]
+                    requires_grad=requires_grad)
+
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        return self._new(_factories().zeros, size, dtype, device, requires_grad)
+
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        return self._new(_factories().ones, size, dtype, device, requires_grad)
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        return self._new(_factories().zeros, size, dtype, device, requires_grad)
+
+    def new_full(self, size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
+        f = _factories()
+        return f.full(tuple(size), fill_value, dtype=self.dtype if dtype is None else dtype,  # type: ignore
+                      device=self.device if device is None else device, requires_grad=requires_grad)  # type: ignore
+
+    def new_tensor(self, data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """A new leaf holding a copy of ``data``, in self's dtype and device unless told."""
+        return _factories().tensor(data, dtype=self.dtype if dtype is None else dtype,  # type: ignore
+                                   device=self.device if device is None else device,  # type: ignore
+                                   requires_grad=requires_grad)
+
+    # -- products, scans, sorting, rearranging (ops in engine/ops) --------------------------------------------
+    def mm(self, mat2: Tensor) -> Tensor:
+        return _ops().mm(self, mat2)
+
+    def bmm(self, mat2: Tensor) -> Tensor:
+        return _ops().bmm(self, mat2)
+
+    def cumsum(self, dim: int, dtype: Any = None) -> Tensor:
+        return _ops().cumsum(self, dim, dtype)
+
+    def cumprod(self, dim: int, dtype: Any = None) -> Tensor:
+        return _ops().cumprod(self, dim, dtype)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        return _ops().sort(self, dim, descending, stable)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+        return _ops().argsort(self, dim, descending, stable)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+        return _ops().topk(self, k, dim, largest, sorted)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        return _ops().tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        return _ops().triu(self, diagonal)
+
+    def flip(self, *dims: Any) -> Tensor:
+        return _ops().flip(self, dims[0] if len(dims) == 1 else dims)
+
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        return _ops().roll(self, shifts, dims)
+
+    def repeat(self, *sizes: Any) -> Tensor:
+        return _ops().repeat(self, *sizes)
+
+    def repeat_interleave(self, repeats: Any, dim: int | None = None) -> Tensor:
+        return _ops().repeat_interleave(self, repeats, dim)
+
+    def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
+        return _ops().norm(self, p, dim, keepdim, dtype)
+
+    def multinomial(self, num_samples: int, replacement: bool = False) -> Tensor:
+        return _ops().multinomial(self, num_samples, replacement)
+
+    def __format__(self, spec: str) -> str:
+        """``format(t, '.3f')`` / f-strings format a one-element tensor's value (others only with an empty
+        spec: their repr), as PyTorch."""
+        if self.data.size == 1 and spec:  # type: ignore[attr-defined]
+            return format(self.data.item(), spec)  # type: ignore[attr-defined]
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {self.shape}: only "  # type: ignore[attr-defined]  # noqa: E501
+                            "one-element tensors take a format spec")
+        return repr(self)
+
+
+def _factories() -> Any:
+    # handgrad/__init__ has imported engine.factories before any tensor method can run (it imports Tensor)
+    return _engine_package.factories

@@ -8,7 +8,12 @@ from handgrad.engine.ops.arithmetic import add, div, maximum, minimum, mul, neg,
 from handgrad.engine.ops.indexing import (
     gather, getitem, index_select, masked_fill, scatter_add, setitem, where,
 )
-from handgrad.engine.ops.linalg import matmul
+from handgrad.engine.ops.linalg import bmm, einsum, matmul, mm
+from handgrad.engine.ops.norm import norm
+from handgrad.engine.ops.rearrange import flip, repeat, repeat_interleave, roll, tril, triu
+from handgrad.engine.ops.sampling import multinomial
+from handgrad.engine.ops.scan import cumprod, cumsum
+from handgrad.engine.ops.sorting import argsort, sort, topk
 from handgrad.engine.ops.reduction import (
     amax, amin, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
 )
@@ -21,6 +26,8 @@ from handgrad.engine.ops.unary import abs, cast, clamp, clip, clone, cos, exp, l
 
 __all__ = [
     "allclose", "eq", "equal", "ge", "gt", "isclose", "isfinite", "isinf", "isnan", "le", "lt", "ne",
+    "argsort", "bmm", "cumprod", "cumsum", "einsum", "flip", "mm", "multinomial", "norm", "repeat",
+    "repeat_interleave", "roll", "sort", "topk", "tril", "triu",
     "abs", "add", "amax", "amin", "argmax", "argmin", "cast", "cat", "chunk", "clamp", "clip", "clone", "concat",
     "concatenate", "cos", "div", "elu", "exp", "expand", "expand_as", "flatten", "gather", "gelu", "getitem",
     "index_select", "leaky_relu", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum",
