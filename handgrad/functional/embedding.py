@@ -59,7 +59,11 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
         raise TypeError(f"{op}: weight must be a Tensor, got {type(weight).__name__}")
     if weight.ndim != 2:
         raise ValueError(f"{op}: weight must be 2-D (num_embeddings, embedding_dim), got shape {weight.shape}")
-    idx = input.data if isinstance(input, Tensor) else numpy.asarray(input)
+    if isinstance(input, Tensor) and input.device != weight.device:
+        raise RuntimeError(f"{op}: the indices are on {input.device} but the weight is on {weight.device}; "
+                           "move them with .to(device)")
+    # host data (lists, NumPy arrays) is sent to the weight's device, as an index is for x[index]
+    idx = input.data if isinstance(input, Tensor) else weight.device.send(numpy.asarray(input))
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: input must hold integer indices, got dtype {idx.dtype}")
     v = weight.shape[0]

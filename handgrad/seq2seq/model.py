@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.ops.shape import permute
 from handgrad.engine.random import get_rng
@@ -129,19 +130,21 @@ class Seq2Seq(Module):
             s, _ = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state)
             return self._readout(s, keys, mask, pk)
         logits, weights = [], []
-        tokens = sampled = tgt_in.data[:, 0]
+        dev = tgt_in.device
+        gold = to_host(tgt_in.data)  # token mixing and sampling are host work
+        tokens = sampled = gold[:, 0]
         T = tgt_in.shape[1]
         rng = get_rng()
         for t in range(T):
             if t > 0:
-                tokens = mix_tokens(tgt_in.data[:, t], sampled, teacher_forcing)
-            emb = self.dropout(self.tgt_embedding(Tensor(tokens[:, None])))
+                tokens = mix_tokens(gold[:, t], sampled, teacher_forcing)
+            emb = self.dropout(self.tgt_embedding(Tensor(dev.send(tokens[:, None]))))
             s, state = self.decoder(emb, state)
             lg, a = self._readout(s, keys, mask, pk)
             logits.append(lg)
             weights.append(a)
             with no_grad():  # the model's own sample: p(y_t | y_<t) drawn by inverse CDF
-                z = lg.data[:, 0, :].astype(numpy.float64)
+                z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
                 p = numpy.exp(z - z.max(axis=1, keepdims=True))
                 p /= p.sum(axis=1, keepdims=True)
                 u = rng.random((p.shape[0], 1))
@@ -155,23 +158,27 @@ class Seq2Seq(Module):
         keys, mask, state = self.encode(src, src_lengths)
         pk = self.attention.precompute(keys) if self.attention_kind is not None else None
         st = {"rnn": state, "keys": keys, "mask": mask, "pk": pk, "attn": []}
+        dev = keys.device
+        xp = dev.xp
 
+        # decoding is host work: tokens come from the host and log-probabilities go back there explicitly
         def step(tokens: numpy.ndarray, st: dict[str, Any]) -> tuple[numpy.ndarray, dict[str, Any]]:
-            emb = self.tgt_embedding(Tensor(numpy.asarray(tokens, numpy.int64)[:, None]))
+            emb = self.tgt_embedding(Tensor(dev.send(numpy.asarray(tokens, numpy.int64)[:, None])))
             s, rnn = self.decoder(emb, st["rnn"])
             lg, a = self._readout(s, st["keys"], st["mask"], st["pk"])
-            z = lg.data[:, 0, :].astype(numpy.float64)
+            z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
             z = z - z.max(axis=1, keepdims=True)
             logp = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
-            attn = st["attn"] + ([a.data[:, 0, :]] if a is not None else [])
+            attn = st["attn"] + ([to_host(a.data[:, 0, :])] if a is not None else [])
             return logp, {**st, "rnn": rnn, "attn": attn}
 
         def select(st: dict[str, Any], idx: numpy.ndarray) -> dict[str, Any]:
             def rows(t: Any, axis: int) -> Any:
                 if t is None:
                     return None
-                d = t.data if isinstance(t, Tensor) else t
-                return Tensor(numpy.take(d, idx, axis=axis)) if isinstance(t, Tensor) else numpy.take(d, idx, axis=axis)
+                if isinstance(t, Tensor):
+                    return Tensor(xp.take(t.data, xp.asarray(idx), axis=axis))
+                return numpy.take(t, idx, axis=axis)  # the host mask
 
             rnn = st["rnn"]
             rnn = tuple(rows(x, 1) for x in rnn) if isinstance(rnn, tuple) else rows(rnn, 1)
