@@ -67,6 +67,13 @@ def test_track_errors_are_one_line(tmp_path, capsys, args, message):
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_cli_tracker_names_are_the_library_s():
+    from handgrad.cli import track
+    from handgrad.tracking import TRACKERS
+
+    assert track.TRACKERS == TRACKERS
+
+
 def test_track_bad_sources(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.avi").write_bytes(b"garbage")
