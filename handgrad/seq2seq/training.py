@@ -398,13 +398,13 @@ def fit_seq2seq(
     grad_clip: float | None = 5.0, patience: int = 3, monitor: str = "val_exact_match", mode: str = "max",
     out_dir: str | None = None, seed: int = 0, progress: bool | None = None,
     val_references: Sequence[str] | None = None, resume: str | None = None, verbose: bool = True,
-    min_epochs: int = 0,
+    min_epochs: int = 0, run_name: str | None = None, resume_hint: str | None = None,
 ) -> Seq2SeqTrainer:
     """The standard run: Adam, bucketed batches, gradient-norm clipping, greedy decoding of the validation
     set after every epoch (:class:`DecodeValidation`), early stopping on ``monitor`` with the best weights
     restored (patience counted from epoch ``min_epochs`` on), and (with ``out_dir``) ``best``/``last``
-    checkpoints plus the history. Returns the trainer (``trainer.history`` holds the logs, ``trainer.model``
-    the restored best model)."""
+    checkpoints plus the history (``run_name``/``resume_hint`` as in ``Trainer``). Returns the trainer
+    (``trainer.history`` holds the logs, ``trainer.model`` the restored best model)."""
     from handgrad.optim import Adam
     from handgrad.train import EarlyStopping, ModelCheckpoint
 
@@ -417,7 +417,7 @@ def fit_seq2seq(
         callbacks.append(ModelCheckpoint(out_dir, monitor=monitor, mode=mode))
     trainer = Seq2SeqTrainer(model, Adam(model.parameters(), lr=lr), teacher_forcing=teacher_forcing,
                              callbacks=callbacks, grad_clip=grad_clip, out_dir=out_dir, progress=progress,
-                             verbose=verbose)
+                             verbose=verbose, run_name=run_name, resume_hint=resume_hint)
     train_loader = BucketBatchLoader(train_pairs, batch_size, shuffle=True, seed=seed)
     val_loader = BucketBatchLoader(val_pairs, max(batch_size, 256), shuffle=False)
     trainer.fit(train_loader, val_loader, epochs=epochs, resume=resume)
