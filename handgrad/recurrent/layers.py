@@ -39,6 +39,7 @@ from handgrad.recurrent._fused import as_lengths
 from handgrad.recurrent._glue import concat_last, dropout_between, stack_first
 from handgrad.recurrent.gru_sequence import GRUSequenceFunction
 from handgrad.recurrent.lstm_sequence import LSTMSequenceFunction
+from handgrad.recurrent.lstmp_sequence import LSTMProjSequenceFunction
 from handgrad.recurrent.rnn_sequence import RNNSequenceFunction
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
@@ -60,6 +61,7 @@ class RNNBase(Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         dtype: Any = None,
+        proj_size: int = 0,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -72,17 +74,27 @@ class RNNBase(Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional = bool(bidirectional)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"{name}: proj_size must be a non-negative integer, got {proj_size!r}")
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"{name}: proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size ({proj_size}) has to be smaller than hidden_size ({hidden_size})")
+        self.proj_size = proj_size
+        out_size = proj_size or hidden_size  # the size of h (and of each direction's output)
         D = 2 if bidirectional else 1
         G = _GATES[mode]
         dtype = get_default_dtype() if dtype is None else dtype
         self._flat_weights_names: list[str] = []
         for k in range(num_layers):
-            in_size = input_size if k == 0 else D * hidden_size
+            in_size = input_size if k == 0 else D * out_size
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d else "")
-                shapes = [("weight_ih", (G * hidden_size, in_size)), ("weight_hh", (G * hidden_size, hidden_size))]
+                shapes = [("weight_ih", (G * hidden_size, in_size)), ("weight_hh", (G * hidden_size, out_size))]
                 if bias:
                     shapes += [("bias_ih", (G * hidden_size,)), ("bias_hh", (G * hidden_size,))]
+                if proj_size:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
                 for pname, shape in shapes:
                     setattr(self, pname + sfx, Parameter(numpy.empty(shape, dtype)))
                     self._flat_weights_names.append(pname + sfx)
@@ -103,7 +115,7 @@ class RNNBase(Module):
 
     @property
     def all_weights(self) -> list[list[Parameter]]:
-        per = 4 if self.bias else 2
+        per = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         flat = [getattr(self, n) for n in self._flat_weights_names]
         return [flat[i : i + per] for i in range(0, len(flat), per)]
 
@@ -121,6 +133,8 @@ class RNNBase(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         return s
 
     # -- forward ------------------------------------------------------------------------------------------
@@ -139,9 +153,10 @@ class RNNBase(Module):
                 raise TypeError(f"{name}: hx must be a Tensor h0, got a {type(hx).__name__}")
             states = [hx]
         LD, H = self.num_layers * self.num_directions, self.hidden_size
-        want = (LD, B, H) if batched else (LD, H)
         out = []
         for key, s in zip(keys, states):
+            size = self.proj_size if key == "h0" and self.proj_size else H
+            want = (LD, B, size) if batched else (LD, size)
             if not isinstance(s, Tensor):
                 raise TypeError(f"{name}: {key} must be a Tensor, got {type(s).__name__}")
             if s.dtype != dtype:
@@ -151,7 +166,7 @@ class RNNBase(Module):
                     "(num_layers * num_directions, hidden_size) for unbatched input"
                 )
                 raise ValueError(f"{name}: {key} has shape {s.shape} but expected {layout} = {want}")
-            out.append(s if batched else reshape(s, LD, 1, H))
+            out.append(s if batched else reshape(s, LD, 1, size))
         return out
 
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
@@ -193,8 +208,11 @@ class RNNBase(Module):
                 w = [getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)]
                 if self.bias:
                     w += [getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx)]
+                if self.proj_size:
+                    w += [getattr(self, "weight_hr" + sfx)]
                 if states is None:
-                    init = [_zero_state(x, B, self.hidden_size)] * len(finals)
+                    init = [_zero_state(x, B, self.proj_size or self.hidden_size)]
+                    init += [_zero_state(x, B, self.hidden_size)] * (len(finals) - 1)
                 else:
                     init = [s[k * D + d] for s in states]
                 fn = self._make_fn(lens, bool(d))
@@ -216,6 +234,8 @@ class RNNBase(Module):
         return x, h[0]
 
     def _make_fn(self, lengths: Any, reverse: bool) -> Any:
+        if self.mode == "LSTM" and self.proj_size:
+            return LSTMProjSequenceFunction(lengths=lengths, reverse=reverse)
         if self.mode == "LSTM":
             return LSTMSequenceFunction(lengths=lengths, reverse=reverse)
         if self.mode == "GRU":
@@ -261,7 +281,9 @@ class LSTM(RNNBase):
         c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False)``; ``output, (h_n, c_n) = lstm(input, (h0, c0)=None, lengths=None)``.
+    bidirectional=False, proj_size=0)``; ``output, (h_n, c_n) = lstm(input, (h0, c0)=None, lengths=None)``.
+    With ``proj_size=P > 0`` the hidden state is projected, ``h_t = W_hr (o * tanh(c_t))`` with
+    ``weight_hr_l{k} (P, H)``: output and h_n have P features, c_n keeps H (``lstmp_sequence``).
     """
 
     def __init__(
@@ -273,9 +295,12 @@ class LSTM(RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype,
+                         proj_size=proj_size)
 
 
 class GRU(RNNBase):
