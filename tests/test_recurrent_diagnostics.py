@@ -15,7 +15,6 @@ from handgrad.recurrent.diagnostics import (
     tanh_rnn_jacobians,
     unroll,
 )
-from handgrad.recurrent.regularization import stack
 
 TORCH_CLS = {"RNN": torch.nn.RNN, "LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}
 
@@ -209,14 +208,14 @@ def test_probe_and_stack_gradcheck():
     store = {}
     a = hg.tensor(rng.standard_normal((2, 3)), requires_grad=True)
     b = hg.tensor(rng.standard_normal((2, 3)), requires_grad=True)
-    y = stack([ProbeFunction(store, "a")(a), b], 1)
+    y = hg.stack([ProbeFunction(store, "a")(a), b], 1)
     assert y.shape == (2, 2, 3)
     gy = rng.standard_normal((2, 2, 3))
     (y * hg.tensor(gy)).sum().backward()
     np.testing.assert_allclose(store["a"], gy[:, 0])
     np.testing.assert_allclose(a.grad.numpy(), gy[:, 0])
     np.testing.assert_allclose(b.grad.numpy(), gy[:, 1])
-    assert hg.gradcheck(lambda p, q: stack([p, q * 2.0], -1), (a, b))
+    assert hg.gradcheck(lambda p, q: hg.stack([p, q * 2.0], -1), (a, b))
     assert hg.gradcheck(lambda p: ProbeFunction({}, "k")(p) * p, (a,))
 
 
@@ -263,10 +262,6 @@ def test_errors_name_the_function_and_shapes():
         unroll(Module(), hg.tensor(np.zeros((5, 1, 3))))
     with pytest.raises(ValueError, match=r"tanh_rnn_jacobians: need weight_hh \(H, H\)"):
         tanh_rnn_jacobians(np.zeros((3, 3)), np.zeros((5, 2, 4)))
-    with pytest.raises(ValueError, match="stack: all tensors must have the same shape"):
-        stack([hg.zeros(2), hg.zeros(3)])
-    with pytest.raises(ValueError, match="stack: expected a non-empty list"):
-        stack([])
     bi = TorchWeights(torch.nn.RNN(3, 4).double())
     bi.bidirectional = True
     with pytest.raises(ValueError, match="unroll: bidirectional"):

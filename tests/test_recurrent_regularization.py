@@ -11,12 +11,12 @@ import torch
 
 import handgrad as hg
 from handgrad.engine.random import get_rng
+from handgrad.functional.dropout import DropoutFunction
 from handgrad.nn import Module, Parameter
 from handgrad.recurrent.regularization import (
     ClipTracker,
     EmbeddingDropout,
     LockedDropout,
-    MaskScaleFunction,
     dropout,
     embedding_dropout,
     locked_dropout,
@@ -127,9 +127,9 @@ def test_element_dropout_changes_over_time_and_gradcheck():
     assert dropout(x, 0.5, training=False) is x
 
 
-def test_mask_scale_gradcheck():
+def test_dropout_function_with_a_broadcast_mask_gradcheck():
     mask = np.random.default_rng(5).random((1, 3)) * 2
-    check_grad(lambda t: MaskScaleFunction(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
+    check_grad(lambda t: DropoutFunction(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
 
 
 # -- embedding dropout ----------------------------------------------------------------------------------
@@ -218,19 +218,17 @@ def test_zoneout_training_keeps_previous_or_takes_new_and_eval_is_expectation():
 
 
 def test_deterministic_ops_pass_handgrad_gradcheck():
-    from handgrad.recurrent.regularization import EmbeddingLookupFunction
-
     rng = np.random.default_rng(9)
     a = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     b = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     d = (rng.random((3, 4)) < 0.5).astype(np.float64)
     mask = rng.random((1, 4))
-    assert hg.gradcheck(lambda p: MaskScaleFunction(mask)(p), (a,))
+    assert hg.gradcheck(lambda p: DropoutFunction(mask)(p), (a,))
     assert hg.gradcheck(lambda p, q: ZoneoutMixFunction(d)(p, q), (a, b))
     assert hg.gradcheck(lambda p, q: zoneout(p, q, 0.25, training=False), (a, b))
     w = hg.tensor(rng.standard_normal((5, 3)), requires_grad=True)
     idx = np.array([[0, 4, 4], [2, 0, 1]])
-    assert hg.gradcheck(lambda p: EmbeddingLookupFunction(idx, None)(p), (w,))  # padding rows get no gradient by design
+    assert hg.gradcheck(lambda p: embedding_dropout(idx, p, 0.5, training=False), (w,))  # the lookup alone
 
 
 # -- clipping tracker --------------------------------------------------------------------------------------

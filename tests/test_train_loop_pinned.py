@@ -25,7 +25,9 @@ PINNED = {
     "translate-dates": {
         "test_token_accuracy": 0.08181818181818182,
         "file:history.json.loss": [2.6897193336486818],
-        "file:history.json.val_loss": [2.630056858062744],
+        # the loss is now F.cross_entropy(ignore_index=pad), whose gradient rounds g * (e / se) where the old
+        # fused op rounded e * (g / se): <= 1 ulp per element; val_loss moved by 9e-8 relative, the rest kept
+        "file:history.json.val_loss": [2.6300570964813232],
         "file:history.json.val_token_accuracy": [0.14909090909090908],
     },
     "one-to-many": {

@@ -19,8 +19,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-
-_REDUCTIONS = ("none", "mean", "sum")
+from handgrad.functional._reduction import check_reduction, reduce_loss, reduce_loss_backward
 
 
 def _log_softmax(xp: Any, z: Any) -> Any:
@@ -54,19 +53,12 @@ class DistillationLossFunction(Function):
             loss = loss + (1 - a) * -log_r[xp.arange(n), y]
             self.r, self.y = xp.exp(log_r), y
         self.n = s.shape[0]
-        if self.reduction == "mean":
-            return xp.asarray(loss.mean())
-        if self.reduction == "sum":
-            return xp.asarray(loss.sum())
-        return loss
+        return reduce_loss(loss, self.reduction)
 
     def backward(self, g: Any) -> Any:
         xp = get_array_module(g)
         T, a = self.T, self.alpha
-        if self.reduction == "none":
-            g = g[:, None]
-        elif self.reduction == "mean":
-            g = g / self.n
+        g = reduce_loss_backward(g, (self.n,), self.reduction)[:, None]
         gs = gt = None
         if self.needs_input_grad[0]:
             gs = a * T * (self.q - self.p)
@@ -113,8 +105,7 @@ def distillation_loss(
         raise ValueError(f"{op}: temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{op}: alpha must be in [0, 1], got {alpha}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_reduction(op, reduction)
     n, c = student_logits.shape
     xp = get_array_module(student_logits.data)
     if target is None:

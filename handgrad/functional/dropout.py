@@ -32,9 +32,15 @@ class DropoutFunction(Function):
         return gy * self.m
 
 
-def _multiplier(x: Tensor, p: float, mask_shape: tuple[int, ...]) -> Any:
+def dropout_mask(x: Tensor, p: float, mask_shape: tuple[int, ...], sample_dtype: Any = None) -> Any:
+    """The multiplier ``m = keep / (1 - p)``, ``keep ~ Bernoulli(1 - p)``, of ``mask_shape`` (broadcastable
+    to ``x``) in ``x``'s dtype and array module; all zeros for ``p = 1``. The uniforms are drawn in ``x``'s
+    dtype, or in ``sample_dtype`` when given (the recurrent regularisers draw float64 uniforms, which their
+    seeded reference results depend on)."""
     xp = get_array_module(x.data)
     dtype = x.dtype if x.dtype in (numpy.float32, numpy.float64) else numpy.float64
+    if sample_dtype is not None:
+        dtype = sample_dtype
     if p >= 1.0:
         return xp.zeros(mask_shape, x.dtype)
     keep = get_rng(device_of_array(x.data)).random(mask_shape, dtype=dtype) >= p  # drawn where x lives
@@ -58,7 +64,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     _check("dropout", input, p)
     if not training or p == 0.0:
         return input
-    return DropoutFunction(_multiplier(input, p, input.shape))(input)
+    return DropoutFunction(dropout_mask(input, p, input.shape))(input)
 
 
 def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tuple[int, ...]) -> Tensor:
@@ -70,7 +76,7 @@ def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tu
     batched = input.ndim == max(ndims)
     lead = 2 if batched else 1  # mask one value per (sample, channel), or per channel when unbatched
     mask_shape = input.shape[:lead] + (1,) * (input.ndim - lead)
-    return DropoutFunction(_multiplier(input, p, mask_shape))(input)
+    return DropoutFunction(dropout_mask(input, p, mask_shape))(input)
 
 
 def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:

@@ -22,33 +22,17 @@ from handgrad.engine.function import Function
 from handgrad.engine.ops._util import unbroadcast
 from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.tensor import Tensor
+from handgrad.functional._reduction import check_reduction, legacy_reduction, reduce_loss, reduce_loss_backward
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "huber_loss", "kl_div",
     "l1_loss", "mse_loss", "nll_loss", "smooth_l1_loss",
 ]
 
-_REDUCTIONS = ("none", "mean", "sum")
 _BCE_EPS = float(numpy.float32(1e-12))  # PyTorch clamps x (1 - x) at the float 1e-12f, also in float64
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
-    """PyTorch's ``_Reduction.legacy_get_string``: the old pair of flags wins over ``reduction``."""
-    if size_average is None and reduce is None:
-        return reduction
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if size_average and reduce:
-        return "mean"
-    return "sum" if reduce else "none"
-
-
-def _check_reduction(op: str, reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
-    if reduction not in allowed:
-        raise ValueError(f"{op}: reduction must be one of {', '.join(repr(a) for a in allowed)}, got {reduction!r}")
-
-
 def _tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:
     """``value`` as a Tensor (constants take ``like``'s dtype); a clear error for anything else."""
     if isinstance(value, Tensor):
@@ -74,31 +58,6 @@ def _const(value: Any, like: Any) -> Any:
     data = value.data if isinstance(value, Tensor) else value
     xp = get_array_module(like)
     return xp.asarray(data, dtype=like.dtype)
-
-
-def _reduce(l: Any, reduction: str, denom: Any = None) -> Any:
-    """Apply ``reduction`` to the per-element loss ``l``; ``denom`` overrides the element count for mean."""
-    xp = get_array_module(l)
-    if reduction == "none":
-        return l
-    s = l.sum()
-    if reduction == "sum":
-        return xp.asarray(s, dtype=l.dtype)
-    d = l.size if denom is None else denom
-    with numpy.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> nan, like PyTorch
-        return xp.asarray(s / d, dtype=l.dtype)
-
-
-def _expand_grad(gy: Any, shape: tuple[int, ...], reduction: str, denom: Any = None) -> Any:
-    """The gradient of the reduced loss with respect to every per-element loss ``l_n``, shape ``shape``."""
-    xp = get_array_module(gy)
-    if reduction == "none":
-        return gy
-    if reduction == "mean":
-        n = int(numpy.prod(shape)) if denom is None else denom
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            gy = gy / n
-    return xp.broadcast_to(gy, shape)
 
 
 def _broadcast_shapes(op: str, x: Tensor, t: Tensor) -> tuple[int, ...]:
@@ -142,10 +101,10 @@ class _PointwiseLossFunction(Function):
         if self.weight is not None:
             l = l * self.weight
         self.lshape = l.shape
-        return _reduce(l, self.reduction, self._denom())
+        return reduce_loss(l, self.reduction, self._denom())
 
     def backward(self, gy: Any) -> Any:
-        g = _expand_grad(gy, self.lshape, self.reduction, self._denom())
+        g = reduce_loss_backward(gy, self.lshape, self.reduction, self._denom())
         if self.weight is not None:
             g = g * self.weight
         dx, dt = self.derivs(self.x, self.t)
@@ -311,12 +270,12 @@ class KLDivFunction(_PointwiseLossFunction):
         l = self.value(x, t)
         self.lshape = l.shape
         if self.reduction == "batchmean":
-            return _reduce(l, "mean", self._denom())
-        return _reduce(l, self.reduction)
+            return reduce_loss(l, "mean", self._denom())
+        return reduce_loss(l, self.reduction)
 
     def backward(self, gy: Any) -> Any:
         red = "mean" if self.reduction == "batchmean" else self.reduction
-        g = _expand_grad(gy, self.lshape, red, self._denom())
+        g = reduce_loss_backward(gy, self.lshape, red, self._denom())
         dx, dt = self.derivs(self.x, self.t)
         gx = unbroadcast(g * dx, self.x.shape) if self.needs_input_grad[0] else None
         gt = unbroadcast(g * dt, self.t.shape) if self.needs_input_grad[1] else None
@@ -355,8 +314,8 @@ def mse_loss(
 
     ``input`` and ``target`` broadcast together (any shape); ``weight`` must have ``input``'s shape.
     """
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction("mse_loss", reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction("mse_loss", reduction)
     return _pointwise("mse_loss", MSELossFunction(reduction), input, target, weight, weight_same_size=True)
 
 
@@ -365,8 +324,8 @@ def l1_loss(
     reduction: str = "mean", weight: Tensor | None = None,
 ) -> Tensor:
     """Mean absolute error ``l_i = w_i |x_i - t_i|``; weighted 'mean' divides by ``sum(w)`` (as PyTorch)."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction("l1_loss", reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction("l1_loss", reduction)
     return _pointwise("l1_loss", L1LossFunction(reduction), input, target, weight, weight_same_size=True)
 
 
@@ -375,8 +334,8 @@ def smooth_l1_loss(
     reduction: str = "mean", beta: float = 1.0,
 ) -> Tensor:
     """``l_i = 0.5 d_i^2 / beta`` if ``|d_i| < beta`` else ``|d_i| - 0.5 beta``, with ``d = x - t``."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction("smooth_l1_loss", reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction("smooth_l1_loss", reduction)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
     return _pointwise("smooth_l1_loss", SmoothL1LossFunction(reduction, beta), input, target)
@@ -386,7 +345,7 @@ def huber_loss(
     input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0, weight: Tensor | None = None
 ) -> Tensor:
     """``l_i = w_i * (0.5 d_i^2 if |d_i| < delta else delta (|d_i| - 0.5 delta))``; 'mean' is over elements."""
-    _check_reduction("huber_loss", reduction)
+    check_reduction("huber_loss", reduction)
     if delta <= 0:
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
     return _pointwise("huber_loss", HuberLossFunction(reduction, delta), input, target, weight, weight_same_size=True)
@@ -401,8 +360,8 @@ def binary_cross_entropy(
     ``target`` must have ``input``'s shape; ``weight`` broadcasts to it. Logs are clamped at -100.
     """
     op = "binary_cross_entropy"
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(op, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(op, reduction)
     if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
     if isinstance(input, Tensor):
@@ -421,8 +380,8 @@ def binary_cross_entropy_with_logits(
     broadcast along the last (class) axis. ``target`` must have ``input``'s shape.
     """
     op = "binary_cross_entropy_with_logits"
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(op, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(op, reduction)
     if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
     fn = BCEWithLogitsLossFunction(reduction)
@@ -446,8 +405,8 @@ def kl_div(
     by ``input.shape[0]`` and is the mathematically right KL per sample; ``'mean'`` divides by the
     element count (PyTorch's default, kept for compatibility).
     """
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction("kl_div", reduction, ("none", "mean", "sum", "batchmean"))
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction("kl_div", reduction, ("none", "mean", "sum", "batchmean"))
     return _pointwise("kl_div", KLDivFunction(reduction, bool(log_target)), input, target)
 
 
@@ -533,11 +492,18 @@ class CrossEntropyFunction(Function):
             t = xp.expand_dims(self.target_idx, ax)
             valid = self.valid.astype(x.dtype)
             wt = valid if w is None else w[self.target_idx] * valid
+            self.denom = wt.sum()
+            if not self.eps:
+                # q is one-hot times wt: gather the target log-probability instead of a dense (N, C) q
+                # (a 3,000-word softmax); every other term of the dense sum is an exact zero, so the
+                # numbers are the same bits
+                self.t, self.wt = t, xp.expand_dims(wt, ax)
+                l = -(wt * xp.take_along_axis(logp, t, axis=ax).squeeze(ax))
+                self.lshape, self.ax = l.shape, ax
+                return reduce_loss(l, self.reduction, self.denom)
             q = xp.zeros_like(x)
             xp.put_along_axis(q, t, xp.expand_dims((1 - self.eps) * wt, ax), axis=ax)
-            if self.eps:
-                q += (self.eps / c) * (1 if wc is None else wc) * xp.expand_dims(valid, ax)
-            self.denom = wt.sum()
+            q += (self.eps / c) * (1 if wc is None else wc) * xp.expand_dims(valid, ax)
         else:
             p = rest[0]
             self.logp = logp
@@ -550,11 +516,17 @@ class CrossEntropyFunction(Function):
         self.lshape, self.ax = l.shape, ax
         if self.reduction == "mean" and self.mode == "prob" and x.size == 0:
             return xp.asarray(xp.nan, dtype=x.dtype)
-        return _reduce(l, self.reduction, self.denom)
+        return reduce_loss(l, self.reduction, self.denom)
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
-        g = xp.expand_dims(_expand_grad(gy, self.lshape, self.reduction, self.denom), self.ax)
+        g = xp.expand_dims(reduce_loss_backward(gy, self.lshape, self.reduction, self.denom), self.ax)
+        if self.mode == "index" and not self.eps:
+            # softmax * sum(q) - q with q = wt at the target: softmax * wt, minus wt at the target
+            d = self.softmax * self.wt
+            at_t = xp.take_along_axis(d, self.t, axis=self.ax)
+            xp.put_along_axis(d, self.t, at_t - self.wt, axis=self.ax)
+            return g * d
         gx = None
         if self.needs_input_grad[0]:
             gx = g * (self.softmax * self.q.sum(axis=self.ax, keepdims=True) - self.q)
@@ -581,8 +553,8 @@ def cross_entropy(
     denominators (PyTorch's, including ``nan`` when every target is ignored).
     """
     op = "cross_entropy"
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(op, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(op, reduction)
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     _check_float(op, "input", input)
@@ -619,11 +591,11 @@ class NLLLossFunction(Function):
         picked = xp.take_along_axis(x, self.t, axis=self.ax).squeeze(self.ax)
         l = -self.wt * picked
         self.lshape = l.shape
-        return _reduce(l, self.reduction, self.wt.sum())
+        return reduce_loss(l, self.reduction, self.wt.sum())
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
-        g = _expand_grad(gy, self.lshape, self.reduction, self.wt.sum())
+        g = reduce_loss_backward(gy, self.lshape, self.reduction, self.wt.sum())
         gx = xp.zeros(self.xshape, self.dtype)
         xp.put_along_axis(gx, self.t, xp.expand_dims(-g * self.wt, self.ax), axis=self.ax)
         return gx
@@ -636,8 +608,8 @@ def nll_loss(
     """Negative log-likelihood loss on log-probabilities ``input`` (N, C), (N, C, d1, ...) or (C,) with
     class-index ``target`` (N,), (N, d1, ...) or (); see ``NLLLossFunction`` for the math."""
     op = "nll_loss"
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(op, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(op, reduction)
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     _check_float(op, "input", input)

@@ -22,10 +22,11 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
+from handgrad.engine.ops.arithmetic import minimum
 from handgrad.engine.tensor import Tensor
+from handgrad.functional._reduction import check_reduction, reduce_loss, reduce_loss_backward
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 # -- validation ------------------------------------------------------------------------------------------------
@@ -51,30 +52,6 @@ def _check_pair(op: str, x1: Any, x2: Any, names: tuple[str, str] = ("x1", "x2")
 def _check_metric(op: str, metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"{op}: unknown metric {metric!r}; expected one of {METRICS}")
-
-
-def _check_reduction(op: str, reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _reduce(xp: Any, loss: Any, reduction: str) -> Any:
-    if reduction == "mean":
-        return xp.asarray(loss.mean())
-    if reduction == "sum":
-        return xp.asarray(loss.sum())
-    return loss
-
-
-def _reduce_grad(xp: Any, g: Any, shape: tuple[int, ...], reduction: str) -> Any:
-    """The gradient of the reduction: gy spread over the per-element losses."""
-    if reduction == "none":
-        return g
-    n = 1
-    for s in shape:
-        n *= s
-    scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
-    return xp.broadcast_to(g * scale, shape)
 
 
 # -- row-wise distances --------------------------------------------------------------------------------------------
@@ -298,11 +275,10 @@ class ContrastiveFromDistanceFunction(Function):
         else:
             loss = s * d + (1 - s) * hinge
         self.d, self.s, self.hinge = d, s, hinge
-        return _reduce(xp, loss, self.reduction)
+        return reduce_loss(loss, self.reduction)
 
     def backward(self, g: Any) -> Any:
-        xp = get_array_module(g)
-        g = _reduce_grad(xp, g, self.d.shape, self.reduction)
+        g = reduce_loss_backward(g, self.d.shape, self.reduction)
         s, d, hinge = self.s, self.d, self.hinge
         if self.squared:
             gd = 2 * s * d - 2 * (1 - s) * hinge
@@ -322,26 +298,12 @@ class TripletHingeFunction(Function):
         z = self.margin + d_ap - d_an
         self.active = z > 0
         self.shape = z.shape
-        return _reduce(xp, xp.where(self.active, z, 0), self.reduction)
+        return reduce_loss(xp.where(self.active, z, 0), self.reduction)
 
     def backward(self, g: Any) -> Any:
-        xp = get_array_module(g)
-        g = _reduce_grad(xp, g, self.shape, self.reduction) * self.active
+        g = reduce_loss_backward(g, self.shape, self.reduction) * self.active
         n = self.needs_input_grad
         return (g if n[0] else None, -g if n[1] else None)
-
-
-class MinimumFunction(Function):
-    """z = min(a, b) element-wise;  the gradient goes to the smaller input (split in half at ties, as PyTorch)."""
-
-    def forward(self, a: Any, b: Any) -> Any:
-        xp = get_array_module(a)
-        self.wa = (a < b) + 0.5 * (a == b)
-        return xp.minimum(a, b)
-
-    def backward(self, g: Any) -> Any:
-        n = self.needs_input_grad
-        return (g * self.wa if n[0] else None, g * (1 - self.wa) if n[1] else None)
 
 
 def _as_flags(op: str, similar: Any, n_rows: int, like: Tensor) -> Tensor:
@@ -376,7 +338,7 @@ def contrastive_loss(
     op = "contrastive_loss"
     _check_pair(op, x1, x2)
     _check_metric(op, metric)
-    _check_reduction(op, reduction)
+    check_reduction(op, reduction)
     if x1.ndim != 2:
         raise ValueError(f"{op}: expected (N, D) embeddings, got x1 of shape {x1.shape}")
     if margin < 0:
@@ -412,14 +374,14 @@ def triplet_margin_loss(
         raise ValueError(f"{op}: size_average and reduce are deprecated in PyTorch; use reduction=")
     _check_pair(op, anchor, positive, ("anchor", "positive"))
     _check_pair(op, anchor, negative, ("anchor", "negative"))
-    _check_reduction(op, reduction)
+    check_reduction(op, reduction)
     if not p > 0:
         raise ValueError(f"{op}: p must be positive, got {p}")
     d_ap = PairwiseDistanceFunction(p, eps, False)(anchor, positive)
     d_an = PairwiseDistanceFunction(p, eps, False)(anchor, negative)
     if swap:
         d_pn = PairwiseDistanceFunction(p, eps, False)(positive, negative)
-        d_an = MinimumFunction()(d_an, d_pn)
+        d_an = minimum(d_an, d_pn)
     return TripletHingeFunction(margin, reduction)(d_ap, d_an)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import handgrad.functional as F
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.losses import _check_reduction, _legacy_reduction
+from handgrad.functional._reduction import check_reduction, legacy_reduction
 from handgrad.nn.module import Module
 
 
@@ -19,8 +19,8 @@ class _Loss(Module):
 
     def __init__(self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-        _check_reduction(type(self).__name__, self.reduction, self._allowed)
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
+        check_reduction(type(self).__name__, self.reduction, self._allowed)
 
     def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"

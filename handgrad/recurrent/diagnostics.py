@@ -30,10 +30,9 @@ import numpy
 from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import enable_grad
-from handgrad.engine.ops import matmul, sigmoid, tanh
+from handgrad.engine.ops import matmul, sigmoid, stack, tanh
 from handgrad.engine.ops.unary import relu
 from handgrad.engine.tensor import Tensor
-from handgrad.recurrent.regularization import stack
 
 
 class ProbeFunction(Function):

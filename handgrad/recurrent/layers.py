@@ -30,13 +30,13 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
-from handgrad.engine.ops import reshape, transpose
+from handgrad.engine.ops import cat, reshape, stack, transpose
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.dropout import DropoutFunction, dropout_mask
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 from handgrad.recurrent._fused import as_lengths
-from handgrad.recurrent._glue import concat_last, dropout_between, stack_first
 from handgrad.recurrent.gru_sequence import GRUSequenceFunction
 from handgrad.recurrent.lstm_sequence import LSTMSequenceFunction
 from handgrad.recurrent.lstmp_sequence import LSTMProjSequenceFunction
@@ -220,10 +220,11 @@ class RNNBase(Module):
                 outs.append(res[0])
                 for lst, f in zip(finals, res[1:]):
                     lst.append(f)
-            x = concat_last(outs)
+            x = cat(outs, -1)
             if k < self.num_layers - 1 and self.dropout > 0 and self.training:
-                x = dropout_between(x, self.dropout)
-        h = [stack_first(lst) for lst in finals]
+                # inverted dropout between layers; float64 uniforms keep the seeded reference results
+                x = DropoutFunction(dropout_mask(x, self.dropout, x.shape, numpy.float64))(x)
+        h = [stack(lst, 0) for lst in finals]
         if not batched:
             x = reshape(x, x.shape[0], x.shape[2])
             h = [reshape(s, s.shape[0], s.shape[2]) for s in h]

@@ -23,27 +23,11 @@ from typing import Any
 
 import numpy
 
-from handgrad.engine.backend import get_array_module
-from handgrad.engine.function import Function
-from handgrad.engine.random import get_rng
+from handgrad.engine.ops.shape import stack
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.dropout import DropoutFunction, dropout_mask
+from handgrad.functional.embedding import embedding
 from handgrad.nn.module import Module
-
-
-class MaskScaleFunction(Function):
-    """y = x * m, with ``m`` a constant array broadcastable to x (a scaled 0/1 dropout mask);  dx = gy * m.
-
-    The mask is drawn outside (so that its shape says which axes share it) and saved for the backward.
-    """
-
-    def __init__(self, mask: Any) -> None:
-        self.mask = mask
-
-    def forward(self, x: Any) -> Any:
-        return x * self.mask
-
-    def backward(self, gy: Any) -> Any:
-        return gy * self.mask
 
 
 def _check_p(op: str, p: float) -> float:
@@ -53,57 +37,13 @@ def _check_p(op: str, p: float) -> float:
     return p
 
 
-def bernoulli_mask(shape: tuple[int, ...], p: float, dtype: Any, like: Any = None) -> Any:
-    """A keep-mask ``m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``, drawn from handgrad's generator.
-
-    ``p = 1`` gives all zeros (everything dropped) rather than a division by zero.
-    """
-    keep = get_rng().random(shape) >= p
-    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    m = keep.astype(dtype) * numpy.asarray(scale, dtype)
-    if like is not None:
-        xp = get_array_module(like)
-        m = xp.asarray(m)
-    return m
-
-
-class StackFunction(Function):
-    """y = stack(x_1..x_n, axis) (all the same shape);  dx_i = gy taken at index i along ``axis``.
-
-    Used to assemble per-step states into ``(T, B, H)`` / ``(L, B, H)`` tensors.
-    """
-
-    def __init__(self, axis: int) -> None:
-        self.axis = axis
-
-    def forward(self, *xs: Any) -> Any:
-        return get_array_module(*xs).stack(xs, axis=self.axis)
-
-    def backward(self, gy: Any) -> Any:
-        xp = get_array_module(gy)
-        return tuple(xp.take(gy, i, axis=self.axis) for i in range(gy.shape[self.axis]))
-
-
-def stack(tensors: list[Tensor], dim: int = 0) -> Tensor:
-    """``torch.stack`` for the recurrent helpers: a new axis ``dim`` over equally shaped tensors."""
-    if not tensors:
-        raise ValueError("stack: expected a non-empty list of tensors")
-    shapes = {t.shape for t in tensors}
-    if len(shapes) != 1:
-        raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    nd = tensors[0].ndim + 1
-    if not -nd <= dim < nd:
-        raise IndexError(f"stack: dim {dim} is out of range for {nd - 1}-dimensional tensors")
-    return StackFunction(dim % nd)(*tensors)
-
-
 # -- element-wise dropout (the Zaremba placement uses it on inputs, between layers, on outputs) ------------
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Standard inverted dropout: an independent mask per element (a fresh one at every time step)."""
     p = _check_p("dropout", p)
     if not training or p == 0.0:
         return input
-    return MaskScaleFunction(bernoulli_mask(input.shape, p, input.dtype, input.data))(input)
+    return DropoutFunction(dropout_mask(input, p, input.shape, numpy.float64))(input)
 
 
 # -- locked / variational dropout ---------------------------------------------------------------------
@@ -124,7 +64,7 @@ def locked_dropout(input: Tensor, p: float = 0.5, training: bool = True, batch_f
     shape = list(input.shape)
     time_axis = 1 if (batch_first and input.ndim == 3) else 0
     shape[time_axis] = 1  # one draw shared along time
-    return MaskScaleFunction(bernoulli_mask(tuple(shape), p, input.dtype, input.data))(input)
+    return DropoutFunction(dropout_mask(input, p, tuple(shape), numpy.float64))(input)
 
 
 class LockedDropout(Module):
@@ -167,27 +107,8 @@ def embedding_dropout(
         )
     w = weight
     if training and p > 0.0:
-        w = MaskScaleFunction(bernoulli_mask((v, 1), p, weight.dtype, weight.data))(weight)
-    return EmbeddingLookupFunction(idx, padding_idx)(w)
-
-
-class EmbeddingLookupFunction(Function):
-    """y = E[idx] (shape ``idx.shape + (D,)``);  dE = scatter-add of gy into the looked-up rows."""
-
-    def __init__(self, idx: Any, padding_idx: int | None) -> None:
-        self.idx, self.padding_idx = idx, padding_idx
-
-    def forward(self, w: Any) -> Any:
-        self.shape = w.shape
-        return w[self.idx]
-
-    def backward(self, gy: Any) -> Any:
-        xp = get_array_module(gy)
-        gw = xp.zeros(self.shape, gy.dtype)
-        xp.add.at(gw, self.idx.reshape(-1), gy.reshape(-1, self.shape[1]))
-        if self.padding_idx is not None:
-            gw[self.padding_idx] = 0
-        return gw
+        w = DropoutFunction(dropout_mask(weight, p, (v, 1), numpy.float64))(weight)
+    return embedding(idx, w, padding_idx)
 
 
 class EmbeddingDropout(Module):

@@ -20,10 +20,11 @@ from typing import Any
 
 from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
+from handgrad.engine.ops.shape import stack
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
-from handgrad.recurrent.regularization import _check_p, stack
+from handgrad.recurrent.regularization import _check_p
 
 
 class ZoneoutMixFunction(Function):

@@ -19,8 +19,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-
-_REDUCTIONS = ("none", "mean", "sum")
+from handgrad.functional._reduction import check_reduction, reduce_loss, reduce_loss_backward
 
 
 def _check_io(op: str, input: Any, target: Any, reduction: str) -> None:
@@ -33,8 +32,7 @@ def _check_io(op: str, input: Any, target: Any, reduction: str) -> None:
         raise ValueError(f"{op}: input {input.shape} and target {target.shape} must have the same shape")
     if input.ndim not in (1, 2) or input.shape[0] == 0:
         raise ValueError(f"{op}: expected (N,) or (N, M) predictions with N >= 1, got {input.shape}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_reduction(op, reduction)
 
 
 class GUMLossFunction(Function):
@@ -44,21 +42,14 @@ class GUMLossFunction(Function):
         self.reduction = reduction
 
     def forward(self, phi: Any, y: Any, r: Any) -> Any:
-        xp = get_array_module(phi)
         delta = y - phi
         sq = delta * delta
         per = r * (sq if sq.ndim == 1 else sq.sum(1))
         self.delta, self.r = delta, r
-        if self.reduction == "mean":
-            return xp.asarray(per.mean())
-        if self.reduction == "sum":
-            return xp.asarray(per.sum())
-        return per
+        return reduce_loss(per, self.reduction)
 
     def backward(self, g: Any) -> Any:
-        if self.reduction == "mean":
-            g = g / self.delta.shape[0]
-        w = g * self.r  # (N,) whatever the reduction: g is a scalar for mean / sum, (N,) for none
+        w = reduce_loss_backward(g, self.r.shape, self.reduction) * self.r  # (N,)
         if self.delta.ndim == 2:
             w = w[:, None]
         gphi = -2 * w * self.delta
@@ -95,16 +86,11 @@ class TukeyBiweightFunction(Function):
         t = 1 - (u / c) ** 2
         loss = xp.where(inside, c * c / 6 * (1 - t**3), c * c / 6)
         self.u, self.t, self.inside = u, t, inside
-        if self.reduction == "mean":
-            return xp.asarray(loss.mean())
-        if self.reduction == "sum":
-            return xp.asarray(loss.sum())
-        return loss
+        return reduce_loss(loss, self.reduction)
 
     def backward(self, g: Any) -> Any:
         xp = get_array_module(g)
-        if self.reduction == "mean":
-            g = g / self.u.size
+        g = reduce_loss_backward(g, self.u.shape, self.reduction)
         psi = xp.where(self.inside, self.u * self.t * self.t, 0)
         gphi = -g * psi / self.s
         return (gphi if self.needs_input_grad[0] else None, -gphi if self.needs_input_grad[1] else None)

@@ -32,6 +32,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional._reduction import check_reduction, reduce_loss, reduce_loss_backward
 from handgrad.nn.module import Module
 
 NOISE_TYPES = ("noise-free", "random", "confusing")
@@ -181,18 +182,10 @@ class NoisyLabelNLLFunction(Function):
         q = joint / total[:, None, None]
         self.py, self.pz, self.qy, self.qz = py, pz, q.sum(2), q.sum(1)
         nll = -xp.log(total)
-        if self.reduction == "mean":
-            return xp.asarray(nll.mean())
-        if self.reduction == "sum":
-            return xp.asarray(nll.sum())
-        return nll
+        return reduce_loss(nll, self.reduction)
 
     def backward(self, g: Any) -> Any:
-        n = self.py.shape[0]
-        if self.reduction == "none":
-            g = g[:, None]
-        elif self.reduction == "mean":
-            g = g / n
+        g = reduce_loss_backward(g, self.py.shape[:1], self.reduction)[:, None]
         n_ = self.needs_input_grad
         return (g * (self.py - self.qy) if n_[0] else None, g * (self.pz - self.qz) if n_[1] else None)
 
@@ -209,8 +202,7 @@ def noisy_label_nll(
         raise ValueError(
             f"{op}: expected y_logits (N, L) and z_logits (N, 3), got {y_logits.shape} and {z_logits.shape}"
         )
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    check_reduction(op, reduction)
     L = y_logits.shape[1]
     T = transition_matrices(check_confusion(op, confusion, L))
     yt = _labels(op, noisy_target, y_logits.shape[0], L)

@@ -36,10 +36,10 @@ from typing import Any, NamedTuple
 
 import numpy
 
-from handgrad.engine.backend import get_array_module, to_host
-from handgrad.engine.function import Function
+from handgrad.engine.backend import to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.losses import cross_entropy
 from handgrad.seq2seq.decoding import beam_search, greedy_decode
 from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
 from handgrad.seq2seq.vocab import Vocab
@@ -140,44 +140,10 @@ class BucketBatchLoader:
 
 
 # -- loss and metrics ---------------------------------------------------------------------------------------
-class SequenceCrossEntropyFunction(Function):
-    """Mean token cross-entropy over the non-padding targets, fused (softmax + NLL + mask in one op).
-
-    x (N, V) logits, targets t (N,) with mask m_n = [t_n != pad], M = sum_n m_n:
-
-        L = (1/M) sum_n m_n (logsumexp(x_n) - x_{n, t_n})
-        dL/dx_nc = (m_n / M) (softmax(x_n)_c - [c = t_n])
-
-    Only the target logit is gathered (no dense one-hot), which matters for a 3,000-word softmax.
-    M = 0 gives NaN, as PyTorch's ``cross_entropy(..., ignore_index=pad)``.
-    """
-
-    def __init__(self, targets: Any, mask: Any) -> None:
-        self.t, self.mask = targets, mask
-
-    def forward(self, x: Any) -> Any:
-        xp = get_array_module(x)
-        z = x - x.max(axis=1, keepdims=True)
-        self.e = xp.exp(z)
-        self.se = self.e.sum(axis=1)
-        rows = xp.arange(x.shape[0])
-        nll = xp.log(self.se) - z[rows, self.t]
-        self.count = int(self.mask.sum())
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            return xp.asarray((nll * self.mask).sum() / self.count, dtype=x.dtype)
-
-    def backward(self, gy: Any) -> Any:
-        xp = get_array_module(gy)
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            g = (self.mask * (gy / self.count)).astype(self.e.dtype)
-        gx = self.e * (g / self.se)[:, None]
-        gx[xp.arange(gx.shape[0]), self.t] -= g
-        return gx
-
-
 def sequence_cross_entropy(logits: Tensor, tgt_out: Any) -> Tensor:
-    """Mean cross-entropy over the non-padding target positions: logits (B, T, V), tgt_out (B, T) ids
-    (equal to ``F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=<pad>)``)."""
+    """Mean cross-entropy over the non-padding target positions: logits (B, T, V), tgt_out (B, T) ids;
+    ``F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=<pad>)`` with the shapes and
+    ids checked under this name. All targets padding gives ``nan``, as in PyTorch."""
     t = tgt_out.data if isinstance(tgt_out, Tensor) else numpy.asarray(tgt_out)
     if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
         raise ValueError(f"sequence_cross_entropy: logits {logits.shape} do not match targets {tuple(t.shape)} "
@@ -186,7 +152,7 @@ def sequence_cross_entropy(logits: Tensor, tgt_out: Any) -> Tensor:
     t = t.reshape(-1).astype(numpy.int64)
     if t.size and (t.min() < 0 or t.max() >= V):
         raise ValueError(f"sequence_cross_entropy: target ids must be in [0, {V}), got [{t.min()}, {t.max()}]")
-    return SequenceCrossEntropyFunction(t, (t != PAD).astype(logits.dtype))(logits.reshape(-1, V))
+    return cross_entropy(logits.reshape(-1, V), Tensor(t).to(logits.device), ignore_index=PAD)
 
 
 class TokenAccuracy(Metric):
