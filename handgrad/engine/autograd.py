@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _SINGLE_OUTPUT, Function, check_backward_finite
-from handgrad.engine.grad_mode import state
+from handgrad.engine.inplace import check_versions, stamps
+from handgrad.engine.grad_mode import anomaly_on, state
 
 if TYPE_CHECKING:
     from handgrad.engine.tensor import Tensor
@@ -53,13 +54,15 @@ def run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> N
         grads[root][index] = grad
     heap = [(-root.seq, root)]
     pop, push = heapq.heappop, heapq.heappush
-    anomaly = state.anomaly
+    anomaly = anomaly_on[0] and state.anomaly
     while heap:
         fn = pop(heap)[1]
         inputs = fn.inputs
         if inputs is None:
             raise _freed_error(fn)
         gys = grads.pop(fn)
+        if fn.seq < stamps.last:  # an in-place write happened after this node: did it clobber what fn saved?
+            check_versions(fn)
         single = fn.outputs_meta is _SINGLE_OUTPUT
         if fn._retain is not None:
             _store_retained(fn, [gys] if single else gys)

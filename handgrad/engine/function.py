@@ -25,7 +25,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from handgrad.engine.backend import _cupy, device_of_array, get_array_module
-from handgrad.engine.grad_mode import state
+from handgrad.engine.grad_mode import anomaly_on, grad_off, state
 
 if TYPE_CHECKING:
     from handgrad.engine.tensor import Tensor
@@ -58,7 +58,7 @@ class Function:
         n = len(inputs)
         if n == 1:
             x = inputs[0]
-            record = x.requires_grad and state.grad_enabled
+            record = x.requires_grad and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = _TRUE1 if record else _FALSE1
             outs = self.forward(x.data)
         elif n == 2:
@@ -66,16 +66,16 @@ class Function:
             if type(a.data) is not type(b.data) or _cupy_ndarray is not None:
                 _check_same_device(self, inputs)
             ra, rb = a.requires_grad, b.requires_grad
-            record = (ra or rb) and state.grad_enabled
+            record = (ra or rb) and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = (ra, rb) if record else _FALSE2
             outs = self.forward(a.data, b.data)
         else:
             _check_same_device(self, inputs)
             needs = tuple([t.requires_grad for t in inputs])
-            record = True in needs and state.grad_enabled
+            record = True in needs and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = needs if record else (False,) * n
             outs = self.forward(*[t.data for t in inputs])
-        if state.anomaly:
+        if anomaly_on[0] and state.anomaly:
             self.origin = _user_line()
             _check_finite(self, outs if type(outs) is tuple else (outs,), "forward")
         if type(outs) is not tuple:
