@@ -239,3 +239,24 @@ def test_attention_module_errors():
         m(x, x, x, attn_mask=hg.tensor(np.zeros((2, 2), bool)))
     with pytest.raises(RuntimeError, match="activation"):
         nn.TransformerEncoderLayer(4, 2, activation="swish")
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 2e-4), ("float64", 1e-10)])
+def test_sdpa_saturated_scores_match_torch(dtype, tol):
+    """Scores up to ~1e4 (inputs -1e2..1e2, one-hot-like softmax rows): no overflow, same values and
+    gradients as PyTorch in float32 and float64."""
+    q = rng.uniform(-1e2, 1e2, (2, 4, 8)).astype(dtype)
+    k = rng.uniform(-1e2, 1e2, (2, 6, 8)).astype(dtype)
+    v = rng.standard_normal((2, 6, 3)).astype(dtype)
+    mask = rng.uniform(-1e4, 1e4, (4, 6)).astype(dtype)
+    ours, theirs = _pair(q, k, v)
+    o = F.scaled_dot_product_attention(*ours, attn_mask=hg.tensor(mask))
+    ot = TF.scaled_dot_product_attention(*theirs, attn_mask=torch.tensor(mask))
+    assert o.dtype == np.dtype(dtype) and np.isfinite(o.data).all()
+    np.testing.assert_allclose(o.data, ot.detach().numpy(), rtol=tol, atol=tol)
+    w = rng.standard_normal(o.shape).astype(dtype)
+    (o * hg.tensor(w)).sum().backward()
+    (ot * torch.tensor(w)).sum().backward()
+    for a, b in zip(ours, theirs):
+        assert a.grad.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=tol, atol=tol * 10)
