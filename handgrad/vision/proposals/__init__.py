@@ -1,0 +1,3 @@
+"""Object proposals: selective search (Uijlings et al. 2013)."""
+
+from handgrad.vision.proposals.selective_search import selective_search
