@@ -522,3 +522,25 @@ def test_seq2seq_trains_and_decodes_on_device() -> None:
         outs[dev] = (greedy, beams)
     assert outs[TEST_DEVICE][0] == outs["cpu"][0]
     assert str(outs[TEST_DEVICE][1]) == str(outs["cpu"][1])
+
+
+@needs_device
+def test_trainer_sends_batches_to_the_model_device() -> None:
+    """``Trainer`` + ``DataLoader`` with the model on the test device: the loop moves each host batch there
+    (``backend.send``) and gives the CPU run's history."""
+    from handgrad.data import DataLoader, TensorDataset
+    from handgrad.train import Trainer
+
+    x = np.random.default_rng(3).standard_normal((24, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    histories = {}
+    for dev in ("cpu", TEST_DEVICE):
+        hg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2)).to(dev)
+        loader = DataLoader(TensorDataset(hg.tensor(x), hg.tensor(y)), batch_size=8, shuffle=True, seed=1)
+        trainer = Trainer(model, hg.optim.Adam(model.parameters(), lr=1e-2), F.cross_entropy, verbose=False,
+                          progress=False)
+        hist = trainer.fit(loader, loader, epochs=2)
+        histories[dev] = [hist[k] for k in ("loss", "val_loss", "val_accuracy")]
+        assert all(p.device == dev for p in model.parameters())
+    assert np.allclose(np.asarray(histories[TEST_DEVICE], float), np.asarray(histories["cpu"], float), rtol=1e-5)
