@@ -97,7 +97,9 @@ class Device:
         if self.type == "strict":
             return self.xp.asarray(to_host(array))
         with _cupy.cuda.Device(self.index):  # pragma: no cover - needs a GPU
-            return _cupy.asarray(array if isinstance(array, _cupy.ndarray) else to_host(array))
+            if isinstance(array, _cupy.ndarray):  # another GPU: a peer copy onto this one
+                return _cupy.array(array, copy=True)
+            return _cupy.asarray(to_host(array))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
