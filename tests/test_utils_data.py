@@ -119,10 +119,10 @@ def test_workers_are_seeded_per_worker_and_reproducibly():
     ("raise", r"DataLoader worker 1 raised ValueError while fetching batch 3: bad item number 6"),
     ("exit", r"DataLoader worker 1 \(pid \d+\) exited unexpectedly with exit code 3"),
     ("kill", r"DataLoader worker 1 \(pid \d+\) exited unexpectedly with exit code -9"),
-    ("hang", r"DataLoader timed out after 2 seconds waiting for batch 3 from worker 1"),
+    ("hang", r"DataLoader timed out after 1 seconds waiting for batch 3 from worker 1"),
 ])
 def test_worker_failures_are_one_line_errors_not_hangs(how, match):
-    loader = D.DataLoader(Crashing(how), batch_size=2, num_workers=2, timeout=2)
+    loader = D.DataLoader(Crashing(how), batch_size=2, num_workers=2, timeout=1)
     it = iter(loader)
     got = [next(it) for _ in range(3)]  # batches before the failure arrive normally
     assert len(got) == 3

@@ -180,7 +180,7 @@ def _shutdown(workers: list[Any], index_queues: list[Any], result_pipes: list[An
             q.put(None)
         except Exception:  # pragma: no cover - a queue already broken by a dead worker
             pass
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 1.0  # a healthy worker reads None within its 1 s queue poll
     for w in workers:
         w.join(timeout=max(0.0, deadline - time.monotonic()))
         if w.is_alive():
