@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _SINGLE_OUTPUT, Function, check_backward_finite
-from handgrad.engine.inplace import check_versions, stamps
 from handgrad.engine.grad_mode import anomaly_on, state
+from handgrad.engine.inplace import check_versions, stamps
 
 if TYPE_CHECKING:
     from handgrad.engine.tensor import Tensor

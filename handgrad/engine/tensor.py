@@ -19,6 +19,7 @@ import numpy
 from handgrad.engine import backend as _backend
 from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype, to_host
 from handgrad.engine.dtypes import to_dtype
+from handgrad.engine.tensor_inplace import TensorInplaceMethods
 from handgrad.engine.tensor_methods import TensorMethods
 
 if TYPE_CHECKING:
@@ -46,14 +47,15 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
     return arr
 
 
-class Tensor(TensorMethods):
+class Tensor(TensorMethods, TensorInplaceMethods):
     """An n-dimensional array that records the ops applied to it, so gradients can flow back.
 
     ``data`` is the underlying NumPy (or CuPy) array. ``grad`` is a Tensor filled by ``backward`` for
     leaves with ``requires_grad=True``.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "_output_index", "__weakref__")
+    # _vc: the version counter [version, stamp] of in-place writes, created on the first one (engine/inplace.py)
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "_output_index", "_vc", "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
@@ -137,8 +139,10 @@ class Tensor(TensorMethods):
         return self.data.tolist()
 
     def detach(self) -> Tensor:
-        """A new leaf sharing the data, cut from the graph."""
-        return Tensor._from_op(self.data, None, 0)
+        """A new leaf sharing the data (and the version counter of in-place writes), cut from the graph."""
+        t = Tensor._from_op(self.data, None, 0)
+        t._vc = version_counter(self)
+        return t
 
     def clone(self) -> Tensor:
         return _ops.clone(self)
@@ -347,10 +351,13 @@ class Tensor(TensorMethods):
         return _ops.reshape(self, *shape)
 
     def view(self, *shape: Any) -> Tensor:
+        """``reshape`` that refuses, as PyTorch, when the data cannot take the new shape without a copy (e.g.
+        ``x.t().view(-1)``); ``reshape`` copies then."""
+        check_viewable(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
         return _ops.reshape(self, *shape)
 
     def view_as(self, other: Tensor) -> Tensor:
-        return _ops.reshape(self, other.shape)
+        return self.view(other.shape)
 
     def reshape_as(self, other: Tensor) -> Tensor:
         return _ops.reshape(self, other.shape)
@@ -479,5 +486,6 @@ _object_new = object.__new__
 # late imports (see the module docstring): these modules use Tensor, Tensor's methods use them
 from handgrad.engine import ops as _ops  # noqa: E402
 from handgrad.engine.autograd import accumulate_grad, run_backward  # noqa: E402
+from handgrad.engine.inplace import check_viewable, version_counter  # noqa: E402
 from handgrad.engine.ops.device import to_device as _to_device  # noqa: E402
 

@@ -13,6 +13,7 @@ from handgrad.engine.ops.norm import norm
 from handgrad.engine.ops.rearrange import flip, repeat, repeat_interleave, roll, tril, triu
 from handgrad.engine.ops.sampling import multinomial
 from handgrad.engine.ops.scan import cumprod, cumsum
+from handgrad.engine.ops.scatter import fill, index_add, scatter
 from handgrad.engine.ops.sorting import argsort, sort, topk
 from handgrad.engine.ops.reduction import (
     amax, amin, argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
@@ -27,7 +28,7 @@ from handgrad.engine.ops.unary import abs, cast, clamp, clip, clone, cos, exp, l
 __all__ = [
     "allclose", "eq", "equal", "ge", "gt", "isclose", "isfinite", "isinf", "isnan", "le", "lt", "ne",
     "argsort", "bmm", "cumprod", "cumsum", "einsum", "flip", "mm", "multinomial", "norm", "repeat",
-    "repeat_interleave", "roll", "sort", "topk", "tril", "triu",
+    "repeat_interleave", "roll", "sort", "topk", "tril", "triu", "fill", "index_add", "scatter",
     "abs", "add", "amax", "amin", "argmax", "argmin", "cast", "cat", "chunk", "clamp", "clip", "clone", "concat",
     "concatenate", "cos", "div", "elu", "exp", "expand", "expand_as", "flatten", "gather", "gelu", "getitem",
     "index_select", "leaky_relu", "log", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "maximum",
