@@ -40,7 +40,7 @@ def test_the_tour_runs(tmp_path, monkeypatch, capsys):
               "model.safetensors"):
         assert (tmp_path / "runs" / "tour" / f).exists(), f
     out = capsys.readouterr().out
-    assert out.startswith("tensor([[2., 4.],\n [6., 8.]]"), out  # the first print: x.grad
+    assert out.startswith("tensor([[2., 4.],\n        [6., 8.]]"), out  # the first print: x.grad (rows aligned)
 
 
 def test_tour_autograd_numbers():

@@ -280,6 +280,7 @@ def _run(opts: argparse.Namespace) -> int:
             "experiment": entry.name,
             **_jsonable(results),
             "data": _jsonable(data),
+            "interrupted": bool(results.get("interrupted", False)),
             "wall_time_s": round(elapsed, 2),
             "blas_threads": threads,
             "options": _jsonable({k: v for k, v in vars(run_opts).items() if not k.startswith("_")}),

@@ -31,6 +31,7 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_record
 from handgrad.optim import Adam
 from handgrad.robust.noisy_labels import (
     NoisyLabelModel,
@@ -201,4 +202,5 @@ def run(opts: Any) -> dict[str, Any]:
     with open(os.path.join(opts.out, "results.md"), "w") as f:
         f.write(f"Test accuracy on Fashion-MNIST ({len(y_test)} test images)\n\n{md}\n")
     print(md, flush=True)
+    results["data"] = fashion_mnist_record(opts.data)
     return results

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from importlib.metadata import version
 from typing import Any
 
 from handgrad.data.dates import load_dates
@@ -137,6 +138,8 @@ def run(opts: Any) -> dict[str, Any]:
         "best_epoch": int(es.get("best_epoch") or 0), "epochs_run": len(history),
         "train_time_s": round(train_time, 1), "test_decode_time_s": round(decode_time, 2),
         "translator": path, "heatmaps": heatmaps,
+        # the dates come from CLDR through babel: the number of locales depends on babel's version
+        "data": {"path": None, "source": f"babel {version('babel')} CLDR locales", "fingerprint": None},
     }
     if history.meta.get("interrupted"):
         results["interrupted"] = True

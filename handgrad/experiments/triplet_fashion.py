@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_record
 from handgrad.metric import batch_triplet_loss
 from handgrad.metric.runner import (
     EmbeddingNet,
@@ -72,4 +73,5 @@ def run(opts: Any) -> dict[str, Any]:
     print("triplet-fashion (unseen classes 7-9): " + ", ".join(
         f"{k} {results[k]:.4f}" for k in ("recall@1", "recall@4", "mAP@R", "verification_accuracy",
                                            "pixels_recall@1", "pixels_mAP@R")), flush=True)
+    results["data"] = fashion_mnist_record(opts.data)
     return results
