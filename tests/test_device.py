@@ -212,7 +212,7 @@ def test_grad_mode_is_per_thread() -> None:
 
 
 def test_workspace_pool_is_per_thread() -> None:
-    from handgrad.recurrent import _workspace as ws
+    from handgrad.functional.rnn import _workspace as ws
 
     seen: dict[str, Any] = {}
 

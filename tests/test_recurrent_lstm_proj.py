@@ -8,7 +8,7 @@ import torch
 
 import handgrad as hg
 import handgrad.nn as nn
-from handgrad.recurrent.lstmp_sequence import LSTMProjSequenceFunction
+from handgrad.functional.rnn.lstmp_sequence import LSTMProjSequenceFunction
 
 rng = np.random.default_rng(0)
 

@@ -4,8 +4,8 @@ from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
 __all__ = ["Module", "Parameter"]
-from handgrad.recurrent.layers import GRU, LSTM, RNN, RNNBase
-from handgrad.recurrent.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+from handgrad.nn.rnn import GRU, LSTM, RNN, RNNBase
+from handgrad.nn.rnn_cell import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from handgrad.nn import init, utils
 from handgrad.nn.activation import (
     ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh,

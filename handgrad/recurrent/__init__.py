@@ -1,16 +1,17 @@
-"""Recurrent networks: fused sequence ops with hand-written BPTT, cells, truncated-BPTT helpers.
+"""Recurrent research models on top of ``handgrad.nn``: regularisation (Zaremba / Gal dropout, zoneout),
+Clockwork RNN, 2-D (MD) LSTM, hierarchical multiscale LSTM, gradient-flow diagnostics, character-level
+generation, sequence tagging and truncated-BPTT helpers.
 
-The layers themselves (``RNN``, ``LSTM``, ``GRU`` and the ``*Cell`` modules) are exported from
-``handgrad.nn``; this package exports the functional ops they are built on.
+The standard layers (``RNN``, ``LSTM``, ``GRU`` and the ``*Cell`` modules) live in ``handgrad.nn``
+(``nn/rnn.py``, ``nn/rnn_cell.py``) and their fused kernels in ``handgrad.functional.rnn``; they are
+re-exported here for convenience. Dependencies run one way: this package imports ``nn``, never the reverse.
 """
 
-import handgrad.nn  # first: handgrad.nn imports this package's layers, so it must be initialised before them
-
-from handgrad.recurrent.gru_sequence import gru_cell, gru_sequence
-from handgrad.recurrent.lstm_sequence import lstm_cell, lstm_sequence
-from handgrad.recurrent.rnn_sequence import rnn_cell, rnn_relu_cell, rnn_sequence, rnn_tanh_cell
+from handgrad.functional.rnn import (
+    clear_workspace, gru_cell, gru_sequence, lstm_cell, lstm_sequence, rnn_cell, rnn_relu_cell, rnn_sequence,
+    rnn_tanh_cell,
+)
 from handgrad.recurrent.tbptt import detach_state, tbptt_windows
-from handgrad.recurrent._workspace import clear as clear_workspace
 from handgrad.recurrent.regularization import (
     ClipTracker, EmbeddingDropout, LockedDropout, RegularizedRNN, embedding_dropout, locked_dropout,
 )

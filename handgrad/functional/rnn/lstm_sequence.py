@@ -35,8 +35,8 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
-from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
+from handgrad.functional.rnn import _workspace as ws
+from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
 
 class LSTMSequenceFunction(FusedRecurrenceFunction):

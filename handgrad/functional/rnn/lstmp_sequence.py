@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.recurrent._fused import FusedRecurrenceFunction, input_projection
-from handgrad.recurrent.lstm_sequence import _weight_grads
+from handgrad.functional.rnn._fused import FusedRecurrenceFunction, input_projection
+from handgrad.functional.rnn.lstm_sequence import _weight_grads
 
 
 class LSTMProjSequenceFunction(FusedRecurrenceFunction):

@@ -34,13 +34,13 @@ from handgrad.engine.ops import cat, reshape, stack, transpose
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.dropout import DropoutFunction, dropout_mask
+from handgrad.functional.rnn._fused import as_lengths
+from handgrad.functional.rnn.gru_sequence import GRUSequenceFunction
+from handgrad.functional.rnn.lstm_sequence import LSTMSequenceFunction
+from handgrad.functional.rnn.lstmp_sequence import LSTMProjSequenceFunction
+from handgrad.functional.rnn.rnn_sequence import RNNSequenceFunction
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
-from handgrad.recurrent._fused import as_lengths
-from handgrad.recurrent.gru_sequence import GRUSequenceFunction
-from handgrad.recurrent.lstm_sequence import LSTMSequenceFunction
-from handgrad.recurrent.lstmp_sequence import LSTMProjSequenceFunction
-from handgrad.recurrent.rnn_sequence import RNNSequenceFunction
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 

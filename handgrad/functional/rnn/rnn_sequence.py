@@ -24,9 +24,9 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
-from handgrad.recurrent import _workspace as ws
-from handgrad.recurrent._fused import FusedRecurrenceFunction, input_projection, run_fused
-from handgrad.recurrent.lstm_sequence import _weight_grads
+from handgrad.functional.rnn import _workspace as ws
+from handgrad.functional.rnn._fused import FusedRecurrenceFunction, input_projection, run_fused
+from handgrad.functional.rnn.lstm_sequence import _weight_grads
 
 NONLINEARITIES = ("tanh", "relu")
 

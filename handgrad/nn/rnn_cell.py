@@ -21,11 +21,11 @@ from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.ops import reshape
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.rnn.gru_sequence import gru_cell
+from handgrad.functional.rnn.lstm_sequence import lstm_cell
+from handgrad.functional.rnn.rnn_sequence import rnn_cell
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
-from handgrad.recurrent.gru_sequence import gru_cell
-from handgrad.recurrent.lstm_sequence import lstm_cell
-from handgrad.recurrent.rnn_sequence import rnn_cell
 
 
 class RNNCellBase(Module):
