@@ -112,3 +112,19 @@ def test_char_lm_ctrl_c_then_resume_finishes_with_exit_0_and_the_uninterrupted_n
     assert '"interrupted"' not in (tmp_path / "resumed" / "history.json").read_text()
     assert [h["val_bpc"] for h in resumed["history"]] == [h["val_bpc"] for h in full["history"]]
     assert resumed["heldout_bpc"] == full["heldout_bpc"]
+
+
+def test_char_lm_refuses_a_checkpoint_of_another_configuration_in_one_line(tmp_path, capsys):
+    """The CLI's up-front check passes it (a char-lm checkpoint), the Trainer refuses it before anything runs:
+    one line, exit 2, and the run folder's own checkpoint is left as it was."""
+    out = tmp_path / "run"
+    common = ["--quick", "--no-progress", "--sample-len", "5"]
+    assert main(["run", "char-lm", *common, "--out", str(out)]) == 0
+    other = tmp_path / "other"
+    assert main(["run", "char-lm", *common, "--hidden", "8", "--out", str(other), "--epochs", "1"]) == 0
+    before = (out / "last.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "char-lm", *common, "--out", str(out), "--resume", str(other / "last.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another model or configuration" in err, err
+    assert (out / "last.safetensors").read_bytes() == before

@@ -236,7 +236,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     # (a random shift) at every wrap-around
     stream = StreamLoader(train_ids, opts.batch_size, opts.bptt, steps_per_epoch=opts.steps_per_epoch,
                           shuffle=True, seed=opts.seed)
-    logf = open(os.path.join(opts.out, "train.log"), "w")
+    logf = open(os.path.join(opts.out, "train.log"), "a" if opts.resume else "w")  # a resumed run continues it
 
     def log(msg: str) -> None:
         print(msg, flush=True)
