@@ -122,6 +122,8 @@ class LBFGS(Optimizer):
     ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``.
     """
 
+    _unshaped_state = ("d", "prev_flat_grad")  # flat vectors over all parameters, kept on the first one
+
     def __init__(
         self, params: Any, lr: float = 1, max_iter: int = 20, max_eval: int | None = None,
         tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,

@@ -41,6 +41,9 @@ required = _RequiredParameter()
 class Optimizer:
     """Base class: subclasses call ``super().__init__(params, defaults)`` and implement ``step``."""
 
+    # state entries that are arrays but not shaped like their parameter (LBFGS's flat vectors)
+    _unshaped_state: tuple[str, ...] = ()
+
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
@@ -164,7 +167,7 @@ class Optimizer:
                     restored[k] = int(float(v.item() if hasattr(v, "item") else v))
                 elif isinstance(v, numpy.ndarray) or hasattr(v, "__array__") and not numpy.isscalar(v):
                     arr = numpy.asarray(v.numpy() if isinstance(v, Tensor) else v)
-                    if arr.shape != p.shape:
+                    if arr.shape != p.shape and k not in self._unshaped_state:
                         raise ValueError(
                             f"{name}.load_state_dict: state {k!r} of parameter {pid} has shape {arr.shape} "
                             f"but the parameter has {p.shape}"
