@@ -24,8 +24,15 @@ A new step usually overrides one method, :meth:`Updater.loss_and_output`::
             out = self.model(Tensor(x))
             return my_loss(out, y), out, y
 
-``update`` then does ``zero_grad -> loss_and_output -> backward -> clip -> step``. Override ``update`` itself
-only when the step is not one backward and one optimizer step.
+``update`` then does ``send -> zero_grad -> loss_and_output -> backward -> clip -> step``. Override ``send``
+to keep host-side parts of a batch on the host, ``update`` itself only when the step is not one backward and
+one optimizer step (a data-parallel step: split the batch, one backward per replica, all-reduce, one step).
+
+The steps there are: :class:`StandardUpdater` (here; ``Trainer(model, optimizer, loss_fn)`` builds it),
+:class:`~handgrad.train.bptt.BPTTUpdater` (truncated BPTT with a carried, detached state),
+:class:`~handgrad.seq2seq.training.Seq2SeqUpdater` (teacher forcing / scheduled sampling on its own step
+clock), :class:`~handgrad.seq2seq.captioning.CaptionUpdater`, and an experiment's own
+(``HMLSTMUpdater`` in ``experiments/hmrnn_char_lm.py``: a slope schedule on the step count).
 """
 
 from __future__ import annotations
