@@ -114,9 +114,11 @@ def _caption_grid(images: numpy.ndarray, rows: list[tuple[str, list[str]]], trut
     matplotlib.use("Agg", force=False)
 
     n = len(images)
-    cols = 6
+    cols = min(6, n)  # a short grid is not padded with empty panels
     r = (n + cols - 1) // cols
-    fig, axes = plt.subplots(r, cols, figsize=(cols * 2.6, r * (2.6 + 0.45 * len(rows))), squeeze=False)
+    # constrained layout makes room between the rows for each row's captions
+    fig, axes = plt.subplots(r, cols, figsize=(cols * 2.6, r * (2.6 + 0.45 * len(rows))), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -125,8 +127,7 @@ def _caption_grid(images: numpy.ndarray, rows: list[tuple[str, list[str]]], trut
         lines = [f"{name}: {_wrap(c[i], 26)}" for name, c in rows] + [f"TRUE: {_wrap(truth[i], 26)}"]
         ok = [c[i] == truth[i] for _, c in rows]
         ax.set_title("\n".join(lines), fontsize=6.5, loc="left", color="green" if any(ok) else "black")
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.1, hspace=0.9)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)  # the page grows to hold every caption
     plt.close(fig)
 
 
@@ -135,7 +136,6 @@ def _attention_maps(model: Any, images_f: numpy.ndarray, images_u8: numpy.ndarra
     """For each image: the image, then the attention grid (upsampled over the image) for every output word."""
 
     matplotlib.use("Agg", force=False)
-
 
     maps = [caption_attention(model, x, c)[:8] for x, c in zip(images_f, captions)]  # at most 8 words a row
     cols = 1 + max(len(m) for m in maps)

@@ -102,7 +102,6 @@ def _train_row(key: str, opts: Any, data: dict[str, Any]) -> dict[str, Any]:
     """Train and score one row of the table; returns the row (and writes its folder). Runs in a worker
     process with ``--jobs`` > 1 (then its training log goes to ``ROW/train.log``)."""
 
-
     enc, refs, test = data["enc"], data["refs"], data["test"]
     src_vocab, tgt_vocab, max_src, max_tgt = data["src_vocab"], data["tgt_vocab"], data["max_src"], data["max_tgt"]
     attention, training = ROWS[key]
