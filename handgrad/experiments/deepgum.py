@@ -35,6 +35,7 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import fashion_mnist_record
 from handgrad.optim import Adam
 from handgrad.robust import mad_scale, tukey_biweight_loss
 from handgrad.robust.deepgum import DeepGUM, pack_targets
@@ -301,4 +302,5 @@ def run(opts: Any) -> dict[str, Any]:
     if not opts.skip_images:
         print("(b) rotation-angle regression, MLP", flush=True)
         results["rotation"] = _images(opts)
+        results["data"] = fashion_mnist_record(opts.data)
     return results

@@ -28,10 +28,12 @@ import numpy
 import handgrad.functional as F
 from handgrad import nn
 from handgrad.data import DataLoader, TensorDataset, load_digits
+from handgrad.data.digits import DIGITS_PNG
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import data_record
 from handgrad.optim import Adam
 from handgrad.train import EarlyStopping, MeanMetric, Trainer
 from handgrad.train.plots import plot_history
@@ -209,4 +211,5 @@ def run(opts: Any) -> dict[str, Any]:
     with open(os.path.join(opts.out, "results.md"), "w") as f:
         f.write(md + "\n")
     print(md, flush=True)
+    results["data"] = data_record(opts.data if opts.data is not None else DIGITS_PNG)
     return results

@@ -24,8 +24,9 @@ from typing import Any
 import numpy
 
 import handgrad as hg
-from handgrad.data.text import load_shakespeare
+from handgrad.data.text import SHAKESPEARE_GZ, load_shakespeare
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import data_record
 from handgrad.optim import Adam
 from handgrad.recurrent.tagger import (
     BoundaryF1,
@@ -172,6 +173,7 @@ def run(opts: Any) -> dict[str, Any]:
     print(f"\nheld-out sample without spaces:\n{test_chars[:n_sample]}\n\ntruth:\n{truth}")
     for name, text in samples.items():
         print(f"\n{name}:\n{text}")
+    results["data"] = data_record(opts.data if opts.data is not None else SHAKESPEARE_GZ)
     return results
 
 
