@@ -260,3 +260,20 @@ def test_sdpa_saturated_scores_match_torch(dtype, tol):
     for a, b in zip(ours, theirs):
         assert a.grad.dtype == np.dtype(dtype)
         np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+def test_decoder_and_full_transformer_gradcheck_and_load_a_torch_state_dict_directly():
+    torch.manual_seed(4)
+    theirs = torch.nn.Transformer(d_model=4, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=6,
+                                  dropout=0.0, norm_first=True, activation="gelu", dtype=torch.float64)
+    ours = nn.Transformer(d_model=4, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=6,
+                          dropout=0.0, norm_first=True, activation="gelu", dtype="float64")
+    ours.load_state_dict(theirs.state_dict())  # torch tensors, as a PyTorch user would pass them
+    src, tgt = rng.standard_normal((3, 2, 4)), rng.standard_normal((2, 2, 4))
+    _close(ours(hg.tensor(src), hg.tensor(tgt)), theirs(torch.tensor(src), torch.tensor(tgt)), 1e-12)
+    hg.gradcheck(lambda s, t: ours(s, t), [hg.tensor(src, requires_grad=True), hg.tensor(tgt, requires_grad=True)])
+    dec = nn.TransformerDecoderLayer(4, 2, dim_feedforward=6, dropout=0.0, dtype="float64")
+    kpm = hg.tensor(np.array([[False, False, True], [False, False, False]]))
+    hg.gradcheck(lambda t, m: dec(t, m, memory_key_padding_mask=kpm, tgt_is_causal=True),
+                 [hg.tensor(tgt, requires_grad=True), hg.tensor(src, requires_grad=True)])
