@@ -326,3 +326,30 @@ def test_the_loop_sends_each_batch_to_the_models_device():
     (loss_cpu, w_cpu), (loss_strict, w_strict) = run("cpu"), run("strict")
     assert loss_strict == loss_cpu
     assert_same(w_strict, w_cpu)
+
+
+def test_seq2seq_and_caption_steps_train_on_the_strict_device_as_on_the_cpu():
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 3, 8, 8)).astype(np.float32)
+    caps = [list(rng.integers(4, 9, rng.integers(1, 4))) for _ in range(12)]
+    pairs = _pairs(24)
+
+    def caption(device):
+        hg.manual_seed(0)
+        m = Captioner(9, 4, 6, channels=(3,), attention="additive")
+        m.to(device=device)
+        tr = CaptionTrainer(m, Adam(m.parameters(), lr=1e-2), grad_clip=5.0, verbose=False)
+        h = tr.fit(CaptionLoader(images, caps, 6, seed=3), CaptionLoader(images, caps, 6, shuffle=False), epochs=2)
+        return h["loss"], h["val_loss"], h["val_token_accuracy"]
+
+    def seq2seq(device):
+        hg.manual_seed(0)
+        m = Seq2Seq(8, 8, 6, 8, attention="additive")
+        m.to(device=device)
+        tr = Seq2SeqTrainer(m, Adam(m.parameters(), lr=1e-2), grad_clip=5.0, verbose=False,
+                            teacher_forcing=TeacherForcingSchedule("linear", k=1.0, c=0.05))
+        h = tr.fit(BucketBatchLoader(pairs, 8, seed=2), BucketBatchLoader(pairs, 16, shuffle=False), epochs=2)
+        return h["loss"], h["val_loss"], h["val_token_accuracy"]
+
+    assert caption("strict") == caption("cpu")
+    assert seq2seq("strict") == seq2seq("cpu")

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import get_array_module, to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.ops.shape import permute
 from handgrad.engine.tensor import Tensor
@@ -212,20 +212,23 @@ class Captioner(Module):
         keys, rnn = self.encode(images)
         pk = self.attention.precompute(keys) if self.attention_kind is not None else None
         st = {"rnn": rnn, "keys": keys, "pk": pk, "attn": []}
+        dev = keys.device
+        xp = dev.xp
 
+        # decoding is host work: tokens come from the host and log-probabilities go back there explicitly
         def step(tokens: numpy.ndarray, st: dict[str, Any]) -> tuple[numpy.ndarray, dict[str, Any]]:
-            emb = self.embedding(Tensor(numpy.asarray(tokens, numpy.int64)[:, None]))
+            emb = self.embedding(Tensor(dev.send(numpy.asarray(tokens, numpy.int64)[:, None])))
             s, rnn = self.decoder(emb, st["rnn"])
             lg, a = self._readout(s, st["keys"], st["pk"])
-            z = lg.data[:, 0, :].astype(numpy.float64)
+            z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
             z = z - z.max(axis=1, keepdims=True)
             logp = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
-            attn = st["attn"] + ([a.data[:, 0, :]] if a is not None else [])
+            attn = st["attn"] + ([to_host(a.data[:, 0, :])] if a is not None else [])
             return logp, {**st, "rnn": rnn, "attn": attn}
 
         def select(st: dict[str, Any], idx: numpy.ndarray) -> dict[str, Any]:
             def rows(t: Any, axis: int) -> Any:
-                return None if t is None else Tensor(numpy.take(t.data, idx, axis=axis))
+                return None if t is None else Tensor(xp.take(t.data, xp.asarray(idx), axis=axis))
 
             r = st["rnn"]
             r = tuple(rows(x, 1) for x in r) if isinstance(r, tuple) else rows(r, 1)
@@ -373,6 +376,10 @@ class CaptionUpdater(Updater):
     """One training step of a :class:`Captioner` on a :class:`CaptionBatch`: teacher forcing (the decoder reads
     ``tgt_in``), the padded mean cross-entropy (:func:`~handgrad.seq2seq.training.sequence_cross_entropy`)
     against ``tgt_out``. Images are cast to the model's dtype."""
+
+    def send(self, batch: Any) -> Any:
+        sent = super().send(batch)  # the targets stay on the host, where the loss and the metric read them
+        return sent._replace(tgt_out=batch.tgt_out) if sent is not batch and isinstance(batch, CaptionBatch) else sent
 
     def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
         if not isinstance(batch, CaptionBatch):

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy
 
-from handgrad.engine.backend import to_host
+from handgrad.engine.backend import module_device, to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.losses import cross_entropy
@@ -202,9 +202,11 @@ class Seq2SeqUpdater(Updater):
         return float(tf(step)) if isinstance(tf, TeacherForcingSchedule) else float(tf)
 
     def send(self, batch: Any) -> Any:
+        # only the model's inputs move: the lengths steer host-side masking and the targets are read on the
+        # host by the loss and the metric
         sent = super().send(batch)
-        if sent is not batch and isinstance(batch, Batch):  # the lengths steer host-side masking: they stay
-            sent = sent._replace(src_lengths=batch.src_lengths)
+        if sent is not batch and isinstance(batch, Batch):
+            sent = sent._replace(src_lengths=batch.src_lengths, tgt_out=batch.tgt_out)
         return sent
 
     def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
@@ -271,7 +273,7 @@ def decode_ids(model: Any, sources: Sequence[Sequence[int]], max_len: int, beam_
                 src = numpy.full((len(idx), int(lengths.max())), PAD, numpy.int64)
                 for r, j in enumerate(idx):
                     src[r, : lengths[r]] = sources[j]
-                step, state, select = model.decoder_step_fn(Tensor(src), lengths)
+                step, state, select = model.decoder_step_fn(Tensor(module_device(model).send(src)), lengths)
                 if beam_size == 1:
                     res = greedy_decode(step, state, len(idx), BOS, EOS, max_len)
                 else:
@@ -297,12 +299,13 @@ def attention_weights(model: Any, source: Sequence[int], output: Sequence[int]) 
     model.eval()
     try:
         with no_grad():
-            src = Tensor(numpy.asarray([list(source)], numpy.int64))
-            tgt_in = Tensor(numpy.asarray([[BOS, *output]], numpy.int64))
+            dev = module_device(model)
+            src = Tensor(dev.send(numpy.asarray([list(source)], numpy.int64)))
+            tgt_in = Tensor(dev.send(numpy.asarray([[BOS, *output]], numpy.int64)))
             _, a = model(src, numpy.array([len(source)]), tgt_in)
     finally:
         model.train(was_training)
-    return numpy.asarray(a.data[0], numpy.float64)
+    return to_host(a.data[0]).astype(numpy.float64)
 
 
 def sequence_scores(predicted: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> dict[str, float]:
