@@ -128,6 +128,8 @@ def run(opts: Any) -> dict[str, Any]:
         ax.plot(y, "k", lw=1.5, label="target")
         ax.plot(preds[name], "r", lw=1, label=f"generated ({name}, NMSE {results[name + '_nmse']:.3f})")
         ax.legend(loc="upper right", fontsize=8)
+        ax.set_xlabel("time step")
+        ax.set_ylabel("amplitude")
     for name in names:
         axes[-1].semilogy(curves[name], label=name)
     axes[-1].set_xlabel("iteration")
