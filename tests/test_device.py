@@ -522,6 +522,35 @@ def test_seq2seq_trains_and_decodes_on_device() -> None:
         outs[dev] = (greedy, beams)
     assert outs[TEST_DEVICE][0] == outs["cpu"][0]
     assert str(outs[TEST_DEVICE][1]) == str(outs["cpu"][1])
+    from handgrad.seq2seq.training import attention_weights, decode_ids
+
+    res = {}
+    for dev in ("cpu", TEST_DEVICE):  # the library's own host-side decoding helpers, fed host data
+        hg.manual_seed(0)
+        model = make().to(dev)
+        res[dev] = (decode_ids(model, [[5, 6, 7], [8, 9]], 6, beam_size=2), attention_weights(model, [5, 6, 7], [4]))
+    assert res[TEST_DEVICE][0] == res["cpu"][0]
+    assert type(res[TEST_DEVICE][1]) is np.ndarray
+    np.testing.assert_allclose(res[TEST_DEVICE][1], res["cpu"][1], rtol=1e-5)
+
+
+@needs_device
+def test_attention_masks_given_as_host_arrays_go_to_the_device() -> None:
+    def make() -> nn.Module:
+        class M(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.mha = nn.MultiheadAttention(4, 2, batch_first=True, dtype="float64")
+
+            def forward(self, q: hg.Tensor) -> Any:
+                pad = np.array([[False, False, True], [False, False, False]])
+                causal = np.triu(np.ones((3, 3), bool), 1)
+                return [self.mha(q, q, q, key_padding_mask=pad, attn_mask=causal)[0],
+                        F.scaled_dot_product_attention(q, q, q, attn_mask=~causal)]
+
+        return M()
+
+    check_on_device(make, [_r(2, 3, 4)])
 
 
 @needs_device

@@ -228,6 +228,14 @@ def device_of_array(array: Any, default: Any = _REQUIRED) -> Any:
     return STRICT
 
 
+def module_device(module: Any) -> Device:
+    """The device of a model: that of its first parameter (or buffer); the CPU for one with neither. For
+    library code that feeds a model host data (decoding, sampling, evaluation)."""
+    for t in (*module.parameters(), *(b for b in getattr(module, "buffers", tuple)() if b is not None)):
+        return device_of_array(t.data)
+    return CPU
+
+
 def to_host(array: Any) -> Any:
     """``array`` as a NumPy array (a copy from a device, the same object from NumPy). For host-only work
     (decoding, evaluation, bookkeeping) that has to leave the device explicitly."""

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
+from handgrad.engine.factories import tensor
 from handgrad.engine.function import Function
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -97,8 +98,8 @@ def _additive_mask(op: str, attn_mask: Any, is_causal: bool, L: int, S: int, lik
         return Tensor(xp.where(keep, like.dtype.type(0), neg_inf))
     if attn_mask is None:
         return None
-    if not isinstance(attn_mask, Tensor):
-        attn_mask = Tensor(attn_mask)
+    if not isinstance(attn_mask, Tensor):  # host data: onto the scores' device
+        attn_mask = tensor(attn_mask, device=like.device)
     if attn_mask.ndim < 2 or attn_mask.shape[-2:] not in ((L, S), (1, S), (L, 1), (1, 1)):
         raise ValueError(
             f"{op}: attn_mask of shape {attn_mask.shape} is not broadcastable to the (..., L={L}, S={S}) scores"
@@ -136,10 +137,9 @@ def _attention(op: str, query: Tensor, key: Tensor, value: Tensor, attn_mask: An
         raise ValueError(f"{op}: attn_mask {mask.shape} has more dimensions than the scores (..., {L}, {S})")
     keep = None
     if dropout_p > 0.0:
-        xp = get_array_module(query.data)
         shape = query.shape[:-2] + (L, S)
-        draw = get_rng().random(shape) >= dropout_p
-        keep = xp.asarray(draw.astype(query.dtype) * query.dtype.type(1.0 / (1.0 - dropout_p)))
+        draw = get_rng(query.device).random(shape) >= dropout_p  # drawn where the scores live
+        keep = draw.astype(query.dtype) * query.dtype.type(1.0 / (1.0 - dropout_p))
     s = 1.0 / math.sqrt(E) if scale is None else float(scale)
     fn = ScaledDotProductAttentionFunction(s, keep, mask is not None, return_weights)
     return fn(query, key, value) if mask is None else fn(query, key, value, mask)

@@ -17,6 +17,7 @@ import numpy
 
 import handgrad.functional as F
 from handgrad.engine.backend import get_array_module
+from handgrad.engine.factories import tensor
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.attention import scaled_dot_product_attention, scaled_dot_product_attention_weights
 from handgrad.nn import init
@@ -30,8 +31,8 @@ def _to_additive(name: str, mask: Any, like: Tensor) -> Tensor | None:
     """A PyTorch-style MHA mask (bool: True = NOT allowed; float: added) as an additive float Tensor."""
     if mask is None:
         return None
-    if not isinstance(mask, Tensor):
-        mask = Tensor(mask)
+    if not isinstance(mask, Tensor):  # host data (a NumPy mask): onto the scores' device
+        mask = tensor(mask, device=like.device)
     if mask.dtype.kind == "b":
         xp = get_array_module(mask.data)
         return Tensor(xp.where(mask.data, like.dtype.type(-math.inf), like.dtype.type(0)))
@@ -127,7 +128,7 @@ class MultiheadAttention(Module):
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
             if key_padding_mask is not None:
                 key_padding_mask = (key_padding_mask if isinstance(key_padding_mask, Tensor)
-                                    else Tensor(key_padding_mask)).unsqueeze(0)
+                                    else tensor(key_padding_mask, device=query.device)).unsqueeze(0)
         elif self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         L, N, E = query.shape

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import module_device
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -115,12 +116,13 @@ def sample(
         raise ValueError("sample: pass vocab= (the model has no .vocab)")
     was_training = model.training
     model.eval()
+    dev = module_device(model)  # ids are made on the host and sent where the model is
     out: list[int] = []
     try:
         with no_grad():
             if prefix:
                 ids = vocab.encode(prefix)
-                logits, state = model(Tensor(ids[None]), state)
+                logits, state = model(Tensor(dev.send(ids[None])), state)
                 last = logits.numpy()[:, -1]
             else:
                 if not hasattr(model, "state_logits"):
@@ -129,7 +131,7 @@ def sample(
             for _ in range(length):
                 nxt = sample_logits(last, temperature, top_k, generator)  # (1,)
                 out.append(int(nxt[0]))
-                logits, state = model(Tensor(nxt[:, None]), state)
+                logits, state = model(Tensor(dev.send(nxt[:, None])), state)
                 last = logits.numpy()[:, -1]
     finally:
         model.train(was_training)

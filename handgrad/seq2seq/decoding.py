@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import get_array_module
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -34,8 +35,8 @@ def select_axis0(state: Any, index: numpy.ndarray) -> Any:
     """Pick rows ``index`` along axis 0 of every array/Tensor inside ``state``."""
     if state is None:
         return None
-    if isinstance(state, Tensor):
-        return Tensor(state.data[index])
+    if isinstance(state, Tensor):  # the host index goes where the state is
+        return Tensor(state.data[get_array_module(state.data).asarray(index)])
     if isinstance(state, numpy.ndarray):
         return state[index]
     if isinstance(state, tuple):
