@@ -11,11 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy
+from PIL import Image
+from tqdm import tqdm
 
 import handgrad.functional as F
+from handgrad.data import DataLoader, TensorDataset
 from handgrad.data._paths import data_dir
 from handgrad.data.scenes import DetectionScenes
 from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc
+from handgrad.optim import Adam
+from handgrad.train import Trainer
+from handgrad.vision.models import CropClassifier
 from handgrad.vision.ops import box_iou
 from handgrad.vision.proposals import selective_search
 
@@ -32,8 +38,6 @@ def normalize(img: numpy.ndarray) -> numpy.ndarray:
 
 def _progress(it: Any, total: int, desc: str) -> Any:
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         return tqdm(it, total=total, desc=desc, leave=False)
     return it
 
@@ -113,7 +117,6 @@ def cache_dir() -> Path:
 def warp(img: numpy.ndarray, boxes: numpy.ndarray, size: int, context: float = 0.15) -> numpy.ndarray:
     """R-CNN's warp: each box, enlarged by ``context`` of its size on every side (clipped to the image),
     resized to ``size x size`` regardless of aspect; returns normalised ``float32 (n, 3, size, size)``."""
-    from PIL import Image
 
     H, W = img.shape[:2]
     pil = Image.fromarray(img)
@@ -163,11 +166,6 @@ def pretrain_classifier(opts: Any, train: DetectionScenes, n_scenes: int, epochs
                         seed: int) -> tuple[Any, dict[str, Any]]:
     """Train a :class:`~handgrad.vision.models.CropClassifier` on object/background crops (R-CNN's
     "pre-trained CNN"); returns it and ``{"pretrain_accuracy" (on held-out crops), "pretrain_seconds"}``."""
-    from handgrad.data import DataLoader, TensorDataset
-    from handgrad.optim import Adam
-    from handgrad.train import Trainer
-    from handgrad.vision.models import CropClassifier
-
     rng = numpy.random.default_rng(seed)
     t0 = time.perf_counter()
     x, y = crop_dataset(train, n_scenes, size, rng)

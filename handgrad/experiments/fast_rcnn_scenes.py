@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import numpy
+from PIL import Image
 
 from handgrad.data.scenes import DetectionScenes, draw_detections
 from handgrad.engine.tensor import Tensor
@@ -103,8 +104,6 @@ def save_detector(out: str, model: Any, meta: dict[str, Any]) -> None:
 
 
 def detections_png(path: str, ds: DetectionScenes, detect: Any, n: int = 8, score: float = 0.5) -> None:
-    from PIL import Image
-
     tiles = []
     for i in range(n):
         img, _ = ds[i]
