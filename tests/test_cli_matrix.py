@@ -192,10 +192,11 @@ def test_resume_after_ctrl_c_finishes_cleanly(tmp_path):
             if line.startswith("epoch 2/500"):
                 proc.send_signal(signal.SIGINT)
                 break
-        proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130
+    assert f"continue with: handgrad run mlp-fashion --resume {out / 'interrupted.safetensors'}" in stderr
     ckpt = out / "interrupted.safetensors"
     assert ckpt.exists()
     from handgrad.serialization import load

@@ -294,7 +294,11 @@ def _run(opts: argparse.Namespace) -> int:
             _remove_if_empty(opts.out)
     print(f"results: {path}")
     if results.get("interrupted"):
-        print(f"handgrad run {entry.name}: interrupted; the results are for the weights kept so far", file=sys.stderr)
+        ckpt = os.path.join(opts.out, "interrupted.safetensors")
+        hint = (f"; continue with: handgrad run {entry.name} --resume {ckpt}"
+                if "resume" in entry.options and os.path.exists(ckpt) else "")
+        print(f"handgrad run {entry.name}: interrupted; the results are for the weights kept so far{hint}",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

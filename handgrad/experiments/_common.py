@@ -186,15 +186,26 @@ def fit_classifier(
     }
     if history.meta.get("interrupted"):
         results["interrupted"] = True
-    stop = f"stopped early after epoch {results['stopped_epoch']}" if results["stopped_epoch"] else "ran all epochs"
-    print(f"{title}: {stop}; best val_loss at epoch {best_epoch} (weights restored); "
-          f"test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}", flush=True)
+    scores = f"test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}"
+    if not len(history):  # Ctrl-C before the first epoch ended: nothing was trained
+        print(f"{title}: interrupted before epoch 1 ended; {scores} of the untrained weights", flush=True)
+    else:
+        if history.meta.get("interrupted"):
+            stop = f"interrupted after epoch {len(history)}"
+        elif results["stopped_epoch"]:
+            stop = f"stopped early after epoch {results['stopped_epoch']}"
+        else:
+            stop = "ran all epochs"
+        best = f"best val_loss at epoch {best_epoch} (weights restored)" if best_epoch else "no best epoch yet"
+        print(f"{title}: {stop}; {best}; {scores}", flush=True)
     if len(history):
         png = os.path.join(opts.out, "learning_curves.png")
         plot_history(history, png, title=f"{title} (test accuracy {test['accuracy']:.4f})")
         print(f"learning curves: {png}")
-    saved = [p for p in (ckpt.best_path, ckpt.last_path, os.path.join(opts.out, "interrupted.safetensors"))
-             if p and os.path.exists(p)]
+    candidates = [ckpt.best_path, ckpt.last_path] if len(history) else []
+    if history.meta.get("interrupted"):
+        candidates.append(os.path.join(opts.out, "interrupted.safetensors"))
+    saved = [p for p in candidates if p and os.path.exists(p)]
     if saved:
         print(f"checkpoints: {', '.join(saved)}")
     return results, trainer
