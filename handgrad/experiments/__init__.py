@@ -1,5 +1,6 @@
-"""Experiments run by ``handgrad run NAME``: one module per experiment (or family), each registering itself
-with ``@experiment(name, help)`` from ``handgrad.cli.registry``. ``handgrad.cli.registry.discover()`` imports
-every module here, so adding an experiment is adding a file; nothing to list in this ``__init__``.
-Shared helpers live in ``handgrad/experiments/_common.py``.
+"""Experiments run by ``handgrad run NAME``: one module per experiment, each with ``run(opts)`` and optionally
+``add_arguments(parser)``. They are listed in the static table of ``handgrad/cli/registry.py`` (its docstring
+says how to add one); ``handgrad run NAME`` imports only NAME's module. Shared helpers live in
+``handgrad/experiments/_common.py``. The library (everything outside ``cli/`` and ``experiments/``) never
+imports this package.
 """
