@@ -30,8 +30,8 @@ that is not a usable checkpoint raises ``CheckpointError`` (one line; see :mod:`
 Ctrl-C (``KeyboardInterrupt``) during ``fit`` rolls the trainer back to the end of the last completed
 epoch (the partial epoch is dropped so the state is consistent), saves that as
 ``out_dir/interrupted.safetensors`` (resumable; ``trainer.interrupt_checkpoint``), runs the
-``on_fit_end`` hooks (so EarlyStopping can restore the best weights), prints where it saved and how to
-resume (``Trainer.resume_hint``, which a command line sets to its own option), and then returns the history
+``on_fit_end`` hooks (so EarlyStopping can restore the best weights), prints where it saved (and
+``resume_hint``, e.g. the command-line option that resumes), and then returns the history
 with ``history.meta["interrupted"] = True`` (``on_interrupt="return"``, the default) or re-raises
 (``on_interrupt="raise"``). A run resumed from that checkpoint that completes is not interrupted: its
 history has no ``interrupted`` mark.
@@ -84,12 +84,13 @@ class Trainer:
         on_interrupt: ``"return"`` or ``"raise"`` after Ctrl-C has been handled.
         scheduler_monitor: the log column a ReduceLROnPlateau scheduler steps on.
         resume_hint: how to resume, printed after Ctrl-C; ``{path}`` is the checkpoint (default: the class
-            attribute ``Trainer.resume_hint``).
+            attribute ``Trainer.resume_hint``, empty: a command line names its own option, and in Python it
+            is ``fit(..., resume=path)``).
         run_name: a name for the kind of run (an experiment's name), saved in checkpoints; resuming a
             checkpoint saved under another name raises ``CheckpointError``.
     """
 
-    resume_hint: str = "resume with Trainer.fit(..., resume={path!r})"
+    resume_hint: str = ""  # e.g. "resume with: mytool --resume {path}"; the API needs none: fit(..., resume=path)
 
     def __init__(
         self,
@@ -370,8 +371,9 @@ class Trainer:
         if self.out_dir is not None and self._clean is not None:
             self.interrupt_checkpoint = self.save_checkpoint(os.path.join(self.out_dir, "interrupted.safetensors"),
                                                              self._clean)
-            saved = f"checkpoint saved to {self.interrupt_checkpoint}; " + self.resume_hint.format(
-                path=self.interrupt_checkpoint)
+            saved = f"checkpoint saved to {self.interrupt_checkpoint}"
+            if self.resume_hint:
+                saved += "; " + self.resume_hint.format(path=self.interrupt_checkpoint)
         else:
             saved = "not saved (no out_dir)"
         where = (f"rolled back to the end of epoch {self.epoch}" if self.epoch
