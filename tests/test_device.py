@@ -190,6 +190,24 @@ def test_one_generator_per_device_seeded_by_manual_seed() -> None:
     assert isinstance(get_rng("strict").random(2), StrictArray)
 
 
+@needs_device
+def test_training_masks_are_drawn_on_the_device_and_reproducible() -> None:
+    from handgrad.recurrent.zoneout import ZoneoutRNN
+
+    def run() -> list[np.ndarray]:
+        hg.manual_seed(5)
+        rnn = ZoneoutRNN("LSTM", 3, 4, zoneout_h=0.3, zoneout_c=0.2).to(TEST_DEVICE)
+        mha = nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True).to(TEST_DEVICE)
+        x = hg.randn(5, 2, 3, device=TEST_DEVICE)
+        out = [rnn(x)[0], mha(*(hg.randn(2, 3, 4, device=TEST_DEVICE),) * 3)[0],
+               nn.Dropout2d(0.5)(hg.ones(2, 3, 2, 2, device=TEST_DEVICE))]
+        assert all(o.device == device() for o in out)
+        return [o.numpy() for o in out]
+
+    for a, b in zip(run(), run()):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- threads ------------------------------------------------------------------------------------------------
 def test_grad_mode_is_per_thread() -> None:
     inside: list[bool] = []

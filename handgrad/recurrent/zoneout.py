@@ -54,7 +54,7 @@ def zoneout(prev: Tensor, new: Tensor, p: float, training: bool = True) -> Tenso
     if p == 0.0:
         return new
     if training:
-        d = (get_rng().random(new.shape) < p).astype(new.dtype)
+        d = (get_rng(new.device).random(new.shape) < p).astype(new.dtype)  # drawn where the state lives
     else:
         d = new.data.dtype.type(p)
     return ZoneoutMixFunction(d)(prev, new)
