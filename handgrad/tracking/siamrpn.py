@@ -158,9 +158,10 @@ def siamrpn_loss(output: tuple[Any, Any], target: tuple[Any, Any], reg_weight: f
     scores, deltas = _flat(*output)
     labels, offsets = target
     lab = labels.numpy()
-    valid = (lab >= 0).astype(np.float32)
-    pos = (lab > 0).astype(np.float32)
-    y = hg.tensor(np.maximum(lab, 0).astype(np.float32))
+    dt = scores.numpy().dtype
+    valid = (lab >= 0).astype(dt)
+    pos = (lab > 0).astype(dt)
+    y = hg.tensor(np.maximum(lab, 0).astype(dt))
     bce = F.binary_cross_entropy_with_logits(scores, y, weight=hg.tensor(valid), reduction="sum") / max(valid.sum(), 1)
     d = F.smooth_l1_loss(deltas, offsets, reduction="none", beta=1.0 / 9).sum(dim=2)
     reg = (d * hg.tensor(pos)).sum() / max(pos.sum(), 1)
