@@ -34,5 +34,6 @@ from handgrad.engine.dtypes import (  # noqa: E402 - PyTorch's dtype names; floa
 
 __version__ = "0.1.0"
 
-# PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.optim, handgrad.utils.data
-from handgrad import nn, optim, utils  # noqa: E402
+# PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.functional, handgrad.optim,
+# handgrad.data, handgrad.utils.data (never an experiment or the CLI: tests/test_package_layout.py)
+from handgrad import data, functional, nn, optim, utils  # noqa: E402

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import handgrad as hg
+from handgrad.engine.ops.arithmetic import MulConstantFunction
 from handgrad.engine.random import get_rng
-from handgrad.functional.dropout import DropoutFunction
 from handgrad.nn import Module, Parameter
 from handgrad.recurrent.regularization import (
     ClipTracker,
@@ -129,7 +129,7 @@ def test_element_dropout_changes_over_time_and_gradcheck():
 
 def test_dropout_function_with_a_broadcast_mask_gradcheck():
     mask = np.random.default_rng(5).random((1, 3)) * 2
-    check_grad(lambda t: DropoutFunction(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
+    check_grad(lambda t: MulConstantFunction(mask)(t), [np.random.default_rng(6).standard_normal((4, 3))])
 
 
 # -- embedding dropout ----------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_deterministic_ops_pass_handgrad_gradcheck():
     b = hg.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     d = (rng.random((3, 4)) < 0.5).astype(np.float64)
     mask = rng.random((1, 4))
-    assert hg.gradcheck(lambda p: DropoutFunction(mask)(p), (a,))
+    assert hg.gradcheck(lambda p: MulConstantFunction(mask)(p), (a,))
     assert hg.gradcheck(lambda p, q: ZoneoutMixFunction(d)(p, q), (a, b))
     assert hg.gradcheck(lambda p, q: zoneout(p, q, 0.25, training=False), (a, b))
     w = hg.tensor(rng.standard_normal((5, 3)), requires_grad=True)

@@ -2,6 +2,9 @@
 
     y = x * m,  m = keep / (1 - p),  keep ~ Bernoulli(1 - p);   dx = dy * m  (the same mask).
 
+The op is the engine's ``MulConstantFunction`` (multiplication by a constant array); this file draws the
+masks (``dropout_mask``, also used by the recurrent dropouts and ``nn.LSTM``'s dropout between layers).
+
 Masks come from the generator of the input's device (``handgrad.engine.random.get_rng(device)``), drawn where
 the data lives, so ``handgrad.manual_seed`` reproduces them. In eval
 mode (``training=False``) or with p = 0 the input is returned unchanged.
@@ -14,22 +17,9 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import device_of_array, get_array_module
-from handgrad.engine.function import Function
+from handgrad.engine.ops.arithmetic import MulConstantFunction
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
-
-
-class DropoutFunction(Function):
-    """y = x * m with a fixed multiplier array m (broadcastable to x); dx = dy * m."""
-
-    def __init__(self, m: Any) -> None:
-        self.m = m
-
-    def forward(self, x: Any) -> Any:
-        return x * self.m
-
-    def backward(self, gy: Any) -> Any:
-        return gy * self.m
 
 
 def dropout_mask(x: Tensor, p: float, mask_shape: tuple[int, ...], sample_dtype: Any = None) -> Any:
@@ -64,7 +54,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     _check("dropout", input, p)
     if not training or p == 0.0:
         return input
-    return DropoutFunction(dropout_mask(input, p, input.shape))(input)
+    return MulConstantFunction(dropout_mask(input, p, input.shape))(input)
 
 
 def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tuple[int, ...]) -> Tensor:
@@ -76,7 +66,7 @@ def _channel_dropout(op: str, input: Tensor, p: float, training: bool, ndims: tu
     batched = input.ndim == max(ndims)
     lead = 2 if batched else 1  # mask one value per (sample, channel), or per channel when unbatched
     mask_shape = input.shape[:lead] + (1,) * (input.ndim - lead)
-    return DropoutFunction(dropout_mask(input, p, mask_shape))(input)
+    return MulConstantFunction(dropout_mask(input, p, mask_shape))(input)
 
 
 def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:

@@ -31,9 +31,10 @@ import numpy
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.ops import cat, reshape, stack, transpose
+from handgrad.engine.ops.arithmetic import MulConstantFunction
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.dropout import DropoutFunction, dropout_mask
+from handgrad.functional.dropout import dropout_mask
 from handgrad.functional.rnn._fused import as_lengths
 from handgrad.functional.rnn.gru_sequence import GRUSequenceFunction
 from handgrad.functional.rnn.lstm_sequence import LSTMSequenceFunction
@@ -223,7 +224,7 @@ class RNNBase(Module):
             x = cat(outs, -1)
             if k < self.num_layers - 1 and self.dropout > 0 and self.training:
                 # inverted dropout between layers; float64 uniforms keep the seeded reference results
-                x = DropoutFunction(dropout_mask(x, self.dropout, x.shape, numpy.float64))(x)
+                x = MulConstantFunction(dropout_mask(x, self.dropout, x.shape, numpy.float64))(x)
         h = [stack(lst, 0) for lst in finals]
         if not batched:
             x = reshape(x, x.shape[0], x.shape[2])

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.ops.arithmetic import MulConstantFunction
 from handgrad.engine.ops.shape import stack
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.dropout import DropoutFunction, dropout_mask
+from handgrad.functional.dropout import dropout_mask
 from handgrad.functional.embedding import embedding
 from handgrad.nn.module import Module
 
@@ -43,7 +44,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     p = _check_p("dropout", p)
     if not training or p == 0.0:
         return input
-    return DropoutFunction(dropout_mask(input, p, input.shape, numpy.float64))(input)
+    return MulConstantFunction(dropout_mask(input, p, input.shape, numpy.float64))(input)
 
 
 # -- locked / variational dropout ---------------------------------------------------------------------
@@ -64,7 +65,7 @@ def locked_dropout(input: Tensor, p: float = 0.5, training: bool = True, batch_f
     shape = list(input.shape)
     time_axis = 1 if (batch_first and input.ndim == 3) else 0
     shape[time_axis] = 1  # one draw shared along time
-    return DropoutFunction(dropout_mask(input, p, tuple(shape), numpy.float64))(input)
+    return MulConstantFunction(dropout_mask(input, p, tuple(shape), numpy.float64))(input)
 
 
 class LockedDropout(Module):
@@ -107,7 +108,7 @@ def embedding_dropout(
         )
     w = weight
     if training and p > 0.0:
-        w = DropoutFunction(dropout_mask(weight, p, (v, 1), numpy.float64))(weight)
+        w = MulConstantFunction(dropout_mask(weight, p, (v, 1), numpy.float64))(weight)
     return embedding(idx, w, padding_idx)
 
 

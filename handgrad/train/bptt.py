@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy
 
 from handgrad.engine.tensor import Tensor
-from handgrad.recurrent.tbptt import detach_state
+from handgrad.train.state import detach_state
 from handgrad.train.updaters import Updater
 
 

@@ -210,10 +210,12 @@ class RSubScalarFunction(Function):
         return -gz
 
 
-class MulScalarFunction(Function):
-    """z = c x;  dx = c gz."""
+class MulConstantFunction(Function):
+    """z = c x;  dx = c gz, for a constant c: a Python number, or a constant array broadcastable to x in
+    x's dtype and array module (a dropout mask: ``functional.dropout`` and the recurrent dropouts use this op).
+    ``c`` gets no gradient."""
 
-    def __init__(self, c: float) -> None:
+    def __init__(self, c: Any) -> None:
         self.c = c
 
     def forward(self, x: Any) -> Any:
@@ -274,9 +276,9 @@ def sub(a: Any, b: Any) -> Tensor:
 
 def mul(a: Any, b: Any) -> Tensor:
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
-        return MulScalarFunction(b)(a)
+        return MulConstantFunction(b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
-        return MulScalarFunction(a)(b)
+        return MulConstantFunction(a)(b)
     return MulFunction()(*pair(a, b))
 
 
