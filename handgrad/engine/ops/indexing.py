@@ -15,6 +15,7 @@ import numpy
 
 from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.grad_mode import state
 from handgrad.engine.ops._util import as_tensor_like, unbroadcast
 from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
@@ -126,8 +127,6 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 def setitem(x: Tensor, index: Any, value: Any) -> None:
     """``x[index] = value`` in place, for tensors outside the graph (data preparation, masks, updates
     under ``no_grad``). In-place writes into a tensor that autograd tracks are refused."""
-    from handgrad.engine.grad_mode import state
-
     if x.requires_grad and state.grad_enabled:
         raise RuntimeError(
             f"setitem: in-place assignment into a tensor of shape {x.shape} that requires grad is not supported; "

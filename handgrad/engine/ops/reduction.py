@@ -10,6 +10,8 @@ import numpy
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
+from handgrad.engine.ops.arithmetic import maximum, minimum
+from handgrad.engine.ops.unary import clone
 from handgrad.engine.tensor import Tensor
 
 _bmax = builtins.max  # this module defines its own max/min/sum
@@ -287,8 +289,6 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Any:
     op = "max" if is_max else "min"
     _check_float(op, x)
     if isinstance(dim, Tensor):  # torch.max(a, b) is the element-wise maximum
-        from handgrad.engine.ops.arithmetic import maximum, minimum
-
         return maximum(x, dim) if is_max else minimum(x, dim)
     if dim is None:
         if x.numel() == 0:
@@ -308,8 +308,6 @@ def _max_min(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Any:
 
 
 def clone_op(x: Tensor) -> Tensor:
-    from handgrad.engine.ops.unary import clone
-
     return clone(x)
 
 

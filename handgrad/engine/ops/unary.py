@@ -9,6 +9,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.dtypes import to_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.ops._util import as_tensor_like, broadcast_error, unbroadcast
 from handgrad.engine.tensor import Tensor
 
 
@@ -229,8 +230,6 @@ class ClampTensorFunction(Function):
         return y
 
     def backward(self, gy: Any) -> Any:
-        from handgrad.engine.ops._util import unbroadcast
-
         x, lo, hi = self.x, self.lo, self.hi
         zero = gy.dtype.type(0)
         xp = get_array_module(gy)
@@ -282,8 +281,6 @@ def clamp(x: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 
         raise ValueError("clamp: at least one of min and max must not be None")
     if not isinstance(min, Tensor) and not isinstance(max, Tensor):
         return ClampFunction(None if min is None else float(min), None if max is None else float(max))(x)
-    from handgrad.engine.ops._util import as_tensor_like, broadcast_error
-
     bounds = [as_tensor_like(b, x) for b in (min, max) if b is not None]
     for b in bounds:
         if b.dtype != x.dtype:
