@@ -4,6 +4,8 @@ object/background crops for pre-training, RoI labelling by IoU, evaluation with 
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,9 +19,10 @@ from tqdm import tqdm
 import handgrad.functional as F
 from handgrad.data import DataLoader, TensorDataset
 from handgrad.data._paths import data_dir
-from handgrad.data.scenes import DetectionScenes
+from handgrad.data.scenes import DetectionScenes, draw_detections
 from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc
 from handgrad.optim import Adam
+from handgrad.serialization import save
 from handgrad.train import Trainer
 from handgrad.vision.models import CropClassifier
 from handgrad.vision.ops import box_iou
@@ -181,3 +184,46 @@ def pretrain_classifier(opts: Any, train: DetectionScenes, n_scenes: int, epochs
     acc = float(hist.rows[-1].get("val_accuracy", float("nan"))) if len(hist) else float("nan")
     return model, {"pretrain_crops": int(len(y)), "pretrain_val_accuracy": acc,
                    "pretrain_seconds": time.perf_counter() - t0}
+
+
+# -- shared by the experiments' runs -------------------------------------------------------------------------
+class IndexBatches:
+    """Shuffled batches of scene indices, reshuffled every epoch (seeded)."""
+
+    def __init__(self, n: int, batch: int, seed: int) -> None:
+        self.n, self.batch, self.rng = n, batch, numpy.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return (self.n + self.batch - 1) // self.batch
+
+    def __iter__(self) -> Any:
+        p = self.rng.permutation(self.n)
+        return iter([p[i:i + self.batch] for i in range(0, self.n, self.batch)])
+
+
+def time_selective_search(ds: DetectionScenes, n: int, mode: str) -> float:
+    """Mean seconds of a fresh (uncached) selective search on the first ``n`` scenes of ``ds``."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        selective_search(ds[i][0], mode, seed=i)
+    return (time.perf_counter() - t0) / max(1, n)
+
+
+def save_detector(out: str, model: Any, meta: dict[str, Any]) -> None:
+    save(model.state_dict(), os.path.join(out, "detector.safetensors"))
+    with open(os.path.join(out, "detector.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def detections_png(path: str, ds: DetectionScenes, detect: Any, n: int = 8, score: float = 0.5) -> None:
+    tiles = []
+    for i in range(n):
+        img, _ = ds[i]
+        d = detect(img, i)
+        k = d["scores"] >= score
+        tiles.append(draw_detections(img, d["boxes"][k], d["labels"][k], ds.classes, d["scores"][k]))
+    W = ds.config.image_size[1]
+    sheet = Image.new("RGB", (4 * (W + 4), ((n + 3) // 4) * (W + 4)), (255, 255, 255))
+    for j, t in enumerate(tiles):
+        sheet.paste(t, ((j % 4) * (W + 4), (j // 4) * (W + 4)))
+    sheet.save(path)

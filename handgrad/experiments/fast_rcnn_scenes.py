@@ -12,25 +12,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 import numpy
-from PIL import Image
 
-from handgrad.data.scenes import DetectionScenes, draw_detections
+from handgrad.data.scenes import DetectionScenes
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
 from handgrad.metrics.detection import plot_pr_curves
 from handgrad.optim import Adam
-from handgrad.serialization import save
 from handgrad.train import Trainer
 from handgrad.train.updaters import Updater
 from handgrad.vision.models import FastRCNN
-from handgrad.vision.proposals import selective_search
 
 
 def add_arguments(p: Any) -> None:
@@ -75,48 +71,6 @@ class FastRCNNUpdater(Updater):
         return cls + box, logits, lab
 
 
-class _Batches:
-    """Shuffled batches of scene indices, reshuffled every epoch (seeded)."""
-
-    def __init__(self, n: int, batch: int, seed: int) -> None:
-        self.n, self.batch, self.rng = n, batch, numpy.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return (self.n + self.batch - 1) // self.batch
-
-    def __iter__(self) -> Any:
-        p = self.rng.permutation(self.n)
-        return iter([p[i:i + self.batch] for i in range(0, self.n, self.batch)])
-
-
-def time_selective_search(ds: DetectionScenes, n: int, mode: str) -> float:
-    """Mean seconds of a fresh (uncached) selective search on the first ``n`` scenes of ``ds``."""
-    t0 = time.perf_counter()
-    for i in range(n):
-        selective_search(ds[i][0], mode, seed=i)
-    return (time.perf_counter() - t0) / max(1, n)
-
-
-def save_detector(out: str, model: Any, meta: dict[str, Any]) -> None:
-    save(model.state_dict(), os.path.join(out, "detector.safetensors"))
-    with open(os.path.join(out, "detector.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-
-
-def detections_png(path: str, ds: DetectionScenes, detect: Any, n: int = 8, score: float = 0.5) -> None:
-    tiles = []
-    for i in range(n):
-        img, _ = ds[i]
-        d = detect(img, i)
-        k = d["scores"] >= score
-        tiles.append(draw_detections(img, d["boxes"][k], d["labels"][k], ds.classes, d["scores"][k]))
-    W = ds.config.image_size[1]
-    sheet = Image.new("RGB", (4 * (W + 4), ((n + 3) // 4) * (W + 4)), (255, 255, 255))
-    for j, t in enumerate(tiles):
-        sheet.paste(t, ((j % 4) * (W + 4), (j // 4) * (W + 4)))
-    sheet.save(path)
-
-
 def run(opts: Any) -> dict[str, Any]:
     n_train = opts.train_scenes or (6 if opts.quick else 400)
     n_test = opts.test_scenes or (3 if opts.quick else 100)
@@ -139,22 +93,22 @@ def run(opts: Any) -> dict[str, Any]:
                               opts.rois_per_image, opts.seed)
     trainer = Trainer(updater=updater, metrics=(), out_dir=opts.out, progress=opts.progress,
                       run_name=opts.experiment)
-    hist = trainer.fit(_Batches(n_train, opts.batch_size, opts.seed), epochs=opts.epochs)
+    hist = trainer.fit(D.IndexBatches(n_train, opts.batch_size, opts.seed), epochs=opts.epochs)
     train_seconds = time.perf_counter() - t0
 
     def detect(img: numpy.ndarray, i: int) -> dict[str, numpy.ndarray]:
         return model.detect(img, test_props[i], normalize=D.normalize)
 
     ev = D.evaluate(detect, test, n_test)
-    ss_sec = time_selective_search(test, min(n_test, 1 if opts.quick else 10), mode)
+    ss_sec = D.time_selective_search(test, min(n_test, 1 if opts.quick else 10), mode)
     row = {"map50": ev["map50"], "coco_map": ev["coco_map"], "proposal_recall": recall,
            "train_seconds": train_seconds, "sec_per_image": ev["sec_per_image"] + ss_sec}
     table = D.result_table({f"Fast R-CNN ({opts.pooling})": row})
     meta = {"kind": "fast-rcnn", "classes": train.classes, "pooling": opts.pooling, "proposals": opts.proposals,
             "proposal_mode": mode}
-    save_detector(opts.out, model, meta)
+    D.save_detector(opts.out, model, meta)
     plot_pr_curves(ev["voc"], os.path.join(opts.out, "pr_curves.png"), train.classes, "Fast R-CNN, test scenes")
-    detections_png(os.path.join(opts.out, "detections.png"), test, detect, n=min(8, n_test))
+    D.detections_png(os.path.join(opts.out, "detections.png"), test, detect, n=min(8, n_test))
     with open(os.path.join(opts.out, "results.md"), "w") as f:
         f.write(table + "\n")
     print(table)
