@@ -340,7 +340,16 @@ LAYERS: dict[str, tuple[Callable[[], Any], list[Any]]] = {
     "hmlstm": (lambda: _Hmlstm().double(), [_r(2, 5, 3)]),
     "zoneout": (lambda: _Zoneout().double(), [_r(4, 2, 3)]),
     "seq2seq_attention": (lambda: _Attention().double(), [_r(2, 3, 4), _r(2, 5, 6, seed=1)]),
+    "inplace": (lambda: _inplace_chain, [_r(3, 4)]),
 }
+
+
+def _inplace_chain(x: hg.Tensor) -> hg.Tensor:
+    y = x * 1.0
+    y.add_(2.0).mul_(x).clamp_(-3.0, 3.0)
+    y.masked_fill_(x > 1.0, 0.5)
+    y.index_add_(0, hg.tensor([0, 2], device=x.device), x[:2] * 2.0)
+    return y
 
 
 class _WithLengths(nn.Module):

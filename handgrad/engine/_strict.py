@@ -319,7 +319,7 @@ _FUNCTIONS = """
 abs absolute add all allclose amax amin any append arange arccos arccosh arcsin arcsinh arctan arctan2 arctanh
 argmax argmin argpartition argsort argwhere around array_equal array_split atleast_1d atleast_2d atleast_3d
 average bincount bitwise_and bitwise_or bitwise_xor broadcast_arrays broadcast_to cbrt ceil choose clip
-column_stack compress concatenate copysign corrcoef cos cosh count_nonzero cov cross cumprod cumsum deg2rad
+column_stack compress concatenate copysign copyto corrcoef cos cosh count_nonzero cov cross cumprod cumsum deg2rad
 diag diag_indices diagonal diff divide dot dsplit dstack einsum empty empty_like equal exp exp2 expand_dims
 expm1 extract eye fabs fill_diagonal fix flatnonzero flip fliplr flipud float_power floor floor_divide fmax
 fmin fmod frexp full full_like greater greater_equal heaviside histogram hsplit hstack hypot identity imag
