@@ -15,6 +15,7 @@ from typing import Any
 import numpy
 
 from handgrad import nn
+from handgrad.engine.backend import module_device
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
@@ -132,9 +133,10 @@ class PKBatches:
 def embed(model: nn.Module, x: numpy.ndarray, batch_size: int = 500) -> numpy.ndarray:
     model.eval()
     out = []
+    dev = module_device(model)
     with no_grad():
         for k in range(0, len(x), batch_size):
-            out.append(model(Tensor(x[k : k + batch_size])).numpy().astype(numpy.float64))
+            out.append(model(Tensor(dev.send(x[k : k + batch_size]))).numpy().astype(numpy.float64))
     model.train()
     return numpy.concatenate(out)
 

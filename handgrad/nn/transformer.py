@@ -22,7 +22,7 @@ from typing import Any
 import numpy
 
 import handgrad.functional as F
-from handgrad.engine.backend import get_default_dtype
+from handgrad.engine.backend import get_default_dtype, get_device
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import init
 from handgrad.nn.attention import MultiheadAttention
@@ -240,4 +240,4 @@ class Transformer(Module):
         """(sz, sz) float mask: 0 on and below the diagonal, -inf above (position i sees j <= i)."""
         dt = numpy.dtype(dtype) if dtype is not None else get_default_dtype()
         m = numpy.triu(numpy.full((sz, sz), -math.inf, dt), k=1)
-        return Tensor(m)
+        return Tensor(get_device(device).send(m))

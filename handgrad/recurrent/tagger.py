@@ -96,7 +96,7 @@ def tagging_loss(logits: Tensor, tags: Any, ignore_index: int = IGNORE_INDEX) ->
         raise ValueError(f"tagging_loss: logits {logits.shape} do not match tags {tuple(t.shape)} "
                          "(expected (B, T, K) and (B, T))")
     K = logits.shape[2]
-    return F.cross_entropy(logits.reshape(-1, K), Tensor(t.reshape(-1).astype(numpy.int64)),
+    return F.cross_entropy(logits.reshape(-1, K), Tensor(logits.device.send(t.reshape(-1).astype(numpy.int64))),
                            ignore_index=ignore_index)
 
 

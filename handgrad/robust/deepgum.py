@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import module_device
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.robust.gum import GaussianUniformMixture
@@ -67,9 +68,10 @@ class DeepGUM:
         was = getattr(self.model, "training", True)
         self.model.eval()
         out = []
+        dev = module_device(self.model)
         with no_grad():
             for k in range(0, len(x), self.batch_size):
-                out.append(self.model(Tensor(x[k : k + self.batch_size])).numpy().astype(numpy.float64))
+                out.append(self.model(Tensor(dev.send(x[k : k + self.batch_size]))).numpy().astype(numpy.float64))
         self.model.train(was)
         p = numpy.concatenate(out)
         return p.reshape(self.y.shape) if p.size == self.y.size else p
@@ -105,7 +107,7 @@ class DeepGUM:
         if out.ndim == 2 and y.shape[1] == 1 and out.shape[1] == 1:
             out = out.reshape(out.shape[0])
             y = y[:, 0]
-        return gum_loss(out, Tensor(y.astype(out.dtype)), r.astype(out.dtype))
+        return gum_loss(out, Tensor(out.device.send(y.astype(out.dtype))), r.astype(out.dtype))
 
     def callback(self) -> Callback:
         dg = self
