@@ -90,6 +90,9 @@ def test_bad_arguments_in_a_fresh_process_give_one_line_and_exit_2():
         (("run", "lenet-fashion", "--seed", "-3"), ("--seed", "expected a non-negative integer, got '-3'")),
         (("run", "lenet-fashion", "--bogus"), ("unrecognized arguments: --bogus",)),
         (("run", "mlp-fashion", "--hidden", "256,x"), ("--hidden", "comma-separated layer sizes")),
+        (("translate", "m.safetensors", "hola", "--length-penalty", "nan"), ("--length-penalty",
+                                                                           "expected a finite number, got 'nan'")),
+        (("run", "vanishing-gradients", "--resume", "x.safetensors"), ("--resume is not supported by",)),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, needles, capsys):
