@@ -600,3 +600,12 @@ def test_trainer_sends_batches_to_the_model_device() -> None:
         histories[dev] = [hist[k] for k in ("loss", "val_loss", "val_accuracy")]
         assert all(p.device == dev for p in model.parameters())
     assert np.allclose(np.asarray(histories[TEST_DEVICE], float), np.asarray(histories["cpu"], float), rtol=1e-5)
+
+
+@needs_device
+def test_gradcheck_runs_on_the_device_and_can_fail_there() -> None:
+    x = hg.randn(3, 4, dtype="float64", device=TEST_DEVICE, requires_grad=True)
+    assert hg.gradcheck(lambda a: (a.tanh() * a).sum(1), (x,))
+    assert hg.gradcheck(lambda a: (a.tanh() * a).sum(1), (x,), directions=3)
+    with pytest.raises(hg.GradcheckError):  # a gradient that drops a path
+        hg.gradcheck(lambda a: a.detach() * a, (x,))

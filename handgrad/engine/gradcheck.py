@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.engine.backend import device_of_array
 from handgrad.engine.grad_mode import enable_grad
 from handgrad.engine.tensor import Tensor
 
@@ -57,7 +58,7 @@ def _vjp(fn: Callable[..., Any], args: Sequence[Any], u: numpy.ndarray, wrt: lis
     for o in outs:
         n = o.numel()
         if o.requires_grad:
-            w = Tensor(u[pos : pos + n].reshape(o.shape).astype(o.dtype))
+            w = Tensor(o.device.send(u[pos : pos + n].reshape(o.shape).astype(o.dtype)))  # on the output's device
             term = (o * w).sum()
             total = term if total is None else total + term
         pos += n
@@ -162,10 +163,10 @@ def _check_directions(fn: Callable[..., Any], args: list[Any], wrt: list[int], m
         base = data.copy()
         for r in range(k):
             v = rng.standard_normal(data.shape)
-            data[...] = base + eps * v
+            data[...] = base + eps * device_of_array(data).send(v)
             with enable_grad():
                 yp = _flat_outputs(fn, args)
-            data[...] = base - eps * v
+            data[...] = base - eps * device_of_array(data).send(v)
             with enable_grad():
                 ym = _flat_outputs(fn, args)
             data[...] = base
