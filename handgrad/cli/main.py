@@ -177,9 +177,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="one static HTML page with every run's results and figures")
     rp.add_argument("runs_dir", nargs="?", default="runs", help="folder holding the runs (default runs)")
     rp.add_argument("--output", default=None, metavar="FILE", help="the page (default RUNS_DIR/report.html)")
-    from handgrad.cli import track
+    from handgrad.cli import detect, track
 
     track.add_parser(sub)
+    detect.add_parser(sub)
     return parser
 
 
@@ -332,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from handgrad.cli import track
 
         return _guarded("handgrad track", show_tb, lambda: track.run(opts))
+    if opts.command == "detect":
+        from handgrad.cli import detect
+
+        return _guarded("handgrad detect", show_tb, lambda: detect.run(opts))
     return _guarded(f"handgrad run {opts.experiment}", show_tb, lambda: _run(opts))
 
 

@@ -263,7 +263,8 @@ def draw_detections(image: numpy.ndarray, boxes: numpy.ndarray, labels: numpy.nd
     d = ImageDraw.Draw(pil)
     for j, (b, lab) in enumerate(zip(boxes, labels)):
         c = _palette(int(lab))
-        d.rectangle([float(b[0]), float(b[1]), float(b[2]) - 1, float(b[3]) - 1], outline=c, width=2)
+        x1, y1 = float(b[0]), float(b[1])
+        d.rectangle([x1, y1, max(x1, float(b[2]) - 1), max(y1, float(b[3]) - 1)], outline=c, width=2)
         name = class_names[int(lab)] if 0 <= int(lab) < len(class_names) else str(int(lab))
         text = name if scores is None else f"{name} {float(scores[j]):.2f}"
         d.rectangle([float(b[0]), float(b[1]) - 11, float(b[0]) + 6 * len(text) + 2, float(b[1])], fill=c)

@@ -25,18 +25,13 @@ from handgrad.optim import Adam
 from handgrad.serialization import save
 from handgrad.train import Trainer
 from handgrad.vision.models import CropClassifier
+from handgrad.vision.models.backbone import normalize_image
+from handgrad.vision.models.rcnn import warp_regions
 from handgrad.vision.ops import box_iou
 from handgrad.vision.proposals import selective_search
 
-# Per-channel mean and std of the scenes' pixels / 255 (measured on 200 train scenes; rounded).
-SCENE_MEAN = numpy.array([0.47, 0.45, 0.41], dtype=numpy.float32)
-SCENE_STD = numpy.array([0.26, 0.25, 0.27], dtype=numpy.float32)
-
-
-def normalize(img: numpy.ndarray) -> numpy.ndarray:
-    """``uint8 (H, W, 3) -> float32 (3, H, W)`` standardised."""
-    x = img.astype(numpy.float32) / 255.0
-    return ((x - SCENE_MEAN) / SCENE_STD).transpose(2, 0, 1).copy()
+normalize = normalize_image  # uint8 (H, W, 3) -> standardised float32 (3, H, W)
+warp = warp_regions  # R-CNN's warp of boxes to size x size crops
 
 
 def _progress(it: Any, total: int, desc: str) -> Any:
@@ -117,24 +112,6 @@ def cache_dir() -> Path:
 
 
 # -- crops and pre-training ----------------------------------------------------------------------------------
-def warp(img: numpy.ndarray, boxes: numpy.ndarray, size: int, context: float = 0.15) -> numpy.ndarray:
-    """R-CNN's warp: each box, enlarged by ``context`` of its size on every side (clipped to the image),
-    resized to ``size x size`` regardless of aspect; returns normalised ``float32 (n, 3, size, size)``."""
-
-    H, W = img.shape[:2]
-    pil = Image.fromarray(img)
-    out = numpy.empty((len(boxes), 3, size, size), dtype=numpy.float32)
-    for j, (x1, y1, x2, y2) in enumerate(numpy.asarray(boxes, dtype=numpy.float64)):
-        dw, dh = context * (x2 - x1), context * (y2 - y1)
-        bx = (max(0.0, x1 - dw), max(0.0, y1 - dh), min(float(W), x2 + dw), min(float(H), y2 + dh))
-        if bx[2] - bx[0] < 1 or bx[3] - bx[1] < 1:
-            bx = (max(0.0, min(x1, W - 1.0)), max(0.0, min(y1, H - 1.0)), 0.0, 0.0)
-            bx = (bx[0], bx[1], bx[0] + 1, bx[1] + 1)
-        crop = numpy.asarray(pil.resize((size, size), Image.BILINEAR, box=bx))
-        out[j] = normalize(crop)
-    return out
-
-
 def crop_dataset(ds: DetectionScenes, n: int, size: int, rng: numpy.random.Generator,
                  bg_per_image: int = 5) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Pre-training crops from scenes ``0..n-1``: every object (its box jittered by up to 10%) with its

@@ -24,7 +24,7 @@ import numpy
 import handgrad.functional as F
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
-from handgrad.vision.models.backbone import CropClassifier
+from handgrad.vision.models.backbone import CropClassifier, normalize_image
 from handgrad.vision.models.fast_rcnn import postprocess
 from handgrad.vision.ops import clip_boxes_to_image, decode_boxes
 
@@ -36,7 +36,25 @@ except ImportError:  # pragma: no cover
     def _njit(f):  # type: ignore[no-redef]
         return f
 
-__all__ = ["LinearSVM", "train_svm_hard_negatives", "BoxRegressor", "RCNN", "rcnn_features"]
+__all__ = ["LinearSVM", "train_svm_hard_negatives", "BoxRegressor", "RCNN", "rcnn_features", "warp_regions"]
+
+
+def warp_regions(img: numpy.ndarray, boxes: numpy.ndarray, size: int, context: float = 0.15) -> numpy.ndarray:
+    """R-CNN's warp: each box, enlarged by ``context`` of its size on every side (clipped to the image),
+    resized to ``size x size`` whatever its aspect (bilinear); returns normalised ``float32 (n, 3, size, size)``."""
+    from PIL import Image
+
+    H, W = img.shape[:2]
+    pil = Image.fromarray(numpy.ascontiguousarray(img))
+    out = numpy.empty((len(boxes), 3, size, size), dtype=numpy.float32)
+    for j, (x1, y1, x2, y2) in enumerate(numpy.asarray(boxes, dtype=numpy.float64).reshape(-1, 4)):
+        dw, dh = context * (x2 - x1), context * (y2 - y1)
+        bx = (max(0.0, x1 - dw), max(0.0, y1 - dh), min(float(W), x2 + dw), min(float(H), y2 + dh))
+        if bx[2] - bx[0] < 1 or bx[3] - bx[1] < 1:  # degenerate after clipping: one pixel at the corner
+            x0, y0 = min(max(0.0, x1), W - 1.0), min(max(0.0, y1), H - 1.0)
+            bx = (x0, y0, x0 + 1, y0 + 1)
+        out[j] = normalize_image(numpy.asarray(pil.resize((size, size), Image.BILINEAR, box=bx)))
+    return out
 
 
 @_njit
@@ -175,7 +193,8 @@ class RCNN:
         return s
 
     def detect(self, image: numpy.ndarray, proposals: numpy.ndarray,
-               warp: Callable[[numpy.ndarray, numpy.ndarray, int], numpy.ndarray], score_thresh: float = -1.0,
+               warp: Callable[[numpy.ndarray, numpy.ndarray, int], numpy.ndarray] = warp_regions,
+               score_thresh: float = -1.0,
                nms_thresh: float = 0.3, max_detections: int = 100) -> dict[str, numpy.ndarray]:
         """Warp every proposal, CNN features, SVM scores, box regression, per-class NMS. Scores are SVM
         margins passed through a logistic (monotone: rankings and AP are the margins')."""
