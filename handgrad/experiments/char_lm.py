@@ -47,8 +47,9 @@ import numpy
 import handgrad as hg
 import handgrad.functional as F
 from handgrad import optim
-from handgrad.data.text import load_shakespeare
+from handgrad.data.text import SHAKESPEARE_GZ, load_shakespeare
 from handgrad.errors import ExperimentError
+from handgrad.experiments._common import data_record
 from handgrad.recurrent.generation import CharVocab, RNNLanguageModel, sample
 from handgrad.recurrent.regularization import ClipTracker
 from handgrad.serialization import CheckpointError
@@ -297,6 +298,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "train_wall_s": round(progress.wall.elapsed(), 1),
         "parameters": n_params,
         "source": source,
+        "data": data_record(opts.data if opts.data is not None else SHAKESPEARE_GZ),  # path + fingerprint
         "history": rows,
         "sample": samples.get(f"T={opts.temperature}", ""),
         "interrupted": trainer.interrupted,

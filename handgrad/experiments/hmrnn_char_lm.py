@@ -23,6 +23,8 @@ import numpy
 
 import handgrad as hg
 import handgrad.functional as F
+from handgrad.data.text import SHAKESPEARE_GZ
+from handgrad.experiments._common import data_record
 from handgrad.experiments.char_lm import _load_text, _streams
 from handgrad.nn import Embedding, Linear, Module, Parameter
 from handgrad.optim import Adam
@@ -139,7 +141,8 @@ def run(opts: Any) -> dict[str, Any]:
         json.dump(losses, f)
     return {"val_bits_per_char": bpc, "steps": step, "cpu_minutes": minutes, "hidden": hidden,
             "boundary_rate_layer1": rates[0], "boundary_rate_layer2": rates[1], "final_slope": model.hm.slope,
-            "source": source}
+            "source": source,
+            "data": data_record(opts.data if opts.data is not None else SHAKESPEARE_GZ)}
 
 
 def _plot(text: str, z: numpy.ndarray, path: str) -> None:
