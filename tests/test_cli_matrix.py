@@ -150,8 +150,8 @@ def test_quick_run_writes_what_the_registry_says_and_reads_every_offered_option(
     r = json.loads((out / "results.json").read_text())
     assert r["experiment"] == name and r["options"]["quick"] is True
     assert "data" in r and "blas_threads" in r
-    if r["data"] and r["data"].get("path"):  # the files it read: a path and a short fingerprint
-        assert len(r["data"]["fingerprint"]) == 12, r["data"]
+    if "data" in entry.options or (r["data"] and r["data"].get("path")):  # the files read: path + fingerprint
+        assert r["data"]["path"] and len(r["data"]["fingerprint"]) == 12, r["data"]
     if name.endswith("-fashion") or name in ("noisy-labels",):
         assert "fashion-mnist" in str(r["data"]["path"]).lower(), r["data"]
 
