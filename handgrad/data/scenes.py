@@ -290,3 +290,25 @@ def contact_sheet(ds: DetectionScenes, path: str | os.PathLike[str], n: int = 16
     p.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(p)
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m handgrad.data.scenes OUT [--split test] [--n 500] [--seed 0]``: export a split as COCO
+    (images + ``annotations.json``) and write ``contact_sheet.png`` beside it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m handgrad.data.scenes", description=main.__doc__)
+    p.add_argument("out")
+    p.add_argument("--split", choices=tuple(_SPLIT_ID), default="test")
+    p.add_argument("--n", type=int, default=None, help="scenes to export (default: the whole split)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    ds = DetectionScenes(a.split, size=a.n, seed=a.seed)
+    path = export_coco(ds, a.out)
+    sheet = contact_sheet(ds, Path(a.out) / "contact_sheet.png")
+    print(f"{path}\n{sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
