@@ -37,7 +37,7 @@ from handgrad.metrics.tracking import aggregate, evaluate_sequence
 from handgrad.tracking import search_cnn, siamrpn
 from handgrad.tracking.search_cnn import SearchCNN
 from handgrad.tracking.siamrpn import SiamRPN
-from handgrad.train import Trainer
+from handgrad.train import Callback, Trainer
 
 matplotlib.use("Agg")
 
@@ -118,6 +118,16 @@ def _examples(model: str, tracker: Any, split: str, n_seq: int, n_frames: int, p
     return _Examples(np.stack(zs), np.stack(xs), target)
 
 
+class _SaveEachEpoch(Callback):
+    """Write the tracker's weights after every epoch, so a run cut short still leaves a usable tracker."""
+
+    def __init__(self, tracker: Any, path: str) -> None:
+        self.tracker, self.path = tracker, path
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.tracker.save(self.path)
+
+
 def _loss_fn(model: str) -> Any:
     return search_cnn.search_cnn_loss if model == "search-cnn" else siamrpn.siamrpn_loss
 
@@ -177,15 +187,17 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         print(f"{model}: {len(train)} training and {len(val)} validation examples ({data_s:.0f} s)")
         opt = optim.Adam(tracker.net.parameters(), lr=opts.lr)
         sched = optim.lr_scheduler.MultiStepLR(opt, [max(1, opts.epochs // 2), max(2, 3 * opts.epochs // 4)], 0.5)
+        name = model.replace("-", "_")
+        weights = os.path.join(opts.out, f"{name}.safetensors")
         trainer = Trainer(tracker.net, opt, _loss_fn(model), metrics=(), scheduler=sched, grad_clip=10.0,
-                          out_dir=None, progress=opts.progress, verbose=True, run_name=f"tracking-train-{model}")
+                          callbacks=[_SaveEachEpoch(tracker, weights)], out_dir=None, progress=opts.progress,
+                          verbose=True, run_name=f"tracking-train-{model}")
         loader = DataLoader(train, batch_size=opts.batch_size, shuffle=True, seed=opts.seed)
         vloader = DataLoader(val, batch_size=128)
         t1 = time.perf_counter()
         history = trainer.fit(loader, vloader, epochs=opts.epochs)
         train_s = time.perf_counter() - t1
-        name = model.replace("-", "_")
-        tracker.save(os.path.join(opts.out, f"{name}.safetensors"))
+        tracker.save(weights)
         history.to_json(os.path.join(opts.out, f"{name}_history.json"))
         _plot(history, os.path.join(opts.out, f"learning_curves_{name}.png"), f"{model} training")
         rows = list(history)
@@ -194,9 +206,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                "train_seconds": round(train_s, 1),
                "parameters": int(sum(p.numel() for p in tracker.net.parameters()))}
         if opts.val_sequences:
-            path = os.path.join(opts.out, f"{name}.safetensors")
             cls = SearchCNN if model == "search-cnn" else SiamRPN
-            res.update(_val_tracking(lambda cls=cls, path=path: cls.load(path), opts.val_sequences, opts.seed))
+            res.update(_val_tracking(lambda cls=cls, path=weights: cls.load(path), opts.val_sequences, opts.seed))
         print(f"{model}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
         results[model] = res
     return results
