@@ -212,3 +212,21 @@ def test_resume_after_ctrl_c_finishes_cleanly(tmp_path):
     assert r["epochs_run"] == done + 2
     hist = json.loads((out / "history.json").read_text())
     assert not hist.get("meta", {}).get("interrupted")
+
+
+def test_readme_translate_dates_locale_counts_are_what_the_pinned_babel_gives():
+    from importlib.metadata import version
+
+    import tomllib
+
+    from handgrad.data.dates import candidate_locales, locale_split
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["experiments"]
+    pinned = next(d.split("==")[1] for d in extra if d.startswith("babel=="))
+    if version("babel") != pinned:
+        pytest.skip(f"babel {version('babel')} is installed, the README's counts are for the pinned {pinned}")
+    train, test = locale_split(candidate_locales(True), seed=0)
+    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+               if line.startswith("| `handgrad run translate-dates`"))
+    assert f"dates in {len(train) + len(test)} locales'" in row and f"from {len(test)} held-out locales" in row
+    assert f"({len(train)} training locales)" in row and f"babel {pinned}" in row
