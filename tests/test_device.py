@@ -143,6 +143,13 @@ def test_layers_take_device_and_init_equals_cpu() -> None:
     np.testing.assert_array_equal(a.weight.numpy(), b.weight.numpy())
     assert nn.Embedding(4, 2, device="strict").weight.device == "strict"
     assert nn.LayerNorm(3, device="strict").weight.device == "strict"
+    hg.manual_seed(4)
+    lstm = nn.LSTM(3, 4, 2, device="strict")
+    hg.manual_seed(4)
+    np.testing.assert_array_equal(lstm.weight_hh_l1.numpy(), nn.LSTM(3, 4, 2).weight_hh_l1.numpy())
+    assert all(m.weight_ih.device == "strict" for m in (nn.RNNCell(2, 3, device="strict"),
+                                                        nn.GRUCell(2, 3, device="strict")))
+    assert nn.GRU(2, 3, device="strict").weight_ih_l0.device == "strict"
 
 
 def test_state_dict_loads_across_devices() -> None:

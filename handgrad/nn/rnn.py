@@ -32,7 +32,6 @@ import numpy
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.ops import cat, reshape, stack, transpose
 from handgrad.engine.ops.arithmetic import MulConstantFunction
-from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.dropout import dropout_mask
 from handgrad.functional.rnn._fused import as_lengths
@@ -40,6 +39,8 @@ from handgrad.functional.rnn.gru_sequence import GRUSequenceFunction
 from handgrad.functional.rnn.lstm_sequence import LSTMSequenceFunction
 from handgrad.functional.rnn.lstmp_sequence import LSTMProjSequenceFunction
 from handgrad.functional.rnn.rnn_sequence import RNNSequenceFunction
+from handgrad.nn import init
+from handgrad.nn._factory import place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -63,6 +64,7 @@ class RNNBase(Module):
         bidirectional: bool = False,
         dtype: Any = None,
         proj_size: int = 0,
+        device: Any = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -100,12 +102,14 @@ class RNNBase(Module):
                     setattr(self, pname + sfx, Parameter(numpy.empty(shape, dtype)))
                     self._flat_weights_names.append(pname + sfx)
         self.reset_parameters()
+        place(self, device)
 
     def reset_parameters(self) -> None:
-        """PyTorch's init: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))``."""
+        """PyTorch's init: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))`` (drawn on the CPU generator,
+        written wherever the parameter lives)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
-            p.data[...] = get_rng().uniform(-bound, bound, size=p.shape)
+            init.uniform_(p, -bound, bound)
 
     def flatten_parameters(self) -> None:
         """No-op, for PyTorch compatibility (there is no cuDNN weight buffer to compact)."""
@@ -267,12 +271,14 @@ class RNN(RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device: Any = None,
         dtype: Any = None,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: unknown nonlinearity '{nonlinearity}', expected 'tanh' or 'relu'")
         mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype,
+                         device=device)
         self.nonlinearity = nonlinearity
 
 
@@ -302,7 +308,7 @@ class LSTM(RNNBase):
         dtype: Any = None,
     ) -> None:
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype,
-                         proj_size=proj_size)
+                         proj_size=proj_size, device=device)
 
 
 class GRU(RNNBase):
@@ -324,6 +330,8 @@ class GRU(RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device: Any = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype)
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype,
+                         device=device)

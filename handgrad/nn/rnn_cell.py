@@ -19,11 +19,12 @@ import numpy
 
 from handgrad.engine.backend import get_default_dtype
 from handgrad.engine.ops import reshape
-from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.rnn.gru_sequence import gru_cell
 from handgrad.functional.rnn.lstm_sequence import lstm_cell
 from handgrad.functional.rnn.rnn_sequence import rnn_cell
+from handgrad.nn import init
+from handgrad.nn._factory import place
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -31,7 +32,8 @@ from handgrad.nn.parameter import Parameter
 class RNNCellBase(Module):
     n_gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
         name = type(self).__name__
         for key, v in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -49,12 +51,14 @@ class RNNCellBase(Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
+        place(self, device)
 
     def reset_parameters(self) -> None:
-        """PyTorch's init: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))``."""
+        """PyTorch's init: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))`` (drawn on the CPU generator,
+        written wherever the parameter lives)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
-            p.data[...] = get_rng().uniform(-bound, bound, size=p.shape)
+            init.uniform_(p, -bound, bound)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -108,11 +112,12 @@ class RNNCell(RNNCellBase):
     """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu): PyTorch's ``nn.RNNCell``."""
 
     def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", dtype: Any = None
+        self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", device: Any = None,
+        dtype: Any = None,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNNCell: unknown nonlinearity '{nonlinearity}', expected 'tanh' or 'relu'")
-        super().__init__(input_size, hidden_size, bias, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
         self.nonlinearity = nonlinearity
 
     def extra_repr(self) -> str:
