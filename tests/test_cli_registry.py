@@ -156,3 +156,26 @@ def handgrad_file() -> str:
     import handgrad
 
     return handgrad.__file__
+
+
+def test_blas_threads_default_to_the_free_cores_and_respect_the_user(monkeypatch):
+    from handgrad.cli import threads
+
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (15.0, 15.0, 15.0))
+    assert threads.default_threads() == 1  # a busy machine: spinning BLAS threads only steal time
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.6, 1.0, 1.0))
+    assert threads.default_threads() == 5
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert threads.default_threads() == 8
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert threads.default_threads() is None  # the user's environment decides
+    with threads.blas_threads() as n:
+        assert n == "environment"
+    from threadpoolctl import threadpool_info
+
+    with threads.blas_threads(1) as n:
+        assert n == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
