@@ -148,14 +148,18 @@ def test_worker_init_fn_error_and_bad_arguments():
         D.DataLoader(Squares(), persistent_workers=True)
 
 
-def test_abandoned_epoch_shuts_its_workers_down():
+def test_abandoned_epoch_shuts_its_workers_down_and_leaves_no_shared_memory():
     it = iter(D.DataLoader(Squares(), batch_size=2, num_workers=2, timeout=30))
     next(it)
     workers = list(it._workers)
+    pids = [w.pid for w in workers]
     del it
     for w in workers:
         w.join(timeout=5)
         assert not w.is_alive()
+    if os.path.isdir("/dev/shm"):
+        left = [f for f in os.listdir("/dev/shm") if any(f.startswith(f"handgrad_{p}_") for p in pids)]
+        assert left == []  # the prefetched batches' blocks were unlinked
 
 
 def test_samplers_match_torch_semantics():

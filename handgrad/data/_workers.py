@@ -5,8 +5,8 @@ sends them back through its OWN pipe, so the main process reads batch k from wor
 sampler's; at most ``prefetch_factor * N`` batches are in flight. The pipe is written synchronously (no feeder
 thread: a batch sent is a batch delivered even if the worker dies right after) and by one writer (a worker
 killed mid-write cannot leave a lock held that would stall the others). Arrays of 4 KiB or more travel through
-``multiprocessing.shared_memory`` (the worker writes them once into a block, the parent copies them out and
-unlinks it), the rest by pickling.
+POSIX shared memory (the worker writes them once into a block, the parent copies them out and unlinks it), the
+rest by pickling.
 
 Seeding: each epoch draws ``base_seed`` from the loader's generator (or handgrad's global one); worker i
 seeds Python's ``random``, NumPy's legacy global generator and handgrad's generators with
@@ -20,6 +20,7 @@ noticed within 0.1 s by polling the processes; ``timeout > 0`` bounds the wait f
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import queue
@@ -29,7 +30,6 @@ import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy
@@ -77,31 +77,48 @@ class _ErrorBox:
     trace: str
 
 
-def _put_array(a: numpy.ndarray) -> Any:
-    if a.nbytes < _SHM_MIN_BYTES or a.dtype.kind not in "biufc":
-        return a
-    shm = shared_memory.SharedMemory(create=True, size=a.nbytes)
-    numpy.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
-    name = shm.name
-    shm.close()
-    try:  # the parent unlinks the block; without this the worker's tracker would warn of a leak at exit
-        from multiprocessing import resource_tracker
+try:  # POSIX shared memory without multiprocessing's resource tracker (see _put_array)
+    import _posixshmem  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Windows: arrays are pickled instead
+    _posixshmem = None
 
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:  # pragma: no cover - tracker internals differ between Python versions
-        pass
+_block_counter = iter(range(1 << 62))
+
+
+def _put_array(a: numpy.ndarray) -> Any:
+    """Small arrays as they are (pickled); large ones into a fresh POSIX shared-memory block.
+
+    The block is made with ``_posixshmem`` + ``mmap`` directly rather than ``shared_memory.SharedMemory``,
+    whose resource tracker (one helper process per worker, registered and unregistered on every block)
+    costs time and is one more lock a forked worker would share; the parent unlinks each block as soon as
+    it has copied it out, and unlinks what is left when an epoch is abandoned.
+    """
+    if _posixshmem is None or a.nbytes < _SHM_MIN_BYTES or a.dtype.kind not in "biufc":
+        return a
+    name = f"/handgrad_{os.getpid()}_{next(_block_counter)}"
+    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    try:
+        os.ftruncate(fd, a.nbytes)
+        with mmap.mmap(fd, a.nbytes) as mm:
+            numpy.ndarray(a.shape, a.dtype, buffer=mm)[...] = a
+    finally:
+        os.close(fd)
     return _Shm(name, tuple(a.shape), a.dtype.str)
 
 
 def _take_array(box: Any) -> numpy.ndarray:
     if not isinstance(box, _Shm):
         return box
-    shm = shared_memory.SharedMemory(name=box.name)
+    dtype = numpy.dtype(box.dtype)
+    nbytes = int(numpy.prod(box.shape, dtype=numpy.int64)) * dtype.itemsize
+    fd = _posixshmem.shm_open(box.name, os.O_RDWR, mode=0o600)
     try:
-        return numpy.ndarray(box.shape, numpy.dtype(box.dtype), buffer=shm.buf).copy()
+        with mmap.mmap(fd, nbytes) as mm:
+            out = numpy.ndarray(box.shape, dtype, buffer=mm).copy()
     finally:
-        shm.close()
-        shm.unlink()
+        os.close(fd)
+        _posixshmem.shm_unlink(box.name)
+    return out
 
 
 def _encode(obj: Any) -> Any:
@@ -145,6 +162,16 @@ def _seed_worker(seed: int) -> None:
     manual_seed(seed)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else
+        return True
+    return True
+
+
 def _worker_loop(dataset: Any, fetch: Callable[[Any], Any], index_queue: Any, result_pipe: Any, worker_id: int,
                  num_workers: int, seed: int, init_fn: Callable[[int], None] | None, parent: int) -> None:
     global _worker_info
@@ -161,8 +188,8 @@ def _worker_loop(dataset: Any, fetch: Callable[[Any], Any], index_queue: Any, re
         try:
             job = index_queue.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the parent died: do not linger
-                return
+            if not _alive(parent):  # the main process died: do not linger (its pid, not getppid():
+                return  # under 'forkserver' the parent process is the server)
             continue
         if job is None:
             return
