@@ -59,8 +59,11 @@ def test_none_and_hash_by_identity() -> None:
     p = hg.nn.Parameter(hg.zeros(2))
     assert {p: 1}[p] == 1
     assert a in [a, b]  # identity is checked first, as with PyTorch tensors
-    with pytest.raises((RuntimeError, ValueError)):
+    with pytest.raises(RuntimeError, match="Boolean value of Tensor with more than one value is ambiguous"):
         bool(a == b)  # more than one element: ambiguous, as in PyTorch
+    with pytest.raises(RuntimeError, match="with no values is ambiguous"):
+        bool(hg.zeros(0))
+    assert bool(hg.tensor([2.0]) == 2.0) and not bool(hg.tensor(0.0))
 
 
 def test_no_gradient_flows_through_comparisons() -> None:

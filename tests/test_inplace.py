@@ -209,3 +209,13 @@ def test_view_of_non_contiguous_raises_like_torch_and_reshape_copies() -> None:
     v = a.view(3, 2)
     a.add_(1)  # a view shares the data: it sees the write, as in PyTorch
     assert v.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+def test_version_error_when_a_saved_output_is_written_under_no_grad() -> None:
+    def prog(L):
+        x = L.tensor([1.0, 2.0], requires_grad=True)
+        e = x.exp()
+        with L.no_grad():
+            e.add_(1)
+        e.sum().backward()
+    _error_both(prog)

@@ -104,6 +104,13 @@ def _write(op: str, t: Tensor, arr: Any) -> None:
         raise RuntimeError(f"{op}: cannot write into this tensor in place ({e}); clone() it first") from None
 
 
+def _mark_clobbered(old: Function | None, index: int, t: Tensor) -> None:
+    """If node ``old`` (``t``'s creator before the write) kept ``t``'s array for its backward (exp and sigmoid
+    keep their output y), make its backward raise (``check_versions``)."""
+    if old is not None and old.inputs is not None and _saves(old, t.data):
+        old.__dict__["_clobbered"] = (index, _describe(t), version_counter(t)[0] + 1)
+
+
 def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], others: tuple[Any, ...] = ()) -> Tensor:
     """Make ``t`` hold ``compute(t)`` in place (``compute`` is the out-of-place op); see the module docstring.
     ``others``: the op's other operands (a tensor among them that requires grad puts the op in the graph)."""
@@ -112,19 +119,19 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
     if state.grad_enabled and t.requires_grad and t._creator is None:
         raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation; "
                            "modify it under handgrad.no_grad() (as an optimizer step does), or a clone()")
+    old, index = t._creator, t._output_index
     if not graph:
         with no_grad():
             r = compute(t)
         _write(op, t, r.data)
+        _mark_clobbered(old, index, t)  # a non-leaf written under no_grad keeps its creator: check it too
         bump(t)
         return t
-    old, index = t._creator, t._output_index
     prev = type(t)._from_op(t.data.copy(), old, index)  # the old value, still made by the old node
     prev.requires_grad = t.requires_grad
     r = compute(prev)
     _write(op, t, r.data)
-    if old is not None and _saves(old, t.data):  # e.g. exp/sigmoid keep their output y: now overwritten
-        old.__dict__["_clobbered"] = (index, _describe(t), version_counter(t)[0] + 1)
+    _mark_clobbered(old, index, t)
     t._creator, t._output_index, t.requires_grad = r._creator, r._output_index, r.requires_grad
     bump(t)
     return t

@@ -197,6 +197,10 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         return f"tensor({body}{where}, dtype={self.dtype}{extra})"
 
     def __bool__(self) -> bool:
+        if self.data.size != 1:  # e.g. ``if a == b:`` on tensors: == is elementwise, as in PyTorch
+            what = "no values" if self.data.size == 0 else "more than one value"
+            raise RuntimeError(f"Boolean value of Tensor with {what} is ambiguous (shape {self.shape}); "
+                               "use .any(), .all() or handgrad.equal(a, b)")
         return bool(self.data)
 
     def __float__(self) -> float:
