@@ -150,6 +150,8 @@ def test_layers_take_device_and_init_equals_cpu() -> None:
     assert all(m.weight_ih.device == "strict" for m in (nn.RNNCell(2, 3, device="strict"),
                                                         nn.GRUCell(2, 3, device="strict")))
     assert nn.GRU(2, 3, device="strict").weight_ih_l0.device == "strict"
+    assert nn.GroupNorm(2, 4, device="strict").weight.device == "strict"
+    assert all(p.device == "strict" for p in nn.TransformerEncoderLayer(4, 2, 8, device="strict").parameters())
 
 
 def test_state_dict_loads_across_devices() -> None:

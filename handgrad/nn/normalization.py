@@ -173,6 +173,7 @@ class GroupNorm(Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        place(self, device)
 
     def reset_parameters(self) -> None:
         if self.affine:
