@@ -15,8 +15,8 @@ from handgrad.engine.ops import (
 )
 from handgrad.engine.ops.comparison import allclose, eq, equal, ge, gt, isclose, isfinite, isinf, isnan, le, lt, ne
 from handgrad.engine.ops import (
-    argsort, bmm, cumprod, cumsum, einsum, flip, mm, multinomial, norm, repeat_interleave, roll, sort, topk, tril,
-    triu,
+    argsort, bmm, cumprod, cumsum, einsum, flip, index_add, mm, multinomial, norm, repeat_interleave, roll, scatter,
+    sort, topk, tril, triu,
 )
 from handgrad import linalg
 from handgrad.engine.random import manual_seed

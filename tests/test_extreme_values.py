@@ -197,3 +197,16 @@ def test_other_recurrent_gates_use_the_exact_sigmoid(module: str) -> None:
     if module == "mdlstm":
         z = numpy.array([-30.0, -18.0, 0.0, 30.0], numpy.float32)
         numpy.testing.assert_allclose(mod._sigmoid(z, numpy), torch.sigmoid(torch.tensor(z)).numpy(), rtol=2e-7)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_extremes(log_target: bool, dtype: str) -> None:
+    """KL(p || q) with log q from log_softmax of extreme logits, targets with zeros (p log p = 0 at p = 0)."""
+    p = numpy.abs(numpy.sin(numpy.arange(ROWS.size))).reshape(ROWS.shape)
+    p[:, ::3] = 0.0
+    p /= p.sum(axis=1, keepdims=True)
+    t = numpy.log(numpy.where(p > 0, p, 1e-300)) if log_target else p
+    _compare(lambda x, tt: F.kl_div(F.log_softmax(x, 1), tt, reduction="none", log_target=log_target),
+             lambda x, tt: TF.kl_div(TF.log_softmax(x, 1), tt, reduction="none", log_target=log_target),
+             ROWS, dtype, 4, (t,), cond=4 / 1e4, gscale=1.5 * ROWS.shape[1])
