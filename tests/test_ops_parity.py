@@ -239,3 +239,16 @@ def test_new_factories_and_scalars() -> None:
     assert x.cpu() is x and str(x.device) == "cpu"
     with pytest.raises(TypeError, match="one-element tensors"):
         format(hg.zeros(2), ".3f")
+
+
+def test_scatter_index_add_out_of_place() -> None:
+    idx = np.array([[2, 0], [1, 2]])
+    check_op(lambda a, s: hg.scatter(a, 1, hg.tensor(idx), s), lambda a, s: torch.scatter(a, 1, torch.tensor(idx), s),
+             [_r(2, 3), _r(2, 2)])
+    check_op(lambda a: hg.scatter(a, 0, hg.tensor([[1, 0, 1]]), value=2.5),
+             lambda a: torch.scatter(a, 0, torch.tensor([[1, 0, 1]]), 2.5), [_r(2, 3)])
+    ii = np.array([2, 0, 2])
+    check_op(lambda a, s: hg.index_add(a, 1, hg.tensor(ii), s, alpha=-1.5),
+             lambda a, s: torch.index_add(a, 1, torch.tensor(ii), s, alpha=-1.5), [_r(2, 3), _r(2, 3)])
+    with pytest.raises(ValueError, match="index_add: source"):
+        hg.index_add(hg.zeros(2, 3), 1, hg.tensor([0, 1]), hg.zeros(2, 3))
