@@ -14,6 +14,12 @@ from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
 
 
+def _on_device(idx: Any, like: Tensor) -> Any:
+    """The index array on ``like``'s device (a CPU index for a device tensor is moved, as PyTorch accepts)."""
+    xp = get_array_module(like.data)
+    return idx if get_array_module(idx) is xp else xp.asarray(idx)
+
+
 class ScatterFunction(Function):
     """y = x, then y[index[i][j]][j] = src[i][j] (dim 0; likewise for other dims; a repeated target keeps one
     of its sources, unspecified which, as in PyTorch);  dx = gy with the written positions zeroed,
@@ -52,7 +58,7 @@ def scatter(input: Tensor, dim: int, index: Any, src: Any = None, *, value: Any 
     and no larger than input outside ``dim``."""
     if (src is None) == (value is None):
         raise TypeError("scatter: give exactly one of src and value")
-    idx = _int_index("scatter", index)
+    idx = _on_device(_int_index("scatter", index), input)
     if src is None or not isinstance(src, Tensor):
         v = value if src is None else src
         xp = get_array_module(input.data)
@@ -75,7 +81,7 @@ def index_add(input: Tensor, dim: int, index: Any, source: Tensor, *, alpha: flo
     """``out = input`` with ``out[..., index[i], ...] += alpha * source[..., i, ...]`` along ``dim``
     (``torch.index_add``; repeated indices accumulate). ``index`` is 1-D with one entry per slice of
     ``source`` along ``dim``; ``source`` has input's shape elsewhere."""
-    idx = _int_index("index_add", index)
+    idx = _on_device(_int_index("index_add", index), input)
     if not isinstance(source, Tensor):
         source = as_tensor_like(source, input)
     d = norm_dim("index_add", dim, input.ndim)
