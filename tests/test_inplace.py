@@ -54,7 +54,18 @@ CASES = {
     "index_add_dim0": lambda L, x, y: (x * 1).index_add_(0, L.tensor([1, 1]), y),
     "plain_into_graph": lambda L, x, y: L.zeros(2, 3, dtype=L.float64).add_(x).mul_(y),
     "twice_then_use": lambda L, x, y: _twice(x, y),
+    "setitem": lambda L, x, y: _setitem(L, x, y),
+    "setitem_into_plain": lambda L, x, y: _setitem(L, L.zeros(2, 3, dtype=L.float64), y) * x,
 }
+
+
+def _setitem(L, x, y):
+    h = x * 1
+    h[0] = y[1]  # a value that requires grad
+    h[:, 1] = 5.0
+    h[L.tensor([[False, True, False], [True, False, True]])] = y[0, 0] * 2
+    h[1, L.tensor([2, 0])] = y[0, :2]
+    return h * y
 
 
 def _iop(a, b, op: str):
@@ -158,6 +169,24 @@ def test_version_error_through_a_constant_and_detach() -> None:
         w.detach().zero_()  # the alias shares the version counter
         y.sum().backward()
     _error_both(prog)
+
+
+def test_version_error_through_setitem() -> None:
+    def saved_input(L):
+        x = L.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        s = x.tanh()
+        y = s * x  # saves s
+        s[0] = 0.0
+        y.sum().backward()
+
+    def plain_constant(L):
+        x = L.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        w = L.tensor([2.0, 2.0, 2.0])
+        y = x * w
+        w[1] = 7.0  # a direct write outside the graph still bumps the version
+        y.sum().backward()
+    _error_both(saved_input)
+    _error_both(plain_constant)
 
 
 def test_no_error_where_nothing_saved_was_modified() -> None:

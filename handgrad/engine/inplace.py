@@ -111,6 +111,13 @@ def _mark_clobbered(old: Function | None, index: int, t: Tensor) -> None:
         old.__dict__["_clobbered"] = (index, _describe(t), version_counter(t)[0] + 1)
 
 
+def note_write(t: Tensor) -> None:
+    """Record a direct write into ``t``'s array (``t[i] = v`` outside the graph): bump its version, and make
+    its creator's backward raise if that node kept the array."""
+    _mark_clobbered(t._creator, t._output_index, t)
+    bump(t)
+
+
 def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], others: tuple[Any, ...] = ()) -> Tensor:
     """Make ``t`` hold ``compute(t)`` in place (``compute`` is the out-of-place op); see the module docstring.
     ``others``: the op's other operands (a tensor among them that requires grad puts the op in the graph)."""

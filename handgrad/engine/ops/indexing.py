@@ -16,6 +16,7 @@ import numpy
 from handgrad.engine.backend import CPU, Device, device_of_array, get_array_module, get_default_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import state
+from handgrad.engine.inplace import apply_inplace, note_write
 from handgrad.engine.ops._util import as_tensor_like, unbroadcast
 from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
@@ -124,23 +125,56 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
 
 
+class IndexPutFunction(Function):
+    """y = x with y[index] = v (v broadcast to the shape of y[index]);  dx = gy with the written positions
+    zeroed, dv = gy[index] summed down to v's shape (PyTorch's CopySlices / index_put)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def forward(self, x: Any, v: Any) -> Any:
+        self.vshape = v.shape
+        y = x.copy()
+        y[self.index] = v
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        n = self.needs_input_grad
+        gx = gv = None
+        if n[0]:
+            gx = gy.copy()
+            gx[self.index] = 0
+        if n[1]:
+            gv = unbroadcast(gy[self.index], self.vshape)
+        return gx, gv
+
+
 def setitem(x: Tensor, index: Any, value: Any) -> None:
-    """``x[index] = value`` in place, for tensors outside the graph (data preparation, masks, updates
-    under ``no_grad``). In-place writes into a tensor that autograd tracks are refused."""
-    if x.requires_grad and state.grad_enabled:
-        raise RuntimeError(
-            f"setitem: in-place assignment into a tensor of shape {x.shape} that requires grad is not supported; "
-            "build the result with where / masked_fill / cat instead, or assign under no_grad()"
-        )
+    """``x[index] = value`` in place, as in PyTorch. Outside the graph (nothing requires grad, or under
+    ``no_grad``) a direct write into the array; when ``x`` is a non-leaf of the graph or ``value`` requires grad,
+    recorded as an ``IndexPutFunction`` (gradients flow to the old ``x`` outside ``index`` and to ``value``),
+    through ``engine.inplace`` like every in-place op: a leaf that requires grad refuses, and a node that saved
+    the overwritten array raises at backward."""
     idx, _ = convert_index(index, x.data)
     v = value.data if isinstance(value, Tensor) else value
     if hasattr(v, "shape") and not isinstance(v, numpy.generic) and device_of_array(v) != device_of_array(x.data):
         raise RuntimeError(f"setitem: the value is on {device_of_array(v)} but the tensor is on "
                            f"{device_of_array(x.data)}; move it with .to(device)")
+    if state.grad_enabled and (x.requires_grad or getattr(value, "requires_grad", False)):
+        val = value if isinstance(value, Tensor) else as_tensor_like(value, x)
+        if val.dtype != x.dtype:
+            val = val.to(x.dtype)
+        try:
+            apply_inplace("setitem", x, lambda t: IndexPutFunction(idx)(t, val), (val,))
+        except (IndexError, ValueError) as e:
+            raise type(e)(f"setitem: cannot assign to index {_short(index)} of a tensor of shape {x.shape}: {e}") \
+                from None
+        return
     try:
         x.data[idx] = v
     except (IndexError, ValueError) as e:
         raise type(e)(f"setitem: cannot assign to index {_short(index)} of a tensor of shape {x.shape}: {e}") from None
+    note_write(x)
 
 
 def _short(index: Any) -> str:
