@@ -1,7 +1,7 @@
 """The small CNN that R-CNN and Fast R-CNN share on the generated scenes, and its crop classifier.
 
-``SceneBackbone``: conv 5x5/2 (32) - ReLU - max-pool 2 - conv 3x3 (64) - ReLU - max-pool 2 - conv 3x3 (128)
-- ReLU - conv 3x3 (128) - ReLU: stride 8, 128 channels, receptive field 51 px (the scenes' objects are
+``SceneBackbone``: conv 5x5/2 (32) - BN - ReLU - max-pool 2 - conv 3x3 (64) - BN - ReLU - max-pool 2 -
+conv 3x3 (128) - BN - ReLU - conv 3x3 (128) - BN - ReLU: stride 8, 128 channels, receptive field 51 px (the scenes' objects are
 16..96 px). Small enough to train on 2 CPU cores; a 256x256 image costs ~0.34 GMAC.
 
 ``CropClassifier``: the backbone, global average pooling and a linear layer: the "CNN pre-trained as a
@@ -38,11 +38,12 @@ class SceneBackbone(nn.Module):
         super().__init__()
         a, b, c = widths
         self.out_channels = c
+        # batch norm after every conv: trains from scratch in far fewer steps on 2 CPU cores
         self.features = nn.Sequential(
-            nn.Conv2d(3, a, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(b, c, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, a, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(b, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
