@@ -66,3 +66,10 @@ def test_half_is_refused_in_one_line() -> None:
 def test_unknown_dtype_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="unknown dtype 'floot32'"):
         hg.zeros(2, dtype="floot32")
+
+
+def test_random_integer_factories_take_dtypes() -> None:
+    assert hg.randint(0, 5, (3,), dtype=hg.int).dtype == hg.int32
+    assert hg.randint(5, (2, 2)).shape == (2, 2) and hg.randint(5, (2, 2)).dtype == hg.int64  # randint(high, size)
+    assert hg.randperm(4, dtype="long").dtype == hg.int64 and sorted(hg.randperm(4).tolist()) == [0, 1, 2, 3]
+    assert hg.arange(3, dtype=hg.double).dtype == hg.float64 and hg.eye(2, dtype="double").dtype == hg.float64

@@ -124,8 +124,16 @@ def rand(*size: Any, dtype: Any = None, device: DeviceLike = None, requires_grad
     return Tensor(data, requires_grad=requires_grad)
 
 
-def randint(low: int, high: int, size: Sequence[int], device: DeviceLike = None) -> Tensor:
-    return Tensor(get_rng(device).integers(low, high, size=tuple(size), dtype=numpy.int64))
+def randint(low: int, high: Any = None, size: Sequence[int] | None = None, device: DeviceLike = None, *,
+            dtype: Any = None) -> Tensor:
+    """Integers uniform in [low, high) of shape ``size`` (``randint(high, size)`` as in PyTorch), int64 unless
+    ``dtype`` says otherwise."""
+    if size is None:
+        if high is None:
+            raise TypeError("randint: expected randint(low, high, size) or randint(high, size)")
+        low, high, size = 0, low, high
+    dt = numpy.int64 if dtype is None else to_dtype(dtype, "randint")
+    return Tensor(get_rng(device).integers(low, high, size=tuple(size), dtype=numpy.int64).astype(dt, copy=False))
 
 
 def randn_like(t: Tensor, dtype: Any = None, device: DeviceLike = None) -> Tensor:
@@ -140,7 +148,7 @@ def rand_like(t: Tensor, dtype: Any = None, device: DeviceLike = None) -> Tensor
 
 def randperm(n: int, dtype: Any = numpy.int64, device: DeviceLike = None) -> Tensor:
     """A random permutation of 0..n-1 from ``device``'s seeded generator."""
-    return Tensor(get_rng(device).permutation(int(n)).astype(dtype))
+    return Tensor(get_rng(device).permutation(int(n)).astype(to_dtype(dtype, "randperm")))
 
 
 def from_numpy(a: numpy.ndarray) -> Tensor:
