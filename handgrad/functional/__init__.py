@@ -4,9 +4,9 @@ Use as ``import handgrad.functional as F``. Each submodule groups one family (ac
 normalisation, losses, ...); this file only re-exports them.
 """
 from handgrad.functional.losses import (
-    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss, mse_loss,
-    nll_loss, smooth_l1_loss,
+    binary_cross_entropy, binary_cross_entropy_with_logits, huber_loss, kl_div, l1_loss, mse_loss, smooth_l1_loss,
 )
+from handgrad.functional.classification_losses import cross_entropy, nll_loss
 from handgrad.functional.linear import linear
 from handgrad.functional.conv import conv2d, conv_transpose2d
 from handgrad.functional.pooling import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d

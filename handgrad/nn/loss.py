@@ -1,4 +1,4 @@
-"""Loss modules (``nn.CrossEntropyLoss`` ...): the options of ``handgrad.functional.losses`` held as attributes.
+"""Loss modules (``nn.CrossEntropyLoss`` ...): the options of ``handgrad.functional``'s losses held as attributes.
 
 As in PyTorch, class weights and ``pos_weight`` are registered buffers (so they follow ``.to()`` and are
 saved in ``state_dict``). ``forward(input, target)``.

@@ -39,7 +39,7 @@ import numpy
 from handgrad.engine.backend import module_device, to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.losses import cross_entropy
+from handgrad.functional.classification_losses import cross_entropy
 from handgrad.seq2seq.decoding import beam_search, greedy_decode
 from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
 from handgrad.seq2seq.vocab import Vocab
