@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
+from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -151,8 +152,6 @@ class ClockworkRNN(Module):
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"ClockworkRNN: expected input (T, B, {self.input_size}), got {tuple(x.shape)}")
         if h0 is None:
-            from handgrad.engine.factories import zeros
-
             h0 = zeros(x.shape[1], self.hidden_size, dtype=x.dtype, device=x.device)
         out = clockwork_sequence(x, h0, self.weight_ih, self.weight_hh, self.bias, self.module_size, self.periods)
         h_n = out[-1]

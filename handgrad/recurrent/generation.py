@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy
 
+from handgrad import nn
 from handgrad.engine.backend import module_device
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
+from handgrad.recurrent.regularization import RegularizedRNN, embedding_dropout
 
 
 class CharVocab:
@@ -160,9 +162,6 @@ class RNNLanguageModel(Module):
         vocab: CharVocab | None = None,
     ) -> None:
         super().__init__()
-        from handgrad import nn
-        from handgrad.recurrent.regularization import RegularizedRNN
-
         if vocab is not None and len(vocab) != vocab_size:
             raise ValueError(f"RNNLanguageModel: vocab has {len(vocab)} entries but vocab_size={vocab_size}")
         self.vocab = vocab
@@ -176,8 +175,6 @@ class RNNLanguageModel(Module):
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, idx: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        from handgrad.recurrent.regularization import embedding_dropout
-
         if idx.ndim != 2:
             raise ValueError(f"RNNLanguageModel: idx must be (batch, seq_len) token ids, got shape {idx.shape}")
         if self.embedding_dropout and self.training:

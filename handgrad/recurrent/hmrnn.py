@@ -31,7 +31,9 @@ import math
 from typing import Any
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
+from handgrad.engine.factories import ones, zeros
 from handgrad.engine.function import Function
+from handgrad.engine.ops.shape import cat, stack
 from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -161,24 +163,22 @@ class HMLSTM(Module):
 
         ``state`` = (h, c, z) lists per layer from a previous call (detach it for truncated BPTT), or None
         for zeros with every boundary at 0."""
-        import handgrad as hg
-
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"HMLSTM: expected input (T, B, {self.input_size}), got {x.shape}")
         T, B, _ = x.shape
         L = len(self.hidden_sizes)
         dt = x.dtype
         if state is None:
-            h = [hg.zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
-            c = [hg.zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
-            z = [hg.zeros(B, 1, dtype=dt, device=x.device) for _ in range(L)]
+            h = [zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
+            c = [zeros(B, H, dtype=dt, device=x.device) for H in self.hidden_sizes]
+            z = [zeros(B, 1, dtype=dt, device=x.device) for _ in range(L)]
         else:
             h, c, z = (list(s) for s in state)
-        ones, empty = hg.ones(B, 1, dtype=dt, device=x.device), hg.zeros(B, 0, dtype=dt, device=x.device)
+        ones_b1, empty = ones(B, 1, dtype=dt, device=x.device), zeros(B, 0, dtype=dt, device=x.device)
         outs: list[list[Tensor]] = [[] for _ in range(L)]
         zs: list[list[Tensor]] = [[] for _ in range(L)]
         for t in range(T):
-            below, z_below = x[t], ones
+            below, z_below = x[t], ones_b1
             new_h, new_c, new_z = [], [], []
             for l in range(L):
                 above = h[l + 1] if l + 1 < L else empty
@@ -192,4 +192,4 @@ class HMLSTM(Module):
                 zs[l].append(zl)
                 below, z_below = hl, zl
             h, c, z = new_h, new_c, new_z
-        return [hg.stack(o) for o in outs], hg.cat([hg.stack(zl) for zl in zs], dim=2), (h, c, z)
+        return [stack(o) for o in outs], cat([stack(zl) for zl in zs], dim=2), (h, c, z)

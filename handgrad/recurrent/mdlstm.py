@@ -24,6 +24,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.function import Function
+from handgrad.engine.ops.shape import cat
 from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.random import get_rng
 from handgrad.engine.tensor import Tensor
@@ -153,8 +154,6 @@ class MDLSTM2d(Module):
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim != 4 or input.shape[3] != self.input_size:
             raise ValueError(f"MDLSTM2d: expected input (B, H, W, {self.input_size}), got {input.shape}")
-        import handgrad as hg
-
         x = input.permute(1, 2, 0, 3)  # (rows, cols, B, I)
         outs = []
         for k in range(self.directions):
@@ -162,7 +161,7 @@ class MDLSTM2d(Module):
             h = mdlstm2d_scan(xk, getattr(self, f"weight_ih_d{k}"), getattr(self, f"weight_up_d{k}"),
                               getattr(self, f"weight_left_d{k}"), getattr(self, f"bias_d{k}"))
             outs.append(_flip(h, self.FLIPS[k]))
-        out = outs[0] if len(outs) == 1 else hg.cat(outs, dim=3)
+        out = outs[0] if len(outs) == 1 else cat(outs, dim=3)
         return out.permute(2, 0, 1, 3)
 
     def extra_repr(self) -> str:

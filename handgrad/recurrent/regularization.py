@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy
 
+from handgrad import nn
 from handgrad.engine.ops.arithmetic import MulConstantFunction
 from handgrad.engine.ops.shape import stack
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.dropout import dropout_mask
 from handgrad.functional.embedding import embedding
 from handgrad.nn.module import Module
+from handgrad.nn.utils import clip_grad_norm_
 
 
 def _check_p(op: str, p: float) -> float:
@@ -156,8 +158,6 @@ class RegularizedRNN(Module):
         nonlinearity: str = "tanh",
     ) -> None:
         super().__init__()
-        from handgrad import nn
-
         kinds = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
         if mode not in kinds:
             raise ValueError(f"RegularizedRNN: mode must be one of {sorted(kinds)}, got {mode!r}")
@@ -228,8 +228,6 @@ class ClipTracker:
         self.norms: list[float] = []
 
     def __call__(self, parameters: Iterable[Tensor] | Tensor) -> float:
-        from handgrad.nn.utils import clip_grad_norm_
-
         total = float(clip_grad_norm_(parameters, self.max_norm, self.norm_type))
         self.steps += 1
         self.norms.append(total)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy
 
+from handgrad import functional as F
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.nn import GRU, LSTM, Dropout, Embedding, Linear, Module
@@ -89,8 +90,6 @@ class SequenceTagger(Module):
 
 def tagging_loss(logits: Tensor, tags: Any, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean cross-entropy over the steps whose tag is not ``ignore_index``: logits (B, T, K), tags (B, T)."""
-    import handgrad.functional as F
-
     t = tags.data if isinstance(tags, Tensor) else numpy.asarray(tags)
     if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
         raise ValueError(f"tagging_loss: logits {logits.shape} do not match tags {tuple(t.shape)} "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from handgrad import nn
 from handgrad.engine.factories import zeros
 from handgrad.engine.function import Function
 from handgrad.engine.ops.shape import stack
@@ -115,8 +116,6 @@ class ZoneoutRNN(Module):
         nonlinearity: str = "tanh",
     ) -> None:
         super().__init__()
-        from handgrad import nn
-
         kinds = {"RNN": nn.RNNCell, "LSTM": nn.LSTMCell, "GRU": nn.GRUCell}
         if mode not in kinds:
             raise ValueError(f"ZoneoutRNN: mode must be one of {sorted(kinds)}, got {mode!r}")

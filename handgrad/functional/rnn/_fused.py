@@ -23,6 +23,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._workspace import give_back
 
 
@@ -288,8 +289,6 @@ def run_fused(
 def input_projection(x: Any, w: Any, b: Any, out: Any) -> None:
     """out (T, B, G) = X W^T + b for all T*B rows at once: ONE GEMM ``[X, 1] @ [W, b]^T`` (the course's
     ``W^T [x; 1]``; the ones column folds the bias in instead of a separate pass over the T*B*G result)."""
-    from handgrad.functional.rnn import _workspace as ws
-
     xp = get_array_module(x)
     T, B, I = x.shape
     G = w.shape[0]
