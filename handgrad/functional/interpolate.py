@@ -30,6 +30,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.pooling import adaptive_avg_pool2d
 
 _MODES = ("nearest", "nearest-exact", "bilinear", "area")
 
@@ -195,8 +196,6 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
         if not recompute_scale_factor:
             scales = (float(sf[0]), float(sf[1]))
     if mode == "area":
-        from handgrad.functional.pooling import adaptive_avg_pool2d
-
         return adaptive_avg_pool2d(input, out)
     ac = bool(align_corners)
     mh = _axis_map(h, out[0], mode, ac, scales[0], input.dtype)
