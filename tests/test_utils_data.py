@@ -198,3 +198,56 @@ def test_module_apply_visits_children_first_in_pytorch_order():
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     net.apply(lambda mod: nn.init.zeros_(mod.weight) if isinstance(mod, nn.Linear) else None)
     assert all((p.data == 0).all() for n, p in net.named_parameters() if n.endswith("weight"))
+
+
+def _stream_class(lib):
+    data = lib.utils.data
+
+    class Stream(data.IterableDataset):
+        """Numbers start..stop-1, split between workers by get_worker_info (PyTorch's documented recipe),
+        with a different length per worker so that exhausted workers must be skipped."""
+
+        def __init__(self, start, stop):
+            self.start, self.stop = start, stop
+
+        def __iter__(self):
+            info = data.get_worker_info()
+            if info is None:
+                return iter(range(self.start, self.stop))
+            per = -(-(self.stop - self.start) // info.num_workers)
+            lo = self.start + info.id * per
+            return iter(range(lo, min(lo + per, self.stop)))
+
+    return Stream
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers,drop_last", [(0, False), (2, False), (3, True), (3, False)])
+def test_iterable_dataset_batches_like_torch(workers, drop_last):
+    ours = [b.data.tolist() for b in D.DataLoader(_stream_class(hg)(0, 17), batch_size=4, num_workers=workers,
+                                                  drop_last=drop_last, timeout=30)]
+    theirs = [b.tolist() for b in torch.utils.data.DataLoader(_stream_class(torch)(0, 17), batch_size=4,
+                                                               num_workers=workers, drop_last=drop_last)]
+    assert ours == theirs
+    items = sorted(sum(ours, []))
+    assert items == list(range(17)) if not drop_last else set(items) < set(range(17))  # each item once
+
+
+def test_iterable_dataset_errors_and_chain():
+    s = _stream_class(hg)(0, 5)
+    with pytest.raises(ValueError, match="IterableDataset: expected unspecified shuffle option"):
+        D.DataLoader(s, shuffle=True)
+    with pytest.raises(TypeError, match="defines no __len__"):
+        len(D.DataLoader(s))
+    with pytest.raises(TypeError, match="cannot be indexed"):
+        s[0]
+    chained = [b.data.tolist() for b in D.DataLoader(s + _stream_class(hg)(10, 12), batch_size=3)]
+    assert chained == [[0, 1, 2], [3, 4, 10], [11]]
+    with pytest.raises(RuntimeError, match="raised ZeroDivisionError while fetching a batch: division by zero"):
+        list(D.DataLoader(_Broken(), batch_size=2, num_workers=1, timeout=30))
+
+
+class _Broken(D.IterableDataset):
+    def __iter__(self):
+        yield 1
+        yield 1 / 0

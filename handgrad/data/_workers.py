@@ -70,6 +70,10 @@ class _TensorBox:
     requires_grad: bool
 
 
+class _Exhausted:
+    """Sent by a worker whose iterable dataset has no more batches."""
+
+
 @dataclass(frozen=True)
 class _ErrorBox:
     kind: str
@@ -196,6 +200,8 @@ def _worker_loop(dataset: Any, fetch: Callable[[Any], Any], index_queue: Any, re
         batch_no, indices = job
         try:
             payload = _encode(fetch(indices))
+        except StopIteration:  # an iterable dataset's copy in this worker is used up
+            payload = _Exhausted()
         except Exception as e:
             payload = _ErrorBox(type(e).__name__, str(e), traceback.format_exc())
         result_pipe.send((batch_no, worker_id, payload))
@@ -235,7 +241,7 @@ def _one_line(text: str) -> str:
 class MultiProcessIterator:
     """One epoch of batches fetched by worker processes, yielded in the sampler's order."""
 
-    def __init__(self, loader: Any, batches: list[Any], fetch: Callable[[Any], Any]) -> None:
+    def __init__(self, loader: Any, batches: list[Any] | None, fetch: Callable[[Any], Any]) -> None:
         from handgrad.data.dataset import resolve_generator
 
         n = loader.num_workers
@@ -244,7 +250,7 @@ class MultiProcessIterator:
             ctx_name = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(ctx_name) if isinstance(ctx_name, str) else ctx_name
         base_seed = int(resolve_generator(loader.generator).integers(2**62))
-        self._batches, self._timeout = batches, float(loader.timeout)
+        self._batches, self._timeout = batches or [], float(loader.timeout)
         pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
         self._result_pipes = [r for r, _ in pipes]
         self._index_queues = [ctx.Queue() for _ in range(n)]
@@ -258,6 +264,13 @@ class MultiProcessIterator:
             self._workers.append(w)
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._index_queues, self._result_pipes)
         self._sent = self._received = 0
+        self._iterable = batches is None  # an iterable dataset: each worker streams from its own copy
+        if self._iterable:
+            self._active, self._turn = list(range(n)), 0
+            for i in range(n):
+                for _ in range(loader.prefetch_factor or 2):
+                    self._index_queues[i].put((None, None))
+            return
         self._max_in_flight = max(1, (loader.prefetch_factor or 2) * n)
         while self._sent < len(batches) and self._sent < self._max_in_flight:
             self._dispatch()
@@ -274,12 +287,8 @@ class MultiProcessIterator:
         self._finalizer()
         return RuntimeError(message)
 
-    def __next__(self) -> Any:
-        if self._received == len(self._batches):
-            self._finalizer()
-            raise StopIteration
-        k = self._received
-        i = k % len(self._workers)
+    def _recv(self, i: int, k: int) -> Any:
+        """The next message from worker i (which owes batch k), decoded; raises on death, timeout or error."""
         w, rp = self._workers[i], self._result_pipes[i]
         start = time.monotonic()
         while True:
@@ -298,17 +307,41 @@ class MultiProcessIterator:
                 raise self._fail(f"DataLoader timed out after {self._timeout:g} seconds waiting for batch {k} "
                                  f"from worker {i}") from None
         if isinstance(payload, _ErrorBox):
-            where = "in worker_init_fn" if batch_no < 0 else f"while fetching batch {batch_no}"
+            where = ("while fetching a batch" if batch_no is None else "in worker_init_fn" if batch_no < 0
+                     else f"while fetching batch {batch_no}")
             err = self._fail(f"DataLoader worker {wid} raised {payload.kind} {where}: {_one_line(payload.message)} "
                              "(num_workers=0 runs it in this process for a full traceback)")
             err.worker_traceback = payload.trace  # type: ignore[attr-defined]
             raise err
-        assert batch_no == k, f"DataLoader worker {wid} sent batch {batch_no} when {k} was due"
-        out = _decode(payload)
+        return payload if isinstance(payload, _Exhausted) else _decode(payload)
+
+    def __next__(self) -> Any:
+        if self._iterable:
+            return self._next_streamed()
+        if self._received == len(self._batches):
+            self._finalizer()
+            raise StopIteration
+        k = self._received
+        out = self._recv(k % len(self._workers), k)
         self._received += 1
         if self._sent < len(self._batches):
             self._dispatch()
         return out
+
+    def _next_streamed(self) -> Any:
+        """Iterable datasets: take batches from the active workers in turn; an exhausted one drops out."""
+        while self._active:
+            i = self._active[self._turn % len(self._active)]
+            out = self._recv(i, self._received)
+            if isinstance(out, _Exhausted):
+                self._active.remove(i)
+                continue
+            self._turn += 1
+            self._received += 1
+            self._index_queues[i].put((None, None))  # one more batch from this worker
+            return out
+        self._finalizer()
+        raise StopIteration
 
     def __len__(self) -> int:
         return len(self._batches)

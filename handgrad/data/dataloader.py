@@ -22,6 +22,7 @@ from typing import Any
 import numpy
 
 from handgrad.data.dataset import resolve_generator
+from handgrad.data.iterable import IterableDataset, IterableFetcher
 from handgrad.engine.backend import get_array_module, get_default_dtype
 from handgrad.engine.tensor import Tensor
 
@@ -103,6 +104,15 @@ def _to_tensors(batch: Any) -> Any:
     return batch
 
 
+def _drain(fetch: Callable[[Any], Any]) -> Iterator[Any]:
+    while True:
+        try:
+            batch = fetch(None)
+        except StopIteration:
+            return
+        yield batch
+
+
 class _Fetcher:
     """Turn one batch's indices into a batch (a module-level callable, so worker processes can run it)."""
 
@@ -168,8 +178,15 @@ class DataLoader:
         if batch_size is not None and (
                 isinstance(batch_size, bool) or not isinstance(batch_size, (int, numpy.integer)) or batch_size < 1):
             raise ValueError(f"DataLoader: batch_size should be a positive integer, got {batch_size!r}")
-        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-            raise TypeError(f"DataLoader: dataset of type {type(dataset).__name__} needs __len__ and __getitem__")
+        self._iterable = isinstance(dataset, IterableDataset)
+        if self._iterable:
+            for key, v in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
+                if v:
+                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified {key} option, "
+                                     f"but got {key}={v!r}")
+        elif not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"DataLoader: dataset of type {type(dataset).__name__} needs __len__ and __getitem__ "
+                            "(or derive it from IterableDataset and define __iter__)")
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
         if seed is not None and generator is not None:
@@ -210,6 +227,14 @@ class DataLoader:
         return len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
+        if self._iterable:
+            try:
+                n = len(self.dataset)
+            except NotImplementedError:
+                raise TypeError(f"DataLoader: the IterableDataset {type(self.dataset).__name__} defines no "
+                                "__len__, so the loader has no length") from None
+            bs = self.batch_size or 1
+            return n // bs if self.drop_last else math.ceil(n / bs)
         if self.batch_sampler is not None:
             return len(self.batch_sampler)  # type: ignore[arg-type]
         n = self._num_items()
@@ -228,6 +253,14 @@ class DataLoader:
         return [order[start:start + bs] for start in range(0, stop, bs)]
 
     def __iter__(self) -> Iterator[Any]:
+        if self._iterable:
+            stream = IterableFetcher(self.dataset, self.batch_size or 1, self.drop_last,
+                                     self.collate_fn or default_collate)
+            if self.num_workers > 0:
+                from handgrad.data._workers import MultiProcessIterator
+
+                return MultiProcessIterator(self, None, stream)
+            return _drain(stream)
         batches = self._index_batches()
         fetch = _Fetcher(self.dataset, self.collate_fn)
         if self.num_workers > 0:
@@ -237,6 +270,10 @@ class DataLoader:
         return (fetch(idx) for idx in batches)
 
     def __repr__(self) -> str:
-        return (f"DataLoader(dataset={type(self.dataset).__name__}(n={len(self.dataset)}), "
+        try:
+            size = f"(n={len(self.dataset)})"
+        except (NotImplementedError, TypeError):
+            size = ""
+        return (f"DataLoader(dataset={type(self.dataset).__name__}{size}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, drop_last={self.drop_last}, "
                 f"num_workers={self.num_workers})")

@@ -9,12 +9,13 @@ samplers); this module only gives it PyTorch's address.
 from handgrad.data._workers import WorkerInfo, get_worker_info
 from handgrad.data.dataloader import DataLoader, default_collate
 from handgrad.data.dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
+from handgrad.data.iterable import ChainDataset, IterableDataset
 from handgrad.data.sampler import (
     BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler, WeightedRandomSampler,
 )
 
 __all__ = [
-    "BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "RandomSampler", "Sampler", "SequentialSampler", "Subset",
-    "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler", "WorkerInfo", "default_collate",
-    "get_worker_info", "random_split",
+    "BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset", "IterableDataset", "RandomSampler",
+    "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler",
+    "WorkerInfo", "default_collate", "get_worker_info", "random_split",
 ]
