@@ -21,6 +21,23 @@ __all__ = ["cross_entropy", "nll_loss"]
 
 
 # -- classification losses over a class axis --------------------------------------------------------------
+def _class_inputs(
+    op: str, input: Any, target: Any, weight: Any, size_average: bool | None, reduce: bool | None, reduction: str
+) -> tuple[str, Tensor, Any]:
+    """The checks both class losses make: (reduction after the legacy flags, target as a Tensor, the class
+    weights as an array or None); ``input`` must be a floating Tensor with a class dimension."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(op, reduction)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    _check_float(op, "input", input)
+    target = _tensor(op, "target", target)
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    c = input.shape[0] if input.ndim == 1 else input.shape[1]
+    return reduction, target, _weight_array(op, weight, c, input.data)
+
+
 def _class_target(op: str, input: Tensor, target: Tensor, ignore_index: int) -> tuple[Any, Any]:
     """Validate class-index targets; return (target with ignored entries set to 0, valid mask)."""
     if target.dtype.kind not in "iu":
@@ -163,18 +180,9 @@ def cross_entropy(
     denominators (PyTorch's, including ``nan`` when every target is ignored).
     """
     op = "cross_entropy"
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(op, reduction)
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, "input", input)
-    target = _tensor(op, "target", target)
+    reduction, target, w = _class_inputs(op, input, target, weight, size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if input.ndim == 0:
-        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
-    c = input.shape[0] if input.ndim == 1 else input.shape[1]
-    w = _weight_array(op, weight, c, input.data)
     if target.shape == input.shape and target.dtype.kind in "fc":
         if target.dtype != input.dtype:
             raise TypeError(f"{op}: probability target dtype {target.dtype} differs from input dtype {input.dtype}")
@@ -218,15 +226,6 @@ def nll_loss(
     """Negative log-likelihood loss on log-probabilities ``input`` (N, C), (N, C, d1, ...) or (C,) with
     class-index ``target`` (N,), (N, d1, ...) or (); see ``NLLLossFunction`` for the math."""
     op = "nll_loss"
-    reduction = legacy_reduction(size_average, reduce, reduction)
-    check_reduction(op, reduction)
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    _check_float(op, "input", input)
-    target = _tensor(op, "target", target)
-    if input.ndim == 0:
-        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
-    c = input.shape[0] if input.ndim == 1 else input.shape[1]
-    w = _weight_array(op, weight, c, input.data)
+    reduction, target, w = _class_inputs(op, input, target, weight, size_average, reduce, reduction)
     t, valid = _class_target(op, input, target, ignore_index)
     return NLLLossFunction(reduction, w, t, valid)(input)
