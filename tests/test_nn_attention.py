@@ -277,3 +277,26 @@ def test_decoder_and_full_transformer_gradcheck_and_load_a_torch_state_dict_dire
     kpm = hg.tensor(np.array([[False, False, True], [False, False, False]]))
     hg.gradcheck(lambda t, m: dec(t, m, memory_key_padding_mask=kpm, tgt_is_causal=True),
                  [hg.tensor(tgt, requires_grad=True), hg.tensor(src, requires_grad=True)])
+
+
+@pytest.mark.parametrize("kw", [dict(add_bias_kv=True), dict(add_zero_attn=True),
+                                dict(add_bias_kv=True, add_zero_attn=True, batch_first=True)])
+def test_multihead_attention_bias_kv_and_zero_attn_match_torch(kw):
+    torch.manual_seed(5)
+    theirs = torch.nn.MultiheadAttention(6, 2, dtype=torch.float64, **kw)
+    ours = nn.MultiheadAttention(6, 2, dtype="float64", **kw)
+    _copy_from_torch(ours, theirs)
+    bf = kw.get("batch_first", False)
+    q = rng.standard_normal((2, 3, 6) if bf else (3, 2, 6))
+    kv = rng.standard_normal((2, 4, 6) if bf else (4, 2, 6))
+    kpm = np.zeros((2, 4), bool)
+    kpm[1, -1] = True
+    am = rng.random((3, 4)) < 0.3
+    h_kw = dict(key_padding_mask=hg.tensor(kpm), attn_mask=hg.tensor(am), average_attn_weights=False)
+    t_kw = dict(key_padding_mask=torch.tensor(kpm), attn_mask=torch.tensor(am), average_attn_weights=False)
+    _compare_module(ours, theirs, [q, kv, kv.copy()], h_kw, t_kw, out_index=0)
+    hw = ours(hg.tensor(q), hg.tensor(kv), hg.tensor(kv), **h_kw)[1]
+    tw = theirs(torch.tensor(q), torch.tensor(kv), torch.tensor(kv), **t_kw)[1]
+    assert hw.shape == tuple(tw.shape) == (2, 2, 3, 4 + kw.get("add_bias_kv", 0) + kw.get("add_zero_attn", 0))
+    _close(hw, tw, 1e-12)
+    hg.gradcheck(lambda a, b: ours(a, b, b)[0], [hg.tensor(q, requires_grad=True), hg.tensor(kv, requires_grad=True)])

@@ -18,6 +18,7 @@ import numpy
 import handgrad.functional as F
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.factories import tensor
+from handgrad.engine.ops import cat, pad
 from handgrad.engine.tensor import Tensor
 from handgrad.functional.attention import scaled_dot_product_attention, scaled_dot_product_attention_weights
 from handgrad.nn import init
@@ -61,8 +62,6 @@ class MultiheadAttention(Module):
             raise ValueError(
                 f"MultiheadAttention: embed_dim ({embed_dim}) must be positive and divisible by num_heads ({num_heads})"
             )
-        if add_bias_kv or add_zero_attn:
-            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are not supported")
         dt = param_dtype("MultiheadAttention", device, dtype)
         self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
         self.dropout = float(dropout)
@@ -86,6 +85,12 @@ class MultiheadAttention(Module):
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(E, E, bias=bias, dtype=dt)
+        if add_bias_kv:  # one learnt key and value appended to every sequence (a "sink" to attend to)
+            self.bias_k = Parameter(numpy.empty((1, 1, E), dt))
+            self.bias_v = Parameter(numpy.empty((1, 1, E), dt))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
         self._reset_parameters()
         place(self, device)
 
@@ -98,6 +103,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def _projections(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         E = self.embed_dim
@@ -141,10 +149,19 @@ class MultiheadAttention(Module):
                              f"batch ({N}) and each other's length")
         H, hd = self.num_heads, self.head_dim
         q, k, v = self._projections(query, key, value)
+        extra = 0  # key positions appended after the S given ones (bias_k/v, then a zero key/value)
+        if self.bias_k is not None:
+            k = cat([k, self.bias_k.expand(1, N, E)], 0)
+            v = cat([v, self.bias_v.expand(1, N, E)], 0)
+            extra += 1
         # (L, N, E) -> (N, H, L, hd): per position, the heads are consecutive slices of E (PyTorch's layout)
         q = q.reshape(L, N, H, hd).permute(1, 2, 0, 3)
-        k = k.reshape(S, N, H, hd).permute(1, 2, 0, 3)
-        v = v.reshape(S, N, H, hd).permute(1, 2, 0, 3)
+        k = k.reshape(S + extra, N, H, hd).permute(1, 2, 0, 3)
+        v = v.reshape(S + extra, N, H, hd).permute(1, 2, 0, 3)
+        if self.add_zero_attn:
+            zeros = Tensor(get_array_module(q.data).zeros((N, H, 1, hd), q.dtype))
+            k, v = cat([k, zeros], 2), cat([v, zeros], 2)
+            extra += 1
 
         mask = _to_additive("attn_mask", attn_mask, q)
         if mask is None and is_causal:
@@ -164,6 +181,8 @@ class MultiheadAttention(Module):
                 raise ValueError(f"{name}: key_padding_mask must have shape ({N}, {S}), got {tuple(kpm.shape)}")
             kpm = kpm.reshape(N, 1, 1, S)
             mask = kpm if mask is None else mask + kpm
+        if mask is not None and extra:  # the appended keys are always visible
+            mask = pad(mask, (0, extra))
         p = self.dropout if self.training else 0.0
         if need_weights:
             out, weights = scaled_dot_product_attention_weights(q, k, v, attn_mask=mask, dropout_p=p)
