@@ -5,7 +5,8 @@
 Each head's attention is one fused ``scaled_dot_product_attention`` node. Parameters as PyTorch's, so a
 ``torch.nn.MultiheadAttention`` state_dict loads as is: ``in_proj_weight`` (3E, E) and ``in_proj_bias``
 (3E,) (or ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` when kdim/vdim differ from E), and
-``out_proj.weight``/``out_proj.bias``.
+``out_proj.weight``/``out_proj.bias``, and ``bias_k``/``bias_v`` (1, 1, E) with ``add_bias_kv`` (a learnt key and
+value appended to every sequence; ``add_zero_attn`` appends a zero one after it).
 """
 
 from __future__ import annotations
