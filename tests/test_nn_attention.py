@@ -93,6 +93,25 @@ def test_sdpa_dropout_is_inverted_dropout_on_the_weights_and_gradchecks():
     hg.gradcheck(f, args)
 
 
+def test_sdpa_grouped_query_attention_matches_torch_and_gradchecks():
+    q, k, v = rng.standard_normal((2, 6, 4, 5)), rng.standard_normal((2, 2, 7, 5)), rng.standard_normal((2, 2, 7, 3))
+    ours, theirs = _pair(q, k, v)
+    o = F.scaled_dot_product_attention(*ours, enable_gqa=True, is_causal=True)
+    ot = TF.scaled_dot_product_attention(*theirs, enable_gqa=True, is_causal=True)
+    _close(o, ot, 1e-12)
+    w = rng.standard_normal(o.shape)
+    (o * hg.tensor(w)).sum().backward()
+    (ot * torch.tensor(w)).sum().backward()
+    for a, b in zip(ours, theirs):
+        assert a.grad.shape == a.shape
+        _close(a.grad, b.grad, 1e-11)
+    shapes = ((1, 4, 2, 3), (1, 2, 3, 3), (1, 2, 3, 2))
+    small = [hg.tensor(rng.standard_normal(sh), requires_grad=True) for sh in shapes]
+    hg.gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, enable_gqa=True), small)
+    with pytest.raises(ValueError, match="multiple of the key/value heads"):
+        F.scaled_dot_product_attention(hg.tensor(q[:, :5]), hg.tensor(k), hg.tensor(v), enable_gqa=True)
+
+
 def test_sdpa_errors():
     q = hg.tensor(rng.standard_normal((2, 3, 4)))
     with pytest.raises(ValueError, match="scaled_dot_product_attention: .*same last dimension"):

@@ -37,16 +37,25 @@ def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     return g.sum(axis=axes, keepdims=True) if axes else g
 
 
+def _ungroup(g: Any, groups: int, shape: tuple[int, ...]) -> Any:
+    """The gradient of ``repeat(x, groups, axis=-3)``: sum each key/value head's query-head group."""
+    return g.reshape(*shape[:-3], shape[-3], groups, *shape[-2:]).sum(axis=-3)
+
+
 class ScaledDotProductAttentionFunction(Function):
     """Inputs (q, k, v[, mask]); outputs O, or (O, D) when ``return_weights`` (the attention weights after
     dropout, so a caller such as ``MultiheadAttention(need_weights=True)`` can return them and their
     gradient flows back through the same node)."""
 
-    def __init__(self, scale: float, keep: Any, has_mask: bool, return_weights: bool) -> None:
+    def __init__(self, scale: float, keep: Any, has_mask: bool, return_weights: bool, groups: int = 1) -> None:
         self.scale, self.keep, self.has_mask, self.return_weights = scale, keep, has_mask, return_weights
+        self.groups = groups  # grouped-query attention: each key/value head serves this many query heads
 
     def forward(self, q: Any, k: Any, v: Any, mask: Any = None) -> Any:
         xp = get_array_module(q)
+        self.kv_shapes = (k.shape, v.shape)
+        if self.groups > 1:  # key/value head j serves query heads j*g .. j*g+g-1 (repeat_interleave)
+            k, v = xp.repeat(k, self.groups, axis=-3), xp.repeat(v, self.groups, axis=-3)
         a = (q @ xp.swapaxes(k, -1, -2)) * q.dtype.type(self.scale)
         if mask is not None:
             a = a + mask
@@ -72,6 +81,8 @@ class ScaledDotProductAttentionFunction(Function):
         if gout is None:
             gout = xp.zeros(self.p.shape[:-1] + (v.shape[-1],), p.dtype)
         gv = _sum_to(xp.swapaxes(self.d, -1, -2) @ gout, v.shape) if need[2] else None
+        if gv is not None and self.groups > 1:
+            gv = _ungroup(gv, self.groups, self.kv_shapes[1])
         gdd = gout @ xp.swapaxes(v, -1, -2)
         if gd is not None:
             gdd = gdd + gd
@@ -81,6 +92,8 @@ class ScaledDotProductAttentionFunction(Function):
         s = p.dtype.type(self.scale)
         gq = _sum_to((ga @ k) * s, q.shape) if need[0] else None
         gk = _sum_to((xp.swapaxes(ga, -1, -2) @ q) * s, k.shape) if need[1] else None
+        if gk is not None and self.groups > 1:
+            gk = _ungroup(gk, self.groups, self.kv_shapes[0])
         if not self.has_mask:
             return gq, gk, gv
         gm = _sum_to(ga, self.mask_shape) if need[3] else None
@@ -112,7 +125,7 @@ def _additive_mask(op: str, attn_mask: Any, is_causal: bool, L: int, S: int, lik
 
 
 def _attention(op: str, query: Tensor, key: Tensor, value: Tensor, attn_mask: Any, dropout_p: float,
-               is_causal: bool, scale: float | None, return_weights: bool) -> Any:
+               is_causal: bool, scale: float | None, return_weights: bool, enable_gqa: bool = False) -> Any:
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
@@ -127,9 +140,15 @@ def _attention(op: str, query: Tensor, key: Tensor, value: Tensor, attn_mask: An
         raise ValueError(f"{op}: query {query.shape} and key {key.shape} must have the same last dimension")
     if value.shape[-2] != S:
         raise ValueError(f"{op}: key {key.shape} and value {value.shape} must have the same sequence length")
-    if query.shape[:-2] != key.shape[:-2] or key.shape[:-2] != value.shape[:-2]:
+    groups = 1
+    if enable_gqa and query.ndim >= 3 and key.shape[:-2] == value.shape[:-2] and key.ndim == query.ndim \
+            and key.shape[:-3] == query.shape[:-3] and key.shape[-3] and query.shape[-3] % key.shape[-3] == 0:
+        groups = query.shape[-3] // key.shape[-3]
+    elif query.shape[:-2] != key.shape[:-2] or key.shape[:-2] != value.shape[:-2]:
+        hint = (" (enable_gqa needs the query heads, dim -3, to be a multiple of the key/value heads)"
+                if enable_gqa else "")
         raise ValueError(f"{op}: query {query.shape}, key {key.shape}, value {value.shape} must have the same "
-                         "batch dimensions")
+                         f"batch dimensions{hint}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
     mask = _additive_mask(op, attn_mask, is_causal, L, S, query)
@@ -141,7 +160,7 @@ def _attention(op: str, query: Tensor, key: Tensor, value: Tensor, attn_mask: An
         draw = get_rng(query.device).random(shape) >= dropout_p  # drawn where the scores live
         keep = draw.astype(query.dtype) * query.dtype.type(1.0 / (1.0 - dropout_p))
     s = 1.0 / math.sqrt(E) if scale is None else float(scale)
-    fn = ScaledDotProductAttentionFunction(s, keep, mask is not None, return_weights)
+    fn = ScaledDotProductAttentionFunction(s, keep, mask is not None, return_weights, groups)
     return fn(query, key, value) if mask is None else fn(query, key, value, mask)
 
 
@@ -152,11 +171,11 @@ def scaled_dot_product_attention(
     """softmax(Q K^T scale + mask) V, fused (one node, hand-written backward). query (*, L, E), key (*, S, E),
     value (*, S, Ev) -> (*, L, Ev). ``attn_mask``: bool (True = may attend) or float (added to the scores),
     broadcastable to (*, L, S); ``is_causal``: attend only to j <= i; ``dropout_p``: dropout on the weights
-    (handgrad's generator, so the draws differ from PyTorch's); ``scale``: default 1/sqrt(E)."""
-    if enable_gqa:
-        raise NotImplementedError("scaled_dot_product_attention: enable_gqa (grouped-query attention) is not supported")
+    (handgrad's generator, so the draws differ from PyTorch's); ``scale``: default 1/sqrt(E); ``enable_gqa``:
+    key/value (*, Hkv, S, E) with fewer heads than query (*, Hq, L, E), Hq a multiple of Hkv (grouped-query
+    attention: key/value head j serves query heads j*Hq/Hkv .. (j+1)*Hq/Hkv - 1)."""
     return _attention("scaled_dot_product_attention", query, key, value, attn_mask, dropout_p, is_causal, scale,
-                      False)
+                      False, enable_gqa)
 
 
 def scaled_dot_product_attention_weights(
