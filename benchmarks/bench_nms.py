@@ -59,7 +59,7 @@ def main() -> None:
             xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
             sc = scores.tolist()
             ck = np.asarray(cv2.dnn.NMSBoxes(xywh, sc, 0.0, thr)).ravel()
-            cvt = _time(lambda thr=thr: cv2.dnn.NMSBoxes(xywh, sc, 0.0, thr), args.repeat)
+            cvt = _time(lambda thr=thr, xywh=xywh, sc=sc: cv2.dnn.NMSBoxes(xywh, sc, 0.0, thr), args.repeat)
             cv_s = f"{cvt[0]:.2f} / {cvt[1]:.2f}"
             same = "yes" if sorted(ck.tolist()) == sorted(keep.tolist()) else f"no ({len(ck)} kept)"
         print(f"{thr:>8} {len(keep):>6} {hg[0]:>12.2f} / {hg[1]:<11.2f} {cv_s:>24} {same}")

@@ -1,8 +1,8 @@
 """The small CNN that R-CNN and Fast R-CNN share on the generated scenes, and its crop classifier.
 
 ``SceneBackbone``: conv 5x5/2 (32) - BN - ReLU - max-pool 2 - conv 3x3 (64) - BN - ReLU - max-pool 2 -
-conv 3x3 (128) - BN - ReLU - conv 3x3 (128) - BN - ReLU: stride 8, 128 channels, receptive field 51 px (the scenes' objects are
-16..96 px). Small enough to train on 2 CPU cores; a 256x256 image costs ~0.34 GMAC.
+conv 3x3 (128) - BN - ReLU - conv 3x3 (128) - BN - ReLU: stride 8, 128 channels, receptive field 51 px
+(the scenes' objects are 16..96 px). Small enough to train on 2 CPU cores; a 256x256 image costs ~0.34 GMAC.
 
 ``CropClassifier``: the backbone, global average pooling and a linear layer: the "CNN pre-trained as a
 classifier" of R-CNN, trained on object crops and background crops (class 0), whose backbone Fast R-CNN
