@@ -265,15 +265,15 @@ def mire2_boxes(frames: Sequence[np.ndarray] | Iterator[np.ndarray], threshold: 
     return np.asarray(out, dtype=np.float64)
 
 
-def load_mire2(root: str | None = None) -> TrackingSequence:
+def load_mire2(root: str | None = None, max_frames: int | None = None) -> TrackingSequence:
     """ViSP's ``mire-2`` (501 frames 384x288 grey, Debian ``visp-images-data``, GPL-2) with the disc's
     box per frame from :func:`mire2_boxes`. ``root``: your copy of the folder (default the Debian path or
-    ``$HANDGRAD_MIRE2``)."""
+    ``$HANDGRAD_MIRE2``); ``max_frames``: only the first frames."""
     root = root or os.environ.get("HANDGRAD_MIRE2") or MIRE2_DIR
     if not os.path.isdir(root):
         raise SequenceError(f"mire-2 not found at {root}: install Debian's visp-images-data (bash setup.sh) "
                             f"or set HANDGRAD_MIRE2")
-    files = _image_files(root)
+    files = _image_files(root)[:max_frames]
     if not files:
         raise SequenceError(f"no frames in {root}")
     seq = TrackingSequence("mire-2", files, attributes=["SV", "IPR", "OPR"])

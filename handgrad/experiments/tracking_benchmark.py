@@ -184,7 +184,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     mire = None
     if opts.mire2_frames:
         try:
-            m = load_mire2()
+            m = load_mire2(max_frames=opts.mire2_frames)
             mire = _evaluate(trackers, [m], "mire-2", opts.progress, opts.mire2_frames)
         except SequenceError as e:
             print(f"tracking-benchmark: skipping mire-2: {e}", file=sys.stderr)
