@@ -186,7 +186,7 @@ def test_errors():
         SequenceTagger(0, 2)
     with pytest.raises(ValueError, match="head_size must be >= 0"):
         SequenceTagger(5, 2, head_size=-1)
-    with pytest.raises(ValueError, match=r"tagging_loss: logits \(2, 5, 3\) do not match tags \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"tagging_loss: logits \(2, 5, 3\) do not match targets \(2, 4\)"):
         tagging_loss(m(hg.tensor(IDS)), TAGS[:, :4])
     with pytest.raises(ValueError, match="segment: 3 characters but 2 tags"):
         segment("abc", [1, 0])

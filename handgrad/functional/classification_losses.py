@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 from handgrad.functional._reduction import check_reduction, legacy_reduction, reduce_loss, reduce_loss_backward
 from handgrad.functional.losses import _check_float, _const, _tensor
 
-__all__ = ["cross_entropy", "nll_loss"]
+__all__ = ["cross_entropy", "nll_loss", "sequence_cross_entropy"]
 
 
 # -- classification losses over a class axis --------------------------------------------------------------
@@ -229,3 +231,22 @@ def nll_loss(
     reduction, target, w = _class_inputs(op, input, target, weight, size_average, reduce, reduction)
     t, valid = _class_target(op, input, target, ignore_index)
     return NLLLossFunction(reduction, w, t, valid)(input)
+
+
+def sequence_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -100, *,
+                           op: str = "sequence_cross_entropy") -> Tensor:
+    """Mean cross-entropy over the steps of a batch of sequences whose target is not ``ignore_index``:
+    logits (B, T, V), targets (B, T) ids. It is ``cross_entropy(logits.reshape(-1, V), targets.reshape(-1),
+    ignore_index=ignore_index)`` with the shapes and ids checked under the caller's name ``op`` (the seq2seq
+    loss ignores ``<pad>``, the tagger its unlabelled steps). Every target ignored gives ``nan``, as in PyTorch.
+    """
+    t = targets.data if isinstance(targets, Tensor) else numpy.asarray(targets)
+    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
+        raise ValueError(f"{op}: logits {logits.shape} do not match targets {tuple(t.shape)} "
+                         "(expected (B, T, V) and (B, T))")
+    V = logits.shape[2]
+    t = t.reshape(-1).astype(numpy.int64)
+    ids = t if 0 <= ignore_index < V else t[t != ignore_index]
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{op}: target ids must be in [0, {V}), got [{ids.min()}, {ids.max()}]")
+    return cross_entropy(logits.reshape(-1, V), Tensor(t).to(logits.device), ignore_index=ignore_index)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy
 
-from handgrad import functional as F
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.classification_losses import sequence_cross_entropy
 from handgrad.nn import GRU, LSTM, Dropout, Embedding, Linear, Module
 from handgrad.train.metrics import Metric
 
@@ -90,13 +90,7 @@ class SequenceTagger(Module):
 
 def tagging_loss(logits: Tensor, tags: Any, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean cross-entropy over the steps whose tag is not ``ignore_index``: logits (B, T, K), tags (B, T)."""
-    t = tags.data if isinstance(tags, Tensor) else numpy.asarray(tags)
-    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
-        raise ValueError(f"tagging_loss: logits {logits.shape} do not match tags {tuple(t.shape)} "
-                         "(expected (B, T, K) and (B, T))")
-    K = logits.shape[2]
-    return F.cross_entropy(logits.reshape(-1, K), Tensor(logits.device.send(t.reshape(-1).astype(numpy.int64))),
-                           ignore_index=ignore_index)
+    return sequence_cross_entropy(logits, tags, ignore_index, op="tagging_loss")
 
 
 @no_grad()

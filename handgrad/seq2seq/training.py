@@ -39,7 +39,7 @@ import numpy
 from handgrad.engine.backend import module_device, to_host
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.classification_losses import cross_entropy
+from handgrad.functional.classification_losses import sequence_cross_entropy as _sequence_cross_entropy
 from handgrad.seq2seq.decoding import beam_search, greedy_decode
 from handgrad.seq2seq.scheduled_sampling import TeacherForcingSchedule
 from handgrad.seq2seq.vocab import Vocab
@@ -141,18 +141,10 @@ class BucketBatchLoader:
 
 # -- loss and metrics ---------------------------------------------------------------------------------------
 def sequence_cross_entropy(logits: Tensor, tgt_out: Any) -> Tensor:
-    """Mean cross-entropy over the non-padding target positions: logits (B, T, V), tgt_out (B, T) ids;
-    ``F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=<pad>)`` with the shapes and
-    ids checked under this name. All targets padding gives ``nan``, as in PyTorch."""
-    t = tgt_out.data if isinstance(tgt_out, Tensor) else numpy.asarray(tgt_out)
-    if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
-        raise ValueError(f"sequence_cross_entropy: logits {logits.shape} do not match targets {tuple(t.shape)} "
-                         "(expected (B, T, V) and (B, T))")
-    V = logits.shape[2]
-    t = t.reshape(-1).astype(numpy.int64)
-    if t.size and (t.min() < 0 or t.max() >= V):
-        raise ValueError(f"sequence_cross_entropy: target ids must be in [0, {V}), got [{t.min()}, {t.max()}]")
-    return cross_entropy(logits.reshape(-1, V), Tensor(t).to(logits.device), ignore_index=PAD)
+    """Mean cross-entropy over the non-padding target positions: logits (B, T, V), tgt_out (B, T) ids, i.e.
+    ``F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=<pad>)`` (shapes and ids checked
+    under this name). All targets padding gives ``nan``, as in PyTorch."""
+    return _sequence_cross_entropy(logits, tgt_out, PAD, op="sequence_cross_entropy")
 
 
 class TokenAccuracy(Metric):
