@@ -2,7 +2,8 @@
 
 The reference numbers were measured with the code before the move (commit 6ba9653, each experiment with its
 own step loop or its own Trainer subclass): ``handgrad run NAME --quick --out DIR`` (char-lm with
-``--lr-schedule plateau``, since its default budget schedule follows the CPU clock). They must not change
+``--lr-schedule plateau``, since its default budget schedule follows the CPU clock; translate-dates with
+babel 2.18.0, whose CLDR locales are its data). They must not change
 when the loop changes; ``rel=1e-9`` leaves room only for a different summation order inside an op.
 Also here: Ctrl-C in a real run, then ``--resume`` from its checkpoint, finishes with exit 0, not interrupted.
 """
@@ -22,13 +23,13 @@ PINNED = {
         "history.val_bpc": [5.499669346104484, 4.7677954518327414],
         "history.train_bpc": [5.939707508229554, 5.188010346973434],
     },
-    "translate-dates": {
-        "test_token_accuracy": 0.08181818181818182,
-        "file:history.json.loss": [2.6897193336486818],
-        # the loss is now F.cross_entropy(ignore_index=pad), whose gradient rounds g * (e / se) where the old
-        # fused op rounded e * (g / se): <= 1 ulp per element; val_loss moved by 9e-8 relative, the rest kept
-        "file:history.json.val_loss": [2.6300570964813232],
-        "file:history.json.val_token_accuracy": [0.14909090909090908],
+    "translate-dates": {  # with babel 2.18.0 (pinned in pyproject: its CLDR locales are the data)
+        "test_token_accuracy": 0.1,
+        "file:history.json.loss": [2.6903422546386717],
+        # the loss is now F.cross_entropy(ignore_index=pad), whose gradient may differ from the old fused op's
+        # by <= 1 ulp per element (measured on this data: no change)
+        "file:history.json.val_loss": [2.63148832321167],
+        "file:history.json.val_token_accuracy": [0.1690909090909091],
     },
     "one-to-many": {
         "test_teacher_forced_mse": 0.9723755121231079,
@@ -61,6 +62,12 @@ def _value(results: dict, out, key: str):
 
 @pytest.mark.parametrize("name", list(PINNED))
 def test_quick_numbers_are_those_of_the_code_before_the_one_loop(name, tmp_path):
+    if name == "translate-dates":
+        from importlib.metadata import version
+
+        if version("babel") != "2.18.0":
+            pytest.skip(f"translate-dates' pins were measured with babel 2.18.0 (pinned in pyproject), "
+                        f"not {version('babel')}: other locales, other data")
     pins = dict(PINNED[name])
     args = pins.pop("args", [])
     out = tmp_path / name
