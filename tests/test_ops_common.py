@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from _device import ON_DEVICE, TEST_DEVICE, assert_close_to_cpu, device
 
 import handgrad as hg
-from _device import ON_DEVICE, TEST_DEVICE, assert_close_to_cpu, device
 
 RTOL64, ATOL64 = 1e-8, 1e-10
 RTOL32, ATOL32 = 2e-5, 2e-6

@@ -6,9 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy
-
-from handgrad.engine.backend import get_array_module
+from handgrad.engine.backend import get_array_module, get_special_module
 from handgrad.engine.function import Function
 from handgrad.engine.ops.unary import sigmoid_array
 from handgrad.engine.tensor import Tensor
@@ -16,11 +14,7 @@ from handgrad.engine.tensor import Tensor
 
 def erf(x: Any) -> Any:
     """The error function on whichever array module holds ``x`` (SciPy for NumPy, cupyx for CuPy)."""
-    if get_array_module(x) is numpy:
-        from scipy.special import erf as _erf
-    else:  # pragma: no cover - needs a GPU
-        from cupyx.scipy.special import erf as _erf  # type: ignore[import-not-found]
-    return _erf(x)
+    return get_special_module(get_array_module(x)).erf(x)
 
 
 
