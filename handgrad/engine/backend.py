@@ -8,6 +8,10 @@ A ``Device`` names where arrays live and moves arrays there (``Device.send``), a
 ``backend.get_device`` / ``Device.send`` do; ``handgrad.device("cuda:1")`` is the user's spelling (PyTorch's
 ``torch.device``). Moves are always explicit: ``to_host(array)`` brings an array to NumPy,
 ``send(obj, device)`` moves a whole batch (tensors and arrays inside tuples, lists and dicts).
+
+Several GPUs: ``Device.send`` places arrays on the GPU it names, but CuPy runs kernels and allocates on its
+*current* GPU, so work on ``"cuda:N"`` with N > 0 runs inside ``using_device("cuda:N")`` (Chainer's rule;
+PyTorch switches per op, which would cost every op a context switch here). Untested without a GPU.
 """
 
 from __future__ import annotations
