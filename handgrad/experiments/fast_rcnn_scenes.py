@@ -24,6 +24,7 @@ from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
 from handgrad.metrics.detection import plot_pr_curves
 from handgrad.optim import Adam
+from handgrad.serialization import load_into
 from handgrad.train import Trainer
 from handgrad.train.updaters import Updater
 from handgrad.vision.models import FastRCNN
@@ -38,6 +39,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--proposals", type=int, default=2000, help="selective-search proposals kept (default 2000)")
     p.add_argument("--proposal-mode", choices=("single", "fast", "quality"), default=None,
                    help="selective-search mode (default fast; single under --quick)")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="continue training the detector of an earlier fast-rcnn-scenes run (skips pre-training)")
 
 
 class FastRCNNUpdater(Updater):
@@ -87,8 +90,19 @@ def run(opts: Any) -> dict[str, Any]:
     recall = D.proposal_recall(test, test_props)
 
     t0 = time.perf_counter()
-    clf, pre = D.pretrain_classifier(opts, train, n_train, pre_epochs, 48, opts.seed)
-    model = FastRCNN(train.num_classes, backbone=clf.backbone, pooling=opts.pooling)
+    if opts.init:
+        weights = os.path.join(opts.init, "detector.safetensors")
+        if not os.path.isfile(weights):
+            raise ExperimentError(f"--init {opts.init}: no detector.safetensors there")
+        model = FastRCNN(train.num_classes, pooling=opts.pooling)
+        try:
+            load_into(model, weights)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ExperimentError(f"--init {opts.init}: not a Fast R-CNN detector for these scenes ({e})") from e
+        pre: dict[str, Any] = {"init": opts.init}
+    else:
+        clf, pre = D.pretrain_classifier(opts, train, n_train, pre_epochs, 48, opts.seed)
+        model = FastRCNN(train.num_classes, backbone=clf.backbone, pooling=opts.pooling)
     updater = FastRCNNUpdater(model, Adam(model.parameters(), lr=opts.lr), train, train_props,
                               opts.rois_per_image, opts.seed)
     trainer = Trainer(updater=updater, metrics=(), out_dir=opts.out, progress=opts.progress,
