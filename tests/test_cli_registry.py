@@ -108,6 +108,8 @@ def test_bad_table_entries_are_refused():
         registry._entry("x", "m", "a\nb")
     with pytest.raises(ValueError, match=r"cannot go without \['seed'\]"):
         registry._entry("x", "m", "h", without=("seed",))
+    with pytest.raises(ValueError, match="'why' explains options it does not go without"):
+        registry._entry("x", "m", "h", without=("data",), why={"resume": "no"})
     with pytest.raises(KeyError, match="unknown experiment 'nope'; known: "):
         registry.get("nope")
 

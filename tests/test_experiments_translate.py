@@ -76,7 +76,9 @@ def test_option_errors_are_one_line():
     assert p.stderr.strip() == ("handgrad run translate-en-es: error: --rows: unknown row(s) bogus; "
                                 "choose from tf, tf-attn, ss, ss-attn")
     p = handgrad("run", "translate-en-es", "--quick", "--resume", "x.safetensors")
-    assert p.returncode == 2 and "--resume: this experiment trains one model per row" in p.stderr
+    assert p.returncode == 2 and p.stderr == ("handgrad run translate-en-es: error: --resume is not supported by "
+                                              "translate-en-es: it trains one model per row; rerun the rows you "
+                                              "need with --rows (see `handgrad run translate-en-es --help`)\n")
     p = handgrad("run", "translate-dates", "--quick", "--n-train", "0")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == "handgrad run translate-dates: error: --n-train must be >= 1, got 0"

@@ -97,12 +97,14 @@ def _finite_float(text: str) -> float:
 class _Refused(argparse.Action):
     """A common option that this experiment does not honour: refuse it instead of ignoring it."""
 
-    def __init__(self, option_strings: list[str], dest: str, experiment: str = "", **kw: Any) -> None:
+    def __init__(self, option_strings: list[str], dest: str, experiment: str = "", why: str = "", **kw: Any) -> None:
         super().__init__(option_strings, dest, nargs=kw.pop("nargs", None), help=argparse.SUPPRESS, **kw)
-        self.experiment = experiment
+        self.experiment, self.why = experiment, why
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        parser.error(f"{option} is not supported by {self.experiment} (see `handgrad run {self.experiment} --help`)")
+        why = f": {self.why}" if self.why else ""
+        parser.error(f"{option} is not supported by {self.experiment}{why} "
+                     f"(see `handgrad run {self.experiment} --help`)")
 
 
 def add_common_arguments(p: argparse.ArgumentParser, entry: registry.ExperimentEntry | None = None) -> None:
@@ -131,7 +133,7 @@ def add_common_arguments(p: argparse.ArgumentParser, entry: registry.ExperimentE
         else:
             nargs = 0 if kw.get("action") == "store_true" else None
             p.add_argument(_FLAGS[name], action=_Refused, experiment=entry.name if entry else "", nargs=nargs,
-                           default=None)
+                           why=entry.why.get(name, "") if entry else "", default=None)
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="BLAS threads (default: the free cores, from the load average; 1 on a busy machine; "
                         "OMP_NUM_THREADS/OPENBLAS_NUM_THREADS win if set)")
@@ -361,15 +363,12 @@ def _translate(opts: argparse.Namespace) -> int:
     prog = "handgrad translate"
     try:
         tr = Translator.load(opts.model)
-    except TranslatorError as e:
-        raise ExperimentError(str(e)) from e
-    unknown = list(dict.fromkeys(tr.encode(opts.text)[2]))
-    if unknown:
-        print(f"{prog}: warning: not in the vocabulary, translated as <unk>: {' '.join(map(repr, unknown))}",
-              file=sys.stderr)
-    try:
+        unknown = list(dict.fromkeys(tr.encode(opts.text)[2]))
+        if unknown:
+            print(f"{prog}: warning: not in the vocabulary, translated as <unk>: {' '.join(map(repr, unknown))}",
+                  file=sys.stderr)
         print(tr.translate(opts.text, beam_size=opts.beam, length_penalty=opts.length_penalty))
-    except TranslatorError as e:
+    except TranslatorError as e:  # a bad model file, an empty sentence, ...: one line
         raise ExperimentError(str(e)) from e
     return 0
 

@@ -12,7 +12,8 @@ imports only NAME's module, so experiments use ordinary top-level imports.
 2. One ``_entry(...)`` line in ``EXPERIMENTS`` below: name, module, description, ``defaults`` (values for the
    common ``--epochs``/``--batch-size``/``--lr`` and for the experiment's own options whose parser default is
    ``None``), ``quick`` (overrides under ``--quick``), ``without`` (the common options it does NOT honour: the
-   parser then refuses them with a one-line error instead of ignoring them) and ``writes`` (the files every
+   parser then refuses them with a one-line error instead of ignoring them; ``why`` may say why, for the
+   refusal message) and ``writes`` (the files every
    run leaves in its out dir besides ``results.json``; ``tests/test_cli_matrix.py`` checks them after a
    ``--quick`` run and checks that the README's table says the same).
 
@@ -52,6 +53,7 @@ class ExperimentEntry:
     quick_defaults: Mapping[str, Any] = field(default_factory=dict)
     options: frozenset[str] = frozenset(COMMON_OPTIONS)  # the common options it honours
     writes: tuple[str, ...] = ()
+    why: Mapping[str, str] = field(default_factory=dict)  # why a common option is not honoured (shown on refusal)
 
     @property
     def quick_name(self) -> str:
@@ -66,8 +68,8 @@ class LoadedExperiment:
 
 
 def _entry(name: str, module: str, help: str, *, defaults: dict[str, Any] | None = None,
-           quick: dict[str, Any] | None = None, without: tuple[str, ...] = (), writes: tuple[str, ...] = ()
-           ) -> tuple[str, ExperimentEntry]:
+           quick: dict[str, Any] | None = None, without: tuple[str, ...] = (), writes: tuple[str, ...] = (),
+           why: dict[str, str] | None = None) -> tuple[str, ExperimentEntry]:
     if not name or any(c.isspace() for c in name):
         raise ValueError(f"experiment: name must be a non-empty word, got {name!r}")
     if "\n" in help:
@@ -75,9 +77,12 @@ def _entry(name: str, module: str, help: str, *, defaults: dict[str, Any] | None
     bad = set(without) - (set(COMMON_OPTIONS) - ALWAYS)
     if bad:
         raise ValueError(f"experiment {name!r}: cannot go without {sorted(bad)}")
+    if set(why or {}) - set(without):
+        raise ValueError(f"experiment {name!r}: 'why' explains options it does not go without")
     options = frozenset(o for o in COMMON_OPTIONS if o not in without)
     return name, ExperimentEntry(name, f"handgrad.experiments.{module}", help, MappingProxyType(dict(defaults or {})),
-                                 MappingProxyType(dict(quick or {})), options, tuple(writes))
+                                 MappingProxyType(dict(quick or {})), options, tuple(writes),
+                                 MappingProxyType(dict(why or {})))
 
 
 _FIT = ("best.safetensors", "last.safetensors", "history.csv", "history.json", "learning_curves.png")
@@ -188,6 +193,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
            quick={"epochs": 1, "max_words": 8, "n_val": 20, "n_test": 20, "n_train": 150, "vocab": 300,
                   "embedding": 16, "hidden": 16},
            without=("data", "resume"),
+           why={"resume": "it trains one model per row; rerun the rows you need with --rows"},
            writes=("table.md", "*/translator.safetensors", "*/best.safetensors", "*/history.json",
                    "*/learning_curves.png")),
     _entry("triplet-fashion", "triplet_fashion",

@@ -178,9 +178,6 @@ def run(opts: Any) -> dict[str, Any]:
             raise ExperimentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
     if not 0 <= opts.dropout < 1:
         raise ExperimentError(f"--dropout must be in [0, 1), got {opts.dropout}")
-    if opts.resume is not None:
-        raise ExperimentError("--resume: this experiment trains one model per row; rerun the rows you need "
-                              "with --rows")
     try:
         pairs = load_verse_pairs(max_words=opts.max_words)
     except FileNotFoundError as e:
