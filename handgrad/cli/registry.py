@@ -13,9 +13,9 @@ imports only NAME's module, so experiments use ordinary top-level imports.
    common ``--epochs``/``--batch-size``/``--lr`` and for the experiment's own options whose parser default is
    ``None``), ``quick`` (overrides under ``--quick``), ``without`` (the common options it does NOT honour: the
    parser then refuses them with a one-line error instead of ignoring them; ``why`` may say why, for the
-   refusal message) and ``writes`` (the files every
-   run leaves in its out dir besides ``results.json``; ``tests/test_cli_matrix.py`` checks them after a
-   ``--quick`` run and checks that the README's table says the same).
+   refusal message) and ``writes`` (the files every run leaves in its out dir besides ``results.json``,
+   ``*`` for one folder per model; ``tests/test_cli_matrix.py`` checks them after a ``--quick`` run, and
+   that the README's table of output files says the same: add your row there too).
 
 ``tests/test_cli_registry.py`` checks the table against the files present in ``handgrad/experiments/``.
 """
