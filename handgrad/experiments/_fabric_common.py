@@ -1,0 +1,104 @@
+"""What fabric-fashion and fabric-segment share: the trellis figure (edge widths proportional to each learned
+convolution's norm), the baseline paths through the trellis, batch-norm recalibration and the pruning study."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy
+
+from handgrad import nn
+from handgrad.architectures.fabric import Edge, Fabric, chain_path, strongest_path
+from handgrad.architectures.flops import count_multiply_adds
+from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.tensor import Tensor
+
+
+def plain_cnn_path(layers: int, scales: int) -> list[int]:
+    """A plain CNN through the trellis: one scale coarser per layer until the coarsest, then stay."""
+    return [min(ly, scales - 1) for ly in range(layers)]
+
+
+def unet_path(layers: int, scales: int) -> list[int]:
+    """An encoder-decoder (U-Net-shaped) path: down to the deepest scale the layers allow, back up to scale 0,
+    same-scale layers at the finest scale for what is left."""
+    depth = min(scales - 1, (layers - 1) // 2)
+    seq = list(range(depth + 1)) + list(range(depth - 1, -1, -1))
+    return seq + [0] * (layers - len(seq))
+
+
+def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
+    """Re-estimate every batch norm's running statistics as the plain average over ``batches`` (train-mode
+    forwards under no_grad): a pruned fabric's nodes see different sums than the ones the statistics were
+    gathered on."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.running_mean.data[...] = 0
+        m.running_var.data[...] = 1
+        m.num_batches_tracked.data[...] = 0
+        m.momentum = None  # cumulative average
+    model.train()
+    with no_grad():
+        for xb in batches:
+            model(Tensor(xb))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.eval()
+
+
+def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png: str, title: str) -> None:
+    """Nodes at (layer, -scale); each edge a line of width proportional to its convolution's norm; the
+    strongest path in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = max(norms.values()) or 1.0
+    on_path = set(chain_path(path))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * fabric.layers), 1.6 + 0.9 * fabric.scales))
+    for (ly, a, b), v in norms.items():
+        x0 = ly - 1 if ly else 0
+        x1 = ly
+        if ly == 0:  # inside layer 0: drawn slightly to the left, going down
+            x0, x1 = -0.25, 0.0
+        ax.plot([x0, x1], [-a, -b], color="tab:red" if (ly, a, b) in on_path else "tab:blue",
+                lw=0.3 + 6.0 * v / top, alpha=0.85, solid_capstyle="round", zorder=1)
+    for ly in range(fabric.layers):
+        for s in range(fabric.scales):
+            ax.scatter([ly], [-s], s=40, color="black", zorder=2)
+    ax.set_xticks(range(fabric.layers))
+    ax.set_yticks([-s for s in range(fabric.scales)])
+    ax.set_yticklabels([f"{h}x{w}" for h, w in fabric.sizes])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("scale")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def pruning_study(fabric: Fabric, keep_fractions: list[float], calib: list[numpy.ndarray],
+                  evaluate: Callable[[Any], dict[str, float]], sample: Tensor) -> tuple[list[dict[str, Any]], Any]:
+    """Norms, strongest path and the accuracy the fabric keeps when pruned to its strongest edges.
+
+    For each fraction f the top ``f`` of the edges by norm are kept (plus the strongest path, so the output stays
+    connected); ``f = 0`` keeps the strongest path alone. Each pruned copy has its batch-norm statistics
+    re-estimated on ``calib`` (no weights are retrained) and is scored by ``evaluate(model) -> metrics``.
+    Returns ``(rows, (norms, path, path_norm))``."""
+    norms = fabric.edge_norms()
+    path, total = strongest_path(norms, fabric.layers, fabric.scales, fabric.out_scale)
+    ranked = sorted(norms, key=lambda e: -norms[e])
+    rows = []
+    for f in keep_fractions:
+        keep = set(ranked[: int(round(f * len(ranked)))]) | set(chain_path(path))
+        m = copy.deepcopy(fabric)
+        m.prune(keep)
+        recalibrate_bn(m, calib)
+        row = {"keep_fraction": f, "edges_kept": len(keep & set(norms)), "edges_total": len(norms),
+               "multiply_adds": count_multiply_adds(m, sample), **evaluate(m)}
+        rows.append(row)
+    return rows, (norms, path, total)
