@@ -248,3 +248,20 @@ def test_version_error_when_a_saved_output_is_written_under_no_grad() -> None:
             e.add_(1)
         e.sum().backward()
     _error_both(prog)
+
+
+def test_inplace_into_a_view_of_a_graph_tensor_is_refused_not_wrong() -> None:
+    """PyTorch rewrites the base's graph (CopySlices); handgrad refuses clearly rather than give the base a
+    wrong gradient. Copies (advanced indexing) and views outside the graph are fine."""
+    a = hg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x = a * 2
+    for write in (lambda: x[0:2].mul_(3), lambda: x.reshape(3, 1).add_(1), lambda: x[1:].__iadd__(1)):
+        with pytest.raises(RuntimeError, match="in-place write into a view .* that requires grad"):
+            write()
+    h = x[hg.tensor([0, 1])]  # advanced indexing copies
+    h.mul_(3)
+    (h.sum() + x.sum()).backward()
+    assert a.grad.tolist() == [8.0, 8.0, 2.0]
+    c = hg.tensor([1.0, 2.0, 3.0])
+    c[0:2].mul_(2)  # outside the graph a view writes through, as in PyTorch
+    assert c.tolist() == [2.0, 4.0, 3.0]

@@ -252,3 +252,10 @@ def test_scatter_index_add_out_of_place() -> None:
              lambda a, s: torch.index_add(a, 1, torch.tensor(ii), s, alpha=-1.5), [_r(2, 3), _r(2, 3)])
     with pytest.raises(ValueError, match="index_add: source"):
         hg.index_add(hg.zeros(2, 3), 1, hg.tensor([0, 1]), hg.zeros(2, 3))
+
+
+def test_python_scalars_from_one_element_tensors_of_any_shape() -> None:
+    for t, tt in ((hg.tensor([[2.5]]), torch.tensor([[2.5]])), (hg.tensor([3]), torch.tensor([3]))):
+        assert float(t) == float(tt) and int(t) == int(tt) and t.item() == tt.item()
+    with pytest.raises(TypeError, match="only one element tensors can be converted to Python scalars"):
+        float(hg.tensor([1.0, 2.0]))

@@ -111,6 +111,23 @@ def _mark_clobbered(old: Function | None, index: int, t: Tensor) -> None:
         old.__dict__["_clobbered"] = (index, _describe(t), version_counter(t)[0] + 1)
 
 
+def _refuse_graph_view(op: str, old: Function | None, t: Tensor) -> None:
+    """A view of a tensor that requires grad (``x[0]``, ``x.t()``, ``x.reshape`` made by ``old``) cannot be
+    written in place in the graph: PyTorch rewrites the base's graph then (CopySlices), handgrad does not, so
+    the base's gradient would silently be wrong. Refuse clearly instead."""
+    if old is None or not old.inputs:
+        return
+    shares = getattr(get_array_module(t.data), "may_share_memory", None)
+    if shares is None:
+        return
+    for base in old.inputs:
+        if base.requires_grad and base.data is not t.data and shares(base.data, t.data):
+            raise RuntimeError(
+                f"{op}: in-place write into a view (made by {old.name}) of a tensor of shape {base.shape} that "
+                "requires grad: handgrad does not rewrite the base's graph as PyTorch does, so its gradient "
+                "would be wrong; use an out-of-place op, or write into a .clone() of the view")
+
+
 def note_write(t: Tensor) -> None:
     """Record a direct write into ``t``'s array (``t[i] = v`` outside the graph): bump its version, and make
     its creator's backward raise if that node kept the array."""
@@ -134,6 +151,7 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
         _mark_clobbered(old, index, t)  # a non-leaf written under no_grad keeps its creator: check it too
         bump(t)
         return t
+    _refuse_graph_view(op, old, t)
     prev = type(t)._from_op(t.data.copy(), old, index)  # the old value, still made by the old node
     prev.requires_grad = t.requires_grad
     r = compute(prev)

@@ -204,10 +204,18 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         return bool(self.data)
 
     def __float__(self) -> float:
-        return float(self.data)
+        return float(self._scalar("float"))
 
     def __int__(self) -> int:
-        return int(self.data)
+        return int(self._scalar("int"))
+
+    def _scalar(self, what: str) -> Any:
+        """The one element of a one-element tensor of any shape (NumPy 2 refuses float() of a (1,) array;
+        PyTorch does not)."""
+        if self.data.size != 1:
+            raise TypeError(f"{what}(): only one element tensors can be converted to Python scalars, got shape "
+                            f"{self.shape}")
+        return self.data.item()
 
     # -- autodiff --------------------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
