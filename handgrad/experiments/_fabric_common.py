@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy
 
 from handgrad import nn
@@ -52,11 +53,6 @@ def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
 def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png: str, title: str) -> None:
     """Nodes at (layer, -scale); each edge a line of width proportional to its convolution's norm; the
     strongest path in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     top = max(norms.values()) or 1.0
     on_path = set(chain_path(path))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * fabric.layers), 1.6 + 0.9 * fabric.scales))
