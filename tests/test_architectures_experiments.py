@@ -1,0 +1,69 @@
+"""Quick end-to-end runs of fabric-fashion, fabric-segment and msdnet-fashion (files written, numbers in range and
+consistent), and their one-line errors (a fabric too deep for the input, exits that do not exist)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from _markers import needs_fashion_mnist
+
+from handgrad.cli.main import main
+from handgrad.experiments.fabric_segment import segmentation_scores
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / args[0]
+    assert main(["run", *args, "--quick", "--no-progress", "--out", str(out)]) == 0
+    return json.loads((out / "results.json").read_text()), out
+
+
+@needs_fashion_mnist
+def test_fabric_fashion_quick(tmp_path):
+    r, out = _run(tmp_path, "fabric-fashion")
+    assert (out / "trellis.png").stat().st_size > 5_000
+    assert 0 <= r["test_accuracy"] <= 1 and r["target_met"] == (r["test_accuracy"] >= 0.92)
+    assert r["fabric"]["multiply_adds"] > r["plain_cnn"]["multiply_adds"] > 0
+    assert r["strongest_path"]["scales"][-1] == 2  # classification: the path ends at the coarsest scale
+    costs = [row["multiply_adds"] for row in r["pruned"]]
+    assert costs == sorted(costs, reverse=True) and costs[0] <= r["fabric"]["multiply_adds"]
+
+
+def test_fabric_segment_quick(tmp_path):
+    r, out = _run(tmp_path, "fabric-segment")
+    assert (out / "trellis.png").exists() and (out / "unet_path" / "learning_curves.png").exists()
+    for name in ("fabric", "unet_path", "plain_cnn"):
+        assert 0 <= r[name]["pixel_accuracy"] <= 1 and 0 <= r[name]["mean_iou"] <= 1
+    assert r["strongest_path"]["scales"][-1] == 0  # segmentation: the path ends at the finest scale
+    assert r["unet_path"]["path"] == [0, 1, 0]
+
+
+@needs_fashion_mnist
+def test_msdnet_fashion_quick(tmp_path):
+    r, out = _run(tmp_path, "msdnet-fashion")
+    assert (out / "anytime.png").stat().st_size > 5_000 and (out / "budgeted.png").exists()
+    msd = r["msdnet"]
+    assert len(msd["exit_test_accuracy"]) == 2 and msd["exit_multiply_adds"][0] < msd["exit_multiply_adds"][1]
+    for row in msd["budgeted_batch"]:
+        assert row["val_cost"] <= row["budget"] + 1e-6 and 0 <= row["test_accuracy"] <= 1
+    assert set(r["resnets"]) == {"resnet8", "resnet14"}
+    assert r["resnets"]["resnet8"]["multiply_adds"] < r["resnets"]["resnet14"]["multiply_adds"]
+    assert r["comparison"]["shallowest_resnet"]["name"] == "resnet8"
+
+
+def test_segmentation_scores_by_hand():
+    truth = np.array([[0, 0, 1, 1], [2, 2, 2, 0]])
+    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 0]])
+    s = segmentation_scores(pred, truth, 4)
+    assert s["pixel_accuracy"] == 6 / 8
+    # IoU: class 0 = 2/4, class 1 = 2/3, class 2 = 2/3; class 3 absent everywhere: not averaged
+    assert np.isclose(s["mean_iou"], (2 / 4 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_bad_configurations_are_one_line_errors(capsys):
+    assert main(["run", "fabric-segment", "--quick", "--scales", "7", "--no-progress", "--out", "/tmp/_hg_x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "7 scales are too deep for a 32x32 input" in err and "\n" not in err
+    assert main(["run", "msdnet-fashion", "--quick", "--exits", "2,9", "--out", "/tmp/_hg_y"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "layer(s) [9] do not exist" in err and "\n" not in err
