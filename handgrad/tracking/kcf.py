@@ -199,11 +199,11 @@ class KCF:
         size = (self._window[0] * scale, self._window[1] * scale)
         patch = subwindow(frame, center, size, self._tmpl)
         if self.features == "gray":
-            x = patch.mean(axis=2, dtype=np.float64) / 255.0
+            x = patch.mean(axis=2) / np.float32(255.0)
             x = (x - x.mean())[:, :, None]
         else:
-            x = hog_felzenszwalb(patch, self.cell_size, pad=True)
-        return x * self._cos[:, :, None]
+            x = hog_felzenszwalb(patch, self.cell_size, pad=True, dtype=np.float32)
+        return x * self._cos[:, :, None]  # float32 features: single-precision FFTs (ample for a response map)
 
     # -- OpenCV protocol -------------------------------------------------------------------------------
     def init(self, frame: np.ndarray, box: Sequence[float]) -> bool:
@@ -224,9 +224,9 @@ class KCF:
         self._window = (tw * base, th * base)  # image pixels covered by the template at scale 1
         self._px_per_cell = base * self.cell_size
         fh, fw = th // self.cell_size, tw // self.cell_size
-        self._cos = np.outer(np.hanning(fh), np.hanning(fw))
+        self._cos = np.outer(np.hanning(fh), np.hanning(fw)).astype(np.float32)
         out_sigma = math.sqrt(w * h) / base * self.output_sigma_factor / self.cell_size
-        self._yf = _rfft2(gaussian_labels((fh, fw), out_sigma)[:, :, None])[:, :, 0]
+        self._yf = _rfft2(gaussian_labels((fh, fw), out_sigma)[:, :, None])[:, :, 0].astype(np.complex64)
         self._min_scale = max(4.0 / min(w, h), 0.05)
         self._max_scale = max(min(frame.shape[1] / w, frame.shape[0] / h), 1.0)
         xfeat = self._features(frame, self._center, 1.0)

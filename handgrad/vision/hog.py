@@ -90,10 +90,13 @@ def _histograms(img: np.ndarray, sbin: int) -> np.ndarray:  # pragma: no cover -
 
 
 @njit(cache=True)
-def _normalise(hist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+def _normalise(hist: np.ndarray, pad: bool, out: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    # With pad, the histogram grid is read as if one replicated border cell surrounded it (index clamping
+    # instead of a padded copy), and every cell gets a feature vector; without, the border cells are dropped.
     bh, bw, _ = hist.shape
-    oh = max(bh - 2, 0)
-    ow = max(bw - 2, 0)
+    p = 1 if pad else 0
+    oh = bh if pad else max(bh - 2, 0)
+    ow = bw if pad else max(bw - 2, 0)
     norm = np.zeros((bh, bw))
     for i in range(bh):
         for j in range(bw):
@@ -102,29 +105,35 @@ def _normalise(hist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
                 t = hist[i, j, o] + hist[i, j, o + 9]
                 s += t * t
             norm[i, j] = s
-    out = np.zeros((oh, ow, 31))
+    ri = np.empty(bh + 2 * p, np.int64)
+    for i in range(bh + 2 * p):
+        ri[i] = min(max(i - p, 0), bh - 1)
+    ci = np.empty(bw + 2 * p, np.int64)
+    for j in range(bw + 2 * p):
+        ci[j] = min(max(j - p, 0), bw - 1)
     ns = np.empty(4)
     t = np.empty(4)
     for y in range(oh):
         for x in range(ow):
-            cy = y + 1
-            cx = x + 1
-            # the four 2x2 blocks that contain cell (cy, cx)
-            ns[0] = 1.0 / math.sqrt(norm[cy, cx] + norm[cy + 1, cx] + norm[cy, cx + 1] + norm[cy + 1, cx + 1] + _EPS)
-            ns[1] = 1.0 / math.sqrt(norm[cy - 1, cx] + norm[cy, cx] + norm[cy - 1, cx + 1] + norm[cy, cx + 1] + _EPS)
-            ns[2] = 1.0 / math.sqrt(norm[cy, cx - 1] + norm[cy + 1, cx - 1] + norm[cy, cx] + norm[cy + 1, cx] + _EPS)
-            ns[3] = 1.0 / math.sqrt(norm[cy - 1, cx - 1] + norm[cy, cx - 1] + norm[cy - 1, cx] + norm[cy, cx] + _EPS)
+            # the cell (cy, cx) of the (virtually padded) grid and its neighbours' energies
+            y0, y1, y2 = ri[y], ri[y + 1], ri[y + 2]
+            x0, x1, x2 = ci[x], ci[x + 1], ci[x + 2]
+            # the four 2x2 blocks that contain the cell
+            ns[0] = 1.0 / math.sqrt(norm[y1, x1] + norm[y2, x1] + norm[y1, x2] + norm[y2, x2] + _EPS)
+            ns[1] = 1.0 / math.sqrt(norm[y0, x1] + norm[y1, x1] + norm[y0, x2] + norm[y1, x2] + _EPS)
+            ns[2] = 1.0 / math.sqrt(norm[y1, x0] + norm[y2, x0] + norm[y1, x1] + norm[y2, x1] + _EPS)
+            ns[3] = 1.0 / math.sqrt(norm[y0, x0] + norm[y1, x0] + norm[y0, x1] + norm[y1, x1] + _EPS)
             for k in range(4):
                 t[k] = 0.0
             for o in range(18):
                 acc = 0.0
                 for k in range(4):
-                    hk = min(hist[cy, cx, o] * ns[k], 0.2)
+                    hk = min(hist[y1, x1, o] * ns[k], 0.2)
                     acc += hk
                     t[k] += hk
                 out[y, x, o] = 0.5 * acc
             for o in range(9):
-                s = hist[cy, cx, o] + hist[cy, cx, o + 9]
+                s = hist[y1, x1, o] + hist[y1, x1, o + 9]
                 acc = 0.0
                 for k in range(4):
                     acc += min(s * ns[k], 0.2)
@@ -134,11 +143,7 @@ def _normalise(hist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     return out
 
 
-def _edge_pad(hist: np.ndarray) -> np.ndarray:
-    return np.pad(hist, ((1, 1), (1, 1), (0, 0)), mode="edge")
-
-
-def hog_felzenszwalb(image: np.ndarray, cell_size: int = 4, pad: bool = True) -> np.ndarray:
+def hog_felzenszwalb(image: np.ndarray, cell_size: int = 4, pad: bool = True, dtype: type = np.float64) -> np.ndarray:
     """The 31-channel Felzenszwalb HOG map of ``image``.
 
     Args:
@@ -146,9 +151,10 @@ def hog_felzenszwalb(image: np.ndarray, cell_size: int = 4, pad: bool = True) ->
         cell_size: pixels per cell side (``sbin``).
         pad: ``True``: one feature vector per cell, ``round(H / cell_size) x round(W / cell_size)``;
             ``False``: the original code's map without the border cells (two fewer in each direction).
+        dtype: of the result (``float32`` for trackers; the computation is float64 either way).
 
     Returns:
-        ``(h, w, 31)`` float64 array: 18 signed orientations, 9 unsigned, 4 texture energies.
+        ``(h, w, 31)`` array: 18 signed orientations, 9 unsigned, 4 texture energies.
     """
     img = np.asarray(image)
     if img.ndim == 2:
@@ -159,7 +165,9 @@ def hog_felzenszwalb(image: np.ndarray, cell_size: int = 4, pad: bool = True) ->
         raise ValueError(f"hog_felzenszwalb: cell_size must be a positive integer, got {cell_size!r}")
     if img.shape[0] < 3 or img.shape[1] < 3:
         raise ValueError(f"hog_felzenszwalb: the image must be at least 3x3 pixels, got shape {img.shape}")
-    hist = _histograms(np.ascontiguousarray(img, dtype=np.float64), int(cell_size))
-    if pad:
-        hist = _edge_pad(hist)
-    return _normalise(hist)
+    if img.dtype not in (np.float32, np.float64):  # integers would wrap around in the differences
+        img = img.astype(np.float64)
+    hist = _histograms(np.ascontiguousarray(img), int(cell_size))
+    bh, bw = hist.shape[:2]
+    shape = (bh, bw, HOG_CHANNELS) if pad else (max(bh - 2, 0), max(bw - 2, 0), HOG_CHANNELS)
+    return _normalise(hist, bool(pad), np.empty(shape, dtype=dtype))
