@@ -2,11 +2,12 @@
 
 LeNet on MNIST-sized input: batch 128 of 1x28x28 -> conv5x5 1->32, relu, maxpool 2 -> conv5x5 32->64,
 relu, maxpool 2 -> flatten 1024 -> fc 128, relu -> fc 10 -> cross-entropy, then p -= lr * grad.
-Both libraries run float32 on the same data and weights, with the same thread count (PyTorch via
-``torch.set_num_threads``, NumPy's BLAS via the usual OMP/OPENBLAS environment). The machine may be
-shared, so the two are interleaved step by step and the median of many repeats is reported.
+Both libraries run float32 on the same data and weights (the first-step losses are checked equal), with
+the same thread count (``_common.set_threads``: threadpoolctl for NumPy's BLAS, ``torch.set_num_threads``),
+at each thread count of ``--threads`` in one run. The two alternate in blocks of ``--block`` steps for
+``--rounds`` rounds (``_common.compare_blocks``); medians are reported.
 
-    python benchmarks/bench_lenet.py [--repeats 40] [--threads N] [--clock wall|cpu] [--profile]
+    python benchmarks/bench_lenet.py [--threads 1,2] [--block 10] [--rounds 4] [--profile]
 """
 
 from __future__ import annotations
@@ -17,26 +18,22 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from _common import HEADER, check_losses, compare_blocks, machine_report, row, set_threads  # noqa: E402
 
 
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=40, help="timed steps per library (after warm-up)")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--block", type=int, default=10, help="steps per block (one library at a time)")
+    ap.add_argument("--rounds", type=int, default=4, help="blocks per library (order flipped every round)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in this run")
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: perf_counter; cpu: process_time (robust to a loaded machine with --threads 1)")
     return ap.parse_args()
 
 
 def main() -> None:
     args = _parse()
-    # BLAS threads must be fixed before NumPy loads its BLAS, hence the late import
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
     import numpy as np
 
     import handgrad as hg
@@ -81,7 +78,6 @@ def main() -> None:
         import torch
         import torch.nn.functional as TF
 
-        torch.set_num_threads(args.threads)
         tp = [torch.tensor(w.copy(), requires_grad=True) for w in weights]
         tx, tt = torch.from_numpy(x_np), torch.from_numpy(t_np)
         opt = torch.optim.SGD(tp, lr=lr)
@@ -98,41 +94,16 @@ def main() -> None:
             return float(loss.item())
 
         # same weights, same data: the first losses must agree (a check that we time the same computation)
-        lh, lt = hg_step(), torch_step()
-        if abs(lh - lt) > 1e-4 * max(1.0, abs(lt)):
-            raise SystemExit(f"bench_lenet: first-step losses differ: handgrad {lh:.6f} vs torch {lt:.6f}")
+        check_losses("bench_lenet", hg_step(), torch_step())
 
-    for _ in range(args.warmup):
-        hg_step()
-        if torch_step is not None:
-            torch_step()
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    th, tt_ = [], []
-    for i in range(args.repeats):  # interleaved, alternating who goes first, so both see the same load
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        for who in order:
-            if who == 0:
-                t0 = clock()
-                hg_step()
-                th.append(clock() - t0)
-            elif torch_step is not None:
-                t0 = clock()
-                torch_step()
-                tt_.append(clock() - t0)
-
-    med_h = float(np.median(th)) * 1e3
-    print(f"threads={args.threads} batch={b} repeats={args.repeats} clock={args.clock} numpy={np.__version__}")
-    print(f"handgrad step: median {med_h:7.2f} ms  (min {min(th) * 1e3:7.2f})")
-    if tt_:
-        import torch
-
-        med_t = float(np.median(tt_)) * 1e3
-        ratios = np.array(th) / np.array(tt_)
-        print(f"pytorch  step: median {med_t:7.2f} ms  (min {min(tt_) * 1e3:7.2f})  torch={torch.__version__}")
-        print(f"ratio handgrad/pytorch: {med_h / med_t:.2f} (median of per-pair ratios {np.median(ratios):.2f}, "
-              f"min/min {min(th) / min(tt_):.2f})")
+    print(machine_report())
+    print(f"LeNet training step, batch {b}, float32; blocks of {args.block} steps x {args.rounds} rounds each side")
+    print(HEADER)
+    for n in (int(v) for v in args.threads.split(",")):
+        set_threads(n)
+        print(row("lenet-step", n, compare_blocks(hg_step, torch_step, args.block, args.rounds)), flush=True)
     if args.profile:
-        _profile(hg_step, clock)
+        _profile(hg_step, time.process_time)
 
 
 def _profile(step, clock) -> None:

@@ -2,19 +2,19 @@
 CPU, in the same process, with the same thread count and the same weights.
 
 The step: T=100, B=32 token ids over a 65-symbol alphabet -> embedding 64 -> one recurrent layer of
-hidden 256 -> linear to 65 -> cross-entropy over all T*B positions -> backward -> SGD. Both frameworks run
-alternately, one step at a time (the machine may be shared: interleaving lets load hit both alike);
-we print the median step time of each, their ratio, and the median of the per-pair ratios.
+hidden 256 -> linear to 65 -> cross-entropy over all T*B positions -> backward -> SGD. The first-step losses
+are checked equal. At each thread count of ``--threads`` (threadpoolctl for NumPy's BLAS,
+``torch.set_num_threads``), the two frameworks alternate in blocks of ``--block`` steps for ``--rounds``
+rounds (``_common.compare_blocks``: single-step alternation distorts both sides at 2 threads); we print the
+median step time of each, their ratio and the median per-round ratio.
 
-    python benchmarks/bench_rnn.py [--repeat 15] [--threads 2] [--cases lstm-train,gru-train,lstm-fwd,gru-fwd]
+    python benchmarks/bench_rnn.py [--threads 1,2] [--block 5] [--rounds 4] [--cases lstm-train,gru-train,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 CASES = ("lstm-train", "gru-train", "lstm-fwd", "gru-fwd")
@@ -22,8 +22,9 @@ CASES = ("lstm-train", "gru-train", "lstm-fwd", "gru-fwd")
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=15, help="timed steps per framework and case")
-    p.add_argument("--threads", type=int, default=1, help="BLAS / intra-op threads (1: robust on a shared machine)")
+    p.add_argument("--block", type=int, default=5, help="steps per block (one framework at a time)")
+    p.add_argument("--rounds", type=int, default=4, help="blocks per framework (order flipped every round)")
+    p.add_argument("--threads", default="1,2", help="comma-separated BLAS / intra-op thread counts")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--B", type=int, default=32)
@@ -32,14 +33,13 @@ def _parse() -> argparse.Namespace:
 
 
 ARGS = _parse()
-# the BLAS thread count must be fixed before NumPy loads its BLAS
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from _common import HEADER, check_losses, compare_blocks, machine_report, row, set_threads  # noqa: E402
+
 import handgrad  # noqa: E402
 import handgrad.functional as F  # noqa: E402
 from handgrad import nn  # noqa: E402
@@ -101,47 +101,22 @@ def build(kind: str, T: int, B: int, H: int, seed: int = 0):
     return (hg_train, torch_train), (hg_fwd, torch_fwd)
 
 
-def compare(hg, th, repeat: int) -> dict[str, float]:
-    """Alternate single steps (order flipped every pair). Returns the median wall time of each framework, the
-    median of the per-pair wall ratios, and the same for process CPU time: on a shared machine the CPU time
-    (what the step itself consumed) is far less disturbed by other processes than the wall time."""
-    for _ in range(2):  # warm up both (allocations, BLAS threads)
-        hg()
-        th()
-    res: dict[str, list[float]] = {k: [] for k in ("hg", "th", "hg_cpu", "th_cpu", "ratio", "ratio_cpu")}
-    for i in range(repeat):
-        pair = {}
-        for name, f in ((("hg", hg), ("th", th)) if i % 2 == 0 else (("th", th), ("hg", hg))):
-            c0, t0 = time.process_time(), time.perf_counter()
-            f()
-            pair[name] = time.perf_counter() - t0
-            pair[name + "_cpu"] = time.process_time() - c0
-        for k, v in pair.items():
-            res[k].append(v)
-        res["ratio"].append(pair["hg"] / pair["th"])
-        res["ratio_cpu"].append(pair["hg_cpu"] / max(pair["th_cpu"], 1e-9))
-    return {k: float(np.median(v)) for k, v in res.items()}
-
-
 def main() -> None:
-    torch.set_num_threads(ARGS.threads)
     T, B, H = ARGS.T, ARGS.B, ARGS.hidden
-    print(f"char-LM T={T} B={B} vocab={V} embedding={E} hidden={H}; threads={ARGS.threads} "
-          f"(torch {torch.__version__}, numpy {np.__version__}); {ARGS.repeat} interleaved steps, medians")
-    print(f"{'case':<12} {'handgrad ms':>12} {'torch ms':>10} {'ratio':>7} {'pair-ratio':>11}   "
-          f"{'hg cpu ms':>10} {'torch cpu ms':>13} {'cpu ratio':>10} {'cpu pair-ratio':>15}")
+    print(machine_report())
+    print(f"char-LM T={T} B={B} vocab={V} embedding={E} hidden={H}; blocks of {ARGS.block} steps x "
+          f"{ARGS.rounds} rounds each side, medians")
+    print(HEADER)
+    threads = [int(v) for v in ARGS.threads.split(",")]
     for case in ARGS.cases.split(","):
         kind, what = case.split("-")
         train, fwd = build(kind, T, B, H)
         if what == "train":
-            lh, lt = train[0](), train[1]()  # same weights, same batch: the same loss
-            assert abs(lh - lt) < 1e-4 * abs(lt), (lh, lt)
-            r = compare(*train, ARGS.repeat)
-        else:
-            r = compare(*fwd, ARGS.repeat)
-        print(f"{case:<12} {r['hg'] * 1e3:>12.1f} {r['th'] * 1e3:>10.1f} {r['hg'] / r['th']:>7.2f} "
-              f"{r['ratio']:>11.2f}   {r['hg_cpu'] * 1e3:>10.1f} {r['th_cpu'] * 1e3:>13.1f} "
-              f"{r['hg_cpu'] / r['th_cpu']:>10.2f} {r['ratio_cpu']:>15.2f}", flush=True)
+            check_losses(f"bench_rnn {case}", train[0](), train[1]())
+        for n in threads:
+            set_threads(n)
+            r = compare_blocks(*(train if what == "train" else fwd), ARGS.block, ARGS.rounds)
+            print(row(case, n, r), flush=True)
 
 
 if __name__ == "__main__":
