@@ -88,9 +88,17 @@ class Trainer:
             is ``fit(..., resume=path)``).
         run_name: a name for the kind of run (an experiment's name), saved in checkpoints; resuming a
             checkpoint saved under another name raises ``CheckpointError``.
+        distributed: data-parallel training over MPI (:mod:`handgrad.distributed`, imported first): the
+            updater is wrapped in a ``DistributedDataParallel`` (or pass one as ``updater``), ``fit`` splits
+            its loaders over the ranks (a loader's batch size is the global batch), epoch totals and metrics
+            are summed over the ranks, a stop on one rank stops all, and only rank 0 writes history,
+            checkpoints, bars and epoch lines. ``None`` (default): on when ``handgrad.distributed.init()``
+            turned it on (``handgrad run NAME --distributed``).
     """
 
     resume_hint: str = ""  # e.g. "resume with: mytool --resume {path}"; the API needs none: fit(..., resume=path)
+    data_parallel: Callable[[Updater], Updater] | None = None  # set by importing handgrad.distributed
+    distributed_default: bool = False  # set by handgrad.distributed.init(): Trainer(distributed=None) follows it
 
     def __init__(
         self,
@@ -109,6 +117,7 @@ class Trainer:
         updater: Updater | None = None,
         resume_hint: str | None = None,
         run_name: str | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if updater is None:
             if not callable(loss_fn):
@@ -126,6 +135,20 @@ class Trainer:
             for name, given, own in (("model", model, updater.model), ("optimizer", optimizer, updater.optimizer)):
                 if given is not None and given is not own:
                     raise ValueError(f"Trainer: the {name} differs from the updater's {name}")
+        # data parallelism plugs in from handgrad.distributed (which imports this module, not the reverse):
+        # importing it sets Trainer.data_parallel, and its init() sets Trainer.distributed_default
+        if getattr(updater, "data_parallel", False):
+            distributed = True
+        elif distributed is None:
+            distributed = Trainer.distributed_default
+        self.distributed = bool(distributed)
+        if self.distributed and not getattr(updater, "data_parallel", False):
+            if Trainer.data_parallel is None:
+                raise RuntimeError("Trainer(distributed=True): import handgrad.distributed (and call its init()) "
+                                   "first")
+            updater = Trainer.data_parallel(updater)
+        # rank 0 of a data-parallel run alone writes (history, checkpoints, bars, epoch lines)
+        self.is_writer = bool(getattr(updater, "is_writer", True))
         if on_interrupt not in ("return", "raise"):
             raise ValueError(f"Trainer: on_interrupt must be 'return' or 'raise', got {on_interrupt!r}")
         self.updater = updater
@@ -179,11 +202,14 @@ class Trainer:
         if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
             raise ValueError(f"Trainer.fit: epochs must be a positive integer, got {epochs!r}")
         epochs = int(epochs)
+        if self.distributed:  # this rank's part of the data
+            shard = self.updater.shard_loader
+            train_loader, val_loader = shard(train_loader, train=True), shard(val_loader, train=False)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.stop_training = False
         self.interrupted, self.interrupt_checkpoint = False, None
         if resume is not None:  # read and check the file before anything changes (a bad one changes nothing)
-            resume_state = read_checkpoint(resume, type(self.updater).__name__, self.run_name)
+            resume_state = read_checkpoint(resume, self._updater_kind, self.run_name)
             check_model_state(self.model, resume_state["model"], os.fspath(resume))
         self._call("on_fit_start")
         if resume is not None:
@@ -219,11 +245,12 @@ class Trainer:
         self.history.append(logs)
         logs = self.history.rows[-1]  # callbacks may add columns (they land in the history)
         self._call("on_epoch_end", epoch, logs)
+        self.stop_training = self._agree(self.stop_training)
         self._write_history()
         # the Ctrl-C snapshot is taken before the epoch is announced: once "epoch k" is printed, an interrupt
         # keeps epoch k
         self._clean = self.checkpoint_state(copy=True)
-        if self.verbose:
+        if self.verbose and self.is_writer:
             print(f"epoch {epoch}/{epochs}  " + _format_logs(logs), flush=True)
         return logs
 
@@ -249,16 +276,15 @@ class Trainer:
                         post[self.metrics[0].name] = f"{self.metrics[0].compute():.4f}"
                     bar.set_postfix(post, refresh=False)
                 self._call("on_batch_end", i, {"loss": value, "size": n})
-                if self.stop_training:
+                if self._agree(self.stop_training):
+                    self.stop_training = True
                     break
         finally:
             if hasattr(bar, "close"):
                 bar.close()
         if count == 0:
             raise ValueError("Trainer.fit: the training loader yielded no batches")
-        logs = {"loss": total / count}
-        logs.update({m.name: m.compute() for m in self.metrics})
-        return logs
+        return self._epoch_means(total, count)
 
     def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
         """``{"loss": ..., <metric>: ...}`` over the whole loader, in eval mode under ``no_grad``.
@@ -282,11 +308,34 @@ class Trainer:
                         m.update(step["output"], step["target"])
         finally:
             self.model.train(was_training)
-        if count == 0:
+        if count == 0 and not self.distributed:
             raise ValueError("Trainer.evaluate: the loader yielded no batches")
+        return self._epoch_means(total, count)
+
+    def _epoch_means(self, total: float, count: int) -> dict[str, float]:
+        """``{"loss": total / count, <metric>: ...}``; in a data-parallel run the sample-weighted sums over
+        all ranks (the metrics are sample-weighted means, so ``value * count`` summed is exact)."""
+        values = [m.compute() for m in self.metrics]
+        if self.distributed:
+            sums = self.updater.all_reduce_sum([total, count, *(v * count if count else 0.0 for v in values)])
+            total, count = sums[0], sums[1]
+            if count == 0:
+                raise ValueError("Trainer: the loaders yielded no batches on any rank")
+            values = [v / count for v in sums[2:]]
         out = {"loss": total / count}
-        out.update({m.name: m.compute() for m in self.metrics})
+        out.update({m.name: v for m, v in zip(self.metrics, values)})
         return out
+
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` on every rank if on any (data-parallel runs must stop together); ``flag`` otherwise."""
+        return self.updater.agree(flag) if self.distributed else bool(flag)
+
+    @property
+    def _updater_kind(self) -> str:
+        """The step's class name in checkpoints: the wrapped one under data parallelism, so one-process and
+        data-parallel runs resume each other's checkpoints."""
+        return type(getattr(self.updater, "updater", self.updater)).__name__ if self.distributed \
+            else type(self.updater).__name__
 
     def current_lr(self) -> float | None:
         groups = getattr(self.optimizer, "param_groups", None)
@@ -299,7 +348,7 @@ class Trainer:
         """Everything ``resume`` needs, as a nested dict that ``handgrad.save`` can write."""
         state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
-            "updater": type(self.updater).__name__,
+            "updater": self._updater_kind,
             "run_name": self.run_name,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -324,8 +373,10 @@ class Trainer:
         return clone_state(state) if copy else state
 
     def save_checkpoint(self, path: str | os.PathLike[str], state: dict[str, Any] | None = None) -> str:
-        """Write ``checkpoint_state()`` (or ``state``) to ``path`` atomically; returns the path."""
-        return write_checkpoint(path, self.checkpoint_state() if state is None else state)
+        """Write ``checkpoint_state()`` (or ``state``) to ``path`` atomically; returns the path. (In a
+        data-parallel run every rank builds the state, a collective, and rank 0 alone writes it.)"""
+        state = self.checkpoint_state() if state is None else state
+        return write_checkpoint(path, state) if self.is_writer else os.fspath(path)
 
     def load_checkpoint(self, path_or_state: str | os.PathLike[str] | dict[str, Any]) -> None:
         """Restore the model, optimizer, updater, scheduler, callbacks, history, epoch and RNG from a checkpoint.
@@ -334,10 +385,10 @@ class Trainer:
         this kind of run and model."""
         if isinstance(path_or_state, dict):
             state, where = path_or_state, "the given state"
-            check_state(state, where, type(self.updater).__name__, self.run_name)
+            check_state(state, where, self._updater_kind, self.run_name)
         else:
             where = os.fspath(path_or_state)
-            state = read_checkpoint(where, type(self.updater).__name__, self.run_name)
+            state = read_checkpoint(where, self._updater_kind, self.run_name)
         check_model_state(self.model, state["model"], where)
         self.model.load_state_dict(state["model"])
         if hasattr(self.optimizer, "load_state_dict"):
@@ -387,7 +438,7 @@ class Trainer:
             getattr(cb, hook)(*args)
 
     def _write_history(self) -> None:
-        if self.out_dir is None or not len(self.history):
+        if self.out_dir is None or not len(self.history) or not self.is_writer:
             return
         os.makedirs(self.out_dir, exist_ok=True)
         self.history.to_csv(os.path.join(self.out_dir, "history.csv"))
@@ -395,7 +446,7 @@ class Trainer:
 
     def _bar(self, loader: Iterable[Any], desc: str) -> Any:
         show = self.progress if self.progress is not None else _stderr_is_tty()
-        if not show:
+        if not show or not self.is_writer:
             return loader
         from tqdm.auto import tqdm
 
