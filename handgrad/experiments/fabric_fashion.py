@@ -78,8 +78,8 @@ def run(opts: Any) -> dict[str, Any]:
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
     sample = Tensor(splits.x_test[:1])
-    results: dict[str, Any] = {"config": {k: getattr(opts, k) for k in ("layers", "scales", "channels", "upsample",
-                                                                          "epochs", "batch_size", "lr")}}
+    config = {k: getattr(opts, k) for k in ("layers", "scales", "channels", "upsample", "epochs", "batch_size", "lr")}
+    results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "config": config}
     sub = argparse.Namespace(**vars(opts))
     sub.out, sub.resume = os.path.join(opts.out, "fabric"), opts.resume  # --resume: the fabric's checkpoint
     os.makedirs(sub.out, exist_ok=True)
