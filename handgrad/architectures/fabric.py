@@ -14,6 +14,9 @@ at the coarsest scale of the last layer for ``task="classify"`` (3x3 conv to the
 average: logits ``(N, num_classes)``) or at the finest scale for ``task="segment"`` (3x3 conv to the
 classes: per-pixel logits ``(N, num_classes, H, W)``). Only 3x3 convolutions, as in the paper.
 
+Nodes from which no path reaches the output node are not computed (for classification, the finer scales of
+the last layers): they cannot change the output, and :mod:`~handgrad.architectures.flops` counts what runs.
+
 ``edges=`` builds a sub-network of the trellis (only those edges; e.g. :func:`chain_path` for a plain CNN, a
 U-Net-shaped path down and up the scales), and :meth:`Fabric.prune` switches edges off after training (a node
 with no live input is dead and so are the edges out of it). :meth:`Fabric.edge_norms` gives the Frobenius norm
