@@ -128,10 +128,15 @@ class FasterRCNN(FastRCNN):
 
     # -- inference ------------------------------------------------------------------------------------------
     def detect(self, image: numpy.ndarray, score_thresh: float = 0.05, nms_thresh: float = 0.3,  # type: ignore[override]
-               max_detections: int = 100, normalize: Any = None, timings: dict[str, float] | None = None
-               ) -> dict[str, numpy.ndarray]:
+               max_detections: int = 100, normalize: Any = None, timings: dict[str, float] | None = None,
+               masks: bool = False) -> dict[str, numpy.ndarray]:
         """Detections ``{"boxes" (D, 4), "labels" (D,), "scores" (D,), "proposals" (P, 4)}`` on one
-        ``uint8 (H, W, 3)`` image; ``timings`` (if given) accumulates backbone / rpn / nms / head seconds."""
+        ``uint8 (H, W, 3)`` image; ``timings`` (if given) accumulates backbone / rpn / nms / head seconds.
+        ``masks=True`` is an error here: only :class:`~handgrad.vision.models.mask_rcnn.MaskRCNN` has a mask
+        head."""
+        if masks:
+            raise ValueError(f"{type(self).__name__}.detect: masks=True needs a model with a mask head (MaskRCNN); "
+                             f"this {type(self).__name__} predicts boxes only")
         out, _ = self._detect(image, score_thresh, nms_thresh, max_detections, normalize, timings)
         return out
 
