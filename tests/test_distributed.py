@@ -211,3 +211,21 @@ def test_mismatched_model_is_named(tmp_path):
     assert p.returncode != 0 and took < 20
     assert "rank 1's model differs from rank 0's: 0.weight (12, 5) float64 on rank 0 vs 0.weight (13, 5) float64 " \
            "on rank 1" in p.stderr
+
+
+@_needs_mpiexec
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet-fashion", "char-lm"])
+def test_command_line_runs_on_two_ranks(tmp_path, name):
+    """``mpiexec -n 2 handgrad run NAME --quick --distributed``: rank 0 alone prints and writes the out dir."""
+    out = tmp_path / "run"
+    exe = shutil.which("handgrad")
+    if exe is None:
+        pytest.skip("the handgrad console script is not installed (pip install -e .)")
+    p = subprocess.run(["timeout", "-k", "5", "300", MPIEXEC, *MPI_FLAGS, "-n", "2", exe, "run", name, "--quick",
+                        "--distributed", "--out", str(out)], capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("results: ") == 1  # printed by rank 0 only
+    for f in ("results.json", "history.json", "last.safetensors", "learning_curves.png"):
+        assert (out / f).exists(), f
+    assert int(hg.load(str(out / "last.safetensors"))["updater_state"]["world_size"]) == 2

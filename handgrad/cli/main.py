@@ -138,6 +138,9 @@ def add_common_arguments(p: argparse.ArgumentParser, entry: registry.ExperimentE
                    help="BLAS threads (default: the free cores, from the load average; 1 on a busy machine; "
                         "OMP_NUM_THREADS/OPENBLAS_NUM_THREADS win if set)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway without a TTY)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI: start with `mpiexec -n N handgrad run ...` (as root add "
+                        "--allow-run-as-root); --batch-size is then the global batch (handgrad/cli/distributed.py)")
 
 
 def _selected_experiment(argv: Sequence[str]) -> str | None:
@@ -339,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from handgrad.cli import detect
 
         return _guarded("handgrad detect", show_tb, lambda: detect.run(opts))
+    if getattr(opts, "distributed", False):  # every rank runs this; an error on any rank stops them all
+        from handgrad.cli.distributed import run_distributed
+
+        return _guarded(f"handgrad run {opts.experiment}", show_tb, lambda: run_distributed(opts, lambda: _run(opts)))
     return _guarded(f"handgrad run {opts.experiment}", show_tb, lambda: _run(opts))
 
 
