@@ -30,6 +30,19 @@ def unet_path(layers: int, scales: int) -> list[int]:
     return seq + [0] * (layers - len(seq))
 
 
+def matched_path_fabric(path: list[int], target_parameters: int, channels: int, **kwargs: Any) -> Fabric:
+    """The fabric restricted to one path (``chain_path(path)``), its width chosen so that its weight count is
+    the closest to ``target_parameters`` (a baseline of similar size); ``kwargs`` as :class:`Fabric`."""
+    best: tuple[int, int] | None = None
+    for c in range(1, 8 * channels + 1):
+        n = sum(p.numel() for p in Fabric(channels=c, edges=chain_path(path), **kwargs).parameters())
+        if best is None or abs(n - target_parameters) < abs(best[1] - target_parameters):
+            best = (c, n)
+        if n > target_parameters:
+            break
+    return Fabric(channels=best[0], edges=chain_path(path), **kwargs)
+
+
 def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
     """Re-estimate every batch norm's running statistics as the plain average over ``batches`` (train-mode
     forwards under no_grad): a pruned fabric's nodes see different sums than the ones the statistics were

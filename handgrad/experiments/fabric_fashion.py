@@ -1,15 +1,16 @@
 """``handgrad run fabric-fashion``: a convolutional neural fabric classifies Fashion-MNIST (Saxena & Verbeek 2016).
 
 The fabric (``--layers`` x ``--scales`` x ``--channels``, output at the coarsest scale of the last layer) is
-trained with Adam and early stopping on the validation loss (the standard run of ``_common.fit_classifier``,
-into ``fabric/``); the baseline is a plain CNN of the same width: the single path through the same trellis that
-goes one scale down per layer (``plain_cnn/``). Then the "search" part: ``trellis.png`` draws every edge with a
-width proportional to its learned convolution's norm and the strongest input-to-output path in red, and the
-fabric is pruned to its strongest edges (``--keep``: fractions of the edges; 0 = the strongest path alone; batch
-norm re-estimated on training batches, no retraining) to show what accuracy it keeps for how many multiply-adds.
+trained with Adam and early stopping on the validation loss (the standard run of ``_common.fit_classifier``, into
+``fabric/``); the baseline is a plain CNN of similar size: the single path through the same trellis that goes one
+scale down per layer, widened to about the fabric's weight count (``plain_cnn/``). Then the "search" part:
+``trellis.png`` draws every edge with a width proportional to its learned convolution's norm and the strongest
+input-to-output path in red, and the fabric is pruned to its strongest edges (``--keep``: fractions of the edges; 0
+= the strongest path alone; batch norm re-estimated on training batches, no retraining) to show what accuracy it
+keeps for how many multiply-adds.
 
-Target (the issue's): >= 92% test accuracy within about 30 minutes on 2 cores. ``--quick``: a few hundred
-images, a tiny fabric, 1 epoch.
+Target (the issue's): >= 92% test accuracy within about 30 minutes on 2 cores. ``--quick``: a few hundred images, a
+tiny fabric, 1 epoch.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from typing import Any
 import numpy
 
 from handgrad.architectures import Fabric
-from handgrad.architectures.fabric import chain_path
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
-from handgrad.experiments._common import fashion_mnist_splits, fit_classifier
-from handgrad.experiments._fabric_common import draw_trellis, plain_cnn_path, pruning_study
+from handgrad.experiments._common import count_parameters, fashion_mnist_splits, fit_classifier
+from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, plain_cnn_path, pruning_study
 from handgrad.optim import Adam
 
 
@@ -91,17 +91,17 @@ def run(opts: Any) -> dict[str, Any]:
     results["fabric"] = r
     if not opts.no_baseline:
         path = plain_cnn_path(opts.layers, opts.scales)
-        base = Fabric(1, 10, layers=opts.layers, scales=opts.scales, channels=opts.channels, input_size=(28, 28),
-                      edges=chain_path(path))
+        base = matched_path_fabric(path, count_parameters(fabric), opts.channels, in_channels=1, num_classes=10,
+                                   layers=opts.layers, scales=opts.scales, input_size=(28, 28))
         sub_b = argparse.Namespace(**vars(opts))
         sub_b.out, sub_b.resume = os.path.join(opts.out, "plain_cnn"), None
         os.makedirs(sub_b.out, exist_ok=True)
         start = time.perf_counter()
         rb, _ = fit_classifier(sub_b, base, Adam(base.parameters(), lr=opts.lr), splits, opts.patience,
-                               f"plain CNN path {path} / Fashion-MNIST")
+                               f"plain CNN path {path}, {base.channels} channels / Fashion-MNIST")
         rb["multiply_adds"] = count_multiply_adds(base.eval(), sample)
         rb["wall_time_s"] = round(time.perf_counter() - start, 1)
-        rb["path"] = path
+        rb["path"], rb["channels"] = path, base.channels
         results["plain_cnn"] = rb
     calib = [splits.x_train[i:i + 256] for i in range(0, min(len(splits.x_train), 256 * 8), 256)]
     rows, (norms, path, total) = pruning_study(

@@ -1,14 +1,14 @@
 """``handgrad run fabric-segment``: per-pixel segmentation of the generated scenes with a convolutional fabric.
 
-The scenes (:class:`~handgrad.data.scenes.DetectionScenes`, drawn at ``--image-size`` with objects scaled to
-fit) give exact instance masks; the semantic label map is background 0 and each object's class on its visible
-pixels (13 classes). A fabric with its output at the finest scale of the last layer (per-pixel logits) is
-trained with per-pixel cross-entropy (Adam, early stopping on the validation loss) and compared with two
-baselines of the same width built from the same trellis: a U-Net-shaped path (down the scales and back up) and
-a plain CNN (the path that stays at the finest scale). Reported: pixel accuracy and mean IoU on the test
-scenes (IoU averaged over the classes present in the ground truth or the prediction), weights,
-multiply-adds, time; ``trellis.png`` (edge width ~ each learned convolution's norm, strongest path in red) and
-the pruned fabric's scores. ``--quick``: a handful of small scenes, a tiny fabric, one epoch.
+The scenes (:class:`~handgrad.data.scenes.DetectionScenes`, drawn at ``--image-size`` with objects scaled to fit)
+give exact instance masks; the semantic label map is background 0 and each object's class on its visible pixels (13
+classes). A fabric with its output at the finest scale of the last layer (per-pixel logits) is trained with per-
+pixel cross-entropy (Adam, early stopping on the validation loss) and compared with two baselines of similar weight
+count built from the same trellis (each path widened to match): a U-Net-shaped path (down the scales and back up)
+and a plain CNN (the path that stays at the finest scale). Reported: pixel accuracy and mean IoU on the test scenes
+(IoU averaged over the classes present in the ground truth or the prediction), weights, multiply-adds, time;
+``trellis.png`` (edge width ~ each learned convolution's norm, strongest path in red) and the pruned fabric's
+scores. ``--quick``: a handful of small scenes, a tiny fabric, one epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy
 
 import handgrad.functional as F
 from handgrad.architectures import Fabric
-from handgrad.architectures.fabric import chain_path
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.data import DataLoader, TensorDataset
 from handgrad.data.scenes import DetectionScenes, SceneConfig
@@ -29,7 +28,7 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters
-from handgrad.experiments._fabric_common import draw_trellis, pruning_study, unet_path
+from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, pruning_study, unet_path
 from handgrad.experiments.fabric_fashion import _keep_fractions
 from handgrad.optim import Adam
 from handgrad.train import EarlyStopping, Trainer
@@ -123,8 +122,11 @@ def run(opts: Any) -> dict[str, Any]:
     try:
         fabric = Fabric(3, 13, **kw)
         path = unet_path(opts.layers, opts.scales)
-        unet = Fabric(3, 13, edges=chain_path(path), **kw)
-        plain = Fabric(3, 13, edges=chain_path([0] * opts.layers), **kw)
+        target = count_parameters(fabric)
+        base_kw = {k: v for k, v in kw.items() if k != "channels"}
+        unet = matched_path_fabric(path, target, opts.channels, in_channels=3, num_classes=13, **base_kw)
+        plain = matched_path_fabric([0] * opts.layers, target, opts.channels, in_channels=3, num_classes=13,
+                                    **base_kw)
     except ValueError as e:
         raise ExperimentError(str(e)) from e
     start = time.perf_counter()
@@ -137,8 +139,10 @@ def run(opts: Any) -> dict[str, Any]:
                                "data_time_s": round(time.perf_counter() - start, 1),
                                "test_background_fraction": float(freq[0])}
     results["fabric"] = _train(opts, "fabric", fabric, data, classes)
-    results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path}
-    results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers}
+    results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path,
+                            "channels": unet.channels}
+    results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
+                            "channels": plain.channels}
     calib = [data["train"][0][i:i + 32] for i in range(0, min(len(data["train"][0]), 32 * 8), 32)]
     rows, (norms, spath, total) = pruning_study(
         fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], classes),
