@@ -27,7 +27,8 @@ WITH_DATA = [n for n in NAMES if "data" in registry.EXPERIMENTS[n].options]
 # --quick takes longer than ~10 s on an idle core (deepgum 44 s, clockwork-waveform 11 s; the detection and
 # tracking runs 11-14 s on a loaded machine): in the slow suite here, and their own test files run a quick
 # variant by default
-SLOW_QUICK = {"deepgum", "clockwork-waveform", "fast-rcnn-scenes", "rcnn-scenes", "tracking-benchmark"}
+SLOW_QUICK = {"deepgum", "clockwork-waveform", "fast-rcnn-scenes", "rcnn-scenes", "tracking-benchmark",
+              "faster-rcnn-scenes", "mask-rcnn-scenes"}
 
 
 def _one_line_exit_2(code, capsys, *needles):

@@ -90,7 +90,7 @@ class MaskRCNN(FasterRCNN):
     """Faster R-CNN with a mask branch; ``losses`` adds ``"mask"``, ``detect`` adds ``"masks" (D, H, W)``."""
 
     def __init__(self, num_classes: int, backbone: SceneBackbone | None = None,
-                 rpn: RegionProposalNetwork | None = None, mask_pool: int = 14, mask_channels: int = 128,
+                 rpn: RegionProposalNetwork | None = None, mask_pool: int = 14, mask_channels: int = 64,
                  mask_convs: int = 2, **kwargs: Any) -> None:
         super().__init__(num_classes, backbone, rpn, **kwargs)
         self.mask_pool = mask_pool
