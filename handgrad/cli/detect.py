@@ -1,8 +1,10 @@
 """``handgrad detect MODEL IMAGE... [--out DIR] [--score 0.5] [--json]``.
 
-MODEL is the out dir of a ``handgrad run rcnn-scenes`` or ``fast-rcnn-scenes`` run (or its ``detector.json``).
-For each image: selective-search proposals, the detector, and ``DIR/<image name>.png`` with the boxes
-drawn (class and score, those with score >= ``--score``); all detections go to ``DIR/detections.json``
+MODEL is the out dir of a ``handgrad run rcnn-scenes``, ``fast-rcnn-scenes``, ``faster-rcnn-scenes`` or
+``mask-rcnn-scenes`` run (or its ``detector.json``). For each image: proposals (selective search, or the
+RPN of Faster/Mask R-CNN), the detector, and ``DIR/<image name>.png`` with the boxes drawn (class and score,
+those with score >= ``--score``) and, for a Mask R-CNN, the instance masks blended in colour (their RLE in
+the JSON); all detections go to ``DIR/detections.json``
 (``--json`` also prints them on stdout). A missing file, a file that is not an image or a checkpoint of
 another kind ends with one line on stderr and exit status 2.
 """
@@ -20,14 +22,14 @@ import numpy
 
 from handgrad.errors import ExperimentError
 
-KINDS = ("fast-rcnn", "rcnn")
+KINDS = ("fast-rcnn", "rcnn", "faster-rcnn", "mask-rcnn")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``detect`` on the ``handgrad`` subcommand parser."""
-    p = sub.add_parser("detect", help="detect objects in images with a detector saved by rcnn-/fast-rcnn-scenes",
+    p = sub.add_parser("detect", help="detect objects (and masks) with a detector saved by a *rcnn-scenes run",
                        description=__doc__.split("\n\n")[1].replace("%", "%%"))
-    p.add_argument("model", help="run folder of rcnn-scenes / fast-rcnn-scenes, or its detector.json")
+    p.add_argument("model", help="run folder of a (fast-/faster-/mask-)rcnn-scenes run, or its detector.json")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", default=os.path.join("runs", "detect"), metavar="DIR",
                    help="output folder (default runs/detect)")
@@ -74,7 +76,16 @@ def load_detector(model: str) -> tuple[Any, dict[str, Any]]:
         raise ExperimentError(f"{weights} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     n_prop, mode = int(meta.get("proposals", 2000)), str(meta.get("proposal_mode", "fast"))
     try:
-        if meta["kind"] == "fast-rcnn":
+        if meta["kind"] in ("faster-rcnn", "mask-rcnn"):
+            from handgrad.vision.models.faster_rcnn import FasterRCNN
+            from handgrad.vision.models.mask_rcnn import MaskRCNN
+
+            rpn_net = (MaskRCNN if meta["kind"] == "mask-rcnn" else FasterRCNN)(len(classes))
+            rpn_net.load_state_dict(state)
+
+            def detect(img: numpy.ndarray) -> dict[str, numpy.ndarray]:
+                return rpn_net.detect(img, normalize=normalize_image)
+        elif meta["kind"] == "fast-rcnn":
             net = FastRCNN(len(classes), pooling=meta.get("pooling", "align"))
             net.load_state_dict(state)
 
@@ -123,12 +134,18 @@ def run(opts: argparse.Namespace) -> int:
         d = detect(img)
         sec = time.perf_counter() - t0
         keep = d["scores"] >= opts.score
-        pic = draw_detections(img, d["boxes"][keep], d["labels"][keep], meta["classes"], d["scores"][keep])
+        masks = d["masks"][keep] if "masks" in d else None
+        pic = draw_detections(img, d["boxes"][keep], d["labels"][keep], meta["classes"], d["scores"][keep], masks=masks)
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         Image.Image.save(pic, os.path.join(opts.out, name))
-        results.append({"image": path, "seconds": round(sec, 4), "detections": [
-            {"box": [round(float(v), 2) for v in b], "label": meta["classes"][int(c)], "score": round(float(s), 4)}
-            for b, c, s in zip(d["boxes"], d["labels"], d["scores"]) if s >= opts.score]})
+        dets = [{"box": [round(float(v), 2) for v in b], "label": meta["classes"][int(c)], "score": round(float(s), 4)}
+                for b, c, s in zip(d["boxes"][keep], d["labels"][keep], d["scores"][keep])]
+        if masks is not None:
+            from handgrad.vision.mask import encode_rle
+
+            for det, m in zip(dets, masks):
+                det["mask_rle"] = encode_rle(m)
+        results.append({"image": path, "seconds": round(sec, 4), "detections": dets})
         print(f"{path}: {int(keep.sum())} detections (score >= {opts.score}) in {sec:.2f}s -> "
               f"{os.path.join(opts.out, name)}", file=sys.stderr)
     with open(os.path.join(opts.out, "detections.json"), "w") as f:

@@ -42,7 +42,7 @@ from handgrad.vision.ops import box_iou
 def add_arguments(p: Any) -> None:
     p.add_argument("--train-scenes", type=int, default=None, help="train scenes used (default 400; 6 quick)")
     p.add_argument("--test-scenes", type=int, default=None, help="test scenes evaluated (default 100; 3 quick)")
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="crop-classifier epochs (default 4)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="crop-classifier epochs (default 4; 0: none)")
     p.add_argument("--rois-per-image", type=int, default=64, help="RoIs sampled per image for the head (default 64)")
     p.add_argument("--init", default=None, metavar="DIR",
                    help="continue training the detector of an earlier run of this experiment (skips pre-training)")
@@ -89,6 +89,8 @@ def build(opts: Any, train: DetectionScenes, pre_epochs: int, masks: bool, kind:
         except (KeyError, ValueError, RuntimeError) as e:
             raise ExperimentError(f"--init {opts.init}: not a {kind} detector for these scenes ({e})") from e
         return model, {"init": opts.init}
+    if pre_epochs == 0:  # no pre-training: the backbone starts from its random initialisation
+        return cls(train.num_classes, rois_per_image=opts.rois_per_image), {"pretrain_epochs": 0}
     clf, pre = D.pretrain_classifier(opts, train, train.size, pre_epochs, 48, opts.seed)
     return cls(train.num_classes, backbone=clf.backbone, rois_per_image=opts.rois_per_image), pre
 
@@ -164,8 +166,9 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
     n_train = opts.train_scenes or (6 if opts.quick else 400)
     n_test = opts.test_scenes or (3 if opts.quick else 100)
     pre_epochs = opts.pretrain_epochs if opts.pretrain_epochs is not None else (1 if opts.quick else 4)
-    if n_train < 2 or n_test < 1 or opts.rois_per_image < 4:
-        raise ExperimentError("need --train-scenes >= 2, --test-scenes >= 1, --rois-per-image >= 4")
+    if n_train < 2 or n_test < 1 or opts.rois_per_image < 4 or pre_epochs < 0:
+        raise ExperimentError("need --train-scenes >= 2, --test-scenes >= 1, --rois-per-image >= 4, "
+                              "--pretrain-epochs >= 0 (0: no pre-training)")
     train = DetectionScenes("train", size=n_train, seed=opts.seed)
     test = DetectionScenes("test", size=n_test, seed=opts.seed)
     t0 = time.perf_counter()
