@@ -114,12 +114,12 @@ class Fabric(nn.Module):
                                     for ly in range(layers) for s in range(scales)})
         self.head = nn.Conv2d(channels, num_classes, 3, padding=1)
         self.active = set(self.edge_keys)  # edges switched on (prune() switches some off)
-        if self._used_edges() is None:
+        if self.used_edges() is None:
             raise ValueError(f"Fabric: the given edges do not connect the input to the output node "
                              f"(layer {layers - 1}, scale {self.out_scale})")
 
     # -- structure -------------------------------------------------------------------------------------------
-    def _used_edges(self) -> set[Edge] | None:
+    def used_edges(self) -> set[Edge] | None:
         """The active edges on some input-to-output path (the forward pass computes only these); ``None`` when
         no path reaches the output node."""
         live = {(0, 0)}
@@ -145,7 +145,7 @@ class Fabric(nn.Module):
         keep = {tuple(e) for e in keep}
         old = self.active
         self.active = {e for e in self.edge_keys if e in keep}
-        if self._used_edges() is None:
+        if self.used_edges() is None:
             self.active = old
             raise ValueError("Fabric.prune: the kept edges do not connect the input to the output node "
                              f"(layer {self.layers - 1}, scale {self.out_scale})")
@@ -155,7 +155,7 @@ class Fabric(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.input_size:
             raise ValueError(f"Fabric: expected input (N, {self.in_channels}, {self.input_size[0]}, "
                              f"{self.input_size[1]}), got {tuple(x.shape)}")
-        used = self._used_edges() or set()
+        used = self.used_edges() or set()
         prev: list[Tensor | None] = [None] * self.scales
         prev[0] = self._node(0, 0, [self.stem(x)])
         for s in range(1, self.scales):

@@ -65,17 +65,18 @@ def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
 
 def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png: str, title: str) -> None:
     """Nodes at (layer, -scale); each edge a line of width proportional to its convolution's norm; the
-    strongest path in red."""
+    strongest path in red; edges from which no path reaches the output (untrained) thin and dotted."""
     top = max(norms.values()) or 1.0
     on_path = set(chain_path(path))
+    used = fabric.used_edges() or set()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * fabric.layers), 1.6 + 0.9 * fabric.scales))
     for (ly, a, b), v in norms.items():
-        x0 = ly - 1 if ly else 0
-        x1 = ly
-        if ly == 0:  # inside layer 0: drawn slightly to the left, going down
-            x0, x1 = -0.25, 0.0
+        x0, x1 = (ly - 1, ly) if ly else (-0.25, 0.0)  # inside layer 0: drawn slightly to the left, going down
+        if (ly, a, b) not in used:  # reaches no output: never trained (its gradient is zero), drawn thin
+            ax.plot([x0, x1], [-a, -b], color="0.75", lw=0.8, ls=":", zorder=0)
+            continue
         ax.plot([x0, x1], [-a, -b], color="tab:red" if (ly, a, b) in on_path else "tab:blue",
-                lw=0.3 + 6.0 * v / top, alpha=0.85, solid_capstyle="round", zorder=1)
+                lw=7.0 * v / top, alpha=0.85, solid_capstyle="round", zorder=1)
     for ly in range(fabric.layers):
         for s in range(fabric.scales):
             ax.scatter([ly], [-s], s=40, color="black", zorder=2)
@@ -94,20 +95,22 @@ def pruning_study(fabric: Fabric, keep_fractions: list[float], calib: list[numpy
                   evaluate: Callable[[Any], dict[str, float]], sample: Tensor) -> tuple[list[dict[str, Any]], Any]:
     """Norms, strongest path and the accuracy the fabric keeps when pruned to its strongest edges.
 
-    For each fraction f the top ``f`` of the edges by norm are kept (plus the strongest path, so the output stays
-    connected); ``f = 0`` keeps the strongest path alone. Each pruned copy has its batch-norm statistics
-    re-estimated on ``calib`` (no weights are retrained) and is scored by ``evaluate(model) -> metrics``.
+    For each fraction f the top ``f`` of the edges that reach the output, by norm, are kept (plus the strongest
+    path, so the output stays connected); ``f = 0`` keeps the strongest path alone. Each pruned copy has its
+    batch-norm statistics re-estimated on ``calib`` (no weights are retrained) and is scored by
+    ``evaluate(model) -> metrics``.
     Returns ``(rows, (norms, path, path_norm))``."""
     norms = fabric.edge_norms()
     path, total = strongest_path(norms, fabric.layers, fabric.scales, fabric.out_scale)
-    ranked = sorted(norms, key=lambda e: -norms[e])
+    used = fabric.used_edges() or set()  # edges that reach the output: the others never trained
+    ranked = sorted(used, key=lambda e: -norms[e])
     rows = []
     for f in keep_fractions:
         keep = set(ranked[: int(round(f * len(ranked)))]) | set(chain_path(path))
         m = copy.deepcopy(fabric)
         m.prune(keep)
         recalibrate_bn(m, calib)
-        row = {"keep_fraction": f, "edges_kept": len(keep & set(norms)), "edges_total": len(norms),
+        row = {"keep_fraction": f, "edges_kept": len(keep), "edges_total": len(ranked),
                "multiply_adds": count_multiply_adds(m, sample), **evaluate(m)}
         rows.append(row)
     return rows, (norms, path, total)
