@@ -35,6 +35,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
@@ -67,12 +68,16 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         R = ws.empty(xp, (B, 4 * H), dt)
         tmp = ws.empty(xp, (B, H), dt)
         H2, H3 = 2 * H, 3 * H
+        fast = _kernels.usable(xp, S, Hs, Cs, TC, GG, R)  # the compiled step (same numbers, one pass)
         for t in range(T):
             n = sizes[t]
             s = S[t, :n]
             r = R[:n]
             # r = h_{t-1} @ W_hh_s^T, written through r.T (the faster GEMM layout for a small batch)
             xp.matmul(w_hh_s, Hs[t, :n].T, out=r.T)
+            if fast:
+                _kernels.lstm_fwd(s, r, Cs[t, :n], Cs[t + 1, :n], TC[t, :n], GG[t, :n], Hs[t + 1, :n])
+                continue
             s += r
             xp.exp(s, out=s)
             s += 1
@@ -113,6 +118,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         dZ = (ws.zeros if self.sch.padded else ws.empty)(xp, (T, B, 4 * H), dt)
         a_buf = ws.empty(xp, (B, H), dt)
         d_buf = ws.empty(xp, (B, 4 * H), dt)
+        fast = _kernels.usable(xp, S, dh, dc, dZ)
         for t in range(T - 1, -1, -1):
             n = sizes[t]
             s = S[t, :n]
@@ -122,6 +128,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
             if gy is not None:
                 dht += gy[t, :n]
             dz = dZ[t, :n]
+            if fast:
+                _kernels.lstm_bwd(s, tc, Hs[t + 1, :n], GG[t, :n], Cs[t, :n], dht, dct, dz)
+                xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
+                continue
             xp.multiply(dht, tc, out=dz[:, H3:])  # dL/do
             a = a_buf[:n]
             xp.multiply(Hs[t + 1, :n], tc, out=a)
