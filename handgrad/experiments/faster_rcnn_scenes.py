@@ -19,13 +19,15 @@ the comparison with Fast R-CNN + selective search on the same test scenes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import numpy
+from PIL import Image
 
-from handgrad.data.scenes import DetectionScenes
+from handgrad.data.scenes import DetectionScenes, draw_detections
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
@@ -34,6 +36,7 @@ from handgrad.optim import Adam
 from handgrad.serialization import load, load_into
 from handgrad.train import Trainer
 from handgrad.train.updaters import Updater
+from handgrad.vision.models import FastRCNN
 from handgrad.vision.models.faster_rcnn import FasterRCNN
 from handgrad.vision.models.mask_rcnn import MaskRCNN
 from handgrad.vision.ops import box_iou
@@ -123,10 +126,6 @@ def evaluate(model: FasterRCNN, ds: DetectionScenes, n: int, masks: bool) -> dic
 
 def evaluate_fast_rcnn(folder: str, test: DetectionScenes, n: int, quick: bool) -> dict[str, Any]:
     """A saved fast-rcnn-scenes detector on the same test scenes, with its cached selective-search proposals."""
-    import json
-
-    from handgrad.vision.models import FastRCNN
-
     try:
         with open(os.path.join(folder, "detector.json")) as f:
             meta = json.load(f)
@@ -210,10 +209,6 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
 
 
 def _grid(path: str, ds: DetectionScenes, model: FasterRCNN, n: int, masks: bool, score: float = 0.5) -> None:
-    from PIL import Image
-
-    from handgrad.data.scenes import draw_detections
-
     tiles = []
     for i in range(n):
         img, _ = ds[i]
