@@ -29,6 +29,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
@@ -62,12 +63,18 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         HN = ws.empty(xp, (T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
         R = ws.empty(xp, (B, 3 * H), dt)
         tmp = ws.empty(xp, (B, H), dt)
+        fast = _kernels.usable(xp, G, Hs, HN, R)  # the compiled step (same numbers, one pass)
+        if fast:
+            b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
         for t in range(T):
             n = sizes[t]
             g = G[t, :n]
             r_ = R[:n]
             hp = Hs[t, :n]
             xp.matmul(w_hh_s, hp.T, out=r_.T)
+            if fast:
+                _kernels.gru_fwd(g, r_, b_hn_k, HN[t, :n], hp, Hs[t + 1, :n])
+                continue
             hn = HN[t, :n]
             if b_hn_s is not None:
                 xp.add(r_[:, H2:], b_hn_s, out=hn)
@@ -109,11 +116,18 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         a_buf = ws.empty(xp, (B, H), dt)
         b_buf = ws.empty(xp, (B, H), dt)
         d_buf = ws.empty(xp, (B, H2), dt)
+        fast = _kernels.usable(xp, G, dh, dGx, dGh, b_buf)
         for t in range(T - 1, -1, -1):
             n = sizes[t]
             dht = dh[:n]
             if gy is not None:
                 dht += gy[t, :n]
+            if fast:
+                bz = b_buf[:n]
+                _kernels.gru_bwd(G[t, :n], HN[t, :n], Hs[t, :n], dht, dGx[t, :n], dGh[t, :n], bz)
+                xp.matmul(dGh[t, :n], w_hh, out=dht)
+                dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
+                continue
             g = G[t, :n]
             rz = g[:, :H2]
             r, z, nn = g[:, :H], g[:, H:H2], g[:, H2:]
