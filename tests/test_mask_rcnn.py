@@ -107,8 +107,9 @@ def test_masks_from_a_model_without_mask_head_and_missing_masks_are_clear_errors
         m.losses(Tensor(np.zeros((1, 3, 32, 40), np.float32)), t, np.random.default_rng(0))
 
 
-def test_overfits_masks_of_a_handful_of_scenes():
-    """Four 96 px scenes: 150 joint steps reach mask AP@0.5 (COCO segm, handgrad's RLE/mask IoU) >= 0.8."""
+def test_overfits_masks_of_a_handful_of_scenes(tmp_path):
+    """Four 96 px scenes: 150 joint steps reach mask AP@0.5 (COCO segm, handgrad's RLE/mask IoU) >= 0.8; the
+    mask AP of these predictions equals pycocotools' (a test extra)."""
     from threadpoolctl import threadpool_limits
 
     from handgrad.data.scenes import DetectionScenes, SceneConfig
@@ -134,6 +135,47 @@ def test_overfits_masks_of_a_handful_of_scenes():
             sum(losses.values()).backward()
             opt.step()
         dets = [m.detect(img, normalize=normalize_image, score_thresh=0.3) for img, _ in data]
-    gts = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"]} for _, t in data]
+    gts = [{"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"], "area": t["masks"].sum((1, 2))}
+           for _, t in data]
     res = eval_detection_coco(gts, dets, "segm", categories=list(range(1, ds.num_classes)))
     assert res["AP50"] >= 0.8, res["AP50"]
+    _equal_to_pycocotools(gts, dets, ds.num_classes, res, tmp_path)
+
+
+def _equal_to_pycocotools(gts, dets, num_classes, ours, tmp_path):
+    """Mask AP of these predictions (RLE by handgrad's encode_rle) equals pycocotools' COCOeval('segm')."""
+    pytest.importorskip("pycocotools")
+    import contextlib
+    import io
+    import json
+    import warnings
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from handgrad.vision.mask import encode_rle
+
+    H, W = gts[0]["masks"].shape[1:]
+    images, anns, results = [], [], []
+    for i, (g, d) in enumerate(zip(gts, dets)):
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": int(H), "width": int(W)})
+        for b, lab, m in zip(g["boxes"], g["labels"], g["masks"]):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(lab), "iscrowd": 0,
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                         "area": float(m.sum()), "segmentation": encode_rle(m.astype(np.uint8))})
+        for b, lab, sc, m in zip(d["boxes"], d["labels"], d["scores"], d["masks"]):
+            results.append({"image_id": i + 1, "category_id": int(lab), "score": float(sc),
+                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                            "segmentation": encode_rle(m.astype(np.uint8))})
+    doc = {"images": images, "annotations": anns,
+           "categories": [{"id": c, "name": str(c)} for c in range(1, num_classes)]}
+    p = tmp_path / "gt.json"
+    p.write_text(json.dumps(doc))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        gt = COCO(str(p))
+        ev = COCOeval(gt, gt.loadRes(results), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    np.testing.assert_allclose(ours["stats"], ev.stats, atol=1e-6, rtol=0)
