@@ -134,8 +134,9 @@ def aggregate(results: Sequence[SequenceResult], attribute: str | None = None) -
 
 def _draw(ax, curves: Mapping[str, np.ndarray], x: np.ndarray, scores: Mapping[str, float], title: str,
           xlabel: str, ylabel: str, legend_loc: str) -> None:
+    colour = {n: f"C{i % 10}" for i, n in enumerate(sorted(curves))}  # one colour per tracker in every panel
     for name in sorted(curves, key=lambda n: -scores[n]):  # legend ranked by score, as in the OTB figures
-        ax.plot(x, curves[name], lw=2, label=f"{name} [{scores[name]:.3f}]")
+        ax.plot(x, curves[name], lw=2, color=colour[name], label=f"{name} [{scores[name]:.3f}]")
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel)
