@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,11 @@ def run_distributed(opts: Any, run: Callable[[], int]) -> int:
         quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 -- closed with the process
     try:
         with dist.abort_on_error(), quiet:
-            return run()
+            code = run()
+        if dist.get_world_size() > 1 and dist.comm._STATE.wrapped == 0 and rank == 0:
+            print(f"handgrad run {opts.experiment}: warning: --distributed: this experiment trained no data-parallel "
+                  "Trainer, so every rank ran all of it", file=sys.stderr)
+        return code
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -62,6 +62,7 @@ class _State:
     comm: Any = None  # mpi4py's COMM_WORLD, or a SelfComm
     mpi: Any = None  # the mpi4py.MPI module when MPI is in use
     enabled = False  # a run asked for data parallelism (``--distributed``): Trainers wrap their updater
+    wrapped = 0  # DistributedDataParallel steps built in this process (the CLI warns when a run built none)
     hook_installed = False
 
 

@@ -126,6 +126,7 @@ class DistributedDataParallel(Updater):
         self.comm = comm or _comm.get_comm()
         self.rank, self.world_size = int(self.comm.Get_rank()), int(self.comm.Get_size())
         self.bucket_bytes = int(bucket_cap_mb * 2**20)
+        _comm._STATE.wrapped += 1
         self._buffers: dict[tuple[str, int], numpy.ndarray] = {}
         if check_model:
             check_same_model(self.model, self.comm)
