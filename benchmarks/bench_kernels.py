@@ -44,9 +44,12 @@ def main() -> None:
           f"{'cpu ratio':>9}")
     for case in args.cases.split(","):
         kind, what = case.split("-")
-        train, fwd = bench_rnn.build(kind, bench_rnn.ARGS.T, bench_rnn.ARGS.B, bench_rnn.ARGS.hidden)
-        f = train[0] if what == "train" else fwd[0]
-        on, off = switched(f, True), switched(f, False)
+        dims = (bench_rnn.ARGS.T, bench_rnn.ARGS.B, bench_rnn.ARGS.hidden)
+        # two copies of the same model, so that both sides start from the same weights
+        (train_a, _), (fwd_a, _) = bench_rnn.build(kind, *dims)
+        (train_b, _), (fwd_b, _) = bench_rnn.build(kind, *dims)
+        on = switched(train_a if what == "train" else fwd_a, True)
+        off = switched(train_b if what == "train" else fwd_b, False)
         if what == "train":
             la, lb = on(), off()
             assert abs(la - lb) < 1e-4 * abs(lb), (la, lb)

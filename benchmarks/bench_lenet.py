@@ -29,6 +29,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in this run")
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
+    ap.add_argument("--vs-numpy", action="store_true",
+                    help="lever check: handgrad with its numba kernels vs handgrad's NumPy fallback (not PyTorch)")
     return ap.parse_args()
 
 
@@ -55,22 +57,27 @@ def main() -> None:
     lr = 0.01
 
     # -- handgrad -------------------------------------------------------------------------------------------
-    hp = [hg.nn.Parameter(w.copy()) for w in weights]
-    hx, ht = hg.tensor(x_np), hg.tensor(t_np)
+    def make_hg():  # a fresh handgrad model (same starting weights): one per side with --vs-numpy
+        hp = [hg.nn.Parameter(w.copy()) for w in weights]
+        hx, ht = hg.tensor(x_np), hg.tensor(t_np)
 
-    def hg_step() -> float:
-        w1, b1, w2, b2, w3, b3, w4, b4 = hp
-        h = F.max_pool2d(hg.relu(F.conv2d(hx, w1, b1)), 2)
-        h = F.max_pool2d(hg.relu(F.conv2d(h, w2, b2)), 2)
-        h = hg.relu(F.linear(h.reshape(b, -1), w3, b3))
-        loss = F.cross_entropy(F.linear(h, w4, b4), ht)
-        for p in hp:
-            p.grad = None
-        loss.backward()
-        with hg.no_grad():
+        def hg_step() -> float:
+            w1, b1, w2, b2, w3, b3, w4, b4 = hp
+            h = F.max_pool2d(hg.relu(F.conv2d(hx, w1, b1)), 2)
+            h = F.max_pool2d(hg.relu(F.conv2d(h, w2, b2)), 2)
+            h = hg.relu(F.linear(h.reshape(b, -1), w3, b3))
+            loss = F.cross_entropy(F.linear(h, w4, b4), ht)
             for p in hp:
-                p.data -= lr * p.grad.data
-        return float(loss.item())
+                p.grad = None
+            loss.backward()
+            with hg.no_grad():
+                for p in hp:
+                    p.data -= lr * p.grad.data
+            return float(loss.item())
+        return hg_step
+
+    hg_step = make_hg()
+    _numpy_twin = make_hg
 
     # -- PyTorch --------------------------------------------------------------------------------------------
     torch_step = None
@@ -96,6 +103,21 @@ def main() -> None:
         # same weights, same data: the first losses must agree (a check that we time the same computation)
         check_losses("bench_lenet", hg_step(), torch_step())
 
+    if args.vs_numpy:  # a second, identical handgrad model run with the kernels switched off
+        from handgrad.functional.rnn import _kernels
+
+        hg_on, hg_off = make_hg(), _numpy_twin()
+
+        def hg_step() -> float:  # noqa: F811
+            _kernels.ENABLED = True
+            return hg_on()
+
+        def torch_step() -> float:  # noqa: F811
+            _kernels.ENABLED = False
+            return hg_off()
+
+        check_losses("compiled vs numpy", hg_step(), torch_step())
+        print("NOTE: 'torch' columns below are handgrad's NumPy fallback (--vs-numpy)")
     print(machine_report())
     print(f"LeNet training step, batch {b}, float32; blocks of {args.block} steps x {args.rounds} rounds each side")
     print(HEADER)

@@ -33,6 +33,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in this run")
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
+    ap.add_argument("--vs-numpy", action="store_true",
+                    help="lever check: handgrad with its numba kernels vs handgrad's NumPy fallback (not PyTorch)")
     return ap.parse_args()
 
 
@@ -53,19 +55,24 @@ def main() -> None:
                rng.uniform(-bound, bound, (c, c, 3, 3)).astype(np.float32),
                (1 + 0.1 * rng.standard_normal(c)).astype(np.float32), (0.1 * rng.standard_normal(c)).astype(np.float32)]
 
-    hp = [hg.tensor(w.copy(), requires_grad=True) for w in weights]
-    hx = hg.tensor(x_np, requires_grad=True)
-    hgt = hg.tensor(g_np)
+    def make_hg():  # a fresh handgrad model (same starting weights): one per side with --vs-numpy
+        hp = [hg.tensor(w.copy(), requires_grad=True) for w in weights]
+        hx = hg.tensor(x_np, requires_grad=True)
+        hgt = hg.tensor(g_np)
 
-    def hg_step() -> float:
-        w1, a1, b1, w2, a2, b2 = hp
-        h = hg.relu(F.batch_norm(F.conv2d(hx, w1, padding=1), None, None, a1, b1, training=True))
-        y = hg.relu(F.batch_norm(F.conv2d(h, w2, padding=1), None, None, a2, b2, training=True) + hx)
-        loss = (y * hgt).sum()
-        for p in (*hp, hx):
-            p.grad = None
-        loss.backward()
-        return float(loss.item())
+        def hg_step() -> float:
+            w1, a1, b1, w2, a2, b2 = hp
+            h = hg.relu(F.batch_norm(F.conv2d(hx, w1, padding=1), None, None, a1, b1, training=True))
+            y = hg.relu(F.batch_norm(F.conv2d(h, w2, padding=1), None, None, a2, b2, training=True) + hx)
+            loss = (y * hgt).sum()
+            for p in (*hp, hx):
+                p.grad = None
+            loss.backward()
+            return float(loss.item())
+        return hg_step
+
+    hg_step = make_hg()
+    _numpy_twin = make_hg
 
     torch_step = None
     if not args.no_torch:
@@ -88,6 +95,21 @@ def main() -> None:
 
         check_losses("bench_resblock", hg_step(), torch_step())
 
+    if args.vs_numpy:  # a second, identical handgrad model run with the kernels switched off
+        from handgrad.functional.rnn import _kernels
+
+        hg_on, hg_off = make_hg(), _numpy_twin()
+
+        def hg_step() -> float:  # noqa: F811
+            _kernels.ENABLED = True
+            return hg_on()
+
+        def torch_step() -> float:  # noqa: F811
+            _kernels.ENABLED = False
+            return hg_off()
+
+        check_losses("compiled vs numpy", hg_step(), torch_step())
+        print("NOTE: 'torch' columns below are handgrad's NumPy fallback (--vs-numpy)")
     print(machine_report())
     print(f"ResNet basic block fwd+bwd, batch {n}, {c} channels, {s}x{s}, float32; blocks of {args.block} steps "
           f"x {args.rounds} rounds each side")

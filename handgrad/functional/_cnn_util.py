@@ -17,6 +17,7 @@ from typing import Any
 import numpy
 
 from handgrad.engine.backend import get_array_module
+from handgrad.functional import _cnn_kernels
 
 
 def _is_int(v: Any) -> bool:
@@ -101,6 +102,8 @@ def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int
     (the kernel tiles the input) are written with plain assignment.
     """
     xp = get_array_module(cols)
+    if _cnn_kernels.usable(xp, cols, groups, d[1]):  # compiled: one pass over cols (same numbers)
+        return _cnn_kernels.col2im(cols, padded_shape, k, s, d, out)
     n, hp, wp, c = padded_shape
     kh, kw = k
     cg = c // groups

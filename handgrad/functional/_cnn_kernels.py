@@ -1,0 +1,79 @@
+"""Compiled (numba) col2im for the CNN ops: the scatter-add of a patch-gradient matrix back into an image.
+
+``_cnn_util.col2im`` (NumPy) is the reference and the fallback (other devices, numba absent, ``HANDGRAD_NUMBA=0``,
+groups > 1, dilated columns). NumPy's version is kh*wo strided adds, each a Python-level call moving short
+runs; this kernel walks the patch matrix once, row by row, adding each (kernel row p) run of kw*C contiguous
+values into the channels-last image: for every output pixel (n, i, j) and kernel row p::
+
+    xpad[n, i*sh + p*dh, j*sw*C : j*sw*C + kw*C] += cols[(n, i, j), p*kw*C : (p+1)*kw*C]
+
+``parallel=True`` splits the batch over numba's threads (images never share output memory); the serial
+variant serves one thread. ``tests/test_functional_cnn_kernels.py`` compares both with the NumPy code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from handgrad.functional.rnn import _kernels as _rnn_kernels
+
+try:
+    from numba import get_num_threads, njit, prange
+except ImportError:  # pragma: no cover
+    njit = None
+
+
+def usable(xp: Any, cols: Any, groups: int, dilation_w: int) -> bool:
+    """The compiled col2im applies (the flag is shared with the recurrent kernels: one switch for all)."""
+    return (_rnn_kernels.ENABLED and njit is not None and xp is numpy and groups == 1 and dilation_w == 1
+            and cols.dtype in (numpy.float32, numpy.float64) and cols.flags.c_contiguous)
+
+
+if njit is not None:
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _col2im_serial(cols, xpad, ho, wo, kh, kwc, sh, sw, dh, c):
+        for b in range(xpad.shape[0]):
+            xb = xpad[b]
+            xb[:] = 0
+            for i in range(ho):
+                for j in range(wo):
+                    row = cols[(b * ho + i) * wo + j]
+                    w0 = j * sw * c
+                    for p in range(kh):
+                        dst = xb[i * sh + p * dh]
+                        o = p * kwc
+                        for e in range(kwc):
+                            dst[w0 + e] += row[o + e]
+
+    @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+    def _col2im_parallel(cols, xpad, ho, wo, kh, kwc, sh, sw, dh, c):
+        for b in prange(xpad.shape[0]):
+            xb = xpad[b]
+            xb[:] = 0
+            for i in range(ho):
+                for j in range(wo):
+                    row = cols[(b * ho + i) * wo + j]
+                    w0 = j * sw * c
+                    for p in range(kh):
+                        dst = xb[i * sh + p * dh]
+                        o = p * kwc
+                        for e in range(kwc):
+                            dst[w0 + e] += row[o + e]
+
+
+PARALLEL = True  # use the prange variant when numba has more than one thread (bench_kernels measures both)
+
+
+def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int], s: tuple[int, int],
+           d: tuple[int, int], out: tuple[int, int]) -> Any:
+    """Same contract as ``_cnn_util.col2im`` for groups == 1 and no column dilation: cols (1, N*Ho*Wo,
+    kh*kw*C) -> a new (N, Hp, Wp, C) array."""
+    n, hp, wp, c = padded_shape
+    xpad = numpy.empty(padded_shape, cols.dtype)
+    f = _col2im_parallel if PARALLEL and get_num_threads() > 1 else _col2im_serial
+    f(cols.reshape(cols.shape[1], cols.shape[2]), xpad.reshape(n, hp, wp * c), out[0], out[1], k[0], k[1] * c,
+      s[0], s[1], d[0], c)
+    return xpad
