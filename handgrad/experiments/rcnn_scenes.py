@@ -36,7 +36,7 @@ CROP = 48
 
 
 def add_arguments(p: Any) -> None:
-    p.add_argument("--train-scenes", type=int, default=None, help="train scenes used (default 400; 6 quick)")
+    p.add_argument("--train-scenes", type=int, default=None, help="train scenes used (default 300; 6 quick)")
     p.add_argument("--test-scenes", type=int, default=None, help="test scenes evaluated (default 100; 3 quick)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="crop-classifier epochs (default 4)")
     p.add_argument("--proposals", type=int, default=2000, help="selective-search proposals kept (default 2000)")
@@ -96,7 +96,7 @@ def svm_data(cnn: Any, ds: DetectionScenes, props: list[numpy.ndarray], rng: num
 
 
 def run(opts: Any) -> dict[str, Any]:
-    n_train = opts.train_scenes or (6 if opts.quick else 400)
+    n_train = opts.train_scenes or (6 if opts.quick else 300)
     n_test = opts.test_scenes or (3 if opts.quick else 100)
     pre_epochs = opts.pretrain_epochs if opts.pretrain_epochs is not None else (1 if opts.quick else 4)
     if n_train < 2 or n_test < 1 or opts.proposals < 1 or opts.svm_c <= 0:
