@@ -139,6 +139,15 @@ def test_siamrpn_examples_label_the_anchors_on_the_object():
         assert (iou[lab == 0] < 0.3).all() and ((iou[lab == 1] > 0.6).all() or (lab == 1).sum() == 1)
 
 
+def test_siamrpn_negative_pairs_label_every_sampled_anchor_negative():
+    rng = np.random.default_rng(7)
+    f, g = _frame(1), _frame(2)
+    anchors = make_anchors(64, 9, (0.5, 1.0, 2.0), 16)
+    z, x, lab, off = rpn_example(f, (60, 50, 30, 30), g, (100, 80, 25, 35), rng, anchors, negative=True)
+    assert (lab == 0).sum() == 64 and (lab == 1).sum() == 0 and not off.any()
+    assert not np.allclose(x, rpn_example(f, (60, 50, 30, 30), f, (60, 50, 30, 30), rng, anchors)[1])
+
+
 class _FakeRPN:
     """Scores 10 at one anchor (0 elsewhere) and zero offsets: the tracker must move onto that anchor."""
 

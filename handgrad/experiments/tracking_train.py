@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-sequences", type=int, default=None, help="validation sequences (default 6)")
     p.add_argument("--xcorr", choices=("depthwise", "up"), default="depthwise",
                    help="SiamRPN's cross-correlation (default depthwise)")
+    p.add_argument("--negatives", type=float, default=0.0,
+                   help="fraction of SiamRPN pairs whose search region shows another sequence's object, all "
+                        "anchors negative (DaSiamRPN's distractor-aware pairs; default 0)")
 
 
 class _Examples(Dataset):
@@ -94,9 +97,10 @@ def _frame_pairs(seq: Any, frames: list[np.ndarray], rng: np.random.Generator, n
 
 
 def _examples(model: str, tracker: Any, split: str, n_seq: int, n_frames: int, per_seq: int, max_gap: int,
-              seed: int, progress: bool) -> _Examples:
+              seed: int, progress: bool, negatives: float = 0.0) -> _Examples:
     rng = np.random.default_rng(seed)
     zs, xs, ts = [], [], []
+    prev = None  # the previous sequence's frames and boxes: the other objects of negative pairs
     for i in tqdm(range(n_seq), desc=f"{model} {split} pairs", disable=not progress, leave=False):
         seq = make_sequence(seed * 7919 + i, _TAGS[i % len(_TAGS)], n_frames, split=split)
         frames = [seq[k] for k in range(len(seq))]
@@ -108,12 +112,19 @@ def _examples(model: str, tracker: Any, split: str, n_seq: int, n_frames: int, p
             if model == "search-cnn":
                 z, x, t = search_cnn.make_example(frames[a], seq.boxes[a], frames[b], seq.boxes[b], rng)
                 ts.append((t,))
+            elif prev is not None and rng.random() < negatives:
+                pf, pb = prev
+                k = int(rng.integers(len(pf)))
+                z, x, lab, off = siamrpn.make_example(frames[a], seq.boxes[a], pf[k], pb[k], rng, tracker.anchors,
+                                                      negative=True)
+                ts.append((lab, off))
             else:
                 z, x, lab, off = siamrpn.make_example(frames[a], seq.boxes[a], frames[b], seq.boxes[b], rng,
                                                       tracker.anchors)
                 ts.append((lab, off))
             zs.append(_to_u8(z))
             xs.append(_to_u8(x))
+        prev = (frames, seq.boxes)
     target = tuple(np.stack(c) for c in zip(*ts))
     return _Examples(np.stack(zs), np.stack(xs), target)
 
@@ -180,7 +191,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         tracker = SearchCNN() if model == "search-cnn" else SiamRPN(xcorr=opts.xcorr)
         t0 = time.perf_counter()
         train = _examples(model, tracker, "train", opts.train_sequences, opts.frames, opts.pairs, opts.max_gap,
-                          opts.seed, progress)
+                          opts.seed, progress, opts.negatives)
         val = _examples(model, tracker, "val", max(1, opts.train_sequences // 8), opts.frames,
                         max(8, opts.pairs // 2), opts.max_gap, opts.seed + 1, progress)
         data_s = time.perf_counter() - t0

@@ -118,11 +118,12 @@ def _crop(frame: np.ndarray, center: tuple[float, float], side: float, out: int)
 
 def make_example(frame_a: np.ndarray, box_a: Sequence[float], frame_b: np.ndarray, box_b: Sequence[float],
                  rng: np.random.Generator, anchors: np.ndarray, template: int = 32, search: int = 64,
-                 shift: float = 0.25, scale: float = 0.15, n_pos: int = 16, n_total: int = 64
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                 shift: float = 0.25, scale: float = 0.15, n_pos: int = 16, n_total: int = 64,
+                 negative: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(z, x, labels (A,), offsets (A, 4))``: the exemplar around ``box_a`` in ``frame_a``, the search region
     around ``box_b`` moved by ``U(-shift, shift) * s_x / 2`` and scaled by ``exp(U(-scale, scale))``; labels
-    1 / 0 for the sampled positive / negative anchors, -1 for the rest."""
+    1 / 0 for the sampled positive / negative anchors, -1 for the rest. ``negative=True``: ``box_b`` is
+    another object (DaSiamRPN's distractor-aware pairs), so every sampled anchor is a negative."""
     xa, ya, wa, ha = box_a
     sz = _context_size(wa, ha)
     z = _crop(frame_a, (xa + wa / 2, ya + ha / 2), sz, template)
@@ -136,6 +137,9 @@ def make_example(frame_a: np.ndarray, box_a: Sequence[float], frame_b: np.ndarra
                     (xb + wb - cx) * k + search / 2, (yb + hb - cy) * k + search / 2]])
     iou = np.asarray(box_iou(anchors, gt))[:, 0]
     labels = np.full(len(anchors), -1.0, np.float32)
+    if negative:
+        labels[rng.permutation(len(anchors))[:n_total]] = 0.0
+        return z, x, labels, np.zeros((len(anchors), 4), np.float32)
     pos = np.flatnonzero(iou > 0.6)
     if len(pos) == 0:  # the best anchor stands in (the object is always somewhere in the search region)
         pos = np.array([int(np.argmax(iou))])
