@@ -229,3 +229,19 @@ def test_command_line_runs_on_two_ranks(tmp_path, name):
     for f in ("results.json", "history.json", "last.safetensors", "learning_curves.png"):
         assert (out / f).exists(), f
     assert int(hg.load(str(out / "last.safetensors"))["updater_state"]["world_size"]) == 2
+
+
+@_needs_mpiexec
+@pytest.mark.slow
+def test_command_line_error_on_the_ranks_stops_the_job(tmp_path):
+    """A user error under --distributed stops every rank (no hang), one line per rank, exit status 2."""
+    exe = shutil.which("handgrad")
+    if exe is None:
+        pytest.skip("the handgrad console script is not installed (pip install -e .)")
+    start = time.perf_counter()
+    p = subprocess.run(["timeout", "-k", "5", "120", MPIEXEC, *MPI_FLAGS, "-n", "2", exe, "run", "lenet-fashion",
+                        "--quick", "--distributed", "--out", str(tmp_path / "run"), "--resume", str(tmp_path / "no")],
+                       capture_output=True, text=True, env=ENV)
+    assert p.returncode == 2 and time.perf_counter() - start < 60, p.stderr[-2000:]
+    assert "rank 0 of 2: failed (ExperimentError: --resume: no checkpoint at" in p.stderr
+    assert not (tmp_path / "run").exists()

@@ -7,7 +7,7 @@ Every rank runs the experiment; its Trainer splits the data over the ranks and a
 writes the out dir and prints; the other ranks write into a temporary folder (deleted at the end) with their
 output silenced. Any error on any rank, a user error too, stops every rank with one line per failing rank
 (``handgrad.distributed: rank r of N: failed (...)``) and a non-zero exit status, instead of leaving the
-others waiting. Without ``mpiexec`` the option runs a world of one.
+others waiting (exit status 2 for a user error, 1 otherwise). Without ``mpiexec`` the option runs a world of one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def run_distributed(opts: Any, run: Callable[[], int]) -> int:
+def run_distributed(opts: Any, run: Callable[[], int], user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """``run()`` as one rank of the job (see the module docstring); returns its exit status."""
     from handgrad import distributed as dist
 
@@ -35,7 +35,7 @@ def run_distributed(opts: Any, run: Callable[[], int]) -> int:
         opts.no_progress = True
         quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 -- closed with the process
     try:
-        with dist.abort_on_error(), quiet:
+        with dist.abort_on_error(user_errors=user_errors), quiet:
             code = run()
         if dist.get_world_size() > 1 and dist.comm._STATE.wrapped == 0 and rank == 0:
             print(f"handgrad run {opts.experiment}: warning: --distributed: this experiment trained no data-parallel "

@@ -345,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(opts, "distributed", False):  # every rank runs this; an error on any rank stops them all
         from handgrad.cli.distributed import run_distributed
 
-        return _guarded(f"handgrad run {opts.experiment}", show_tb, lambda: run_distributed(opts, lambda: _run(opts)))
+        return _guarded(f"handgrad run {opts.experiment}", show_tb,
+                        lambda: run_distributed(opts, lambda: _run(opts), _user_errors()))
     return _guarded(f"handgrad run {opts.experiment}", show_tb, lambda: _run(opts))
 
 

@@ -178,9 +178,11 @@ def _install_excepthook() -> None:
 
 
 @contextlib.contextmanager
-def abort_on_error(show_traceback: bool = False) -> Iterator[None]:
+def abort_on_error(show_traceback: bool = False,
+                   user_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Inside a multi-rank run, any exception (a user error too) stops every rank with one line instead of
-    leaving the others blocked in a collective. With one rank it does nothing: errors propagate."""
+    leaving the others blocked in a collective (exit status 2 for one of ``user_errors``, else 1). With one
+    rank it does nothing: errors propagate."""
     try:
         yield
     except BaseException as e:  # noqa: BLE001 -- every kind of failure must stop the other ranks
@@ -190,5 +192,5 @@ def abort_on_error(show_traceback: bool = False) -> Iterator[None]:
             raise
         if show_traceback:
             traceback.print_exc()
-        abort(_failure_line(e))
+        abort(_failure_line(e), 2 if isinstance(e, user_errors) else 1)
         raise  # pragma: no cover - Abort does not return
