@@ -66,7 +66,8 @@ def test_experiment_help_offers_exactly_the_honoured_common_options(name, capsys
     common = out.split("common options:")[1].split(f"{name} options:")[0]
     listed = common.split("not offered by", 1)[-1].split("\n\n", 1)[-1] if "not offered by" in common else common
     offered = {line.split()[0] for line in listed.splitlines() if line.strip().startswith("--")}
-    assert {FLAGS[o] for o in entry.options} == offered - {"--threads", "--no-progress"}, common
+    # process-level options every run has (BLAS threads, bars, data parallelism over MPI)
+    assert {FLAGS[o] for o in entry.options} == offered - {"--threads", "--no-progress", "--distributed"}, common
     if entry.options != set(registry.COMMON_OPTIONS):
         assert f"not offered by {name}:" in common
 
