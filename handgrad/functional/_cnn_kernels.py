@@ -7,12 +7,15 @@ values into the channels-last image: for every output pixel (n, i, j) and kernel
 
     xpad[n, i*sh + p*dh, j*sw*C : j*sw*C + kw*C] += cols[(n, i, j), p*kw*C : (p+1)*kw*C]
 
-``parallel=True`` splits the batch over numba's threads (images never share output memory); the serial
-variant serves one thread. ``tests/test_functional_cnn_kernels.py`` compares both with the NumPy code.
+A ``parallel=True`` variant splits the batch over numba's threads (images never share output memory); it is
+opt-in (``HANDGRAD_NUMBA_PARALLEL=1``) because it did not pay at 2 threads on a loaded machine (LeNet step
+1.05-1.20x the NumPy fallback's time, where the serial kernel gave 0.83-0.92x; BENCHMARKS.md).
+``tests/test_functional_cnn_kernels.py`` compares both with the NumPy code.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy
@@ -64,7 +67,7 @@ if njit is not None:
                             dst[w0 + e] += row[o + e]
 
 
-PARALLEL = True  # use the prange variant when numba has more than one thread (bench_kernels measures both)
+PARALLEL = os.environ.get("HANDGRAD_NUMBA_PARALLEL", "0") == "1"  # opt-in: did not pay at 2 threads
 
 
 def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int], s: tuple[int, int],
