@@ -157,9 +157,10 @@ def test_gradient_buckets_round_trip_through_the_host_on_a_device():
 
 # -- real ranks -------------------------------------------------------------------------------------------------
 @_needs_mpiexec
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "bptt"])
 def test_two_ranks_half_batch_equal_one_process_full_batch(tmp_path, opt):
-    """20 steps (global batch 16: 8 per rank) on 2 ranks vs 1 process: weights and epoch losses to 1e-12."""
+    """20 steps (global batch 16: 8 per rank; bptt: 8 streams, 4 per rank) on 2 ranks vs 1 process: weights
+    and epoch losses to 1e-12."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     p1 = _single([opt, str(one)])
@@ -170,7 +171,8 @@ def test_two_ranks_half_batch_equal_one_process_full_batch(tmp_path, opt):
     assert int(a["steps"]) == int(b["steps"]) == 20
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
-    assert not np.array_equal(a["0.weight"], _model()[0].weight.numpy())  # it trained
+    if opt != "bptt":
+        assert not np.array_equal(a["0.weight"], _model()[0].weight.numpy())  # it trained
 
 
 @_needs_mpiexec
