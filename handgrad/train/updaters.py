@@ -4,7 +4,8 @@ The :class:`~handgrad.train.Trainer` owns the loop (epochs, validation, history,
 resume, Ctrl-C); an updater owns one step. A chapter whose step differs from the supervised default plugs in
 its own updater instead of forking the loop (Chainer's ``StandardUpdater`` / ``BPTTUpdater`` split).
 
-The whole interface a Trainer (and, later, a data-parallel wrapper) relies on::
+The whole interface a Trainer (and :class:`handgrad.distributed.DistributedDataParallel`, which wraps an
+updater and averages its gradients over MPI ranks) relies on::
 
     updater.model, updater.optimizer
     updater.update(batch) -> dict     # one optimizer step on a training batch (sent to the model's device)
