@@ -2,6 +2,7 @@
 and once in a plain process (a world of one). Scenarios:
 
 * ``bptt``: 20 truncated-BPTT windows of an LSTM LM over 8 streams (4 per rank on 2 ranks), Adam, clipping.
+* ``syncbn`` / ``bn``: ``sgd`` with a SyncBatchNorm / a plain BatchNorm1d after the first layer.
 * ``sgd`` / ``adam``: 20 steps (2 epochs of 10) of a float64 MLP through ``Trainer(distributed=True)`` with a
   global batch of 16 (8 per rank on 2 ranks); rank 0 saves the weights and history to ``OUT/weights.npz``.
 * ``raise``: like ``sgd`` with checkpoints in OUT, but rank 1 raises during epoch 2 (after the epoch-1 checkpoint).
@@ -58,7 +59,12 @@ def main(scenario: str, out: str, epochs: int = 2, resume: str | None = None) ->
         loader = StreamLoader(rng.integers(0, 7, 800), 8, 5, steps_per_epoch=10, seed=3)
         updater = BPTTUpdater(model, opt, grad_clip=0.5)
     else:
-        model = nn.Sequential(nn.Linear(5, hidden), nn.Tanh(), nn.Linear(hidden, 3)).to(dtype=hg.float64)
+        layers = [nn.Linear(5, hidden), nn.Tanh(), nn.Linear(hidden, 3)]
+        if scenario in ("syncbn", "bn"):
+            layers.insert(1, nn.BatchNorm1d(hidden))
+        model = nn.Sequential(*layers).to(dtype=hg.float64)
+        if scenario == "syncbn":
+            model = dist.SyncBatchNorm.convert_sync_batchnorm(model)
         x = rng.standard_normal((160, 5))
         y = rng.integers(0, 3, 160)
         loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, seed=3)

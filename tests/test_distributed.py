@@ -157,10 +157,10 @@ def test_gradient_buckets_round_trip_through_the_host_on_a_device():
 
 # -- real ranks -------------------------------------------------------------------------------------------------
 @_needs_mpiexec
-@pytest.mark.parametrize("opt", ["sgd", "adam", "bptt"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "bptt", "syncbn"])
 def test_two_ranks_half_batch_equal_one_process_full_batch(tmp_path, opt):
-    """20 steps (global batch 16: 8 per rank; bptt: 8 streams, 4 per rank) on 2 ranks vs 1 process: weights
-    and epoch losses to 1e-12."""
+    """20 steps (global batch 16: 8 per rank; bptt: 8 streams, 4 per rank; syncbn: with a SyncBatchNorm) on
+    2 ranks vs 1 process: weights, running statistics and epoch losses to 1e-12."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     p1 = _single([opt, str(one)])
@@ -171,8 +171,22 @@ def test_two_ranks_half_batch_equal_one_process_full_batch(tmp_path, opt):
     assert int(a["steps"]) == int(b["steps"]) == 20
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
-    if opt != "bptt":
+    if opt in ("sgd", "adam"):
         assert not np.array_equal(a["0.weight"], _model()[0].weight.numpy())  # it trained
+
+
+@_needs_mpiexec
+@pytest.mark.slow
+def test_plain_batch_norm_differs_across_ranks(tmp_path):
+    """The documented difference: a plain BatchNorm1d normalises each rank's half batch by itself (as PyTorch's
+    DDP without SyncBatchNorm), so 2 ranks do not follow 1 process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    assert _single(["bn", str(one)]).returncode == 0
+    p, _ = _mpiexec(["bn", str(two)])
+    assert p.returncode == 0, p.stderr
+    a, b = _weights(one), _weights(two)
+    assert np.abs(a["0.weight"] - b["0.weight"]).max() > 1e-3
 
 
 @_needs_mpiexec

@@ -9,8 +9,9 @@ follow the same weights as one process with ``B`` (checked to 1e-12 in float64 b
 provided the model has no per-batch statistics or randomness:
 
 * batch norm normalises with the statistics of each rank's ``B / N`` examples and keeps per-rank running
-  statistics (as PyTorch's DDP without ``SyncBatchNorm``, which handgrad does not provide); rank 0's running
-  statistics are the ones checkpointed.
+  statistics (as PyTorch's DDP without ``SyncBatchNorm``); rank 0's running statistics are the ones
+  checkpointed. ``SyncBatchNorm.convert_sync_batchnorm(model)`` (:mod:`handgrad.distributed.sync_batchnorm`)
+  makes the statistics those of the global batch: then the equivalence holds with batch norm too.
 * dropout: every rank draws its masks from handgrad's generator, seeded identically on all ranks, so rank r's
   mask for its ``B / N`` rows is rank 0's; one process draws one mask for all ``B`` rows. Both are valid
   dropout; the weights differ.
