@@ -26,7 +26,7 @@ import numpy
 ENABLED = os.environ.get("HANDGRAD_NUMBA", "1") != "0"
 try:
     from numba import njit, types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - numba is a run-time dependency, but the NumPy path must still work
     ENABLED = False
 
@@ -83,110 +83,92 @@ if ENABLED:
         p = p * r * r + r + 1.0
         return p * _bits_to_float((numpy.int64(k) + 1023) << 52)
 
-    def _make_lstm(exp):
-        @njit(cache=True, nogil=True, error_model="numpy")
-        def fwd(s, r, cp, c, tc, g, h):
-            """s (n,4H) += r, then sigmoids in place; g, c, tanh(c), h (n,H) written (see lstm_sequence)."""
-            n, H = c.shape
-            one = s.dtype.type(1.0)
-            two = s.dtype.type(2.0)
-            for b in range(n):
-                sb, rb = s[b], r[b]
-                for j in range(4 * H):
-                    sb[j] = one / (one + exp(sb[j] + rb[j]))
-                for j in range(H):
-                    gg = two * sb[2 * H + j] - one
-                    cc = sb[H + j] * cp[b, j] + sb[j] * gg
-                    t = two / (one + exp(-two * cc)) - one
-                    g[b, j] = gg
-                    c[b, j] = cc
-                    tc[b, j] = t
-                    h[b, j] = sb[3 * H + j] * t
+    def _exp(x):  # the dtype-generic exp of the kernels: _exp32 or _exp64, chosen at compile time
+        raise NotImplementedError
 
-        @njit(cache=True, nogil=True, error_model="numpy")
-        def bwd(s, tc, h, g, cp, dh, dc, dz):
-            """One BPTT step's element-wise part: dz (n,4H) (g column at 1/4), dc <- dc_{t-1} in place."""
-            n, H = dh.shape
-            one = s.dtype.type(1.0)
-            for b in range(n):
-                sb, zb = s[b], dz[b]
-                for j in range(H):
-                    d = dh[b, j]
-                    t = tc[b, j]
-                    i = sb[j]
-                    f = sb[H + j]
-                    sg = sb[2 * H + j]
-                    o = sb[3 * H + j]
-                    dct = dc[b, j] + (o - h[b, j] * t) * d
-                    zb[j] = dct * g[b, j] * i * (one - i)
-                    zb[H + j] = dct * cp[b, j] * f * (one - f)
-                    zb[2 * H + j] = dct * i * sg * (one - sg)
-                    zb[3 * H + j] = d * t * o * (one - o)
-                    dc[b, j] = dct * f
+    @overload(_exp, inline="always")
+    def _exp_impl(x):
+        if isinstance(x, types.Float) and x.bitwidth == 32:
+            return lambda x: _exp32(x)
+        return lambda x: _exp64(x)
 
-        return fwd, bwd
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def lstm_fwd(s, r, cp, c, tc, g, h):
+        """s (n,4H) += r, then sigmoids in place; g, c, tanh(c), h (n,H) written (see lstm_sequence)."""
+        n, H = c.shape
+        one = s.dtype.type(1.0)
+        two = s.dtype.type(2.0)
+        for b in range(n):
+            sb, rb = s[b], r[b]
+            for j in range(4 * H):
+                sb[j] = one / (one + _exp(sb[j] + rb[j]))
+            for j in range(H):
+                gg = two * sb[2 * H + j] - one
+                cc = sb[H + j] * cp[b, j] + sb[j] * gg
+                t = two / (one + _exp(-two * cc)) - one
+                g[b, j] = gg
+                c[b, j] = cc
+                tc[b, j] = t
+                h[b, j] = sb[3 * H + j] * t
 
-    def _make_gru(exp):
-        @njit(cache=True, nogil=True, error_model="numpy")
-        def fwd(g, r, b_hn, hn, hp, h):
-            """g (n,3H) += r on [r, z] then sigmoids, n = tanh in g[:, 2H:]; hn = r_n + b_hn; h written."""
-            n, H = h.shape
-            one = g.dtype.type(1.0)
-            two = g.dtype.type(2.0)
-            for b in range(n):
-                gb, rb = g[b], r[b]
-                for j in range(2 * H):
-                    gb[j] = one / (one + exp(gb[j] + rb[j]))
-                for j in range(H):
-                    v = rb[2 * H + j] + b_hn[j]
-                    hn[b, j] = v
-                    a = two / (one + exp(gb[2 * H + j] + gb[j] * v)) - one
-                    gb[2 * H + j] = a
-                    h[b, j] = a + gb[H + j] * (hp[b, j] - a)
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def lstm_bwd(s, tc, h, g, cp, dh, dc, dz):
+        """One BPTT step's element-wise part: dz (n,4H) (g column at 1/4), dc <- dc_{t-1} in place."""
+        n, H = dh.shape
+        one = s.dtype.type(1.0)
+        for b in range(n):
+            sb, zb = s[b], dz[b]
+            for j in range(H):
+                d = dh[b, j]
+                t = tc[b, j]
+                i = sb[j]
+                f = sb[H + j]
+                sg = sb[2 * H + j]
+                o = sb[3 * H + j]
+                dct = dc[b, j] + (o - h[b, j] * t) * d
+                zb[j] = dct * g[b, j] * i * (one - i)
+                zb[H + j] = dct * cp[b, j] * f * (one - f)
+                zb[2 * H + j] = dct * i * sg * (one - sg)
+                zb[3 * H + j] = d * t * o * (one - o)
+                dc[b, j] = dct * f
 
-        @njit(cache=True, nogil=True, error_model="numpy")
-        def bwd(g, hn, hp, dh, dx, dhh, carry):
-            """dGx, dGh rows (n,3H) of one step and carry = dh * z (the direct part of dh_{t-1})."""
-            n, H = dh.shape
-            one = g.dtype.type(1.0)
-            half = g.dtype.type(-0.5)
-            for b in range(n):
-                gb = g[b]
-                for j in range(H):
-                    d = dh[b, j]
-                    r = gb[j]
-                    z = gb[H + j]
-                    nn = gb[2 * H + j]
-                    da = d * (one - nn * nn) * (one - z)
-                    dzz = d * (hp[b, j] - nn) * z * (one - z)
-                    dr = da * hn[b, j] * half * r * (one - r)
-                    dx[b, j] = dr
-                    dx[b, H + j] = dzz
-                    dx[b, 2 * H + j] = da
-                    dhh[b, j] = dr
-                    dhh[b, H + j] = dzz
-                    dhh[b, 2 * H + j] = da * r
-                    carry[b, j] = d * z
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def gru_fwd(g, r, b_hn, hn, hp, h):
+        """g (n,3H) += r on [r, z] then sigmoids, n = tanh in g[:, 2H:]; hn = r_n + b_hn; h written."""
+        n, H = h.shape
+        one = g.dtype.type(1.0)
+        two = g.dtype.type(2.0)
+        for b in range(n):
+            gb, rb = g[b], r[b]
+            for j in range(2 * H):
+                gb[j] = one / (one + _exp(gb[j] + rb[j]))
+            for j in range(H):
+                v = rb[2 * H + j] + b_hn[j]
+                hn[b, j] = v
+                a = two / (one + _exp(gb[2 * H + j] + gb[j] * v)) - one
+                gb[2 * H + j] = a
+                h[b, j] = a + gb[H + j] * (hp[b, j] - a)
 
-        return fwd, bwd
-
-    lstm_fwd32, lstm_bwd32 = _make_lstm(_exp32)
-    lstm_fwd64, lstm_bwd64 = _make_lstm(_exp64)
-    gru_fwd32, gru_bwd32 = _make_gru(_exp32)
-    gru_fwd64, gru_bwd64 = _make_gru(_exp64)
-
-
-def lstm_fwd(*a: Any) -> None:
-    (lstm_fwd32 if a[0].dtype == numpy.float32 else lstm_fwd64)(*a)
-
-
-def lstm_bwd(*a: Any) -> None:
-    (lstm_bwd32 if a[0].dtype == numpy.float32 else lstm_bwd64)(*a)
-
-
-def gru_fwd(*a: Any) -> None:
-    (gru_fwd32 if a[0].dtype == numpy.float32 else gru_fwd64)(*a)
-
-
-def gru_bwd(*a: Any) -> None:
-    (gru_bwd32 if a[0].dtype == numpy.float32 else gru_bwd64)(*a)
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def gru_bwd(g, hn, hp, dh, dx, dhh, carry):
+        """dGx, dGh rows (n,3H) of one step and carry = dh * z (the direct part of dh_{t-1})."""
+        n, H = dh.shape
+        one = g.dtype.type(1.0)
+        half = g.dtype.type(-0.5)
+        for b in range(n):
+            gb = g[b]
+            for j in range(H):
+                d = dh[b, j]
+                r = gb[j]
+                z = gb[H + j]
+                nn = gb[2 * H + j]
+                da = d * (one - nn * nn) * (one - z)
+                dzz = d * (hp[b, j] - nn) * z * (one - z)
+                dr = da * hn[b, j] * half * r * (one - r)
+                dx[b, j] = dr
+                dx[b, H + j] = dzz
+                dx[b, 2 * H + j] = da
+                dhh[b, j] = dr
+                dhh[b, H + j] = dzz
+                dhh[b, 2 * H + j] = da * r
+                carry[b, j] = d * z
