@@ -9,7 +9,8 @@ and once in a plain process (a world of one). Scenarios:
 * ``die``: rank 1 exits (``os._exit(3)``) during epoch 2, as a killed process would.
 * ``mismatch``: rank 1 builds a wider hidden layer.
 
-Optional arguments: ``EPOCHS`` (default 2) and ``RESUME`` (a checkpoint to continue from). Every scenario writes
+SCENARIO may be a comma-separated list (run one after the other, each into ``OUT/SCENARIO``). Optional
+arguments: ``EPOCHS`` (default 2) and ``RESUME`` (a checkpoint to continue from). Every scenario writes
 ``OUT/last.safetensors`` after each epoch.
 """
 
@@ -94,4 +95,8 @@ def main(scenario: str, out: str, epochs: int = 2, resume: str | None = None) ->
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *([int(sys.argv[3])] if len(sys.argv) > 3 else []), *sys.argv[4:5])
+    scenarios = sys.argv[1].split(",")
+    for name in scenarios:  # several: one after the other in one launch, each in OUT/NAME
+        where = os.path.join(sys.argv[2], name) if len(scenarios) > 1 else sys.argv[2]
+        os.makedirs(where, exist_ok=True)
+        main(name, where, *([int(sys.argv[3])] if len(sys.argv) > 3 else []), *sys.argv[4:5])

@@ -156,18 +156,27 @@ def test_gradient_buckets_round_trip_through_the_host_on_a_device():
 
 
 # -- real ranks -------------------------------------------------------------------------------------------------
+EQUIVALENCE = ["sgd", "adam", "bptt", "syncbn"]
+
+
+@pytest.fixture(scope="module")
+def equivalence_runs(tmp_path_factory):
+    """Every equivalence case once in one process and once on 2 ranks (one launch each: start-up is most of it)."""
+    root = tmp_path_factory.mktemp("equivalence")
+    p1 = _single([",".join(EQUIVALENCE), str(root / "one")])
+    p2, _ = _mpiexec([",".join(EQUIVALENCE), str(root / "two")])
+    return root, p1, p2
+
+
 @_needs_mpiexec
-@pytest.mark.parametrize("opt", ["sgd", "adam", "bptt", "syncbn"])
-def test_two_ranks_half_batch_equal_one_process_full_batch(tmp_path, opt):
+@pytest.mark.parametrize("opt", EQUIVALENCE)
+def test_two_ranks_half_batch_equal_one_process_full_batch(equivalence_runs, opt):
     """20 steps (global batch 16: 8 per rank; bptt: 8 streams, 4 per rank; syncbn: with a SyncBatchNorm) on
     2 ranks vs 1 process: weights, running statistics and epoch losses to 1e-12."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    p1 = _single([opt, str(one)])
+    root, p1, p2 = equivalence_runs
     assert p1.returncode == 0, p1.stderr
-    p2, _ = _mpiexec([opt, str(two)])
     assert p2.returncode == 0, p2.stderr
-    a, b = _weights(one), _weights(two)
+    a, b = _weights(root / "one" / opt), _weights(root / "two" / opt)
     assert int(a["steps"]) == int(b["steps"]) == 20
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
@@ -196,7 +205,7 @@ def test_resume_on_another_number_of_ranks(tmp_path):
     whole, part = tmp_path / "whole", tmp_path / "part"
     whole.mkdir(), part.mkdir()
     assert _single(["sgd", str(whole)]).returncode == 0
-    p, _ = _mpiexec(["sgd", str(part), "1"])
+    p, _ = _mpiexec(["sgd", str(part), "1"])  # epoch 1 only
     assert p.returncode == 0, p.stderr
     r = _single(["sgd", str(part), "2", str(part / "last.safetensors")])
     assert r.returncode == 0, r.stderr
