@@ -9,7 +9,7 @@ import numpy as np
 from _markers import needs_fashion_mnist
 
 from handgrad.cli.main import main
-from handgrad.experiments.fabric_segment import segmentation_scores
+from handgrad.experiments.fabric_segment import class_weights, segmentation_scores
 
 
 def _run(tmp_path, *args):
@@ -71,3 +71,8 @@ def test_bad_configurations_are_one_line_errors(capsys):
     assert main(["run", "msdnet-fashion", "--quick", "--exits", "2,9", "--out", "/tmp/_hg_y"]) == 2
     err = capsys.readouterr().err.strip()
     assert "layer(s) [9] do not exist" in err and "\n" not in err
+
+
+def test_median_frequency_class_weights():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])  # shares 6/9, 2/9, 1/9; class 3 absent; median 2/9
+    np.testing.assert_allclose(class_weights(labels, 4), [1 / 3, 1, 2, 0], rtol=1e-6)
