@@ -4,7 +4,7 @@
   threadpoolctl sees (for the BLAS: its library, kernel architecture and thread count), so a number is never
   quoted without the machine it came from.
 * ``set_threads(n)``: the same thread count on both sides: NumPy's BLAS (and any OpenMP pool) through
-  threadpoolctl, PyTorch through ``torch.set_num_threads``, numba through ``numba.set_num_threads``.
+  threadpoolctl, PyTorch through ``torch.set_num_threads``.
 * ``compare_blocks(hg, th)``: alternate BLOCKS of steps (``block`` of one library, then ``block`` of the
   other, the order flipped every round). Alternating single steps distorts both sides at 2 threads: each
   library's idle pool threads spin while the other runs. Within a block, the first step after the switch is
@@ -64,23 +64,27 @@ _limits: Any = None
 
 
 def set_threads(n: int) -> None:
-    """``n`` threads for NumPy's BLAS / OpenMP (threadpoolctl), PyTorch and numba."""
+    """``n`` threads for NumPy's BLAS (threadpoolctl) and PyTorch (``torch.set_num_threads``)."""
     global _limits
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
-    _limits = threadpool_limits(limits=n)  # kept alive: the limit holds until the next call
+    # Only NumPy's own BLAS (numpy.libs): limiting every pool (PyTorch's OpenMP and its bundled OpenBLAS too)
+    # made PyTorch's 1-thread LeNet step ~4x slower in CPU time; PyTorch gets torch.set_num_threads instead.
+    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    ctl = ThreadpoolController()
+    mine = [lib for lib in ctl.lib_controllers if lib.user_api == "blas" and
+            (lib.filepath.startswith(numpy_libs) or os.sep + "numpy" + os.sep in lib.filepath)]
+    for lib in mine:
+        lib.set_num_threads(n)
+    _limits = mine
     try:
         import torch
 
         torch.set_num_threads(n)
     except ImportError:
         pass
-    try:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    # numba's thread count is left alone: calling numba.set_num_threads starts its OpenMP pool, and the default
+    # kernels are serial (the parallel col2im is opt-in: HANDGRAD_NUMBA_PARALLEL=1)
 
 
 def compare_blocks(hg: Callable[[], Any], th: Callable[[], Any] | None, block: int = 10, rounds: int = 4,
