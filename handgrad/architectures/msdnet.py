@@ -128,7 +128,6 @@ class MSDNet(nn.Module):
                                    for s in self._needed_scales(layer, last)})
             self.layers.append(units)
             c = [c[s] + growth * g[s] for s in range(scales)]
-        self.channels_after = c
         self.classifiers = nn.ModuleList()
         for e in exits:
             width = channels * g[-1] + (e - 1) * growth * g[-1]
@@ -160,8 +159,9 @@ class MSDNet(nn.Module):
         for layer in range(1, last + 1):
             if layer > 1:
                 units = self.layers[layer - 2]
+                needed = self._needed_scales(layer, last)  # finer scales would reach no exit up to `last`
                 maps = [units[f"scale{s}"](maps[s], maps[s - 1] if s else None) if s in needed else None
-                        for needed in [self._needed_scales(layer, last)] for s in range(self.scales)]
+                        for s in range(self.scales)]
             if layer == self.exits[next_exit]:
                 outs.append(self.classifiers[next_exit](maps[-1]))
                 next_exit += 1
