@@ -152,3 +152,21 @@ def test_fabric_errors():
         Fabric(1, 10, layers=2, scales=2, edges=[(5, 0, 0)], input_size=(8, 8))
     with pytest.raises(ValueError, match="not adjacent"):
         chain_path([0, 2])
+
+
+def test_multiply_adds_of_transposed_conv_and_linear_by_hand():
+    from handgrad import nn
+    m = nn.Sequential(nn.ConvTranspose2d(2, 3, 3, stride=2), nn.Flatten(), nn.Linear(3 * 9 * 9, 5)).eval()
+    x = hg.tensor(np.zeros((2, 2, 4, 4), np.float32))
+    # transposed conv priced by its input: 4*4 input pixels * 2 in * 3 out * 9 taps; output 9x9; linear 243 * 5
+    assert count_multiply_adds(m, x) == 16 * 2 * 3 * 9 + 243 * 5
+    assert m(x).shape == (2, 5)  # the counter leaves the modules as they were
+
+
+def test_fabric_extreme_float32_inputs_stay_finite():
+    m = Fabric(1, 4, layers=3, scales=3, channels=3, input_size=(8, 8), task="segment", upsample="bilinear")
+    x = hg.tensor(np.random.default_rng(0).uniform(-1e4, 1e4, (2, 1, 8, 8)).astype(np.float32),
+                  requires_grad=True)
+    out = m(x)
+    (out * out).mean().backward()
+    assert out.dtype == np.float32 and np.isfinite(out.numpy()).all() and np.isfinite(x.grad.numpy()).all()

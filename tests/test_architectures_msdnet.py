@@ -263,3 +263,14 @@ def test_truncated_forward_gives_the_same_early_exits():
             part = m(x, max_exit=k)
             assert len(part) == k
             np.testing.assert_allclose(part[-1].numpy(), full[k - 1].numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_extreme_float32_inputs_stay_finite():
+    for m in (MSDNet(1, 3, input_size=(8, 8), scales=2, layers=3, channels=2, growth=2, exits=[2, 3],
+                     classifier_channels=4),
+              ResNet(1, 3, blocks=(1, 1), widths=(2, 3), exits=[1])):
+        x = hg.tensor(np.random.default_rng(1).uniform(-1e4, 1e4, (3, 1, 8, 8)).astype(np.float32),
+                      requires_grad=True)
+        outs = m(x)
+        multi_exit_loss(outs, hg.tensor(np.array([0, 1, 2]))).backward()
+        assert all(np.isfinite(o.numpy()).all() for o in outs) and np.isfinite(x.grad.numpy()).all()
