@@ -56,6 +56,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--ee-exits", default=None, help="early-exit ResNet: blocks with a classifier (default 2,4,6)")
     p.add_argument("--classifier-channels", type=int, default=None,
                    help="width of every early-exit classifier's convs, MSDNet's and the ResNet's (default 32)")
+    p.add_argument("--exit-weights", default=None,
+                   help="MSDNet's loss weight per exit, comma-separated (default: all 1, the summed loss)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default: all 54,000)")
     p.add_argument("--test-size", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--val-size", type=int, default=None, help="validation images (default 6000)")
@@ -141,6 +143,15 @@ def run(opts: Any) -> dict[str, Any]:
     exits = _ints(opts.exits, "exits")
     depths = _ints(opts.resnet_blocks, "resnet-blocks")
     ee_exits = _ints(opts.ee_exits, "ee-exits")
+    weights = None
+    if opts.exit_weights is not None:
+        try:
+            weights = [float(v) for v in opts.exit_weights.split(",")]
+        except ValueError as e:
+            raise ExperimentError(f"--exit-weights must be comma-separated numbers, got {opts.exit_weights!r}") from e
+        if len(weights) != len(exits) or any(v < 0 for v in weights):
+            raise ExperimentError(f"--exit-weights needs {len(exits)} non-negative numbers (one per exit in --exits "
+                                  f"{opts.exits}), got {opts.exit_weights!r}")
     w = opts.resnet_width
     try:
         msdnet = MSDNet(1, 10, (28, 28), scales=3, layers=opts.layers, channels=opts.channels, growth=opts.growth,
@@ -156,8 +167,9 @@ def run(opts: Any) -> dict[str, Any]:
     sample = Tensor(splits.x_test[:1])
     results: dict[str, Any] = {"data": splits.data, **splits.sizes()}
 
-    rec = _fit(opts, "msdnet", msdnet, MultiExitUpdater(msdnet, Adam(msdnet.parameters(), lr=opts.lr)), splits)
-    results["msdnet"] = _multi_exit(msdnet, splits, {**rec, "exits": exits})
+    rec = _fit(opts, "msdnet", msdnet, MultiExitUpdater(msdnet, Adam(msdnet.parameters(), lr=opts.lr), weights),
+               splits)
+    results["msdnet"] = _multi_exit(msdnet, splits, {**rec, "exits": exits, "exit_weights": weights})
     rec = _fit(opts, "resnet_ee", ee, MultiExitUpdater(ee, Adam(ee.parameters(), lr=opts.lr)), splits)
     results["resnet_early_exit"] = _multi_exit(ee, splits, {**rec, "exits": ee.exit_blocks})
     results["resnets"] = {}
