@@ -280,7 +280,7 @@ class KCF:
             r = self.interp_factor
             self._xf = (1.0 - r) * self._xf + r * xf
             self._alphaf = (1.0 - r) * self._alphaf + r * alphaf
-        return ok, self.box
+        return bool(ok), self.box
 
     def _model_energy(self) -> float:
         h, w = self._cos.shape
@@ -295,4 +295,4 @@ class KCF:
     def box(self) -> tuple[float, float, float, float]:
         """The current ``(x, y, w, h)``."""
         w, h = self._target[0] * self._scale, self._target[1] * self._scale
-        return (self._center[0] - w / 2.0, self._center[1] - h / 2.0, w, h)
+        return (float(self._center[0] - w / 2.0), float(self._center[1] - h / 2.0), float(w), float(h))
