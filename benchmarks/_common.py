@@ -3,7 +3,7 @@
 * ``machine_report()``: the CPU model, the load average, the library versions and every thread pool that
   threadpoolctl sees (for the BLAS: its library, kernel architecture and thread count), so a number is never
   quoted without the machine it came from.
-* ``set_threads(n)``: the same thread count on both sides: NumPy's BLAS (and any OpenMP pool) through
+* ``set_threads(n)``: the same thread count on both sides: NumPy's own BLAS (only that pool) through
   threadpoolctl, PyTorch through ``torch.set_num_threads``.
 * ``compare_blocks(hg, th)``: alternate BLOCKS of steps (``block`` of one library, then ``block`` of the
   other, the order flipped every round). Alternating single steps distorts both sides at 2 threads: each
