@@ -22,10 +22,12 @@ import numpy
 
 from handgrad.functional.rnn import _kernels as _rnn_kernels
 
-try:
-    from numba import get_num_threads, njit, prange
-except ImportError:  # pragma: no cover
-    njit = None
+njit = None
+if _rnn_kernels.ENABLED:
+    try:
+        from numba import get_num_threads, njit, prange
+    except ImportError:  # pragma: no cover
+        njit = None
 
 
 def usable(xp: Any, cols: Any, groups: int, dilation_w: int) -> bool:
