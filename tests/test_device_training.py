@@ -86,7 +86,7 @@ def test_lstm_language_model_trains_on_device() -> None:
 
 
 @needs_device
-def test_seq2seq_trains_and_decodes_on_device() -> None:
+def test_seq2seq_trains_and_decodes_on_device(numpy_kernels) -> None:
     from handgrad.seq2seq.decoding import beam_search, greedy_decode
     from handgrad.seq2seq.model import Seq2Seq
 

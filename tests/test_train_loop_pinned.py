@@ -16,6 +16,10 @@ import pytest
 
 from handgrad.cli.main import main
 
+# The pins are the NumPy reference path's numbers (taken before the compiled kernels existed); the compiled
+# kernels are compared with that path in test_recurrent_kernels.py / test_functional_cnn_kernels.py.
+pytestmark = pytest.mark.usefixtures("numpy_kernels")
+
 PINNED = {
     "char-lm": {
         "args": ["--lr-schedule", "plateau"],

@@ -312,7 +312,7 @@ def test_window_is_a_named_batch():
     assert w.reset and w.x.shape == (2, 3)
 
 
-def test_the_loop_sends_each_batch_to_the_models_device():
+def test_the_loop_sends_each_batch_to_the_models_device(numpy_kernels):
     """On the strict stand-in device (which refuses NumPy arrays in its ops) truncated BPTT trains exactly as
     on the CPU: the Trainer sends each window there."""
     def run(device):
