@@ -306,24 +306,37 @@ def gather(x: Tensor, dim: int, index: Any) -> Tensor:
     return GatherFunction(d, idx)(x)
 
 
+def _on_device(idx: Any, like: Tensor) -> Any:
+    """The index array on ``like``'s device (a CPU index for a device tensor is moved, as PyTorch accepts)."""
+    xp = get_array_module(like.data)
+    return idx if get_array_module(idx) is xp else xp.asarray(idx)
+
+
+def _check_scatter(op: str, x: Tensor, d: int, idx: Any, src: Tensor) -> None:
+    """The argument checks shared by ``scatter`` and ``scatter_add``: index, input and src have the same
+    number of dims, src has input's dtype, index is no larger than src anywhere nor than input outside
+    dim ``d``, and every index is in range for dim ``d``."""
+    if not (idx.ndim == x.ndim == src.ndim):
+        raise ValueError(f"{op}: index {tuple(idx.shape)}, input {x.shape} and src {src.shape} "
+                         "must have the same number of dims")
+    if src.dtype != x.dtype:
+        raise TypeError(f"{op}: src dtype {src.dtype} differs from input dtype {x.dtype}")
+    for a, (ni, nx, ns) in enumerate(zip(idx.shape, x.shape, src.shape)):
+        if ni > ns or (a != d and ni > nx):
+            raise ValueError(f"{op}: index {tuple(idx.shape)} is larger than src {src.shape} or than "
+                             f"input {x.shape} at dim {a}")
+    _check_range(op, idx, x.shape[d] if x.ndim else 1, d, x.shape)
+
+
 def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
     """``out = x`` with ``out[index[i][j]][j] += src[i][j]`` for ``dim=0`` (PyTorch's scatter_add; out of
     place). ``index`` has x's number of dims, is no larger than ``src`` anywhere and no larger than x
-    outside ``dim``."""
-    idx = _int_index("scatter_add", index)
+    outside ``dim``; a CPU index for a device tensor is moved to x's device."""
+    idx = _on_device(_int_index("scatter_add", index), x)
     if not isinstance(src, Tensor):
         src = as_tensor_like(src, x)
     d = norm_dim("scatter_add", dim, x.ndim)
-    if not (idx.ndim == x.ndim == src.ndim):
-        raise ValueError(f"scatter_add: index {tuple(idx.shape)}, input {x.shape} and src {src.shape} "
-                         "must have the same number of dims")
-    if src.dtype != x.dtype:
-        raise TypeError(f"scatter_add: src dtype {src.dtype} differs from input dtype {x.dtype}")
-    for a, (ni, nx, ns) in enumerate(zip(idx.shape, x.shape, src.shape)):
-        if ni > ns or (a != d and ni > nx):
-            raise ValueError(f"scatter_add: index {tuple(idx.shape)} is larger than src {src.shape} or than "
-                             f"input {x.shape} at dim {a}")
-    _check_range("scatter_add", idx, x.shape[d] if x.ndim else 1, d, x.shape)
+    _check_scatter("scatter_add", x, d, idx, src)
     return ScatterAddFunction(d, idx)(x, src)
 
 

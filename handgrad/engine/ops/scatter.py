@@ -9,15 +9,9 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.ops._util import as_tensor_like
-from handgrad.engine.ops.indexing import _check_range, _full_index, _int_index, _leading, scatter_add
+from handgrad.engine.ops.indexing import _check_scatter, _full_index, _int_index, _leading, _on_device, scatter_add
 from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
-
-
-def _on_device(idx: Any, like: Tensor) -> Any:
-    """The index array on ``like``'s device (a CPU index for a device tensor is moved, as PyTorch accepts)."""
-    xp = get_array_module(like.data)
-    return idx if get_array_module(idx) is xp else xp.asarray(idx)
 
 
 class ScatterFunction(Function):
@@ -64,16 +58,7 @@ def scatter(input: Tensor, dim: int, index: Any, src: Any = None, *, value: Any 
         xp = get_array_module(input.data)
         src = Tensor._from_op(xp.full(idx.shape, v, dtype=input.dtype), None, 0)
     d = norm_dim("scatter", dim, input.ndim)
-    if not (idx.ndim == input.ndim == src.ndim):
-        raise ValueError(f"scatter: index {tuple(idx.shape)}, input {input.shape} and src {src.shape} must have "
-                         "the same number of dims")
-    if src.dtype != input.dtype:
-        raise TypeError(f"scatter: src dtype {src.dtype} differs from input dtype {input.dtype}")
-    for a, (ni, nx, ns) in enumerate(zip(idx.shape, input.shape, src.shape)):
-        if ni > ns or (a != d and ni > nx):
-            raise ValueError(f"scatter: index {tuple(idx.shape)} is larger than src {src.shape} or than input "
-                             f"{input.shape} at dim {a}")
-    _check_range("scatter", idx, input.shape[d] if input.ndim else 1, d, input.shape)
+    _check_scatter("scatter", input, d, idx, src)
     return ScatterFunction(d, idx)(input, src)
 
 
