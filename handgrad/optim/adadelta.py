@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads
+from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads, _square_avg, _weight_decay
 
 
 class Adadelta(Optimizer):
@@ -34,7 +34,7 @@ class Adadelta(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._closure(closure)
         for group in self.param_groups:
-            lr, rho, eps, wd = group["lr"], group["rho"], group["eps"], group["weight_decay"]
+            lr, rho, eps = group["lr"], group["rho"], group["eps"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
                 if group["maximize"]:
@@ -45,13 +45,10 @@ class Adadelta(Optimizer):
                     state["square_avg"] = xp.zeros_like(p.data)
                     state["acc_delta"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+                g = _weight_decay(group, p, g)
                 v, u = state["square_avg"], state["acc_delta"]
-                v *= rho
-                v += (1 - rho) * (g * g)
+                _square_avg(v, g, rho)
                 delta = xp.sqrt(u + eps) / xp.sqrt(v + eps) * g
-                u *= rho
-                u += (1 - rho) * (delta * delta)
+                _square_avg(u, delta, rho)
                 p.data -= lr * delta
         return loss

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads
+from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads, _weight_decay
 
 
 class Adagrad(Optimizer):
@@ -39,7 +39,7 @@ class Adagrad(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._closure(closure)
         for group in self.param_groups:
-            lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
+            lr, decay, eps = group["lr"], group["lr_decay"], group["eps"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
                 if group["maximize"]:
@@ -49,8 +49,7 @@ class Adagrad(Optimizer):
                     state["step"] = 0
                     state["sum"] = xp.full_like(p.data, group["initial_accumulator_value"])
                 state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+                g = _weight_decay(group, p, g)
                 clr = lr / (1 + (state["step"] - 1) * decay)
                 s = state["sum"]
                 s += g * g

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads
+from handgrad.optim.optimizer import Optimizer, _adam_moments, _check_hyper, _grads, _weight_decay
 
 
 class Adam(Optimizer):
@@ -39,7 +39,7 @@ class Adam(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._closure(closure)
         for group in self.param_groups:
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            lr, eps = group["lr"], group["eps"]
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
@@ -54,15 +54,9 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
-                if wd != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.data *= 1 - lr * wd
-                    else:
-                        g = g + wd * p.data
+                g = _weight_decay(group, p, g)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m += (1 - beta1) * (g - m)  # lerp towards g, as torch does
-                v *= beta2
-                v += (1 - beta2) * (g * g)
+                _adam_moments(m, v, g, beta1, beta2)
                 bias_correction1 = 1 - beta1**t
                 bias_correction2_sqrt = math.sqrt(1 - beta2**t)
                 if group["amsgrad"]:

@@ -8,24 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads
+from handgrad.optim.optimizer import Optimizer, _adam_moments, _check_hyper, _grads, _weight_decay
 
 
 def _check_betas(name: str, betas: tuple[float, float]) -> None:
     for i, b in enumerate(betas):
         if not 0.0 <= b < 1.0:
             raise ValueError(f"{name}: invalid beta parameter at index {i}: {b} (must be in [0, 1))")
-
-
-def _decay(group: dict[str, Any], p: Any, g: Any) -> Any:
-    """L2 penalty added to the gradient, or decoupled (AdamW-style) shrinkage of p in place."""
-    wd = group["weight_decay"]
-    if wd != 0:
-        if group["decoupled_weight_decay"]:
-            p.data *= 1 - group["lr"] * wd
-        else:
-            g = g + wd * p.data
-    return g
 
 
 class NAdam(Optimizer):
@@ -68,15 +57,13 @@ class NAdam(Optimizer):
                     state["exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
-                g = _decay(group, p, g)
+                g = _weight_decay(group, p, g)
                 mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
                 mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
                 state["mu_product"] *= mu
                 mu_product = state["mu_product"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m += (1 - beta1) * (g - m)
-                v *= beta2
-                v += (1 - beta2) * (g * g)
+                _adam_moments(m, v, g, beta1, beta2)
                 denom = xp.sqrt(v / (1 - beta2**t)) + eps
                 p.data += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (g / denom)
                 p.data += (-lr * mu_next / (1.0 - mu_product * mu_next)) * (m / denom)
@@ -122,11 +109,9 @@ class RAdam(Optimizer):
                     state["exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
-                g = _decay(group, p, g)
+                g = _weight_decay(group, p, g)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m += (1 - beta1) * (g - m)
-                v *= beta2
-                v += (1 - beta2) * (g * g)
+                _adam_moments(m, v, g, beta1, beta2)
                 bc1, bc2 = 1 - beta1**t, 1 - beta2**t
                 mhat = m / bc1
                 rho_inf = 2 / (1 - beta2) - 1

@@ -211,6 +211,31 @@ def _check_hyper(name: str, **values: float) -> None:
             raise ValueError(f"{name}: invalid {key} {v} (must be >= 0)")
 
 
+def _weight_decay(group: dict[str, Any], p: Tensor, g: Any) -> Any:
+    """The gradient with weight decay applied: ``g + wd p`` (L2 penalty), or, when the group has
+    ``decoupled_weight_decay`` set (AdamW-style), ``g`` unchanged and ``p <- p (1 - lr wd)`` in place."""
+    wd = group["weight_decay"]
+    if wd != 0:
+        if group.get("decoupled_weight_decay", False):
+            p.data *= 1 - group["lr"] * wd
+        else:
+            g = g + wd * p.data
+    return g
+
+
+def _square_avg(v: Any, g: Any, beta: float) -> None:
+    """In place: ``v <- beta v + (1 - beta) g^2`` (the running mean of squared gradients)."""
+    v *= beta
+    v += (1 - beta) * (g * g)
+
+
+def _adam_moments(m: Any, v: Any, g: Any, beta1: float, beta2: float) -> None:
+    """In place: ``m <- beta1 m + (1 - beta1) g`` (a lerp towards g, as torch computes it) and
+    ``v <- beta2 v + (1 - beta2) g^2``."""
+    m += (1 - beta1) * (g - m)
+    _square_avg(v, g, beta2)
+
+
 def _grads(group: dict[str, Any]) -> Iterable[tuple[Tensor, Any]]:
     """(param, grad array) for each parameter of ``group`` that has a gradient."""
     for p in group["params"]:

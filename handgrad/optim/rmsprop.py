@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads
+from handgrad.optim.optimizer import Optimizer, _check_hyper, _grads, _square_avg, _weight_decay
 
 
 class RMSprop(Optimizer):
@@ -35,7 +35,7 @@ class RMSprop(Optimizer):
         loss = self._closure(closure)
         for group in self.param_groups:
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            wd, mom = group["weight_decay"], group["momentum"]
+            mom = group["momentum"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
                 if group["maximize"]:
@@ -49,11 +49,9 @@ class RMSprop(Optimizer):
                     if group["centered"]:
                         state["grad_avg"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                if wd != 0:
-                    g = g + wd * p.data
+                g = _weight_decay(group, p, g)
                 s = state["square_avg"]
-                s *= alpha
-                s += (1 - alpha) * (g * g)
+                _square_avg(s, g, alpha)
                 if group["centered"]:
                     gbar = state["grad_avg"]
                     gbar += (1 - alpha) * (g - gbar)
