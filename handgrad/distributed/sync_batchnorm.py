@@ -30,7 +30,7 @@ import numpy
 from handgrad.distributed import comm as _comm
 from handgrad.engine.backend import get_array_module, to_host
 from handgrad.engine.tensor import Tensor
-from handgrad.functional.normalization import BatchNormFunction, _check_vec, _optional, _unpack
+from handgrad.functional.normalization import BatchNormFunction, _affine, _check_batch_norm, _optional, _unpack
 from handgrad.nn.module import Module
 from handgrad.nn.normalization import _BatchNorm
 
@@ -77,20 +77,9 @@ class SyncBatchNormFunction(BatchNormFunction):
         r = 1.0 / xp.sqrt(var + self.eps)
         xhat = xc
         xhat *= r
-        m = self.momentum
-        if self.running_mean is not None:
-            rm = self.running_mean
-            rm *= 1 - m
-            rm += (m * mu.reshape(-1)).astype(rm.dtype, copy=False)
-        if self.running_var is not None:
-            rv = self.running_var
-            rv *= 1 - m
-            rv += (m * var.reshape(-1) * (n / max(n - 1, 1))).astype(rv.dtype, copy=False)  # unbiased
+        self._update_running(mu, var, n)
         self.n, self.axes, self.bshape, self.r, self.w, self.xhat = n, axes, bshape, r, w, xhat
-        y = xhat * w.reshape(bshape) if w is not None else xhat.copy()
-        if b is not None:
-            y += b.reshape(bshape)
-        return y
+        return _affine(xhat, w, b, bshape)
 
     def backward(self, gy: Any) -> Any:
         if not self.training:
@@ -119,17 +108,7 @@ def sync_batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Ten
                     weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                     momentum: float = 0.1, eps: float = 1e-5, comm: Any = None) -> Tensor:
     """``F.batch_norm`` with global-batch statistics in training (see the module docstring)."""
-    op = "sync_batch_norm"
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.ndim < 2:
-        raise ValueError(f"{op}: expected input of at least 2 dimensions (N, C, ...), got shape {tuple(input.shape)}")
-    c = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_vec(op, name, t, c, input)
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError(f"{op}: running_mean and running_var must be given when training=False")
+    _check_batch_norm("sync_batch_norm", input, running_mean, running_var, weight, bias, training)
     inputs, present = _optional(input, weight, bias)
     fn = SyncBatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.data,
                                None if running_var is None else running_var.data, float(momentum), float(eps),

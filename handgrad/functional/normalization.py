@@ -54,15 +54,7 @@ class BatchNormFunction(Function):
             r = 1.0 / xp.sqrt(var + self.eps)
             xhat = xc
             xhat *= r
-            m = self.momentum
-            if self.running_mean is not None:
-                rm = self.running_mean
-                rm *= 1 - m
-                rm += (m * mu.reshape(-1)).astype(rm.dtype, copy=False)
-            if self.running_var is not None:
-                rv = self.running_var
-                rv *= 1 - m
-                rv += (m * var.reshape(-1) * (n / max(n - 1, 1))).astype(rv.dtype, copy=False)  # unbiased
+            self._update_running(mu, var, n)
         else:
             mu = self.running_mean.reshape(bshape).astype(x.dtype, copy=False)
             r = (1.0 / xp.sqrt(self.running_var.astype(x.dtype, copy=False) + self.eps)).reshape(bshape)
@@ -70,10 +62,20 @@ class BatchNormFunction(Function):
         self.n, self.axes, self.bshape, self.r, self.w = n, axes, bshape, r, w
         # xhat is needed by dx in training and by dw always; in eval with no dw it can be dropped
         self.xhat = xhat if self.training or (self.present[0] and any(self.needs_input_grad[1:2])) else None
-        y = xhat * w.reshape(bshape) if w is not None else xhat.copy()
-        if b is not None:
-            y += b.reshape(bshape)
-        return y
+        return _affine(xhat, w, b, bshape)
+
+    def _update_running(self, mu: Any, var: Any, n: float) -> None:
+        """In place, when given: running <- (1 - momentum) running + momentum stat, with the unbiased
+        variance var n / (n - 1) (n elements per channel)."""
+        m = self.momentum
+        if self.running_mean is not None:
+            rm = self.running_mean
+            rm *= 1 - m
+            rm += (m * mu.reshape(-1)).astype(rm.dtype, copy=False)
+        if self.running_var is not None:
+            rv = self.running_var
+            rv *= 1 - m
+            rv += (m * var.reshape(-1) * (n / max(n - 1, 1))).astype(rv.dtype, copy=False)  # unbiased
 
     def backward(self, gy: Any) -> Any:
         need = self.needs_input_grad
@@ -102,6 +104,14 @@ class BatchNormFunction(Function):
         return tuple(out)
 
 
+def _affine(xhat: Any, w: Any, b: Any, bshape: tuple[int, ...]) -> Any:
+    """y = w xhat + b per channel (w, b of shape (C,) reshaped to ``bshape``; either may be None)."""
+    y = xhat * w.reshape(bshape) if w is not None else xhat.copy()
+    if b is not None:
+        y += b.reshape(bshape)
+    return y
+
+
 def _unpack(present: tuple[bool, bool], wb: tuple[Any, ...]) -> tuple[Any, Any]:
     it = iter(wb)
     w = next(it) if present[0] else None
@@ -118,6 +128,22 @@ def _check_vec(op: str, name: str, t: Tensor | None, size: int, x: Tensor) -> No
         raise ValueError(f"{op}: {name} must have shape ({size},) for input {tuple(x.shape)}, got {tuple(t.shape)}")
 
 
+def _check_batch_norm(op: str, input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,  # noqa: A002
+                      weight: Tensor | None, bias: Tensor | None, training: bool) -> int:
+    """The argument checks shared by ``batch_norm`` and ``sync_batch_norm``; returns C."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim < 2:
+        raise ValueError(f"{op}: expected input of at least 2 dimensions (N, C, ...), got shape {tuple(input.shape)}")
+    c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _check_vec(op, name, t, c, input)
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must be given when training=False")
+    return c
+
+
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
@@ -129,16 +155,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     statistics. ``weight``/``bias`` (C,) are the optional affine parameters.
     """
     op = "batch_norm"
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.ndim < 2:
-        raise ValueError(f"{op}: expected input of at least 2 dimensions (N, C, ...), got shape {tuple(input.shape)}")
-    c = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_vec(op, name, t, c, input)
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError(f"{op}: running_mean and running_var must be given when training=False")
+    c = _check_batch_norm(op, input, running_mean, running_var, weight, bias, training)
     if training and input.numel() // c <= 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{tuple(input.shape)}")
