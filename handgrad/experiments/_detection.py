@@ -20,9 +20,10 @@ import handgrad.functional as F
 from handgrad.data import DataLoader, TensorDataset
 from handgrad.data._paths import data_dir
 from handgrad.data.scenes import DetectionScenes, draw_detections
-from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc
+from handgrad.errors import ExperimentError
+from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc, plot_pr_curves
 from handgrad.optim import Adam
-from handgrad.serialization import save
+from handgrad.serialization import load_into, save
 from handgrad.train import Trainer
 from handgrad.vision.models import CropClassifier
 from handgrad.vision.models.backbone import normalize_image
@@ -204,3 +205,34 @@ def detections_png(path: str, ds: DetectionScenes, detect: Any, n: int = 8, scor
     for j, t in enumerate(tiles):
         sheet.paste(t, ((j % 4) * (W + 4), (j // 4) * (W + 4)))
     sheet.save(path)
+
+
+def load_init(init: str, make: Callable[[], Any], kind: str) -> Any:
+    """The detector built by ``make()`` with the weights of ``--init DIR`` (its ``detector.safetensors``);
+    a missing file or weights of another detector are one-line ``ExperimentError``s naming ``kind``."""
+    weights = os.path.join(init, "detector.safetensors")
+    if not os.path.isfile(weights):
+        raise ExperimentError(f"--init {init}: no detector.safetensors there")
+    model = make()
+    try:
+        load_into(model, weights)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ExperimentError(f"--init {init}: not a {kind} detector for these scenes ({e})") from e
+    return model
+
+
+def finish(out: str, ev: dict[str, Any], row: dict[str, Any], table: str, test: DetectionScenes, detect: Any,
+           n_test: int, title: str, recall: float, train_seconds: float, ss_sec: float, t_props: float
+           ) -> dict[str, Any]:
+    """Write the PR curves, the detections sheet and ``results.md`` under ``out``, print the table, and
+    return the result keys shared by the proposal-based detectors (the caller appends its own)."""
+    plot_pr_curves(ev["voc"], os.path.join(out, "pr_curves.png"), test.classes, title)
+    detections_png(os.path.join(out, "detections.png"), test, detect, n=min(8, n_test))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return {"map50": ev["map50"], "coco_map": ev["coco_map"], "coco_ap50": ev["coco_ap50"],
+            "proposal_recall_at_0.5": recall, "train_seconds": train_seconds,
+            "sec_per_image": row["sec_per_image"], "detect_sec_per_image": ev["sec_per_image"],
+            "selective_search_sec_per_image": ss_sec, "proposal_precompute_seconds": t_props,
+            "per_class_ap50": ev["per_class_ap"]}

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -22,9 +21,7 @@ from handgrad.data.scenes import DetectionScenes
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
-from handgrad.metrics.detection import plot_pr_curves
 from handgrad.optim import Adam
-from handgrad.serialization import load_into
 from handgrad.train import Trainer
 from handgrad.train.updaters import Updater
 from handgrad.vision.models import FastRCNN
@@ -91,14 +88,7 @@ def run(opts: Any) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     if opts.init:
-        weights = os.path.join(opts.init, "detector.safetensors")
-        if not os.path.isfile(weights):
-            raise ExperimentError(f"--init {opts.init}: no detector.safetensors there")
-        model = FastRCNN(train.num_classes, pooling=opts.pooling)
-        try:
-            load_into(model, weights)
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise ExperimentError(f"--init {opts.init}: not a Fast R-CNN detector for these scenes ({e})") from e
+        model = D.load_init(opts.init, lambda: FastRCNN(train.num_classes, pooling=opts.pooling), "Fast R-CNN")
         pre: dict[str, Any] = {"init": opts.init}
     else:
         clf, pre = D.pretrain_classifier(opts, train, n_train, pre_epochs, 48, opts.seed)
@@ -121,14 +111,7 @@ def run(opts: Any) -> dict[str, Any]:
     meta = {"kind": "fast-rcnn", "classes": train.classes, "pooling": opts.pooling, "proposals": opts.proposals,
             "proposal_mode": mode}
     D.save_detector(opts.out, model, meta)
-    plot_pr_curves(ev["voc"], os.path.join(opts.out, "pr_curves.png"), train.classes, "Fast R-CNN, test scenes")
-    D.detections_png(os.path.join(opts.out, "detections.png"), test, detect, n=min(8, n_test))
-    with open(os.path.join(opts.out, "results.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    return {"map50": ev["map50"], "coco_map": ev["coco_map"], "coco_ap50": ev["coco_ap50"],
-            "proposal_recall_at_0.5": recall, "train_seconds": train_seconds,
-            "sec_per_image": row["sec_per_image"], "detect_sec_per_image": ev["sec_per_image"],
-            "selective_search_sec_per_image": ss_sec, "proposal_precompute_seconds": t_props,
-            "per_class_ap50": ev["per_class_ap"], "final_train_loss": hist.rows[-1]["loss"] if len(hist) else None,
+    res = D.finish(opts.out, ev, row, table, test, detect, n_test, "Fast R-CNN, test scenes", recall,
+                   train_seconds, ss_sec, t_props)
+    return {**res, "final_train_loss": hist.rows[-1]["loss"] if len(hist) else None,
             "n_train_scenes": n_train, "n_test_scenes": n_test, **pre}

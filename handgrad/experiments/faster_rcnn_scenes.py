@@ -33,7 +33,7 @@ from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
 from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc, plot_pr_curves
 from handgrad.optim import Adam
-from handgrad.serialization import load, load_into
+from handgrad.serialization import load
 from handgrad.train import Trainer
 from handgrad.train.updaters import Updater
 from handgrad.vision.models import FastRCNN
@@ -83,14 +83,7 @@ def build(opts: Any, train: DetectionScenes, pre_epochs: int, masks: bool, kind:
     """The detector, from ``--init DIR`` or from a backbone pre-trained on crops."""
     cls = MaskRCNN if masks else FasterRCNN
     if opts.init:
-        weights = os.path.join(opts.init, "detector.safetensors")
-        if not os.path.isfile(weights):
-            raise ExperimentError(f"--init {opts.init}: no detector.safetensors there")
-        model = cls(train.num_classes, rois_per_image=opts.rois_per_image)
-        try:
-            load_into(model, weights)
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise ExperimentError(f"--init {opts.init}: not a {kind} detector for these scenes ({e})") from e
+        model = D.load_init(opts.init, lambda: cls(train.num_classes, rois_per_image=opts.rois_per_image), kind)
         return model, {"init": opts.init}
     if pre_epochs == 0:  # no pre-training: the backbone starts from its random initialisation
         return cls(train.num_classes, rois_per_image=opts.rois_per_image), {"pretrain_epochs": 0}

@@ -26,7 +26,6 @@ from handgrad.data import DataLoader, TensorDataset
 from handgrad.data.scenes import DetectionScenes
 from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
-from handgrad.metrics.detection import plot_pr_curves
 from handgrad.optim import Adam
 from handgrad.train import Trainer
 from handgrad.vision.models.rcnn import RCNN, rcnn_features, train_svm_hard_negatives
@@ -146,16 +145,9 @@ def run(opts: Any) -> dict[str, Any]:
     svm_b = numpy.array([s.b if s is not None else -numpy.inf for s in model.svms])
     numpy.savez(os.path.join(opts.out, "rcnn_heads.npz"), svm_w=svm_w, svm_b=svm_b, reg_w=model.regressor.W,
                 feature_scale=scale)
-    plot_pr_curves(ev["voc"], os.path.join(opts.out, "pr_curves.png"), train.classes, "R-CNN, test scenes")
-    D.detections_png(os.path.join(opts.out, "detections.png"), test, detect, n=min(8, n_test))
-    with open(os.path.join(opts.out, "results.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
-    return {"map50": ev["map50"], "coco_map": ev["coco_map"], "coco_ap50": ev["coco_ap50"],
-            "proposal_recall_at_0.5": recall, "train_seconds": train_seconds,
-            "sec_per_image": row["sec_per_image"], "detect_sec_per_image": ev["sec_per_image"],
-            "selective_search_sec_per_image": ss_sec, "proposal_precompute_seconds": t_props,
-            "per_class_ap50": ev["per_class_ap"], "finetune_crops": int(len(y)),
+    res = D.finish(opts.out, ev, row, table, test, detect, n_test, "R-CNN, test scenes", recall, train_seconds,
+                   ss_sec, t_props)
+    return {**res, "finetune_crops": int(len(y)),
             "finetune_final_accuracy": hist.rows[-1].get("accuracy") if len(hist) else None,
             "svm_positives": int(len(data["gy"])), "svm_negative_pool": int(len(data["px"])),
             "n_train_scenes": n_train, "n_test_scenes": n_test, **pre}
