@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,3 +68,15 @@ def groups(batch_index: Any) -> list[tuple[int, Any]]:
 
 def size_pair(output_size: int | Sequence[int]) -> tuple[int, int]:
     return pair(output_size, "output_size", "roi op")
+
+
+def prepare_roi_call(op: str, input: Any, boxes: Any, output_size: Any, spatial_scale: float
+                     ) -> tuple[Any, tuple[int, int]]:
+    """The checks shared by ``roi_pool`` and ``roi_align`` (input a Tensor, spatial_scale finite and > 0,
+    boxes and output_size valid): the (K, 5) rois in input's dtype and (PH, PW)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if not math.isfinite(spatial_scale) or spatial_scale <= 0:
+        raise ValueError(f"{op}: spatial_scale must be a positive number, got {spatial_scale}")
+    rois = convert_boxes_to_roi_format(boxes, op)
+    return check_rois(input.data, rois, output_size, op)

@@ -22,7 +22,6 @@ to the boxes (as in torchvision).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
-from handgrad.vision.ops._roi_util import check_rois, convert_boxes_to_roi_format, groups
+from handgrad.vision.ops._roi_util import groups, prepare_roi_call
 
 __all__ = ["roi_align", "RoIAlignFunction", "RoIAlign"]
 
@@ -140,12 +139,7 @@ def roi_align(input: Tensor, boxes: Any, output_size: int | Sequence[int], spati
     ``sampling_ratio <= 0`` takes ``ceil(roi_size / output_size)`` samples per bin; ``aligned=True`` shifts
     the box by -0.5 pixel so that pixel centres are at integer + 0.5 (Detectron2's correct alignment).
     """
-    if not isinstance(input, Tensor):
-        raise TypeError(f"roi_align: input must be a Tensor, got {type(input).__name__}")
-    if not math.isfinite(spatial_scale) or spatial_scale <= 0:
-        raise ValueError(f"roi_align: spatial_scale must be a positive number, got {spatial_scale}")
-    rois = convert_boxes_to_roi_format(boxes, "roi_align")
-    rois, size = check_rois(input.data, rois, output_size, "roi_align")
+    rois, size = prepare_roi_call("roi_align", input, boxes, output_size, spatial_scale)
     return RoIAlignFunction(rois, size, spatial_scale, sampling_ratio, aligned)(input)
 
 

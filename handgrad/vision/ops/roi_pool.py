@@ -15,7 +15,6 @@ No gradient flows to the boxes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
 from handgrad.nn.module import Module
-from handgrad.vision.ops._roi_util import check_rois, convert_boxes_to_roi_format, groups
+from handgrad.vision.ops._roi_util import groups, prepare_roi_call
 
 __all__ = ["roi_pool", "RoIPoolFunction", "RoIPool"]
 
@@ -131,12 +130,7 @@ class RoIPoolFunction(Function):
 def roi_pool(input: Tensor, boxes: Any, output_size: int | Sequence[int], spatial_scale: float = 1.0) -> Tensor:
     """torchvision's ``roi_pool``: ``input (N, C, H, W)``, ``boxes`` a ``(K, 5)`` array/Tensor
     ``[batch_index, x1, y1, x2, y2]`` or a list of per-image ``(K_i, 4)`` -> ``(K, C, PH, PW)``."""
-    if not isinstance(input, Tensor):
-        raise TypeError(f"roi_pool: input must be a Tensor, got {type(input).__name__}")
-    if not math.isfinite(spatial_scale) or spatial_scale <= 0:
-        raise ValueError(f"roi_pool: spatial_scale must be a positive number, got {spatial_scale}")
-    rois = convert_boxes_to_roi_format(boxes, "roi_pool")
-    rois, size = check_rois(input.data, rois, output_size, "roi_pool")
+    rois, size = prepare_roi_call("roi_pool", input, boxes, output_size, spatial_scale)
     return RoIPoolFunction(rois, size, spatial_scale)(input)
 
 
