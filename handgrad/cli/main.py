@@ -228,7 +228,9 @@ def _check_resume(path: str, name: str) -> None:
         raise ExperimentError(f"--resume: {path} is a directory, not a checkpoint file")
     try:
         state = load(path)
-    except (CheckpointError, OSError, ValueError, KeyError, TypeError) as e:
+    except CheckpointError as e:  # already says what is wrong with the file: do not say it twice
+        raise ExperimentError(f"--resume: {_one_line(e).removeprefix('handgrad.load: ')}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ExperimentError(f"--resume: {path} is not a readable handgrad checkpoint ({_one_line(e)})") from e
     if not isinstance(state, dict):
         raise ExperimentError(f"--resume: {path} is not a training checkpoint")
