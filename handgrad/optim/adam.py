@@ -7,7 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _adam_moments, _check_hyper, _grads, _weight_decay
+from handgrad.optim.optimizer import (
+    Optimizer,
+    _adam_moments,
+    _adam_state,
+    _check_betas,
+    _check_hyper,
+    _grads,
+    _weight_decay,
+)
 
 
 class Adam(Optimizer):
@@ -29,9 +37,7 @@ class Adam(Optimizer):
     ) -> None:
         name = type(self).__name__
         _check_hyper(name, lr=lr, eps=eps, weight_decay=weight_decay)
-        for i, b in enumerate(betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"{name}: invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+        _check_betas(name, betas)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
@@ -43,16 +49,10 @@ class Adam(Optimizer):
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
-                if group["maximize"]:
-                    g = -g
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
+                g = _adam_state(group, state, p, g)
+                if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 t = state["step"]
                 g = _weight_decay(group, p, g)
                 m, v = state["exp_avg"], state["exp_avg_sq"]

@@ -8,13 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from handgrad.engine.backend import get_array_module
-from handgrad.optim.optimizer import Optimizer, _adam_moments, _check_hyper, _grads, _weight_decay
-
-
-def _check_betas(name: str, betas: tuple[float, float]) -> None:
-    for i, b in enumerate(betas):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name}: invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+from handgrad.optim.optimizer import (
+    Optimizer,
+    _adam_moments,
+    _adam_state,
+    _check_betas,
+    _check_hyper,
+    _grads,
+    _weight_decay,
+)
 
 
 class NAdam(Optimizer):
@@ -47,15 +49,8 @@ class NAdam(Optimizer):
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
-                if group["maximize"]:
-                    g = -g
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["mu_product"] = 1.0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
+                g = _adam_state(group, state, p, g, mu_product=1.0)
                 t = state["step"]
                 g = _weight_decay(group, p, g)
                 mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
@@ -100,14 +95,8 @@ class RAdam(Optimizer):
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
                 xp = get_array_module(p.data)
-                if group["maximize"]:
-                    g = -g
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
-                state["step"] += 1
+                g = _adam_state(group, state, p, g)
                 t = state["step"]
                 g = _weight_decay(group, p, g)
                 m, v = state["exp_avg"], state["exp_avg_sq"]

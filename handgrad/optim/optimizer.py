@@ -211,6 +211,27 @@ def _check_hyper(name: str, **values: float) -> None:
             raise ValueError(f"{name}: invalid {key} {v} (must be >= 0)")
 
 
+def _check_betas(name: str, betas: tuple[float, float]) -> None:
+    """Reject Adam-family betas outside [0, 1) with the optimizer's name, the index and the value."""
+    for i, b in enumerate(betas):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"{name}: invalid beta parameter at index {i}: {b} (must be in [0, 1))")
+
+
+def _adam_state(group: dict[str, Any], state: dict[str, Any], p: Tensor, g: Any, **first: Any) -> Any:
+    """The Adam family's per-step preamble: on the first step ``state`` gets ``step = 0``, the ``first``
+    entries (e.g. NAdam's ``mu_product``), and zero ``exp_avg`` / ``exp_avg_sq`` shaped like p (in
+    PyTorch's key order); then ``step += 1``. Returns g, negated when the group maximizes."""
+    if not state:
+        xp = get_array_module(p.data)
+        state["step"] = 0
+        state.update(first)
+        state["exp_avg"] = xp.zeros_like(p.data)
+        state["exp_avg_sq"] = xp.zeros_like(p.data)
+    state["step"] += 1
+    return -g if group["maximize"] else g
+
+
 def _weight_decay(group: dict[str, Any], p: Tensor, g: Any) -> Any:
     """The gradient with weight decay applied: ``g + wd p`` (L2 penalty), or, when the group has
     ``decoupled_weight_decay`` set (AdamW-style), ``g`` unchanged and ``p <- p (1 - lr wd)`` in place."""
