@@ -135,3 +135,24 @@ def check_losses(name: str, lh: float, lt: float, rtol: float = 1e-4) -> None:
     if abs(lh - lt) > rtol * max(1.0, abs(lt)):
         raise SystemExit(f"{name}: first-step losses differ: handgrad {lh:.6f} vs torch {lt:.6f}")
     print(f"{name}: first-step loss handgrad {lh:.6f} = torch {lt:.6f}")
+
+
+def compiled_vs_numpy(make_model: Callable[[], Callable[[], float]]) -> tuple[Callable[[], float], Callable[[], float]]:
+    """``--vs-numpy``: two identical handgrad models (``make_model()`` builds one step function each); the
+    first steps with the compiled (numba) kernels, the second with the NumPy fallback. Returned in the
+    (handgrad, torch) slots of ``compare_blocks``; their first losses are checked equal."""
+    from handgrad.functional.rnn import _kernels
+
+    on, off = make_model(), make_model()
+
+    def compiled() -> float:
+        _kernels.ENABLED = True
+        return on()
+
+    def numpy_path() -> float:
+        _kernels.ENABLED = False
+        return off()
+
+    check_losses("compiled vs numpy", compiled(), numpy_path())
+    print("NOTE: 'torch' columns below are handgrad's NumPy fallback (--vs-numpy)")
+    return compiled, numpy_path

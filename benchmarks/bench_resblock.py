@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from _common import HEADER, check_losses, compare_blocks, machine_report, row, set_threads  # noqa: E402
+from _common import HEADER, check_losses, compare_blocks, compiled_vs_numpy, machine_report, row, set_threads  # noqa: E402
 
 
 def _parse() -> argparse.Namespace:
@@ -72,7 +72,6 @@ def main() -> None:
         return hg_step
 
     hg_step = make_hg()
-    _numpy_twin = make_hg
 
     torch_step = None
     if not args.no_torch:
@@ -96,20 +95,7 @@ def main() -> None:
         check_losses("bench_resblock", hg_step(), torch_step())
 
     if args.vs_numpy:  # a second, identical handgrad model run with the kernels switched off
-        from handgrad.functional.rnn import _kernels
-
-        hg_on, hg_off = make_hg(), _numpy_twin()
-
-        def hg_step() -> float:  # noqa: F811
-            _kernels.ENABLED = True
-            return hg_on()
-
-        def torch_step() -> float:  # noqa: F811
-            _kernels.ENABLED = False
-            return hg_off()
-
-        check_losses("compiled vs numpy", hg_step(), torch_step())
-        print("NOTE: 'torch' columns below are handgrad's NumPy fallback (--vs-numpy)")
+        hg_step, torch_step = compiled_vs_numpy(make_hg)
     print(machine_report())
     print(f"ResNet basic block fwd+bwd, batch {n}, {c} channels, {s}x{s}, float32; blocks of {args.block} steps "
           f"x {args.rounds} rounds each side")
