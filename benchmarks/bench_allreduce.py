@@ -121,7 +121,7 @@ def worker_step(out: str, name: str, steps: int) -> None:
         t = time.perf_counter()
         ddp.update(data)
         step_times.append(time.perf_counter() - t)
-    grad_bytes = sum(int(p.data.nbytes) for p in model.parameters())
+    grad_bytes = sum(int(p.array.nbytes) for p in model.parameters())
     if rank == 0:
         Path(out).write_text(json.dumps({"step": float(np.median(step_times)), "comm": comm_time[0] / steps,
                                          "grad_bytes": grad_bytes}))

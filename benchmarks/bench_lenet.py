@@ -72,7 +72,7 @@ def main() -> None:
             loss.backward()
             with hg.no_grad():
                 for p in hp:
-                    p.data -= lr * p.grad.data
+                    p.array -= lr * p.grad.array
             return float(loss.item())
         return hg_step
 

@@ -96,7 +96,7 @@ def build(kind: str, T: int, B: int, H: int, seed: int = 0):
     def hg_fwd() -> float:
         with handgrad.no_grad():
             out, _ = h_rnn(F.embedding(hx, h_emb))
-        return float(out.data[-1, 0, 0])
+        return float(out.array[-1, 0, 0])
 
     return (hg_train, torch_train), (hg_fwd, torch_fwd)
 

@@ -93,7 +93,7 @@ class _Flattener:
         where = ".".join(path) or "<root>"
         if isinstance(obj, Tensor):
             extra = {"requires_grad": True} if obj.requires_grad else {}
-            return self._array_leaf(obj.data, path, "Tensor", extra)
+            return self._array_leaf(obj.array, path, "Tensor", extra)
         xp = get_array_module(obj)
         if isinstance(obj, (numpy.ndarray, xp.ndarray)):
             return self._array_leaf(obj, path, "ndarray", {})

@@ -152,7 +152,7 @@ def test_rpn_head_and_loss_match_torch_float64():
     rng = np.random.default_rng(0)
     head = RPNHead(5, 3, mid_channels=6).double()
     for p in head.parameters():  # larger weights than the 0.01 init, so the comparison is not all zeros
-        p.data[...] = rng.normal(0, 0.3, p.shape)
+        p.array[...] = rng.normal(0, 0.3, p.shape)
     x = rng.normal(size=(2, 5, 4, 3))
     labels = rng.integers(-1, 2, (2, 4 * 3 * 3))
     targets = rng.normal(size=(2, 36, 4)) * (labels == 1)[..., None]
@@ -188,7 +188,7 @@ def test_rpn_head_gradcheck():
     rng = np.random.default_rng(1)
     head = RPNHead(2, 2, mid_channels=3).double()
     for p in head.parameters():
-        p.data[...] = rng.normal(0, 0.5, p.shape)
+        p.array[...] = rng.normal(0, 0.5, p.shape)
     x = Tensor(rng.normal(size=(1, 2, 3, 3)), requires_grad=True)
     labels = np.array([[1, 0, -1, 1, 0, 0, 1, -1, 0, 1, 0, 0, 1, 0, -1, 0, 1, 0]])
     targets = rng.normal(size=(1, 18, 4))

@@ -27,7 +27,7 @@ def tiny_model(seed=0):
     rng = np.random.default_rng(seed)
     for name, p in m.named_parameters():  # weights far from the tiny inits, so every term matters
         if "rpn" in name or "cls_score" in name or "bbox_pred" in name:
-            p.data[...] = rng.normal(0, 0.3, p.shape)
+            p.array[...] = rng.normal(0, 0.3, p.shape)
     return m
 
 

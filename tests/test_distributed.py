@@ -146,13 +146,13 @@ def test_gradient_buckets_round_trip_through_the_host_on_a_device():
     m = _model().to(device())
     x = hg.Tensor(np.random.default_rng(0).standard_normal((4, 5))).to(device())
     F.cross_entropy(m(x), hg.Tensor(np.array([0, 1, 2, 0])).to(device())).backward()
-    before = [hg.engine.backend.to_host(p.grad.data).copy() for p in m.parameters()]
+    before = [hg.engine.backend.to_host(p.grad.array).copy() for p in m.parameters()]
     ddp = dist.DistributedDataParallel(hg.train.StandardUpdater(m, optim.SGD(m.parameters(), lr=0.1),
                                                                 F.cross_entropy), bucket_cap_mb=1e-4)
     ddp.allreduce_gradients()
     for p, b in zip(m.parameters(), before):
         assert p.grad.device == device()
-        np.testing.assert_array_equal(hg.engine.backend.to_host(p.grad.data), b)
+        np.testing.assert_array_equal(hg.engine.backend.to_host(p.grad.array), b)
 
 
 # -- real ranks -------------------------------------------------------------------------------------------------

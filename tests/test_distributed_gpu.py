@@ -53,7 +53,7 @@ def _host(t) -> np.ndarray:
 def test_tensors_move_to_the_gpu_and_back():
     x = hg.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     g = x.to(DEVICE)
-    assert g.device == hg.device(DEVICE) and not isinstance(g.data, np.ndarray)
+    assert g.device == hg.device(DEVICE) and not isinstance(g.array, np.ndarray)
     y = (g * g).sum()
     y.backward()
     np.testing.assert_allclose(_host(x.grad), 2 * np.arange(6.0).reshape(2, 3), rtol=RTOL)

@@ -35,8 +35,8 @@ def test_equal_to_torch_batchnorm(shape):
     with torch.no_grad():
         tbn.weight.copy_(torch.from_numpy(w))
         tbn.bias.copy_(torch.from_numpy(b))
-    hbn.weight.data[...] = w
-    hbn.bias.data[...] = b
+    hbn.weight.array[...] = w
+    hbn.bias.array[...] = b
     gy = np.random.default_rng(2).standard_normal(shape)
     for _ in range(2):  # two training steps: running statistics too
         tx, hx = torch.tensor(x, requires_grad=True), hg.tensor(x, requires_grad=True)

@@ -21,7 +21,7 @@ def _head(seed=0, c=3, classes=4, ch=5):
     h = MaskHead(c, classes, channels=ch, num_convs=2).double()
     rng = np.random.default_rng(seed)
     for p in h.parameters():
-        p.data[...] = rng.normal(0, 0.4, p.shape)
+        p.array[...] = rng.normal(0, 0.4, p.shape)
     return h
 
 

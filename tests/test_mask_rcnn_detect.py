@@ -21,7 +21,7 @@ def _folder(tmp_path, kind):
     d.mkdir()
     classes = ["__background__", "a", "b"]
     net = (MaskRCNN if kind == "mask-rcnn" else FasterRCNN)(3)
-    net.cls_score.bias.data[...] = [-3.0, 3.0, -3.0]  # random weights that still detect "a" with high scores
+    net.cls_score.bias.array[...] = [-3.0, 3.0, -3.0]  # random weights that still detect "a" with high scores
     save(net.state_dict(), d / "detector.safetensors")
     (d / "detector.json").write_text(json.dumps({"kind": kind, "classes": classes}))
     return d

@@ -22,7 +22,7 @@ def _pair(*arrays):
 
 def _close(a, b, tol=1e-10):
     b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
-    a = a.data if isinstance(a, hg.Tensor) else a
+    a = a.array if isinstance(a, hg.Tensor) else a
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
@@ -80,10 +80,10 @@ def test_sdpa_dropout_is_inverted_dropout_on_the_weights_and_gradchecks():
     hg.manual_seed(3)
     out, wts = scaled_dot_product_attention_weights(*args, dropout_p=0.4)
     ref_p = TF.softmax(torch.tensor(q) @ torch.tensor(k).transpose(-1, -2) / 2.0, dim=-1).numpy()
-    dropped = wts.data == 0
+    dropped = wts.array == 0
     assert 0.1 < dropped.mean() < 0.7
-    _close(wts.data[~dropped], (ref_p / 0.6)[~dropped], 1e-12)  # kept weights scaled by 1 / (1 - p)
-    _close(out, wts.data @ v, 1e-12)
+    _close(wts.array[~dropped], (ref_p / 0.6)[~dropped], 1e-12)  # kept weights scaled by 1 / (1 - p)
+    _close(out, wts.array @ v, 1e-12)
 
     def f(a, b, c):
         hg.manual_seed(3)  # the same dropout mask on every evaluation
@@ -194,7 +194,7 @@ def test_multihead_attention_gradcheck_parameters():
         m._parameters["in_proj_weight"], m._parameters["in_proj_bias"] = w, b  # route the checked tensors
         return m(x, x, x, need_weights=True)  # both outputs: the weights' gradient path is checked too
 
-    hg.gradcheck(f, [hg.tensor(m.in_proj_weight.data.copy(), requires_grad=True),
+    hg.gradcheck(f, [hg.tensor(m.in_proj_weight.array.copy(), requires_grad=True),
                      hg.tensor(rng.standard_normal(12), requires_grad=True)])
 
 
@@ -207,7 +207,7 @@ def test_encoder_decoder_layers_match_torch(norm_first, activation):
     he = nn.TransformerEncoderLayer(8, 2, dtype="float64", **kw)
     _copy_from_torch(he, te)
     src = rng.standard_normal((5, 2, 8))
-    causal = hg.Tensor(nn.Transformer.generate_square_subsequent_mask(5, dtype="float64").data)
+    causal = hg.Tensor(nn.Transformer.generate_square_subsequent_mask(5, dtype="float64").array)
     tcausal = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
     kpm = np.zeros((2, 5))
     kpm[1, -1] = -np.inf  # a float padding mask, as the float causal mask (PyTorch wants one kind)
@@ -216,7 +216,7 @@ def test_encoder_decoder_layers_match_torch(norm_first, activation):
     td = torch.nn.TransformerDecoderLayer(8, 2, dtype=torch.float64, **kw)
     hd = nn.TransformerDecoderLayer(8, 2, dtype="float64", **kw)
     _copy_from_torch(hd, td)
-    _compare_module(hd, td, [rng.standard_normal((4, 2, 8)), src], dict(tgt_mask=hg.Tensor(causal.data[:4, :4])),
+    _compare_module(hd, td, [rng.standard_normal((4, 2, 8)), src], dict(tgt_mask=hg.Tensor(causal.array[:4, :4])),
                     dict(tgt_mask=tcausal[:4, :4]))
 
 
@@ -229,7 +229,7 @@ def test_transformer_matches_torch_and_state_dict_loads_both_ways():
     _copy_from_torch(ours, theirs)
     tmask = nn.Transformer.generate_square_subsequent_mask(3, dtype="float64")
     _compare_module(ours, theirs, [rng.standard_normal((2, 5, 8)), rng.standard_normal((2, 3, 8))],
-                    dict(tgt_mask=tmask), dict(tgt_mask=torch.tensor(tmask.data)))
+                    dict(tgt_mask=tmask), dict(tgt_mask=torch.tensor(tmask.array)))
     back = torch.nn.Transformer(dtype=torch.float64, **kw)
     back.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
     for a, b in zip(back.state_dict().values(), ours.state_dict().values()):
@@ -244,9 +244,9 @@ def test_transformer_encoder_gradchecks_and_dropout_changes_training_only():
     drop = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.5, dtype="float64")
     x = hg.tensor(rng.standard_normal((3, 2, 4)))
     drop.eval()
-    np.testing.assert_array_equal(drop(x).data, drop(x).data)
+    np.testing.assert_array_equal(drop(x).array, drop(x).array)
     drop.train()
-    assert not np.allclose(drop(x).data, drop(x).data)
+    assert not np.allclose(drop(x).array, drop(x).array)
 
 
 def test_attention_module_errors():
@@ -271,14 +271,14 @@ def test_sdpa_saturated_scores_match_torch(dtype, tol):
     ours, theirs = _pair(q, k, v)
     o = F.scaled_dot_product_attention(*ours, attn_mask=hg.tensor(mask))
     ot = TF.scaled_dot_product_attention(*theirs, attn_mask=torch.tensor(mask))
-    assert o.dtype == np.dtype(dtype) and np.isfinite(o.data).all()
-    np.testing.assert_allclose(o.data, ot.detach().numpy(), rtol=tol, atol=tol)
+    assert o.dtype == np.dtype(dtype) and np.isfinite(o.array).all()
+    np.testing.assert_allclose(o.array, ot.detach().numpy(), rtol=tol, atol=tol)
     w = rng.standard_normal(o.shape).astype(dtype)
     (o * hg.tensor(w)).sum().backward()
     (ot * torch.tensor(w)).sum().backward()
     for a, b in zip(ours, theirs):
         assert a.grad.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(a.grad.array, b.grad.numpy(), rtol=tol, atol=tol * 10)
 
 
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")

@@ -47,7 +47,7 @@ def test_embedding_default_init_and_padding_row():
 def test_embedding_from_pretrained_is_frozen_copy():
     table = hg.tensor(rng.standard_normal((4, 2)))
     m = nn.Embedding.from_pretrained(table)
-    assert not m.weight.requires_grad and m.weight.data is not table.data
+    assert not m.weight.requires_grad and m.weight.array is not table.array
     np.testing.assert_array_equal(m(hg.tensor([2, 0])).numpy(), table.numpy()[[2, 0]])
     assert nn.Embedding.from_pretrained(table, freeze=False).weight.requires_grad
 

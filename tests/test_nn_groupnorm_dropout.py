@@ -29,19 +29,19 @@ def test_group_norm_matches_torch(shape, groups, affine, dtype, scale, tol):
     xh, xt = hg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     y, yt = ours(xh), theirs(xt)
     assert y.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y.array, yt.detach().numpy(), rtol=tol, atol=tol)
     g = rng.standard_normal(shape).astype(dtype)
     (y * hg.tensor(g)).sum().backward()
     (yt * torch.tensor(g)).sum().backward()
-    np.testing.assert_allclose(xh.grad.data, xt.grad.numpy(), rtol=tol, atol=tol / scale)
+    np.testing.assert_allclose(xh.grad.array, xt.grad.numpy(), rtol=tol, atol=tol / scale)
     if affine:
-        np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=tol, atol=tol * 10)
-        np.testing.assert_allclose(ours.bias.grad.data, theirs.bias.grad.numpy(), rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(ours.weight.grad.array, theirs.weight.grad.numpy(), rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(ours.bias.grad.array, theirs.bias.grad.numpy(), rtol=tol, atol=tol * 10)
 
 
 def test_group_norm_gradcheck_and_errors():
     m = nn.GroupNorm(2, 4, dtype="float64")
-    m.weight.data[:] = rng.standard_normal(4)
+    m.weight.array[:] = rng.standard_normal(4)
     hg.gradcheck(lambda x: m(x), [hg.tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)])
     with pytest.raises(ValueError, match="GroupNorm: num_channels \\(6\\) must be divisible by num_groups \\(4\\)"):
         nn.GroupNorm(4, 6)
@@ -50,7 +50,7 @@ def test_group_norm_gradcheck_and_errors():
 
 def _zero_pattern(mod, x):
     out = mod(x)
-    out = out.data if isinstance(out, hg.Tensor) else out.numpy()
+    out = out.array if isinstance(out, hg.Tensor) else out.numpy()
     return out == 0
 
 
@@ -73,10 +73,10 @@ def test_channel_dropout_masks_like_torch(cls, shape, mask_axes):
         flat = z.reshape(int(np.prod(shape[:mask_axes])), -1)
         assert (flat.all(axis=1) | ~flat.any(axis=1)).all()
         assert 0.1 < flat[:, 0].mean() < 0.9
-    y = ours(hg.tensor(x)).data
+    y = ours(hg.tensor(x)).array
     np.testing.assert_array_equal(np.unique(y), [0.0, 2.0])  # kept values scaled by 1 / (1 - p)
     ours.eval()
-    np.testing.assert_array_equal(ours(hg.tensor(x)).data, x)
+    np.testing.assert_array_equal(ours(hg.tensor(x)).array, x)
 
 
 def test_dropout1d_rejects_other_ranks_like_torch():

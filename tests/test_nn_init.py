@@ -84,8 +84,8 @@ def test_trunc_normal_matches_truncated_distribution():
 
 def test_constant_zeros_ones_eye_in_place_and_dtype():
     t = hg.zeros(3, 4)
-    data = t.data
-    assert init.constant_(t, 0.25) is t and t.data is data and t.dtype == np.float32
+    data = t.array
+    assert init.constant_(t, 0.25) is t and t.array is data and t.dtype == np.float32
     assert np.all(t.numpy() == 0.25)
     assert np.all(init.ones_(t).numpy() == 1) and np.all(init.zeros_(t).numpy() == 0)
     np.testing.assert_array_equal(init.eye_(t).numpy(), np.eye(3, 4))

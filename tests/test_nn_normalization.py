@@ -55,19 +55,19 @@ def _zero(ours, theirs):
 
 def test_batchnorm_gradcheck_train_and_eval():
     m = nn.BatchNorm2d(2)
-    m.weight.data[...] = [1.5, 0.7]
-    m.bias.data[...] = [0.1, -0.2]
+    m.weight.array[...] = [1.5, 0.7]
+    m.bias.array[...] = [0.1, -0.2]
     gradcheck_module(m, rng.standard_normal((3, 2, 2, 2)), directions=6)
     m.eval()
-    m.running_mean.data[...] = [0.3, -0.1]
+    m.running_mean.array[...] = [0.3, -0.1]
     gradcheck_module(m, rng.standard_normal((3, 2, 2, 2)), directions=6)
     gradcheck_module(nn.BatchNorm1d(3), rng.standard_normal((5, 3)))
 
 
 def test_batchnorm_eval_uses_running_statistics_exactly():
     m = nn.BatchNorm1d(2, dtype="float64").eval()
-    m.running_mean.data[...] = [1.0, -2.0]
-    m.running_var.data[...] = [4.0, 0.25]
+    m.running_mean.array[...] = [1.0, -2.0]
+    m.running_var.array[...] = [4.0, 0.25]
     x = np.array([[3.0, -1.0], [1.0, -2.0]])
     np.testing.assert_allclose(m(hg.tensor(x)).numpy(), (x - [1.0, -2.0]) / np.sqrt(np.array([4.0, 0.25]) + 1e-5))
     assert int(m.num_batches_tracked.item()) == 0  # eval does not count batches
@@ -103,7 +103,7 @@ def test_layernorm_vs_torch(shape, ns, kw):
 
 def test_layernorm_gradcheck_and_errors():
     m = nn.LayerNorm((2, 3))
-    m.weight.data[...] = rng.uniform(0.5, 1.5, (2, 3))
+    m.weight.array[...] = rng.uniform(0.5, 1.5, (2, 3))
     gradcheck_module(m, rng.standard_normal((2, 2, 3)))
     assert m.normalized_shape == (2, 3) and [n for n, _ in m.named_parameters()] == ["weight", "bias"]
     with pytest.raises(ValueError, match=r"LayerNorm\(normalized_shape=\(2, 3\)\): input \(4, 3, 2\) must end with"):

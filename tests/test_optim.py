@@ -30,7 +30,7 @@ def _run_ours(cls, kw, init, grads, opt=None, params=None):
     for gs in grads:
         for p, g in zip(params, gs):
             # gradient depends on the parameter too, so weight decay / momentum paths interact realistically
-            p.grad = hg.tensor(g + 0.3 * p.data)
+            p.grad = hg.tensor(g + 0.3 * p.array)
         opt.step()
     return params, opt
 
@@ -158,11 +158,11 @@ def test_zero_grad_and_params_without_grad_are_skipped():
 
 def test_step_is_in_place_and_records_no_graph():
     p = hg.tensor(np.ones(3), requires_grad=True)
-    data = p.data
+    data = p.array
     opt = optim.Adam([p], lr=0.1)
     p.grad = hg.tensor(np.ones(3))
     opt.step()
-    assert p.data is data and p.is_leaf and p.grad_fn is None
+    assert p.array is data and p.is_leaf and p.grad_fn is None
     np.testing.assert_allclose(p.numpy(), 0.9 * np.ones(3), rtol=1e-6)  # first Adam step moves by ~lr
 
 

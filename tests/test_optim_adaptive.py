@@ -52,13 +52,13 @@ def test_optimizer_matches_torch_step_by_step(name, kw):
     o1, o2 = getattr(optim, name)(ours, **kw), getattr(torch.optim, name)(theirs, **kw)
     for gs in grads:
         for p, q, g in zip(ours, theirs, gs):
-            p.grad = hg.tensor(g + 0.3 * p.data)  # the gradient depends on p: decay paths interact
+            p.grad = hg.tensor(g + 0.3 * p.array)  # the gradient depends on p: decay paths interact
             q.grad = torch.tensor(g) + 0.3 * q.detach()
         o1.step()
         o2.step()
         for p, q in zip(ours, theirs):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-13)
-    moved = max(np.abs(p.data - a).max() for p, a in zip(ours, init))
+            np.testing.assert_allclose(p.array, q.detach().numpy(), rtol=1e-12, atol=1e-13)
+    moved = max(np.abs(p.array - a).max() for p, a in zip(ours, init))
     assert moved > 1e-3  # the comparison is not between two parameters that never moved
 
 
@@ -76,13 +76,13 @@ def test_state_dict_resume_is_identical(name, kw):
 
     run(ps, opt, grads[:5])
     sd = opt.state_dict()
-    ps2 = [hg.tensor(p.data.copy(), requires_grad=True) for p in ps]
+    ps2 = [hg.tensor(p.array.copy(), requires_grad=True) for p in ps]
     opt2 = getattr(optim, name)(ps2, **kw)
     opt2.load_state_dict(sd)
     run(ps, opt, grads[5:])
     run(ps2, opt2, grads[5:])
     for a, b in zip(ps, ps2):
-        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.array, b.array)
 
 
 def _rosenbrock_problem(lib, x0):
@@ -127,7 +127,7 @@ def test_lbfgs_matches_torch(line_search, kw):
         for _ in range(4):
             losses.append(float(opt.step(closure).detach()))
         st = opt.state[params[0]]
-        results[lib.__name__] = (losses, [np.array(p.detach().numpy() if lib is torch else p.data) for p in params],
+        results[lib.__name__] = (losses, [np.array(p.detach().numpy() if lib is torch else p.array) for p in params],
                                  evals[0], st["func_evals"], st["n_iter"])
     (l1, p1, e1, fe1, n1), (l2, p2, e2, fe2, n2) = results["handgrad"], results["torch"]
     assert (e1, fe1, n1) == (e2, fe2, n2)  # same number of closure calls and iterations
@@ -152,7 +152,7 @@ def test_lbfgs_strong_wolfe_solves_rosenbrock_like_torch():
 
         for _ in range(3):
             opt.step(closure)
-        out[lib.__name__] = np.array(x.detach().numpy() if lib is torch else x.data), opt.state[x]["func_evals"]
+        out[lib.__name__] = np.array(x.detach().numpy() if lib is torch else x.array), opt.state[x]["func_evals"]
     np.testing.assert_allclose(out["handgrad"][0], out["torch"][0], rtol=1e-10, atol=1e-12)
     assert out["handgrad"][1] == out["torch"][1]
     np.testing.assert_allclose(out["handgrad"][0], [1, 1, 1], atol=1e-5)
@@ -197,10 +197,10 @@ def test_lbfgs_state_dict_round_trips_through_a_checkpoint_and_resumes_identical
     buf = io.BytesIO()
     hg.save(opt.state_dict(), buf)
     buf.seek(0)
-    x2, opt2, closure2 = make(x.data)
+    x2, opt2, closure2 = make(x.array)
     opt2.load_state_dict(hg.load(buf))
     for _ in range(2):
         opt.step(closure)
         opt2.step(closure2)
-    np.testing.assert_array_equal(x.data, x2.data)
+    np.testing.assert_array_equal(x.array, x2.array)
     assert opt2.state[x2]["n_iter"] == opt.state[x]["n_iter"] > 3  # the resumed run really iterated

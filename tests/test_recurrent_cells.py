@@ -62,11 +62,11 @@ def test_matches_torch(kind, dtype, tol, batched, with_state):
         loss = term if loss is None else loss + term
     loss.backward()
 
-    pairs = [(o.data, t.detach().numpy()) for o, t in zip(h_out, out)] + [(hx_.grad.data, x.grad.numpy())]
+    pairs = [(o.array, t.detach().numpy()) for o, t in zip(h_out, out)] + [(hx_.grad.array, x.grad.numpy())]
     if states is not None:
-        pairs += [(s.grad.data, t.grad.numpy()) for s, t in zip(h_states, states)]
+        pairs += [(s.grad.array, t.grad.numpy()) for s, t in zip(h_states, states)]
     hp = dict(hm.named_parameters())
-    pairs += [(hp[k].grad.data, p.grad.numpy()) for k, p in tm.named_parameters()]
+    pairs += [(hp[k].grad.array, p.grad.numpy()) for k, p in tm.named_parameters()]
     for a, b in pairs:
         assert a.shape == b.shape and a.dtype == np.dtype(dtype)
         assert rel_err(a, b) <= tol
@@ -104,8 +104,8 @@ def test_decoding_step_by_step_equals_fused_layer():
     h = None
     for t in range(6):
         h = cell(x[t], h)
-        np.testing.assert_allclose(h.data, out.data[t], rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(h.data, hn.data[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(h.array, out.array[t], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h.array, hn.array[0], rtol=1e-12, atol=1e-14)
 
 
 def test_parameters_and_repr():
@@ -113,7 +113,7 @@ def test_parameters_and_repr():
     assert [(k, v.shape) for k, v in m.named_parameters()] == [("weight_ih", (80, 10)), ("weight_hh", (80, 20))]
     assert repr(m) == "LSTMCell(10, 20, bias=False)"
     assert repr(nn.RNNCell(2, 3, nonlinearity="relu")) == "RNNCell(2, 3, nonlinearity='relu')"
-    assert np.abs(nn.GRUCell(2, 16).weight_hh.data).max() <= 0.25
+    assert np.abs(nn.GRUCell(2, 16).weight_hh.array).max() <= 0.25
 
 
 def test_errors():

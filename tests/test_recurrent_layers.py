@@ -75,14 +75,14 @@ def run_both(kind, dtype, num_layers=1, bidirectional=False, batch_first=False, 
         h_loss = h_loss + (f * Tensor(g.numpy())).sum()
     h_loss.backward()
 
-    pairs = [("output", h_out.data, out.detach().numpy())]
-    pairs += [(f"final{i}", f.data, tf.detach().numpy()) for i, (f, tf) in enumerate(zip(h_fin, fin))]
-    pairs += [("grad input", hx_.grad.data, x.grad.numpy())]
+    pairs = [("output", h_out.array, out.detach().numpy())]
+    pairs += [(f"final{i}", f.array, tf.detach().numpy()) for i, (f, tf) in enumerate(zip(h_fin, fin))]
+    pairs += [("grad input", hx_.grad.array, x.grad.numpy())]
     if states is not None:
-        pairs += [(f"grad state{i}", s.grad.data, ts.grad.numpy()) for i, (s, ts) in enumerate(zip(h_states, states))]
+        pairs += [(f"grad state{i}", s.grad.array, ts.grad.numpy()) for i, (s, ts) in enumerate(zip(h_states, states))]
     hp = dict(hm.named_parameters())
     for name, p in tm.named_parameters():
-        pairs.append((f"grad {name}", hp[name].grad.data, p.grad.numpy()))
+        pairs.append((f"grad {name}", hp[name].grad.array, p.grad.numpy()))
     return pairs
 
 
@@ -133,15 +133,15 @@ def test_dropout_eval_is_identity_and_train_masks():
     m.eval()
     y0, _ = m(x)
     y1, _ = m(x)
-    np.testing.assert_array_equal(y0.data, y1.data)
+    np.testing.assert_array_equal(y0.array, y1.array)
     m.train()
     y2, _ = m(x)
     y3, _ = m(x)
-    assert np.abs(y2.data - y0.data).max() > 1e-3  # dropped units change the second layer's input
-    assert np.abs(y2.data - y3.data).max() > 1e-3  # a fresh mask per call
+    assert np.abs(y2.array - y0.array).max() > 1e-3  # dropped units change the second layer's input
+    assert np.abs(y2.array - y3.array).max() > 1e-3  # a fresh mask per call
     m1 = nn.LSTM(3, 8, num_layers=1, dropout=0.5).double()  # dropout only acts *between* layers
     m1.train()
-    np.testing.assert_array_equal(m1(x)[0].data, m1(x)[0].data)
+    np.testing.assert_array_equal(m1(x)[0].array, m1(x)[0].array)
 
 
 def test_unbatched_input_matches_torch():
@@ -155,8 +155,8 @@ def test_unbatched_input_matches_torch():
     o, n = hm(hx, hh0)
     assert o.shape == (T, 2 * H) and n.shape == (4, H)
     (o.sum() + (n * n).sum()).backward()
-    for a, b in [(o.data, out.detach().numpy()), (n.data, hn.detach().numpy()), (hx.grad.data, x.grad.numpy()),
-                 (hh0.grad.data, h0.grad.numpy())]:
+    for a, b in [(o.array, out.detach().numpy()), (n.array, hn.detach().numpy()), (hx.grad.array, x.grad.numpy()),
+                 (hh0.grad.array, h0.grad.numpy())]:
         assert rel_err(a, b) <= 1e-8
 
 
@@ -171,8 +171,8 @@ def test_parameter_names_shapes_and_init():
     assert m.weight_ih_l0.dtype == np.float32
     bound = 1 / np.sqrt(20)
     for p in m.parameters():
-        assert np.abs(p.data).max() <= bound
-        assert np.abs(p.data).max() > 0.8 * bound  # uniform over the whole interval, not a tiny range
+        assert np.abs(p.array).max() <= bound
+        assert np.abs(p.array).max() > 0.8 * bound  # uniform over the whole interval, not a tiny range
     assert repr(m) == "LSTM(10, 20, num_layers=2, bidirectional=True)"
     g = nn.GRU(4, 6, bias=False)
     assert [k for k, _ in g.named_parameters()] == ["weight_ih_l0", "weight_hh_l0"]
@@ -186,8 +186,8 @@ def test_no_bias_matches_torch():
     x = torch.randn(T, B, I, dtype=torch.float64)
     out, (hn, cn) = tm(x)
     o, (n, c) = hm(Tensor(x.numpy()))
-    assert rel_err(o.data, out.detach().numpy()) <= 1e-8
-    assert rel_err(c.data, cn.detach().numpy()) <= 1e-8
+    assert rel_err(o.array, out.detach().numpy()) <= 1e-8
+    assert rel_err(c.array, cn.detach().numpy()) <= 1e-8
 
 
 def test_lengths_semantics():
@@ -196,17 +196,17 @@ def test_lengths_semantics():
     m = nn.GRU(I, H).double()
     x = handgrad.randn(T, 2, I, dtype="float64")
     out, hn = m(x, lengths=[2, 5])
-    assert np.all(out.data[2:, 0] == 0)
-    np.testing.assert_allclose(hn.data[0, 0], out.data[1, 0], rtol=0, atol=0)
-    np.testing.assert_allclose(hn.data[0, 1], out.data[4, 1], rtol=0, atol=0)
+    assert np.all(out.array[2:, 0] == 0)
+    np.testing.assert_allclose(hn.array[0, 0], out.array[1, 0], rtol=0, atol=0)
+    np.testing.assert_allclose(hn.array[0, 1], out.array[4, 1], rtol=0, atol=0)
     short, hs = m(x[:2, :1])  # running only the valid steps gives the same numbers
-    np.testing.assert_allclose(hs.data[0, 0], hn.data[0, 0], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(hs.array[0, 0], hn.array[0, 0], rtol=1e-13, atol=0)
     as_tensor, _ = m(x, lengths=handgrad.tensor([2, 5]))  # a Tensor (or array) of lengths works the same
-    np.testing.assert_array_equal(as_tensor.data, out.data)
+    np.testing.assert_array_equal(as_tensor.array, out.array)
     # lengths all equal to T = no lengths
     full1, _ = m(x, lengths=[T, T])
     full2, _ = m(x)
-    np.testing.assert_array_equal(full1.data, full2.data)
+    np.testing.assert_array_equal(full1.array, full2.array)
 
 
 def test_float32_default_and_grad_mode():

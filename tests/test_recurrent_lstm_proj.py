@@ -45,17 +45,17 @@ def test_lstm_proj_matches_torch(kw, with_state, lengths):
         ot, _ = torch.nn.utils.rnn.pad_packed_sequence(po, batch_first=bf, total_length=T)
     assert oh.shape == tuple(ot.shape) and oh.shape[-1] == D * P and hh.shape == (L * D, B, P)
     for a, b in ((oh, ot), (hh, ht), (ch, ct)):
-        np.testing.assert_allclose(a.data, b.detach().numpy(), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(a.array, b.detach().numpy(), rtol=1e-12, atol=1e-13)
     w = [rng.standard_normal(t.shape) for t in (oh, hh, ch)]
     sum((t * hg.tensor(wi)).sum() for t, wi in zip((oh, hh, ch), w)).backward()
     sum((t * torch.tensor(wi)).sum() for t, wi in zip((ot, ht, ct), w)).backward()
-    np.testing.assert_allclose(xh.grad.data, xt.grad.numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(xh.grad.array, xt.grad.numpy(), rtol=1e-11, atol=1e-12)
     if with_state:
         for a, b in zip(sh, st):
-            np.testing.assert_allclose(a.grad.data, b.grad.numpy(), rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(a.grad.array, b.grad.numpy(), rtol=1e-11, atol=1e-12)
     tp = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad.data, tp[name].grad.numpy(), rtol=1e-11, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(p.grad.array, tp[name].grad.numpy(), rtol=1e-11, atol=1e-12, err_msg=name)
 
 
 def test_lstm_proj_is_one_fused_node_and_gradchecks():
@@ -80,7 +80,7 @@ def test_lstm_proj_unbatched_and_float32_large_inputs():
     ot, (ht, ct) = theirs(torch.tensor(x))
     assert oh.dtype == np.float32 and oh.shape == (6, 2) and hh.shape == (1, 2) and ch.shape == (1, 5)
     for a, b in ((oh, ot), (hh, ht), (ch, ct)):
-        np.testing.assert_allclose(a.data, b.detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a.array, b.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_lstm_proj_errors_like_torch():

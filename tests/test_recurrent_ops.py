@@ -60,9 +60,9 @@ def test_gradcheck_saturated_gates():
     x = Tensor(rng.standard_normal((3, 2, 2)) * 60, requires_grad=True)
     ws = params("lstm", 2, 2)
     out, h, c = lstm_sequence(x, None, *ws)
-    assert np.all(np.isfinite(out.data)) and np.all(np.abs(out.data) <= 1)
+    assert np.all(np.isfinite(out.array)) and np.all(np.abs(out.array) <= 1)
     (out.sum() + h.sum() + c.sum()).backward()
-    assert np.all(np.isfinite(x.grad.data))
+    assert np.all(np.isfinite(x.grad.array))
 
 
 def torch_unroll(kind, x, states, ws, lengths=None, reverse=False):
@@ -105,7 +105,7 @@ def test_matches_torch_cells_unrolled(kind, lengths, reverse):
 
     tx = torch.tensor(x_np, requires_grad=True)
     ts = [torch.tensor(s, requires_grad=True) for s in s_np]
-    tw = [torch.tensor(w.data, requires_grad=True) for w in ws]
+    tw = [torch.tensor(w.array, requires_grad=True) for w in ws]
     t_out, t_fin = torch_unroll(kind, tx, ts, tw, lengths, reverse)
     loss = (t_out * torch.tensor(g_out)).sum() + sum((f * torch.tensor(g)).sum() for f, g in zip(t_fin, g_fin))
     loss.backward()
@@ -118,14 +118,14 @@ def test_matches_torch_cells_unrolled(kind, lengths, reverse):
     for f, g in zip(res[1:], g_fin):
         h_loss = h_loss + (f * Tensor(g)).sum()
     h_loss.backward()
-    np.testing.assert_allclose(res[0].data, t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res[0].array, t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
     for f, tf in zip(res[1:], t_fin):
-        np.testing.assert_allclose(f.data, tf.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(hx.grad.data, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(f.array, tf.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hx.grad.array, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     for s, t in zip(hs, ts):
-        np.testing.assert_allclose(s.grad.data, t.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(s.grad.array, t.grad.numpy(), rtol=1e-10, atol=1e-12)
     for w, t in zip(ws, tw):
-        np.testing.assert_allclose(w.grad.data, t.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(w.grad.array, t.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_one_graph_node_per_sequence():
@@ -139,7 +139,7 @@ def test_one_graph_node_per_sequence():
 def test_float32_stays_float32():
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((5, 2, 3)).astype(np.float32), requires_grad=True)
-    ws = [Tensor(w.data.astype(np.float32), requires_grad=True) for w in params("gru", 3, 4)]
+    ws = [Tensor(w.array.astype(np.float32), requires_grad=True) for w in params("gru", 3, 4)]
     out, h = gru_sequence(x, None, *ws)
     out.sum().backward()
     assert out.dtype == h.dtype == x.grad.dtype == ws[0].grad.dtype == np.float32
@@ -191,22 +191,22 @@ def test_pooled_work_arrays_never_alias_live_results():
     ws = params("lstm", 3, 4, seed=8)
     x1 = Tensor(rng.standard_normal((6, 2, 3)), requires_grad=True)
     out1, h1, c1 = lstm_sequence(x1, None, *ws)
-    kept = [out1.data.copy(), h1.data.copy(), c1.data.copy()]
+    kept = [out1.array.copy(), h1.array.copy(), c1.array.copy()]
     (out1.sum() + c1.sum()).backward()  # frees the graph: internal arrays go back to the pool
-    g1 = x1.grad.data.copy()
+    g1 = x1.grad.array.copy()
     with handgrad.no_grad():  # no graph at all: arrays go back at the end of the forward
         for _ in range(3):
             lstm_sequence(Tensor(rng.standard_normal((6, 2, 3))), None, *ws)
     x2 = Tensor(rng.standard_normal((6, 2, 3)), requires_grad=True)
     out2, h2, c2 = lstm_sequence(x2, None, *ws)
     (out2.sum() + c2.sum()).backward()
-    for a, b in zip((out1.data, h1.data, c1.data, x1.grad.data), (*kept, g1)):
+    for a, b in zip((out1.array, h1.array, c1.array, x1.grad.array), (*kept, g1)):
         np.testing.assert_array_equal(a, b)
-    assert not np.shares_memory(out1.data, out2.data)
+    assert not np.shares_memory(out1.array, out2.array)
     # the same input again gives the same numbers (nothing stale leaks from a recycled buffer)
-    out3, h3, c3 = lstm_sequence(Tensor(x1.data), None, *ws)
-    np.testing.assert_array_equal(out3.data, kept[0])
-    np.testing.assert_array_equal(c3.data, kept[2])
+    out3, h3, c3 = lstm_sequence(Tensor(x1.array), None, *ws)
+    np.testing.assert_array_equal(out3.array, kept[0])
+    np.testing.assert_array_equal(c3.array, kept[2])
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
@@ -219,8 +219,8 @@ def test_backward_twice_with_retain_graph(kind):
     res = call(kind, x, None, ws, lengths=[5, 3])
     loss = (res[0] * res[0]).sum() + res[1].sum()
     loss.backward(retain_graph=True)
-    g1 = [x.grad.data.copy()] + [w.grad.data.copy() for w in ws]
+    g1 = [x.grad.array.copy()] + [w.grad.array.copy() for w in ws]
     loss.backward()  # the saved arrays survived the first backward; gradients accumulate
     for a, t in zip(g1, [x, *ws]):
-        np.testing.assert_allclose(t.grad.data, 2 * a, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(t.grad.array, 2 * a, rtol=1e-13, atol=0)
     clear_workspace()

@@ -388,13 +388,13 @@ def test_zoneout_rnn_gradcheck_in_training_mode():
     gy = np.random.default_rng(7).standard_normal((4, 2, 3))
 
     def f(warr):
-        w.data = warr
+        w.array = warr
         hg.manual_seed(22)
         return float((z(hg.tensor(x))[0].numpy() * gy).sum())
 
-    w0 = w.data.copy()
+    w0 = w.array.copy()
     num = numgrad(f, [w0.copy()])[0]
-    w.data, w.grad = w0, None
+    w.array, w.grad = w0, None
     hg.manual_seed(22)
     (z(hg.tensor(x))[0] * hg.tensor(gy)).sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), num, rtol=1e-6, atol=1e-9)
@@ -444,7 +444,7 @@ def test_regularized_rnn_without_dropout_matches_torch_stack():
     r = RegularizedRNN("LSTM", 3, 4, num_layers=2).double()
     for k in range(2):
         for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(r.layers[k], f"{n}_l0").data = getattr(tm, f"{n}_l{k}").detach().numpy().copy()
+            getattr(r.layers[k], f"{n}_l0").array = getattr(tm, f"{n}_l{k}").detach().numpy().copy()
     x = np.random.default_rng(8).standard_normal((5, 2, 3))
     h0 = np.random.default_rng(9).standard_normal((2, 2, 4))
     c0 = np.random.default_rng(10).standard_normal((2, 2, 4))

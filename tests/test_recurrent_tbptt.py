@@ -18,7 +18,7 @@ def test_detach_state_keeps_values_and_containers():
     h, c = a * 2, a * 3
     assert h.grad_fn is not None
     dh, dc = detach_state((h, c))
-    assert dh.grad_fn is None and not dh.requires_grad and dh.data is h.data and dc.data is c.data
+    assert dh.grad_fn is None and not dh.requires_grad and dh.array is h.array and dc.array is c.array
     nested = detach_state([h, {"c": c, "none": None}])
     assert isinstance(nested, list) and nested[1]["c"].grad_fn is None and nested[1]["none"] is None
     assert detach_state(None) is None
@@ -34,9 +34,9 @@ def test_windows():
     stream = np.arange(10 * 2).reshape(10, 2)
     wins = list(tbptt_windows(stream, bptt=4))
     assert [w[0].shape for w in wins] == [(4, 2), (4, 2), (1, 2)]
-    np.testing.assert_array_equal(wins[0][1].data, stream[1:5])
-    np.testing.assert_array_equal(wins[2][0].data, stream[8:9])
-    np.testing.assert_array_equal(wins[2][1].data, stream[9:10])
+    np.testing.assert_array_equal(wins[0][1].array, stream[1:5])
+    np.testing.assert_array_equal(wins[2][0].array, stream[8:9])
+    np.testing.assert_array_equal(wins[2][1].array, stream[9:10])
     with pytest.raises(ValueError, match=r"tbptt_windows: bptt must be a positive integer, got 0"):
         list(tbptt_windows(stream, 0))
     with pytest.raises(ValueError, match=r"tbptt_windows: the stream needs at least 2 steps"):
@@ -61,6 +61,6 @@ def test_truncated_bptt_matches_torch_window_by_window():
         h_state = detach_state(h_state)
         hout, h_state = hm(Tensor(x.numpy()), h_state)
         ((hout * hout).sum() + h_state[1].sum()).backward()
-        np.testing.assert_allclose(hout.data, out.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(hout.array, out.detach().numpy(), rtol=1e-10, atol=1e-12)
         for name, p in tm.named_parameters():  # the gradient of this window only: stopped at the boundary
-            np.testing.assert_allclose(getattr(hm, name).grad.data, p.grad.numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(getattr(hm, name).grad.array, p.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -65,7 +65,7 @@ def test_map_location_forms():
     for loc in (None, "cpu", {"cpu": "cpu"}, hg.device("cpu")):
         buf.seek(0)
         out = hg.load(buf, map_location=loc)
-        np.testing.assert_array_equal(out["w"].data, [1.0, 2.0])
+        np.testing.assert_array_equal(out["w"].array, [1.0, 2.0])
     buf.seek(0)
     with pytest.raises(TypeError, match="callable map_location"):
         hg.load(buf, map_location=lambda storage, loc: storage)

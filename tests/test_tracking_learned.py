@@ -43,7 +43,7 @@ def test_siamrpn_net_and_loss_match_torch(xcorr):
     hg.manual_seed(0)
     net = SiamRPNNet(xcorr=xcorr)
     for p in net.parameters():  # float64 weights for a tight comparison
-        p.data = p.data.astype(np.float64)
+        p.array = p.array.astype(np.float64)
     rng = np.random.default_rng(0)
     z, x = rng.normal(size=(2, 3, 32, 32)), rng.normal(size=(2, 3, 64, 64))
     anchors = make_anchors(64, 9, (0.5, 1.0, 2.0), 16)
@@ -97,7 +97,7 @@ def test_search_cnn_net_and_loss_match_torch():
     hg.manual_seed(1)
     net = SearchCNNNet()
     for p in net.parameters():
-        p.data = p.data.astype(np.float64)
+        p.array = p.array.astype(np.float64)
     rng = np.random.default_rng(1)
     z, x, t = rng.normal(size=(2, 3, 48, 48)), rng.normal(size=(2, 3, 48, 48)), rng.random((2, 4))
     out = net(hg.tensor(z), hg.tensor(x))

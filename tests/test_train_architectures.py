@@ -159,8 +159,8 @@ def test_mlp_dropout_is_inverted_and_train_only():
     handgrad.manual_seed(6)
     model = MLP(50, (400,), 1, dropout=0.5).double()
     with handgrad.no_grad():
-        model.layers[1].weight.data[...] = 1.0 / 400
-        model.layers[1].bias.data[...] = 0.0
+        model.layers[1].weight.array[...] = 1.0 / 400
+        model.layers[1].bias.array[...] = 0.0
         x = handgrad.tensor(numpy.abs(numpy.random.default_rng(5).normal(size=(200, 50))))
         model.eval()
         clean = model(x).numpy()

@@ -30,7 +30,7 @@ class Noisy(D.Dataset):
         return 8
 
     def __getitem__(self, i):
-        return np.random.random(), float(hg.rand(1).data[0])
+        return np.random.random(), float(hg.rand(1).array[0])
 
 
 class Crashing(D.Dataset):
@@ -70,14 +70,14 @@ def test_workers_preserve_order_and_content(workers):
     loader = D.DataLoader(Squares(), batch_size=4, num_workers=workers, pin_memory=True, timeout=30)
     xs, idx, wids = zip(*list(loader))
     assert len(xs) == len(loader) == 6
-    got = np.concatenate([i.data for i in idx])
+    got = np.concatenate([i.array for i in idx])
     np.testing.assert_array_equal(got, np.arange(23))
     for x, i in zip(xs, idx):
-        assert x.dtype == np.float32 and x.shape == (len(i.data), 2048)
-        np.testing.assert_array_equal(x.data, np.repeat(i.data[:, None], 2048, 1))
-    ids = np.concatenate([w.data for w in wids])
+        assert x.dtype == np.float32 and x.shape == (len(i.array), 2048)
+        np.testing.assert_array_equal(x.array, np.repeat(i.array[:, None], 2048, 1))
+    ids = np.concatenate([w.array for w in wids])
     if workers:
-        np.testing.assert_array_equal([w.data[0] for w in wids], [k % 3 for k in range(6)])  # round robin
+        np.testing.assert_array_equal([w.array[0] for w in wids], [k % 3 for k in range(6)])  # round robin
     else:
         assert (ids == -1).all()
 
@@ -89,7 +89,7 @@ def test_workers_with_shuffle_and_samplers_give_the_same_batches_as_in_process()
         runs = []
         for workers in (0, 2):
             hg.manual_seed(5)
-            runs.append([b[1].data.copy() for b in D.DataLoader(ds, num_workers=workers, timeout=30,
+            runs.append([b[1].array.copy() for b in D.DataLoader(ds, num_workers=workers, timeout=30,
                                                                  **(dict(batch_size=3) | kw if "batch_sampler" not in
                                                                     kw else kw))])
         assert len(runs[0]) == len(runs[1]) > 1
@@ -100,7 +100,7 @@ def test_workers_with_shuffle_and_samplers_give_the_same_batches_as_in_process()
 def test_workers_are_seeded_per_worker_and_reproducibly():
     def draws(seed):
         hg.manual_seed(seed)
-        return np.concatenate([np.stack([b[0].data, b[1].data], 1) for b in
+        return np.concatenate([np.stack([b[0].array, b[1].array], 1) for b in
                                D.DataLoader(Noisy(), batch_size=2, num_workers=2, timeout=30)])
 
     a, b, c = draws(1), draws(1), draws(2)
@@ -110,7 +110,7 @@ def test_workers_are_seeded_per_worker_and_reproducibly():
     seen = []
     loader = D.DataLoader(Noisy(), batch_size=4, num_workers=2, timeout=30,
                           worker_init_fn=lambda i: np.random.seed(100 + i))
-    first = [b[0].data for b in loader]
+    first = [b[0].array for b in loader]
     seen.append(first)
     np.testing.assert_allclose(first[0][0], np.random.RandomState(100).random_sample())
 
@@ -197,7 +197,7 @@ def test_module_apply_visits_children_first_in_pytorch_order():
     assert orders["handgrad"] == ["Linear", "ReLU", "Linear", "Sequential", "Tanh", "Linear", "Sequential"]
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     net.apply(lambda mod: nn.init.zeros_(mod.weight) if isinstance(mod, nn.Linear) else None)
-    assert all((p.data == 0).all() for n, p in net.named_parameters() if n.endswith("weight"))
+    assert all((p.array == 0).all() for n, p in net.named_parameters() if n.endswith("weight"))
 
 
 def _stream_class(lib):
@@ -224,7 +224,7 @@ def _stream_class(lib):
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 @pytest.mark.parametrize("workers,drop_last", [(0, False), (2, False), (3, True), (3, False)])
 def test_iterable_dataset_batches_like_torch(workers, drop_last):
-    ours = [b.data.tolist() for b in D.DataLoader(_stream_class(hg)(0, 17), batch_size=4, num_workers=workers,
+    ours = [b.array.tolist() for b in D.DataLoader(_stream_class(hg)(0, 17), batch_size=4, num_workers=workers,
                                                   drop_last=drop_last, timeout=30)]
     theirs = [b.tolist() for b in torch.utils.data.DataLoader(_stream_class(torch)(0, 17), batch_size=4,
                                                                num_workers=workers, drop_last=drop_last)]
@@ -241,7 +241,7 @@ def test_iterable_dataset_errors_and_chain():
         len(D.DataLoader(s))
     with pytest.raises(TypeError, match="cannot be indexed"):
         s[0]
-    chained = [b.data.tolist() for b in D.DataLoader(s + _stream_class(hg)(10, 12), batch_size=3)]
+    chained = [b.array.tolist() for b in D.DataLoader(s + _stream_class(hg)(10, 12), batch_size=3)]
     assert chained == [[0, 1, 2], [3, 4, 10], [11]]
     with pytest.raises(RuntimeError, match="raised ZeroDivisionError while fetching a batch: division by zero"):
         list(D.DataLoader(_Broken(), batch_size=2, num_workers=1, timeout=30))

@@ -137,7 +137,7 @@ class Fabric(nn.Module):
 
     def edge_norms(self) -> dict[Edge, float]:
         """Frobenius norm of each built edge's convolution weight (0 for a pruned edge)."""
-        return {e: (float((self.convs[_name(e)].weight.data ** 2).sum()) ** 0.5 if e in self.active else 0.0)
+        return {e: (float((self.convs[_name(e)].weight.array ** 2).sum()) ** 0.5 if e in self.active else 0.0)
                 for e in self.edge_keys}
 
     def prune(self, keep: Iterable[Edge]) -> None:

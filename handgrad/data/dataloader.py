@@ -42,7 +42,7 @@ def _stack(arrays: list[Any], where: str) -> Any:
 def _collate(batch: Sequence[Any], where: str) -> Any:
     elem = batch[0]
     if isinstance(elem, Tensor):
-        return Tensor(_stack([b.data for b in batch], where))
+        return Tensor(_stack([b.array for b in batch], where))
     xp = get_array_module(elem)
     if isinstance(elem, (numpy.ndarray, xp.ndarray)):
         if elem.dtype.kind in "OUS":

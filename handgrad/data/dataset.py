@@ -49,7 +49,7 @@ class Dataset:
 
 
 def _as_host_array(t: Any) -> Any:
-    return t.data if isinstance(t, Tensor) else (t if hasattr(t, "shape") else numpy.asarray(t))
+    return t.array if isinstance(t, Tensor) else (t if hasattr(t, "shape") else numpy.asarray(t))
 
 
 class TensorDataset(Dataset):

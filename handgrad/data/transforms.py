@@ -30,7 +30,7 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 
 
 def _unwrap(x: Any) -> tuple[Any, bool]:
-    return (x.data, True) if isinstance(x, Tensor) else (x, False)
+    return (x.array, True) if isinstance(x, Tensor) else (x, False)
 
 
 def _wrap(a: Any, was_tensor: bool) -> Any:

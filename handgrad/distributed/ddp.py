@@ -95,7 +95,7 @@ def broadcast_parameters(model: Any, root: int = 0, comm: Any = None) -> None:
     if comm.Get_size() == 1:
         return
     for _, t in _tensors(model):
-        _bcast_array(t.data, comm, root)
+        _bcast_array(t.array, comm, root)
 
 
 class DistributedDataParallel(Updater):
@@ -184,7 +184,7 @@ class DistributedDataParallel(Updater):
         A parameter without a gradient on some rank but with one elsewhere gets zeros there first, so that
         all ranks take the same step; one without a gradient on every rank is left without one."""
         params = [p for p in self.model.parameters() if getattr(p, "requires_grad", True)]
-        if self.world_size == 1 and not any(p.grad is not None and type(p.grad.data) is not numpy.ndarray
+        if self.world_size == 1 and not any(p.grad is not None and type(p.grad.array) is not numpy.ndarray
                                             for p in params):
             return  # nothing to average; (device gradients still take the host round trip below, as a check)
         has = numpy.array([p.grad is not None for p in params], dtype=numpy.float64)
@@ -195,9 +195,9 @@ class DistributedDataParallel(Updater):
             if n == 0:
                 continue
             if p.grad is None:
-                xp = get_array_module(p.data)
-                p.grad = Tensor(xp.zeros_like(p.data))
-            grads.append(p.grad.data)
+                xp = get_array_module(p.array)
+                p.grad = Tensor(xp.zeros_like(p.array))
+            grads.append(p.grad.array)
         self._reduce_arrays(grads[::-1])  # last layers first, as their gradients are ready first
 
     def _reduce_arrays(self, arrays: list[Any]) -> None:

@@ -110,8 +110,8 @@ def sync_batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Ten
     """``F.batch_norm`` with global-batch statistics in training (see the module docstring)."""
     _check_batch_norm("sync_batch_norm", input, running_mean, running_var, weight, bias, training)
     inputs, present = _optional(input, weight, bias)
-    fn = SyncBatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.data,
-                               None if running_var is None else running_var.data, float(momentum), float(eps),
+    fn = SyncBatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.array,
+                               None if running_var is None else running_var.array, float(momentum), float(eps),
                                comm or _comm.get_comm())
     return fn(*inputs)
 
@@ -128,8 +128,8 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data += 1
-            factor = 1.0 / float(self.num_batches_tracked.data) if self.momentum is None else self.momentum
+            self.num_batches_tracked.array += 1
+            factor = 1.0 / float(self.num_batches_tracked.array) if self.momentum is None else self.momentum
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
         use_running = not self.training or self.track_running_stats
         return sync_batch_norm(input, self.running_mean if use_running else None,

@@ -22,9 +22,9 @@ def accumulate_grad(t: Tensor, g: Any) -> None:
     later accumulations write into ``t.grad`` in place.
     """
     if t.grad is None:
-        t.grad = _make(g.astype(t.data.dtype, copy=True), None, 0)
+        t.grad = _make(g.astype(t.array.dtype, copy=True), None, 0)
     else:
-        t.grad.data += g
+        t.grad.array += g
 
 
 def _freed_error(fn: Function) -> RuntimeError:
@@ -83,13 +83,13 @@ def run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> N
         for t, need, gx in zip(inputs, fn.needs_input_grad, gxs):
             if not need or gx is None:
                 continue
-            if gx.shape != t.data.shape:
+            if gx.shape != t.array.shape:
                 raise RuntimeError(
                     f"{fn.name}.backward returned a gradient of shape {tuple(gx.shape)} "
                     f"for an input of shape {t.shape}"
                 )
-            if gx.dtype != t.data.dtype:  # e.g. a float64 constant promoted a float32 gradient: cast back
-                gx = gx.astype(t.data.dtype)
+            if gx.dtype != t.array.dtype:  # e.g. a float64 constant promoted a float32 gradient: cast back
+                gx = gx.astype(t.array.dtype)
             c = t._creator
             if c is None:
                 accumulate_grad(t, gx)

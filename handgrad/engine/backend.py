@@ -184,7 +184,7 @@ def parse_to_args(owner: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         raise TypeError(f"{owner}: expected at most a device and a dtype, got {len(args)} positional arguments")
     for a in args:
         if isinstance(a, _Tensor):
-            dev, dtype = device_of_array(a.data), a.dtype
+            dev, dtype = device_of_array(a.array), a.dtype
         elif is_device_spec(a):
             dev = a
         elif a is not None:
@@ -236,7 +236,7 @@ def module_device(module: Any) -> Device:
     """The device of a model: that of its first parameter (or buffer); the CPU for one with neither. For
     library code that feeds a model host data (decoding, sampling, evaluation)."""
     for t in (*module.parameters(), *(b for b in getattr(module, "buffers", tuple)() if b is not None)):
-        return device_of_array(t.data)
+        return device_of_array(t.array)
     return CPU
 
 

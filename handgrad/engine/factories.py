@@ -72,7 +72,7 @@ def empty(*size: Any, dtype: Any = None, device: DeviceLike = None, requires_gra
 
 
 def _like(t: Tensor, dtype: Any, device: DeviceLike) -> tuple[Any, Any]:
-    dev = device_of_array(t.data) if device is None else get_device(device)
+    dev = device_of_array(t.array) if device is None else get_device(device)
     return dev, (t.dtype if dtype is None else to_dtype(dtype, "dtype"))
 
 

@@ -60,27 +60,27 @@ class Function:
             x = inputs[0]
             record = x.requires_grad and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = _TRUE1 if record else _FALSE1
-            outs = self.forward(x.data)
+            outs = self.forward(x.array)
         elif n == 2:
             a, b = inputs
-            if type(a.data) is not type(b.data) or _cupy_ndarray is not None:
+            if type(a.array) is not type(b.array) or _cupy_ndarray is not None:
                 _check_same_device(self, inputs)
             ra, rb = a.requires_grad, b.requires_grad
             record = (ra or rb) and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = (ra, rb) if record else _FALSE2
-            outs = self.forward(a.data, b.data)
+            outs = self.forward(a.array, b.array)
         else:
             _check_same_device(self, inputs)
             needs = tuple([t.requires_grad for t in inputs])
             record = True in needs and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = needs if record else (False,) * n
-            outs = self.forward(*[t.data for t in inputs])
+            outs = self.forward(*[t.array for t in inputs])
         if anomaly_on[0] and state.anomaly:
             self.origin = _user_line()
             _check_finite(self, outs if type(outs) is tuple else (outs,), "forward")
         if type(outs) is not tuple:
             t = _object_new(_tensor_cls)
-            t.data = outs
+            t.array = outs
             t.grad = None
             t._output_index = 0
             if record and outs.dtype.kind in "fc":
@@ -131,7 +131,7 @@ def _check_same_device(fn: Function, inputs: tuple[Tensor, ...]) -> None:
     GPUs, is present), so plain NumPy ops pay one type comparison."""
     first = None
     for i, t in enumerate(inputs):
-        d = device_of_array(t.data, None)
+        d = device_of_array(t.array, None)
         if d is None:
             continue
         if first is None:
@@ -181,10 +181,10 @@ def check_backward_finite(fn: Function, grads: Any) -> None:
     usually means an op promotes float32 to float64 by accident)."""
     _check_finite(fn, grads, "backward")
     for i, (t, g) in enumerate(zip(fn.inputs or (), grads)):
-        if g is not None and g.dtype != t.data.dtype:
+        if g is not None and g.dtype != t.array.dtype:
             raise TypeError(
                 f"detect_anomaly: {fn.name}.backward returned a {g.dtype} gradient for input {i} of dtype "
-                f"{t.data.dtype}; the op was created at {fn.origin or '<unknown>'}"
+                f"{t.array.dtype}; the op was created at {fn.origin or '<unknown>'}"
             )
 
 

@@ -112,7 +112,7 @@ def gradcheck(
             warnings.warn(f"gradcheck: input {i} is {args[i].dtype}, not float64: finite differences will be "
                           "inaccurate", stacklevel=2)
         # private leaf copies: perturbing them and filling .grad leaves the caller's tensors alone
-        leaf = Tensor._from_op(args[i].data.copy(), None, 0)
+        leaf = Tensor._from_op(args[i].array.copy(), None, 0)
         leaf.requires_grad = True
         args[i] = leaf
     rng = numpy.random.default_rng(seed)
@@ -126,7 +126,7 @@ def gradcheck(
     us = numpy.eye(m) if full else rng.standard_normal((_N_RANDOM_VJPS, m))
     analytic = [_vjp(fn, args, u, wrt) for u in us]  # analytic[r][k]: u_r^T J for input wrt[k]
     for k, i in enumerate(wrt):
-        data = args[i].data
+        data = args[i].array
         flat = data.reshape(-1)  # a view: writes go into the leaf
         if not numpy.shares_memory(flat, data):  # pragma: no cover - non-contiguous copy
             raise RuntimeError("gradcheck: could not perturb the input in place")
@@ -159,7 +159,7 @@ def _check_directions(fn: Callable[..., Any], args: list[Any], wrt: list[int], m
     u = rng.standard_normal(m)
     grads = _vjp(fn, args, u, wrt)
     for g, i in zip(grads, wrt):
-        data = args[i].data
+        data = args[i].array
         base = data.copy()
         for r in range(k):
             v = rng.standard_normal(data.shape)

@@ -82,7 +82,7 @@ def check_versions(fn: Function) -> None:
     Called by the backward sweep for nodes older than the latest in-place write."""
     for i, t in enumerate(fn.inputs or ()):
         vc = getattr(t, "_vc", None)
-        if vc is not None and vc[1] > fn.seq and _saves(fn, t.data):
+        if vc is not None and vc[1] > fn.seq and _saves(fn, t.array):
             raise _error(_describe(t), f"input {i}", fn, vc[0])
     clobbered = fn.__dict__.get("_clobbered")
     if clobbered is not None:
@@ -92,14 +92,14 @@ def check_versions(fn: Function) -> None:
 
 def _write(op: str, t: Tensor, arr: Any) -> None:
     """Copy ``arr`` into ``t``'s array (same shape; a same-kind cast, as PyTorch allows)."""
-    xp = get_array_module(t.data)
+    xp = get_array_module(t.array)
     if tuple(arr.shape) != t.shape:
         raise RuntimeError(f"{op}: the result has shape {tuple(arr.shape)}, which does not match the tensor of "
                            f"shape {t.shape} written in place (an in-place op cannot broadcast its own tensor)")
     if arr.dtype != t.dtype and not xp.can_cast(arr.dtype, t.dtype, casting="same_kind"):
         raise RuntimeError(f"{op}: result type {arr.dtype} can't be cast to the desired output type {t.dtype}")
     try:
-        xp.copyto(t.data, arr, casting="unsafe")
+        xp.copyto(t.array, arr, casting="unsafe")
     except ValueError as e:  # a read-only array (a broadcast view, an expand)
         raise RuntimeError(f"{op}: cannot write into this tensor in place ({e}); clone() it first") from None
 
@@ -107,7 +107,7 @@ def _write(op: str, t: Tensor, arr: Any) -> None:
 def _mark_clobbered(old: Function | None, index: int, t: Tensor) -> None:
     """If node ``old`` (``t``'s creator before the write) kept ``t``'s array for its backward (exp and sigmoid
     keep their output y), make its backward raise (``check_versions``)."""
-    if old is not None and old.inputs is not None and _saves(old, t.data):
+    if old is not None and old.inputs is not None and _saves(old, t.array):
         old.__dict__["_clobbered"] = (index, _describe(t), version_counter(t)[0] + 1)
 
 
@@ -117,11 +117,11 @@ def _refuse_graph_view(op: str, old: Function | None, t: Tensor) -> None:
     the base's gradient would silently be wrong. Refuse clearly instead."""
     if old is None or not old.inputs:
         return
-    shares = getattr(get_array_module(t.data), "may_share_memory", None)
+    shares = getattr(get_array_module(t.array), "may_share_memory", None)
     if shares is None:
         return
     for base in old.inputs:
-        if base.requires_grad and base.data is not t.data and shares(base.data, t.data):
+        if base.requires_grad and base.array is not t.array and shares(base.array, t.array):
             raise RuntimeError(
                 f"{op}: in-place write into a view (made by {old.name}) of a tensor of shape {base.shape} that "
                 "requires grad: handgrad does not rewrite the base's graph as PyTorch does, so its gradient "
@@ -147,15 +147,15 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
     if not graph:
         with no_grad():
             r = compute(t)
-        _write(op, t, r.data)
+        _write(op, t, r.array)
         _mark_clobbered(old, index, t)  # a non-leaf written under no_grad keeps its creator: check it too
         bump(t)
         return t
     _refuse_graph_view(op, old, t)
-    prev = type(t)._from_op(t.data.copy(), old, index)  # the old value, still made by the old node
+    prev = type(t)._from_op(t.array.copy(), old, index)  # the old value, still made by the old node
     prev.requires_grad = t.requires_grad
     r = compute(prev)
-    _write(op, t, r.data)
+    _write(op, t, r.array)
     _mark_clobbered(old, index, t)
     t._creator, t._output_index, t.requires_grad = r._creator, r._output_index, r.requires_grad
     bump(t)
@@ -164,9 +164,9 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
 
 def check_viewable(t: Tensor, shape: Any) -> None:
     """PyTorch's ``view`` error when ``t``'s data cannot be reshaped to ``shape`` without a copy."""
-    xp = get_array_module(t.data)
+    xp = get_array_module(t.array)
     try:
-        xp.reshape(t.data, tuple(int(s) for s in shape), copy=False)
+        xp.reshape(t.array, tuple(int(s) for s in shape), copy=False)
     except TypeError:  # an array module without reshape(copy=): let reshape decide
         return
     except ValueError as e:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def _to_array(data: Any, dtype: Any = None) -> Any:
     """Turn Python data or an array into an array; Python floats get the default float dtype."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     if dtype is not None:
         dtype = to_dtype(dtype, "tensor")
     xp = get_array_module(data)
@@ -50,19 +50,21 @@ def _to_array(data: Any, dtype: Any = None) -> Any:
 class Tensor(TensorMethods, TensorInplaceMethods):
     """An n-dimensional array that records the ops applied to it, so gradients can flow back.
 
-    ``data`` is the underlying NumPy (or CuPy) array. ``grad`` is a Tensor filled by ``backward`` for
-    leaves with ``requires_grad=True``.
+    ``array`` is the underlying NumPy (or CuPy) array (Chainer's ``Variable.array``). ``data`` is, as in
+    PyTorch, a Tensor sharing that memory but cut from the graph and from the version counter, so
+    ``w.data.uniform_(-a, a)`` initialises ``w`` in place without autograd seeing it. ``grad`` is a Tensor
+    filled by ``backward`` for leaves with ``requires_grad=True``.
     """
 
     # _vc: the version counter [version, stamp] of in-place writes, created on the first one (engine/inplace.py)
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "_output_index", "_vc", "__weakref__")
+    __slots__ = ("array", "grad", "requires_grad", "_creator", "_output_index", "_vc", "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
-        self.data = _to_array(data, dtype)
+        self.array = _to_array(data, dtype)
         self.grad: Tensor | None = None
-        if requires_grad and self.data.dtype.kind not in "fc":
-            raise TypeError(f"only floating tensors can require gradients, got dtype {self.data.dtype}")
+        if requires_grad and self.array.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.array.dtype}")
         self.requires_grad = bool(requires_grad)
         self._creator: Function | None = None
         self._output_index = 0
@@ -71,7 +73,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def _from_op(cls, data: Any, creator: Function | None, index: int) -> Tensor:
         """A tensor made by an op (``creator``, its output ``index``), or a leaf when ``creator`` is None."""
         t = object.__new__(cls)
-        t.data = data
+        t.array = data
         t.grad = None
         t.requires_grad = creator is not None
         t._creator = creator
@@ -81,15 +83,15 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     # -- basic facts -----------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return tuple(self.array.shape)
 
     @property
     def dtype(self) -> numpy.dtype:
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def is_leaf(self) -> bool:
@@ -103,28 +105,28 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         return self.shape if dim is None else self.shape[dim]
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self.array.size)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.array)
 
     @property
     def device(self) -> Device:
         """Where the data lives: ``device(type='cpu')``, ``'cuda:N'`` or the test suite's ``'strict'``."""
-        return device_of_array(self.data)
+        return device_of_array(self.array)
 
     def numpy(self) -> numpy.ndarray:
         """The data as a NumPy array: shared, not copied, on the CPU; copied to the host from a device (an
         explicit transfer, as ``t.cpu().numpy()`` in PyTorch)."""
-        return to_host(self.data)
+        return to_host(self.array)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> numpy.ndarray:
         """``numpy.asarray(t)`` gives the data (shared where possible), like PyTorch's CPU tensors. A tensor on
         another device refuses, as PyTorch's CUDA tensors do: host work converts explicitly (``.numpy()``)."""
-        if type(self.data) is not numpy.ndarray and not isinstance(self.data, numpy.generic):
+        if type(self.array) is not numpy.ndarray and not isinstance(self.array, numpy.generic):
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array implicitly; "
                             "use .numpy() or .cpu() to copy it to the host first")
         a = self.numpy()
@@ -133,14 +135,25 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         return a.copy() if copy else a
 
     def item(self) -> Any:
-        return self.data.item()
+        return self.array.item()
 
     def tolist(self) -> Any:
-        return self.data.tolist()
+        return self.array.tolist()
+
+    @property
+    def data(self) -> Tensor:
+        """PyTorch's ``t.data``: a leaf sharing this tensor's memory, with no graph and its own version
+        counter (writes through it are not seen by autograd, which is the point of ``.data``)."""
+        return Tensor._from_op(self.array, None, 0)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        # ``p.data = t`` makes p share t's memory (shape and dtype may change), as in PyTorch
+        self.array = value.array if isinstance(value, Tensor) else _to_array(value)
 
     def detach(self) -> Tensor:
         """A new leaf sharing the data (and the version counter of in-place writes), cut from the graph."""
-        t = Tensor._from_op(self.data, None, 0)
+        t = Tensor._from_op(self.array, None, 0)
         t._vc = version_counter(self)
         return t
 
@@ -150,8 +163,8 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
             raise RuntimeError("requires_grad_: only leaf tensors can change requires_grad")
-        if requires_grad and self.data.dtype.kind not in "fc":
-            raise TypeError(f"only floating tensors can require gradients, got dtype {self.data.dtype}")
+        if requires_grad and self.array.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.array.dtype}")
         self.requires_grad = requires_grad
         return self
 
@@ -163,7 +176,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         t = self
         if dtype is not None:
             t = _ops.cast(t, dtype)
-        if device is not None and device != device_of_array(t.data):
+        if device is not None and device != device_of_array(t.array):
             t = _to_device(t, device)
         return t
 
@@ -182,7 +195,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         return self.to(other.dtype)
 
     def is_floating_point(self) -> bool:
-        return self.data.dtype.kind == "f"
+        return self.array.dtype.kind == "f"
 
     def __repr__(self) -> str:
         # prefix: numpy indents the rows after the first by its length, so they line up under the first
@@ -192,16 +205,16 @@ class Tensor(TensorMethods, TensorInplaceMethods):
             extra = f", grad_fn={self._creator.name}"
         elif self.requires_grad:
             extra = ", requires_grad=True"
-        dev = device_of_array(self.data)
+        dev = device_of_array(self.array)
         where = "" if dev is CPU else f", device='{dev}'"
         return f"tensor({body}{where}, dtype={self.dtype}{extra})"
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:  # e.g. ``if a == b:`` on tensors: == is elementwise, as in PyTorch
-            what = "no values" if self.data.size == 0 else "more than one value"
+        if self.array.size != 1:  # e.g. ``if a == b:`` on tensors: == is elementwise, as in PyTorch
+            what = "no values" if self.array.size == 0 else "more than one value"
             raise RuntimeError(f"Boolean value of Tensor with {what} is ambiguous (shape {self.shape}); "
                                "use .any(), .all() or handgrad.equal(a, b)")
-        return bool(self.data)
+        return bool(self.array)
 
     def __float__(self) -> float:
         return float(self._scalar("float"))
@@ -212,10 +225,10 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def _scalar(self, what: str) -> Any:
         """The one element of a one-element tensor of any shape (NumPy 2 refuses float() of a (1,) array;
         PyTorch does not)."""
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise TypeError(f"{what}(): only one element tensors can be converted to Python scalars, got shape "
                             f"{self.shape}")
-        return self.data.item()
+        return self.array.item()
 
     # -- autodiff --------------------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
@@ -226,16 +239,16 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn")
-        xp = get_array_module(self.data)
+        xp = get_array_module(self.array)
         if grad is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implied only for a one-element tensor, got shape {self.shape}"
                 )
-            g = xp.ones_like(self.data)
+            g = xp.ones_like(self.array)
         else:
             g = _to_array(grad, self.dtype)
-            if g.shape != self.data.shape:
+            if g.shape != self.array.shape:
                 raise ValueError(f"backward: grad has shape {tuple(g.shape)} but the tensor has {self.shape}")
         if self._creator is None:
             accumulate_grad(self, g)
@@ -485,7 +498,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
 def _make(data: Any, creator: Function | None, index: int) -> Tensor:
     """``Tensor._from_op`` without the classmethod lookup: the constructor on every op's hot path."""
     t = _object_new(Tensor)
-    t.data = data
+    t.array = data
     t.grad = None
     t.requires_grad = creator is not None
     t._creator = creator

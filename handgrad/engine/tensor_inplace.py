@@ -68,7 +68,7 @@ class TensorInplaceMethods:
 
     # -- writes ---------------------------------------------------------------------------------------------
     def fill_(self, value: Any) -> Tensor:
-        v = value.data if hasattr(value, "data") and hasattr(value, "requires_grad") else value
+        v = value.array if hasattr(value, "array") and hasattr(value, "requires_grad") else value
         return self._inplace("fill_", lambda t: _ops().fill(t, v))
 
     def zero_(self) -> Tensor:

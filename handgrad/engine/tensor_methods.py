@@ -119,13 +119,13 @@ class TensorMethods:
 
     # -- logical operators on bool (and integer) tensors -----------------------------------------------------
     def _logical(self, other: Any, ufunc: str) -> Tensor:
-        xp = _tensor_module.get_array_module(self.data)  # type: ignore[attr-defined]
-        rhs = other.data if isinstance(other, _tensor_module.Tensor) else other
-        return _tensor_module.Tensor._from_op(getattr(xp, ufunc)(self.data, rhs), None, 0)  # type: ignore
+        xp = _tensor_module.get_array_module(self.array)  # type: ignore[attr-defined]
+        rhs = other.array if isinstance(other, _tensor_module.Tensor) else other
+        return _tensor_module.Tensor._from_op(getattr(xp, ufunc)(self.array, rhs), None, 0)  # type: ignore
 
     def __invert__(self) -> Tensor:
-        xp = _tensor_module.get_array_module(self.data)  # type: ignore[attr-defined]
-        return _tensor_module.Tensor._from_op(xp.invert(self.data), None, 0)  # type: ignore[attr-defined]
+        xp = _tensor_module.get_array_module(self.array)  # type: ignore[attr-defined]
+        return _tensor_module.Tensor._from_op(xp.invert(self.array), None, 0)  # type: ignore[attr-defined]
 
     def __and__(self, other: Any) -> Tensor:
         return self._logical(other, "bitwise_and")
@@ -139,8 +139,8 @@ class TensorMethods:
     __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
 
     def logical_not(self) -> Tensor:
-        xp = _tensor_module.get_array_module(self.data)  # type: ignore[attr-defined]
-        return _tensor_module.Tensor._from_op(xp.logical_not(self.data), None, 0)  # type: ignore[attr-defined]
+        xp = _tensor_module.get_array_module(self.array)  # type: ignore[attr-defined]
+        return _tensor_module.Tensor._from_op(xp.logical_not(self.array), None, 0)  # type: ignore[attr-defined]
 
     def logical_and(self, other: Any) -> Tensor:
         return self._logical(other, "logical_and")
@@ -150,12 +150,12 @@ class TensorMethods:
 
     def any(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         return _tensor_module.Tensor._from_op(  # type: ignore[attr-defined]
-            _tensor_module.get_array_module(self.data).asarray(self.data.any(axis=dim, keepdims=keepdim)),
+            _tensor_module.get_array_module(self.array).asarray(self.array.any(axis=dim, keepdims=keepdim)),
             None, 0)
 
     def all(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         return _tensor_module.Tensor._from_op(  # type: ignore[attr-defined]
-            _tensor_module.get_array_module(self.data).asarray(self.data.all(axis=dim, keepdims=keepdim)),
+            _tensor_module.get_array_module(self.array).asarray(self.array.all(axis=dim, keepdims=keepdim)),
             None, 0)
 
     # -- layout ---------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class TensorMethods:
         return self if self.ndim < 2 else _ops().transpose(self, 0, 1)  # type: ignore[attr-defined]
 
     def is_contiguous(self) -> bool:
-        return bool(self.data.flags.c_contiguous)  # type: ignore[attr-defined]
+        return bool(self.array.flags.c_contiguous)  # type: ignore[attr-defined]
 
     def contiguous(self) -> Tensor:
         """``self`` when its data is C-contiguous, else a contiguous copy (differentiable)."""
@@ -258,8 +258,8 @@ class TensorMethods:
     def __format__(self, spec: str) -> str:
         """``format(t, '.3f')`` / f-strings format a one-element tensor's value (others only with an empty
         spec: their repr), as PyTorch."""
-        if self.data.size == 1 and spec:  # type: ignore[attr-defined]
-            return format(self.data.item(), spec)  # type: ignore[attr-defined]
+        if self.array.size == 1 and spec:  # type: ignore[attr-defined]
+            return format(self.array.item(), spec)  # type: ignore[attr-defined]
         if spec:
             raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {self.shape}: only "  # type: ignore[attr-defined]  # noqa: E501
                             "one-element tensors take a format spec")

@@ -50,9 +50,9 @@ def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     saved = [m.momentum for m in norms]
     for m in norms:
-        m.running_mean.data[...] = 0
-        m.running_var.data[...] = 1
-        m.num_batches_tracked.data[...] = 0
+        m.running_mean.array[...] = 0
+        m.running_var.array[...] = 1
+        m.num_batches_tracked.array[...] = 0
         m.momentum = None  # cumulative average
     model.train()
     with no_grad():

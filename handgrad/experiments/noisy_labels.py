@@ -142,7 +142,7 @@ def run(opts: Any) -> dict[str, Any]:
         y_net = _mlp(opts.hidden, 10)
         y_net.load_state_dict(clean_state)
         z_net = _mlp(64, 3)
-        z_net[-1].bias.data[...] = numpy.log(numpy.array([0.6, 0.2, 0.2], numpy.float32))
+        z_net[-1].bias.array[...] = numpy.log(numpy.array([0.6, 0.2, 0.2], numpy.float32))
         C0 = confusion_from_pairs(y_pool[clean_mask], noisy[clean_mask], 10, smoothing=1.0)
         model = NoisyLabelModel(y_net, z_net, 10, C0)
         known = numpy.where(clean_mask, y_pool, -1)

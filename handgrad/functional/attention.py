@@ -102,7 +102,7 @@ class ScaledDotProductAttentionFunction(Function):
 
 def _additive_mask(op: str, attn_mask: Any, is_causal: bool, L: int, S: int, like: Tensor) -> Tensor | None:
     """The mask as an additive float Tensor (bool True = keep -> 0, False -> -inf), causal part included."""
-    xp = get_array_module(like.data)
+    xp = get_array_module(like.array)
     neg_inf = like.dtype.type(-math.inf)
     if is_causal:
         if attn_mask is not None:
@@ -118,7 +118,7 @@ def _additive_mask(op: str, attn_mask: Any, is_causal: bool, L: int, S: int, lik
             f"{op}: attn_mask of shape {attn_mask.shape} is not broadcastable to the (..., L={L}, S={S}) scores"
         )
     if attn_mask.dtype.kind == "b":
-        return Tensor(xp.where(attn_mask.data, like.dtype.type(0), neg_inf))
+        return Tensor(xp.where(attn_mask.array, like.dtype.type(0), neg_inf))
     if attn_mask.dtype != like.dtype:
         raise TypeError(f"{op}: a float attn_mask must have the query's dtype {like.dtype}, got {attn_mask.dtype}")
     return attn_mask

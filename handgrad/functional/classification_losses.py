@@ -37,7 +37,7 @@ def _class_inputs(
     if input.ndim == 0:
         raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
     c = input.shape[0] if input.ndim == 1 else input.shape[1]
-    return reduction, target, _weight_array(op, weight, c, input.data)
+    return reduction, target, _weight_array(op, weight, c, input.array)
 
 
 def _class_target(op: str, input: Tensor, target: Tensor, ignore_index: int) -> tuple[Any, Any]:
@@ -56,9 +56,9 @@ def _class_target(op: str, input: Tensor, target: Tensor, ignore_index: int) -> 
             f"{op}: input {input.shape} expects a target of shape {expected} (class indices) or {input.shape} "
             f"(class probabilities), got {target.shape}"
         )
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     c = input.shape[0] if input.ndim == 1 else input.shape[1]
-    t = target.data
+    t = target.array
     valid = t != ignore_index
     bad = valid & ((t < 0) | (t >= c))
     if bool(bad.any()):
@@ -240,7 +240,7 @@ def sequence_cross_entropy(logits: Tensor, targets: Any, ignore_index: int = -10
     ignore_index=ignore_index)`` with the shapes and ids checked under the caller's name ``op`` (the seq2seq
     loss ignores ``<pad>``, the tagger its unlabelled steps). Every target ignored gives ``nan``, as in PyTorch.
     """
-    t = targets.data if isinstance(targets, Tensor) else numpy.asarray(targets)
+    t = targets.array if isinstance(targets, Tensor) else numpy.asarray(targets)
     if logits.ndim != 3 or tuple(logits.shape[:2]) != tuple(t.shape):
         raise ValueError(f"{op}: logits {logits.shape} do not match targets {tuple(t.shape)} "
                          "(expected (B, T, V) and (B, T))")

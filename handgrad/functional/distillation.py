@@ -107,13 +107,13 @@ def distillation_loss(
         raise ValueError(f"{op}: alpha must be in [0, 1], got {alpha}")
     check_reduction(op, reduction)
     n, c = student_logits.shape
-    xp = get_array_module(student_logits.data)
+    xp = get_array_module(student_logits.array)
     if target is None:
         if alpha != 1.0:
             raise ValueError(f"{op}: target=None (no hard labels) needs alpha=1, got alpha={alpha}")
         y = xp.zeros(n, xp.int64)
     else:
-        y = target.data if isinstance(target, Tensor) else xp.asarray(target)
+        y = target.array if isinstance(target, Tensor) else xp.asarray(target)
         if y.shape != (n,) or y.dtype.kind not in "iu":
             raise ValueError(f"{op}: target must be (N,) = ({n},) integer class indices, got {y.shape} {y.dtype}")
         if n and (int(y.min()) < 0 or int(y.max()) >= c):

@@ -27,13 +27,13 @@ def dropout_mask(x: Tensor, p: float, mask_shape: tuple[int, ...], sample_dtype:
     to ``x``) in ``x``'s dtype and array module; all zeros for ``p = 1``. The uniforms are drawn in ``x``'s
     dtype, or in ``sample_dtype`` when given (the recurrent regularisers draw float64 uniforms, which their
     seeded reference results depend on)."""
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     dtype = x.dtype if x.dtype in (numpy.float32, numpy.float64) else numpy.float64
     if sample_dtype is not None:
         dtype = sample_dtype
     if p >= 1.0:
         return xp.zeros(mask_shape, x.dtype)
-    keep = get_rng(device_of_array(x.data)).random(mask_shape, dtype=dtype) >= p  # drawn where x lives
+    keep = get_rng(device_of_array(x.array)).random(mask_shape, dtype=dtype) >= p  # drawn where x lives
     m = keep.astype(x.dtype)
     m *= 1.0 / (1.0 - p)
     return m

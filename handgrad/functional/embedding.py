@@ -63,7 +63,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
         raise RuntimeError(f"{op}: the indices are on {input.device} but the weight is on {weight.device}; "
                            "move them with .to(device)")
     # host data (lists, NumPy arrays) is sent to the weight's device, as an index is for x[index]
-    idx = input.data if isinstance(input, Tensor) else weight.device.send(numpy.asarray(input))
+    idx = input.array if isinstance(input, Tensor) else weight.device.send(numpy.asarray(input))
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{op}: input must hold integer indices, got dtype {idx.dtype}")
     v = weight.shape[0]
@@ -78,7 +78,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
         raise NotImplementedError(f"{op}: sparse=True is not supported; handgrad gradients are dense")
     if max_norm is not None:
         with no_grad():
-            _renorm_rows(weight.data, idx, float(max_norm), float(norm_type))
+            _renorm_rows(weight.array, idx, float(max_norm), float(norm_type))
     return EmbeddingFunction(idx, padding_idx, bool(scale_grad_by_freq))(weight)
 
 
@@ -97,7 +97,7 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     """(*,) int64 class indices -> (*, num_classes) int64 one-hot, as ``torch.nn.functional.one_hot``.
     ``num_classes=-1`` means max(tensor) + 1. No gradient flows (the output is integer)."""
     op = "one_hot"
-    a = tensor.data if isinstance(tensor, Tensor) else numpy.asarray(tensor)
+    a = tensor.array if isinstance(tensor, Tensor) else numpy.asarray(tensor)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected an integer tensor of class indices, got dtype {a.dtype}")
     xp = get_array_module(a)

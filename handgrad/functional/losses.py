@@ -41,7 +41,7 @@ def _tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tenso
         return value
     if like is None:
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
-    xp = get_array_module(like.data)
+    xp = get_array_module(like.array)
     arr = xp.asarray(value)
     if arr.dtype.kind in "fc" or isinstance(value, float):
         arr = arr.astype(like.dtype)
@@ -57,7 +57,7 @@ def _const(value: Any, like: Any) -> Any:
     """An optional weight-like argument as a raw array in ``like``'s array module and dtype (or None)."""
     if value is None:
         return None
-    data = value.data if isinstance(value, Tensor) else value
+    data = value.array if isinstance(value, Tensor) else value
     xp = get_array_module(like)
     return xp.asarray(data, dtype=like.dtype)
 
@@ -292,7 +292,7 @@ def _pointwise(
     _check_float(op, "input", input)
     target = _tensor(op, "target", target, input)
     if target.dtype.kind not in "fc":
-        target = Tensor._from_op(target.data.astype(input.dtype), None, 0)
+        target = Tensor._from_op(target.array.astype(input.dtype), None, 0)
     if target.dtype != input.dtype:
         raise TypeError(f"{op}: input dtype {input.dtype} and target dtype {target.dtype} differ")
     shape = _broadcast_shapes(op, input, target)
@@ -304,7 +304,7 @@ def _pointwise(
             numpy.broadcast_shapes(wshape, shape)
         except ValueError:
             raise ValueError(f"{op}: weight {wshape} cannot be broadcast to the input {shape}") from None
-        fn.weight = _const(weight, input.data)
+        fn.weight = _const(weight, input.array)
     return fn(input, target)
 
 
@@ -367,7 +367,7 @@ def binary_cross_entropy(
     if isinstance(input, Tensor) and isinstance(target, Tensor) and target.shape != input.shape:
         raise ValueError(f"{op}: target {target.shape} must have the same shape as input {input.shape}")
     if isinstance(input, Tensor):
-        x = input.data
+        x = input.array
         if x.size and (bool((x < 0).any()) or bool((x > 1).any())):
             raise ValueError(f"{op}: input {input.shape} must hold probabilities in [0, 1]")
     return _pointwise(op, BCELossFunction(reduction), input, target, weight)
@@ -393,7 +393,7 @@ def binary_cross_entropy_with_logits(
             numpy.broadcast_shapes(pshape, input.shape)
         except ValueError:
             raise ValueError(f"{op}: pos_weight {pshape} cannot be broadcast to input {input.shape}") from None
-        fn.pos_weight = _const(pos_weight, input.data)
+        fn.pos_weight = _const(pos_weight, input.array)
     return _pointwise(op, fn, input, target, weight)
 
 

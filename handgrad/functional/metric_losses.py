@@ -307,8 +307,8 @@ class TripletHingeFunction(Function):
 
 
 def _as_flags(op: str, similar: Any, n_rows: int, like: Tensor) -> Tensor:
-    xp = get_array_module(like.data)
-    s = similar.data if isinstance(similar, Tensor) else xp.asarray(similar)
+    xp = get_array_module(like.array)
+    s = similar.array if isinstance(similar, Tensor) else xp.asarray(similar)
     if s.shape != (n_rows,):
         raise ValueError(f"{op}: similar must have shape ({n_rows},) (one flag per pair), got {tuple(s.shape)}")
     if s.size and not bool(xp.isin(s, xp.asarray([0, 1])).all()):

@@ -163,8 +163,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if t is not None and t.dtype != input.dtype:
             raise TypeError(f"{op}: {name} dtype {t.dtype} differs from input dtype {input.dtype}")
     inputs, present = _optional(input, weight, bias)
-    fn = BatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.data,
-                   None if running_var is None else running_var.data, float(momentum), float(eps))
+    fn = BatchNormFunction(present[1:], bool(training), None if running_mean is None else running_mean.array,
+                   None if running_var is None else running_var.array, float(momentum), float(eps))
     return fn(*inputs)
 
 

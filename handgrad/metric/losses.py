@@ -58,12 +58,12 @@ def batch_triplet_loss(
     if average not in ("auto", "active", "all"):
         raise ValueError(f"{op}: average must be 'auto', 'active' or 'all', got {average!r}")
     D = distance_matrix(embeddings, metric=metric)
-    a, p, n = mine_triplets(y, D.data, strategy, margin)
+    a, p, n = mine_triplets(y, D.array, strategy, margin)
     if len(a) == 0:
         return (embeddings * 0.0).sum()
     mode = ("active" if strategy == "all" else "all") if average == "auto" else average
     if mode == "active":
-        n_active = int(((D.data[a, p] - D.data[a, n] + margin) > 0).sum())
+        n_active = int(((D.array[a, p] - D.array[a, n] + margin) > 0).sum())
         return TripletHingeFunction(margin, "sum")(D[a, p], D[a, n]) / float(max(n_active, 1))
     return TripletHingeFunction(margin, "mean")(D[a, p], D[a, n])
 
@@ -85,7 +85,7 @@ def batch_contrastive_loss(
     if y.shape != (embeddings.shape[0],):
         raise ValueError(f"{op}: labels {y.shape} do not match embeddings {embeddings.shape}")
     D = distance_matrix(embeddings, metric=metric)
-    i, j, s = mine_pairs(y, D.data, strategy, margin)
+    i, j, s = mine_pairs(y, D.array, strategy, margin)
     flags = Tensor._from_op(s.astype(embeddings.dtype), None, 0)
     return ContrastiveFromDistanceFunction(margin, squared, "mean")(D[i, j], flags)
 

@@ -36,8 +36,8 @@ def _to_additive(name: str, mask: Any, like: Tensor) -> Tensor | None:
     if not isinstance(mask, Tensor):  # host data (a NumPy mask): onto the scores' device
         mask = tensor(mask, device=like.device)
     if mask.dtype.kind == "b":
-        xp = get_array_module(mask.data)
-        return Tensor(xp.where(mask.data, like.dtype.type(-math.inf), like.dtype.type(0)))
+        xp = get_array_module(mask.array)
+        return Tensor(xp.where(mask.array, like.dtype.type(-math.inf), like.dtype.type(0)))
     if mask.dtype.kind != "f":
         raise TypeError(f"MultiheadAttention: {name} must be bool or floating, got dtype {mask.dtype}")
     return mask if mask.dtype == like.dtype else mask.to(like.dtype)
@@ -160,13 +160,13 @@ class MultiheadAttention(Module):
         k = k.reshape(S + extra, N, H, hd).permute(1, 2, 0, 3)
         v = v.reshape(S + extra, N, H, hd).permute(1, 2, 0, 3)
         if self.add_zero_attn:
-            zeros = Tensor(get_array_module(q.data).zeros((N, H, 1, hd), q.dtype))
+            zeros = Tensor(get_array_module(q.array).zeros((N, H, 1, hd), q.dtype))
             k, v = cat([k, zeros], 2), cat([v, zeros], 2)
             extra += 1
 
         mask = _to_additive("attn_mask", attn_mask, q)
         if mask is None and is_causal:
-            xp = get_array_module(q.data)
+            xp = get_array_module(q.array)
             mask = Tensor(xp.where(xp.tril(xp.ones((L, S), dtype=bool)), q.dtype.type(0), q.dtype.type(-math.inf)))
         if mask is not None:
             if mask.shape == (L, S):

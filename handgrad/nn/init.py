@@ -1,6 +1,6 @@
 """Parameter initialisation (``handgrad.nn.init`` = ``torch.nn.init``).
 
-Every function fills a tensor IN PLACE (on ``tensor.data``, recording no graph) and returns it. All random
+Every function fills a tensor IN PLACE (on ``tensor.array``, recording no graph) and returns it. All random
 draws come from ``handgrad.engine.random.get_rng()``, so ``handgrad.manual_seed(n)`` reproduces a run.
 Fan-in / fan-out of a weight of shape (out, in, k1, k2, ...) are ``in * k1 * k2 ...`` and
 ``out * k1 * k2 ...`` (PyTorch's convention; a Linear weight is (out_features, in_features)).
@@ -67,8 +67,8 @@ def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
 
 def _fill(tensor: Tensor, values: Any) -> Tensor:
     """Write ``values`` (a NumPy array from the generator) into the tensor's own array, keeping its dtype."""
-    xp = get_array_module(tensor.data)
-    tensor.data[...] = xp.asarray(values, dtype=tensor.dtype)
+    xp = get_array_module(tensor.array)
+    tensor.array[...] = xp.asarray(values, dtype=tensor.dtype)
     return tensor
 
 
@@ -99,7 +99,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
-    tensor.data[...] = val
+    tensor.array[...] = val
     return tensor
 
 
@@ -115,8 +115,8 @@ def eye_(tensor: Tensor) -> Tensor:
     """Fill a 2-d tensor with the identity (ones on the main diagonal)."""
     if tensor.ndim != 2:
         raise ValueError(f"eye_: only 2-d tensors are supported, got shape {tensor.shape}")
-    xp = get_array_module(tensor.data)
-    tensor.data[...] = xp.eye(*tensor.shape, dtype=tensor.dtype)
+    xp = get_array_module(tensor.array)
+    tensor.array[...] = xp.eye(*tensor.shape, dtype=tensor.dtype)
     return tensor
 
 

@@ -163,7 +163,7 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad.array[...] = 0
 
     def apply(self, fn: Any) -> Module:
         """Call ``fn`` on every sub-module, then on this one (PyTorch's order: children first, depth-first,
@@ -182,9 +182,9 @@ class Module:
                 for t in store.values():
                     if t is None:
                         continue
-                    t.data = fn(t.data)
+                    t.array = fn(t.array)
                     if t.grad is not None:
-                        t.grad.data = fn(t.grad.data)
+                        t.grad.array = fn(t.grad.array)
         return self
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
@@ -231,7 +231,7 @@ class Module:
                     if t is None or name in skip:
                         continue
                     key = f"{mname}.{name}" if mname else name
-                    out[key] = numpy.array(to_host(t.data), copy=True)
+                    out[key] = numpy.array(to_host(t.array), copy=True)
         return out
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
@@ -267,8 +267,8 @@ class Module:
             raise RuntimeError(f"load_state_dict for {type(self).__name__} refused: " + " | ".join(problems))
         for k, t in own.items():
             if k in given:
-                host = given[k].astype(t.data.dtype if t.data.dtype.kind == "f" else given[k].dtype)
-                t.data = device_of_array(t.data).send(numpy.asarray(host))
+                host = given[k].astype(t.array.dtype if t.array.dtype.kind == "f" else given[k].dtype)
+                t.array = device_of_array(t.array).send(numpy.asarray(host))
         return missing, unexpected
 
     # -- printing -----------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ class RNNBase(Module):
 
 
 def _zero_state(x: Tensor, B: int, H: int) -> Tensor:
-    return Tensor._from_op(get_array_module(x.data).zeros((B, H), x.dtype), None, 0)
+    return Tensor._from_op(get_array_module(x.array).zeros((B, H), x.dtype), None, 0)
 
 
 class RNN(RNNBase):

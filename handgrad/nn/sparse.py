@@ -55,7 +55,7 @@ class Embedding(Module):
         init.normal_(self.weight)
         if self.padding_idx is not None:
             with no_grad():
-                self.weight.data[self.padding_idx] = 0
+                self.weight.array[self.padding_idx] = 0
 
     def forward(self, input: Tensor) -> Tensor:
         return F.embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type,
@@ -69,7 +69,7 @@ class Embedding(Module):
         if embeddings.ndim != 2:
             raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got {tuple(embeddings.shape)}")
         rows, cols = embeddings.shape
-        data = embeddings.data.copy() if isinstance(embeddings, Tensor) else numpy.array(embeddings)
+        data = embeddings.array.copy() if isinstance(embeddings, Tensor) else numpy.array(embeddings)
         return cls(rows, cols, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
                    _weight=Tensor(data), _freeze=freeze)
 

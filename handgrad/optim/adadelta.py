@@ -36,19 +36,19 @@ class Adadelta(Optimizer):
         for group in self.param_groups:
             lr, rho, eps = group["lr"], group["rho"], group["eps"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 if group["maximize"]:
                     g = -g
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["square_avg"] = xp.zeros_like(p.data)
-                    state["acc_delta"] = xp.zeros_like(p.data)
+                    state["square_avg"] = xp.zeros_like(p.array)
+                    state["acc_delta"] = xp.zeros_like(p.array)
                 state["step"] += 1
                 g = _weight_decay(group, p, g)
                 v, u = state["square_avg"], state["acc_delta"]
                 _square_avg(v, g, rho)
                 delta = xp.sqrt(u + eps) / xp.sqrt(v + eps) * g
                 _square_avg(u, delta, rho)
-                p.data -= lr * delta
+                p.array -= lr * delta
         return loss

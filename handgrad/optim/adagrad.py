@@ -33,25 +33,25 @@ class Adagrad(Optimizer):
         # PyTorch creates the state at construction, so a state_dict taken before the first step has it.
         for group in self.param_groups:
             for p in group["params"]:
-                xp = get_array_module(p.data)
-                self.state[p] = {"step": 0, "sum": xp.full_like(p.data, group["initial_accumulator_value"])}
+                xp = get_array_module(p.array)
+                self.state[p] = {"step": 0, "sum": xp.full_like(p.array, group["initial_accumulator_value"])}
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._closure(closure)
         for group in self.param_groups:
             lr, decay, eps = group["lr"], group["lr_decay"], group["eps"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 if group["maximize"]:
                     g = -g
                 state = self.state[p]
                 if not state:  # a parameter added later by add_param_group
                     state["step"] = 0
-                    state["sum"] = xp.full_like(p.data, group["initial_accumulator_value"])
+                    state["sum"] = xp.full_like(p.array, group["initial_accumulator_value"])
                 state["step"] += 1
                 g = _weight_decay(group, p, g)
                 clr = lr / (1 + (state["step"] - 1) * decay)
                 s = state["sum"]
                 s += g * g
-                p.data -= clr * (g / (xp.sqrt(s) + eps))
+                p.array -= clr * (g / (xp.sqrt(s) + eps))
         return loss

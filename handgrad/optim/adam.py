@@ -48,11 +48,11 @@ class Adam(Optimizer):
             lr, eps = group["lr"], group["eps"]
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 state = self.state[p]
                 g = _adam_state(group, state, p, g)
                 if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+                    state["max_exp_avg_sq"] = xp.zeros_like(p.array)
                 t = state["step"]
                 g = _weight_decay(group, p, g)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -65,7 +65,7 @@ class Adam(Optimizer):
                     denom = xp.sqrt(vmax) / bias_correction2_sqrt + eps
                 else:
                     denom = xp.sqrt(v) / bias_correction2_sqrt + eps
-                p.data -= (lr / bias_correction1) * (m / denom)
+                p.array -= (lr / bias_correction1) * (m / denom)
         return loss
 
 

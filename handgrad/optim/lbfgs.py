@@ -144,23 +144,23 @@ class LBFGS(Optimizer):
 
     # -- the parameters as one flat vector ----------------------------------------------------------------
     def _gather_flat_grad(self) -> Any:
-        xp = get_array_module(self._params[0].data)
-        views = [xp.zeros(p.data.size, p.dtype) if p.grad is None else p.grad.data.reshape(-1) for p in self._params]
+        xp = get_array_module(self._params[0].array)
+        views = [xp.zeros(p.array.size, p.dtype) if p.grad is None else p.grad.array.reshape(-1) for p in self._params]
         return xp.concatenate(views)
 
     def _add_grad(self, step_size: float, update: Any) -> None:
         offset = 0
         for p in self._params:
-            n = p.data.size
-            p.data += step_size * update[offset:offset + n].reshape(p.shape)
+            n = p.array.size
+            p.array += step_size * update[offset:offset + n].reshape(p.shape)
             offset += n
 
     def _clone_param(self) -> list[Any]:
-        return [p.data.copy() for p in self._params]
+        return [p.array.copy() for p in self._params]
 
     def _set_param(self, params_data: list[Any]) -> None:
         for p, pdata in zip(self._params, params_data):
-            p.data[...] = pdata
+            p.array[...] = pdata
 
     def _directional_evaluate(self, closure: Callable[[], Any], x: list[Any], t: float, d: Any) -> tuple[float, Any]:
         self._add_grad(t, d)

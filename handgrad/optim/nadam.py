@@ -48,7 +48,7 @@ class NAdam(Optimizer):
             lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 state = self.state[p]
                 g = _adam_state(group, state, p, g, mu_product=1.0)
                 t = state["step"]
@@ -60,8 +60,8 @@ class NAdam(Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 _adam_moments(m, v, g, beta1, beta2)
                 denom = xp.sqrt(v / (1 - beta2**t)) + eps
-                p.data += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (g / denom)
-                p.data += (-lr * mu_next / (1.0 - mu_product * mu_next)) * (m / denom)
+                p.array += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (g / denom)
+                p.array += (-lr * mu_next / (1.0 - mu_product * mu_next)) * (m / denom)
         return loss
 
 
@@ -94,7 +94,7 @@ class RAdam(Optimizer):
             lr, eps = group["lr"], group["eps"]
             beta1, beta2 = group["betas"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 state = self.state[p]
                 g = _adam_state(group, state, p, g)
                 t = state["step"]
@@ -108,7 +108,7 @@ class RAdam(Optimizer):
                 if rho_t > 5.0:
                     rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
                     adaptive = bc2**0.5 / (xp.sqrt(v) + eps)
-                    p.data -= mhat * lr * adaptive * rect
+                    p.array -= mhat * lr * adaptive * rect
                 else:
-                    p.data -= mhat * lr
+                    p.array -= mhat * lr
         return loss

@@ -2,7 +2,7 @@
 
 An optimizer holds ``param_groups`` (a list of dicts: ``'params'`` plus that group's hyper-parameters) and
 ``state`` (per-parameter arrays such as momentum buffers, keyed by the parameter). ``step()`` reads each
-parameter's ``p.grad.data`` and updates ``p.data`` IN PLACE with array math only, so no graph is
+parameter's ``p.grad.array`` and updates ``p.array`` IN PLACE with array math only, so no graph is
 recorded and references to the parameter (modules, other optimizers) stay valid.
 
 ``state_dict()`` has PyTorch's structure, with NumPy arrays instead of tensors::
@@ -106,7 +106,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad.array[...] = 0
 
     def _closure(self, closure: Callable[[], Any] | None) -> Any:
         if closure is None:
@@ -172,7 +172,7 @@ class Optimizer:
                             f"{name}.load_state_dict: state {k!r} of parameter {pid} has shape {arr.shape} "
                             f"but the parameter has {p.shape}"
                         )
-                    xp = get_array_module(p.data)
+                    xp = get_array_module(p.array)
                     dtype = p.dtype if arr.dtype.kind in "fc" else arr.dtype
                     restored[k] = xp.array(arr, dtype=dtype, copy=True)
                 else:
@@ -223,11 +223,11 @@ def _adam_state(group: dict[str, Any], state: dict[str, Any], p: Tensor, g: Any,
     entries (e.g. NAdam's ``mu_product``), and zero ``exp_avg`` / ``exp_avg_sq`` shaped like p (in
     PyTorch's key order); then ``step += 1``. Returns g, negated when the group maximizes."""
     if not state:
-        xp = get_array_module(p.data)
+        xp = get_array_module(p.array)
         state["step"] = 0
         state.update(first)
-        state["exp_avg"] = xp.zeros_like(p.data)
-        state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["exp_avg"] = xp.zeros_like(p.array)
+        state["exp_avg_sq"] = xp.zeros_like(p.array)
     state["step"] += 1
     return -g if group["maximize"] else g
 
@@ -238,9 +238,9 @@ def _weight_decay(group: dict[str, Any], p: Tensor, g: Any) -> Any:
     wd = group["weight_decay"]
     if wd != 0:
         if group.get("decoupled_weight_decay", False):
-            p.data *= 1 - group["lr"] * wd
+            p.array *= 1 - group["lr"] * wd
         else:
-            g = g + wd * p.data
+            g = g + wd * p.array
     return g
 
 
@@ -261,4 +261,4 @@ def _grads(group: dict[str, Any]) -> Iterable[tuple[Tensor, Any]]:
     """(param, grad array) for each parameter of ``group`` that has a gradient."""
     for p in group["params"]:
         if p.grad is not None:
-            yield p, p.grad.data
+            yield p, p.grad.array

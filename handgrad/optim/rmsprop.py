@@ -37,17 +37,17 @@ class RMSprop(Optimizer):
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             mom = group["momentum"]
             for p, g in _grads(group):
-                xp = get_array_module(p.data)
+                xp = get_array_module(p.array)
                 if group["maximize"]:
                     g = -g
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["square_avg"] = xp.zeros_like(p.data)
+                    state["square_avg"] = xp.zeros_like(p.array)
                     if mom > 0:
-                        state["momentum_buffer"] = xp.zeros_like(p.data)
+                        state["momentum_buffer"] = xp.zeros_like(p.array)
                     if group["centered"]:
-                        state["grad_avg"] = xp.zeros_like(p.data)
+                        state["grad_avg"] = xp.zeros_like(p.array)
                 state["step"] += 1
                 g = _weight_decay(group, p, g)
                 s = state["square_avg"]
@@ -63,7 +63,7 @@ class RMSprop(Optimizer):
                     buf = state["momentum_buffer"]
                     buf *= mom
                     buf += g / avg
-                    p.data -= lr * buf
+                    p.array -= lr * buf
                 else:
-                    p.data -= lr * (g / avg)
+                    p.array -= lr * (g / avg)
         return loss

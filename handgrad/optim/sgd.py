@@ -42,7 +42,7 @@ class SGD(Optimizer):
                 if group["maximize"]:
                     g = -g
                 if wd != 0:
-                    g = g + wd * p.data
+                    g = g + wd * p.array
                 if mom != 0:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
@@ -52,5 +52,5 @@ class SGD(Optimizer):
                         buf *= mom
                         buf += (1 - damp) * g
                     g = g + mom * buf if group["nesterov"] else buf
-                p.data -= lr * g
+                p.array -= lr * g
         return loss

@@ -156,9 +156,9 @@ def unroll(rnn: Any, input: Tensor, hx: Any = None, c_total: bool = True) -> Unr
                 h, c = hx[k], None
             # the initial state requires grad so that the graph (and so every probe) is recorded even when
             # no parameter or input does
-            h = h if h.requires_grad else Tensor(h.data, requires_grad=True)
+            h = h if h.requires_grad else Tensor(h.array, requires_grad=True)
             if c is not None and not c.requires_grad:
-                c = Tensor(c.data, requires_grad=True)
+                c = Tensor(c.array, requires_grad=True)
             layer_h: list[Tensor] = []
             layer_c: list[Tensor] = []
             for t in range(seq_len):
@@ -254,16 +254,16 @@ def jacobian_norms(
     s = 2 * hidden if mode == "LSTM" else hidden
     batch = x.shape[1]
     # repeat each sample s times along the batch (sample b, basis row i -> batch row b * s + i)
-    rep = x.data.repeat(s, axis=1)
+    rep = x.array.repeat(s, axis=1)
     x_rep = Tensor(rep)
     if getattr(rnn, "batch_first", False):
         x_rep = x_rep.transpose(0, 1)
     hx_rep = None
     if hx is not None:
         if mode == "LSTM":
-            hx_rep = (Tensor(hx[0].data.repeat(s, axis=1)), Tensor(hx[1].data.repeat(s, axis=1)))
+            hx_rep = (Tensor(hx[0].array.repeat(s, axis=1)), Tensor(hx[1].array.repeat(s, axis=1)))
         else:
-            hx_rep = Tensor(hx.data.repeat(s, axis=1))
+            hx_rep = Tensor(hx.array.repeat(s, axis=1))
     params = list(rnn.parameters()) if hasattr(rnn, "parameters") else []
     saved = [p.grad for p in params]
     for p in params:

@@ -99,7 +99,7 @@ def embedding_dropout(
     p = _check_p("embedding_dropout", p)
     if weight.ndim != 2:
         raise ValueError(f"embedding_dropout: weight must be (num_embeddings, embedding_dim), got shape {weight.shape}")
-    idx = input.data if isinstance(input, Tensor) else numpy.asarray(input)
+    idx = input.array if isinstance(input, Tensor) else numpy.asarray(input)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding_dropout: input must hold integer indices, got dtype {idx.dtype}")
     v = weight.shape[0]

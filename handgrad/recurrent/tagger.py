@@ -102,7 +102,7 @@ def predict_tags(model: Module, ids: Any, lengths: Any = None) -> numpy.ndarray:
         logits = model(ids if isinstance(ids, Tensor) else Tensor(numpy.asarray(ids, numpy.int64)), lengths)
     finally:
         model.train(was)
-    return numpy.asarray(logits.data).argmax(axis=-1)
+    return numpy.asarray(logits.array).argmax(axis=-1)
 
 
 # -- word boundaries ----------------------------------------------------------------------------------------
@@ -155,8 +155,8 @@ class BoundaryF1(Metric):
         self.tp = self.fp = self.fn = 0
 
     def update(self, output: Any, target: Any) -> None:
-        p = numpy.asarray(output.data if isinstance(output, Tensor) else output).argmax(axis=-1)
-        t = numpy.asarray(target.data if isinstance(target, Tensor) else target)
+        p = numpy.asarray(output.array if isinstance(output, Tensor) else output).argmax(axis=-1)
+        t = numpy.asarray(target.array if isinstance(target, Tensor) else target)
         keep = t != IGNORE_INDEX
         self.tp += int(((p == 1) & (t == 1) & keep).sum())
         self.fp += int(((p == 1) & (t != 1) & keep).sum())

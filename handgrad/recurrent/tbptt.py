@@ -38,7 +38,7 @@ def tbptt_windows(stream: Any, bptt: int) -> Iterator[tuple[Tensor, Tensor]]:
     """
     if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt < 1:
         raise ValueError(f"tbptt_windows: bptt must be a positive integer, got {bptt!r}")
-    data = stream.data if isinstance(stream, Tensor) else stream
+    data = stream.array if isinstance(stream, Tensor) else stream
     n = len(data)
     if n < 2:
         raise ValueError(f"tbptt_windows: the stream needs at least 2 steps, got shape {tuple(data.shape)}")

@@ -57,7 +57,7 @@ def zoneout(prev: Tensor, new: Tensor, p: float, training: bool = True) -> Tenso
     if training:
         d = (get_rng(new.device).random(new.shape) < p).astype(new.dtype)  # drawn where the state lives
     else:
-        d = new.data.dtype.type(p)
+        d = new.array.dtype.type(p)
     return ZoneoutMixFunction(d)(prev, new)
 
 
@@ -146,7 +146,7 @@ class ZoneoutRNN(Module):
                     raise ValueError(
                         f"ZoneoutRNN.load_fused: {name}_l{k} has shape {src.shape}, cell expects {dst.shape}"
                     )
-                dst.data = src.data.astype(dst.data.dtype, copy=True)
+                dst.array = src.array.astype(dst.array.dtype, copy=True)
         return self
 
     def forward(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:

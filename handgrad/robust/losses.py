@@ -63,8 +63,8 @@ def gum_loss(input: Tensor, target: Tensor, r: Any, reduction: str = "mean") -> 
     """
     op = "gum_loss"
     _check_io(op, input, target, reduction)
-    xp = get_array_module(input.data)
-    rr = r.data if isinstance(r, Tensor) else xp.asarray(r)
+    xp = get_array_module(input.array)
+    rr = r.array if isinstance(r, Tensor) else xp.asarray(r)
     if rr.shape != (input.shape[0],):
         raise ValueError(f"{op}: r must be ({input.shape[0]},) (one weight per sample), got {tuple(rr.shape)}")
     if rr.size and (bool((rr < 0).any()) or bool((rr > 1).any()) or not bool(xp.isfinite(rr).all())):

@@ -230,7 +230,7 @@ class NoisyLabelModel(Module):
     @confusion.setter
     def confusion(self, value: Any) -> None:
         c = check_confusion("NoisyLabelModel", value, self.num_classes)
-        self.confusion_matrix.data[...] = c
+        self.confusion_matrix.array[...] = c
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.clean_net(x), self.noise_net(x)

@@ -91,10 +91,10 @@ def _check(op: str, q: Tensor, keys: Tensor, mask: Any) -> Any:
         raise ValueError(
             f"{op}: expected query (B, Q) or (B, T, Q) and keys (B, S, D), got {q.shape} and {keys.shape}"
         )
-    xp = get_array_module(keys.data)
+    xp = get_array_module(keys.array)
     if mask is None:
         return xp.ones(keys.shape[:2], bool)
-    m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+    m = mask.array if isinstance(mask, Tensor) else xp.asarray(mask)
     if m.shape != keys.shape[:2]:
         raise ValueError(f"{op}: mask {tuple(m.shape)} does not match keys {keys.shape[:2]}")
     if not bool(m.any(axis=1).all()):

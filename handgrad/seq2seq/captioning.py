@@ -220,15 +220,15 @@ class Captioner(Module):
             emb = self.embedding(Tensor(dev.send(numpy.asarray(tokens, numpy.int64)[:, None])))
             s, rnn = self.decoder(emb, st["rnn"])
             lg, a = self._readout(s, st["keys"], st["pk"])
-            z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
+            z = to_host(lg.array[:, 0, :]).astype(numpy.float64)
             z = z - z.max(axis=1, keepdims=True)
             logp = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
-            attn = st["attn"] + ([to_host(a.data[:, 0, :])] if a is not None else [])
+            attn = st["attn"] + ([to_host(a.array[:, 0, :])] if a is not None else [])
             return logp, {**st, "rnn": rnn, "attn": attn}
 
         def select(st: dict[str, Any], idx: numpy.ndarray) -> dict[str, Any]:
             def rows(t: Any, axis: int) -> Any:
-                return None if t is None else Tensor(xp.take(t.data, xp.asarray(idx), axis=axis))
+                return None if t is None else Tensor(xp.take(t.array, xp.asarray(idx), axis=axis))
 
             r = st["rnn"]
             r = tuple(rows(x, 1) for x in r) if isinstance(r, tuple) else rows(r, 1)
@@ -417,9 +417,9 @@ def decode_captions(model: Captioner, images: numpy.ndarray, max_len: int, beam_
                 x = Tensor(numpy.asarray(images[i : i + bs], dt))
                 step, state, select = model.decoder_step_fn(x)
                 if beam_size == 1:
-                    out += greedy_decode(step, state, len(x.data), BOS, EOS, max_len)
+                    out += greedy_decode(step, state, len(x.array), BOS, EOS, max_len)
                 else:
-                    hyps = beam_search(step, state, len(x.data), BOS, EOS, max_len, beam_size=beam_size,
+                    hyps = beam_search(step, state, len(x.array), BOS, EOS, max_len, beam_size=beam_size,
                                        length_penalty=length_penalty, select=select)
                     out += [h[0].tokens for h in hyps]
     finally:
@@ -440,7 +440,7 @@ def caption_attention(model: Captioner, image: numpy.ndarray, output: Sequence[i
             _, a = model(Tensor(numpy.asarray(image, dt)[None]), Tensor(numpy.asarray([[BOS, *output]], numpy.int64)))
     finally:
         model.train(was_training)
-    return numpy.asarray(a.data[0], numpy.float64)
+    return numpy.asarray(a.array[0], numpy.float64)
 
 
 def caption_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:

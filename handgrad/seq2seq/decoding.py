@@ -36,7 +36,7 @@ def select_axis0(state: Any, index: numpy.ndarray) -> Any:
     if state is None:
         return None
     if isinstance(state, Tensor):  # the host index goes where the state is
-        return Tensor(state.data[get_array_module(state.data).asarray(index)])
+        return Tensor(state.array[get_array_module(state.array).asarray(index)])
     if isinstance(state, numpy.ndarray):
         return state[index]
     if isinstance(state, tuple):
@@ -49,7 +49,7 @@ def select_axis0(state: Any, index: numpy.ndarray) -> Any:
 
 
 def _logp(x: Any) -> numpy.ndarray:
-    return numpy.asarray(x.data if isinstance(x, Tensor) else x, dtype=numpy.float64)
+    return numpy.asarray(x.array if isinstance(x, Tensor) else x, dtype=numpy.float64)
 
 
 def _trim(seq: list[int], eos_id: int) -> list[int]:

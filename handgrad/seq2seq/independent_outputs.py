@@ -21,7 +21,7 @@ from handgrad.engine.tensor import Tensor
 
 
 def _probs(p: Any) -> numpy.ndarray:
-    a = numpy.asarray(p.data if isinstance(p, Tensor) else p, dtype=numpy.float64)
+    a = numpy.asarray(p.array if isinstance(p, Tensor) else p, dtype=numpy.float64)
     if a.ndim not in (2, 3):
         raise ValueError(f"expected per-step probabilities (T, V) or (B, T, V), got shape {a.shape}")
     if not numpy.allclose(a.sum(-1), 1.0, atol=1e-6) or (a < 0).any():

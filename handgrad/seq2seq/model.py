@@ -98,7 +98,7 @@ class Seq2Seq(Module):
         """Source ids (B, S) -> encoder outputs (B, S, E), padding mask (B, S), decoder initial state."""
         if src.ndim != 2:
             raise ValueError(f"Seq2Seq.encode: source ids must be (B, S), got shape {src.shape}")
-        lengths = numpy.asarray(src_lengths.data if isinstance(src_lengths, Tensor) else src_lengths)
+        lengths = numpy.asarray(src_lengths.array if isinstance(src_lengths, Tensor) else src_lengths)
         emb = self.dropout(self.src_embedding(src))
         out, final = self.encoder(emb, lengths=lengths)
         mask = numpy.arange(src.shape[1])[None, :] < lengths[:, None]
@@ -131,7 +131,7 @@ class Seq2Seq(Module):
             return self._readout(s, keys, mask, pk)
         logits, weights = [], []
         dev = tgt_in.device
-        gold = to_host(tgt_in.data)  # token mixing and sampling are host work
+        gold = to_host(tgt_in.array)  # token mixing and sampling are host work
         tokens = sampled = gold[:, 0]
         T = tgt_in.shape[1]
         rng = get_rng()
@@ -144,7 +144,7 @@ class Seq2Seq(Module):
             logits.append(lg)
             weights.append(a)
             with no_grad():  # the model's own sample: p(y_t | y_<t) drawn by inverse CDF
-                z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
+                z = to_host(lg.array[:, 0, :]).astype(numpy.float64)
                 p = numpy.exp(z - z.max(axis=1, keepdims=True))
                 p /= p.sum(axis=1, keepdims=True)
                 u = rng.random((p.shape[0], 1))
@@ -166,10 +166,10 @@ class Seq2Seq(Module):
             emb = self.tgt_embedding(Tensor(dev.send(numpy.asarray(tokens, numpy.int64)[:, None])))
             s, rnn = self.decoder(emb, st["rnn"])
             lg, a = self._readout(s, st["keys"], st["mask"], st["pk"])
-            z = to_host(lg.data[:, 0, :]).astype(numpy.float64)
+            z = to_host(lg.array[:, 0, :]).astype(numpy.float64)
             z = z - z.max(axis=1, keepdims=True)
             logp = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
-            attn = st["attn"] + ([to_host(a.data[:, 0, :])] if a is not None else [])
+            attn = st["attn"] + ([to_host(a.array[:, 0, :])] if a is not None else [])
             return logp, {**st, "rnn": rnn, "attn": attn}
 
         def select(st: dict[str, Any], idx: numpy.ndarray) -> dict[str, Any]:
@@ -177,7 +177,7 @@ class Seq2Seq(Module):
                 if t is None:
                     return None
                 if isinstance(t, Tensor):
-                    return Tensor(xp.take(t.data, xp.asarray(idx), axis=axis))
+                    return Tensor(xp.take(t.array, xp.asarray(idx), axis=axis))
                 return numpy.take(t, idx, axis=axis)  # the host mask
 
             rnn = st["rnn"]

@@ -158,7 +158,7 @@ class TokenAccuracy(Metric):
 
     def update(self, output: Any, target: Any) -> None:
         logits = output[0] if isinstance(output, tuple) else output
-        pred = to_host(logits.data if isinstance(logits, Tensor) else logits).argmax(axis=-1)
+        pred = to_host(logits.array if isinstance(logits, Tensor) else logits).argmax(axis=-1)
         t = to_host(target)
         mask = t != PAD
         self.right += int(((pred == t) & mask).sum())
@@ -297,7 +297,7 @@ def attention_weights(model: Any, source: Sequence[int], output: Sequence[int]) 
             _, a = model(src, numpy.array([len(source)]), tgt_in)
     finally:
         model.train(was_training)
-    return to_host(a.data[0]).astype(numpy.float64)
+    return to_host(a.array[0]).astype(numpy.float64)
 
 
 def sequence_scores(predicted: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> dict[str, float]:

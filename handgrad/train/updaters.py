@@ -179,9 +179,9 @@ def clip_grad_norm(parameters: Iterable[Any], max_norm: float) -> float:
     params = [p for p in parameters if p.grad is not None]
     if clip_grad_norm_ is not None:
         return float(clip_grad_norm_(params, max_norm))
-    total = math.sqrt(sum(float((p.grad.data.astype("float64") ** 2).sum()) for p in params))
+    total = math.sqrt(sum(float((p.grad.array.astype("float64") ** 2).sum()) for p in params))
     scale = max_norm / (total + 1e-6)
     if scale < 1:
         for p in params:
-            p.grad.data *= scale
+            p.grad.array *= scale
     return total

@@ -25,7 +25,7 @@ def as_tensor_like(value: Any, like: Tensor) -> Tensor:
     """A constant ``value`` as a tensor in ``like``'s array module and (floating) dtype."""
     if isinstance(value, Tensor):
         return value
-    xp = get_array_module(like.data)
+    xp = get_array_module(like.array)
     dtype = like.dtype if like.dtype.kind in "fc" or not isinstance(value, float) else None
     return Tensor._from_op(xp.asarray(value, dtype=dtype), None, 0)
 

@@ -16,11 +16,11 @@ from handgrad.engine.tensor import Tensor
 def _operand(op: str, a: Tensor, other: Any) -> Any:
     """The other operand as an array or scalar in ``a``'s array module (a Tensor's data, a number, a list)."""
     if isinstance(other, Tensor):
-        return other.data
+        return other.array
     if isinstance(other, (bool, int, float, complex)) or hasattr(other, "dtype"):
         return other
     if isinstance(other, (list, tuple)):
-        return get_array_module(a.data).asarray(other)
+        return get_array_module(a.array).asarray(other)
     raise TypeError(f"{op}: cannot compare a Tensor with {type(other).__name__}")
 
 
@@ -30,10 +30,10 @@ def _compare(op: str, ufunc: str, a: Any, b: Any) -> Tensor:
             raise TypeError(f"{op}: expected at least one Tensor operand")
         a, b = b, a
         ufunc = _SWAPPED[ufunc]
-    xp = get_array_module(a.data)
+    xp = get_array_module(a.array)
     rhs = _operand(op, a, b)
     try:
-        out = getattr(xp, ufunc)(a.data, rhs)
+        out = getattr(xp, ufunc)(a.array, rhs)
     except ValueError:
         shape = getattr(rhs, "shape", ())
         raise ValueError(f"{op}: shapes {a.shape} and {tuple(shape)} cannot be broadcast together") from None
@@ -76,7 +76,7 @@ def ge(input: Tensor, other: Any) -> Tensor:  # noqa: A002
 
 def equal(input: Tensor, other: Tensor) -> bool:  # noqa: A002
     """True when both have the same shape and the same elements (``torch.equal``)."""
-    return input.shape == other.shape and bool(eq(input, other).data.all())
+    return input.shape == other.shape and bool(eq(input, other).array.all())
 
 
 def _need_tensor(op: str, x: Any) -> None:
@@ -87,19 +87,19 @@ def _need_tensor(op: str, x: Any) -> None:
 def isnan(input: Tensor) -> Tensor:  # noqa: A002
     """Where ``input`` is NaN (always False for integer and bool tensors)."""
     _need_tensor("isnan", input)
-    return Tensor._from_op(get_array_module(input.data).isnan(input.data), None, 0)
+    return Tensor._from_op(get_array_module(input.array).isnan(input.array), None, 0)
 
 
 def isfinite(input: Tensor) -> Tensor:  # noqa: A002
     """Where ``input`` is neither NaN nor +-inf."""
     _need_tensor("isfinite", input)
-    return Tensor._from_op(get_array_module(input.data).isfinite(input.data), None, 0)
+    return Tensor._from_op(get_array_module(input.array).isfinite(input.array), None, 0)
 
 
 def isinf(input: Tensor) -> Tensor:  # noqa: A002
     """Where ``input`` is +-inf."""
     _need_tensor("isinf", input)
-    return Tensor._from_op(get_array_module(input.data).isinf(input.data), None, 0)
+    return Tensor._from_op(get_array_module(input.array).isinf(input.array), None, 0)
 
 
 def isclose(input: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08,  # noqa: A002
@@ -109,10 +109,10 @@ def isclose(input: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08,
     _need_tensor("isclose", input)
     if rtol < 0 or atol < 0:
         raise ValueError(f"isclose: rtol and atol must be non-negative, got rtol={rtol}, atol={atol}")
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     b = _operand("isclose", input, other)
     try:
-        out = xp.isclose(input.data, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        out = xp.isclose(input.array, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
     except ValueError:
         raise ValueError(f"isclose: shapes {input.shape} and {tuple(getattr(b, 'shape', ()))} cannot be "
                          "broadcast together") from None
@@ -122,4 +122,4 @@ def isclose(input: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08,
 def allclose(input: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08,  # noqa: A002
              equal_nan: bool = False) -> bool:
     """True when every element is ``isclose`` (a Python bool, as in PyTorch)."""
-    return bool(isclose(input, other, rtol, atol, equal_nan).data.all())
+    return bool(isclose(input, other, rtol, atol, equal_nan).array.all())

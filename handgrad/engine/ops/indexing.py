@@ -82,7 +82,7 @@ def _convert_part(p: Any, device: Device) -> tuple[Any, bool]:
     """One index component as NumPy understands it (an index array sent to the indexed array's ``device``,
     as PyTorch accepts a CPU index for a CUDA tensor), and whether it is an integer array that may repeat."""
     if isinstance(p, Tensor):
-        p = p.data
+        p = p.array
     elif isinstance(p, list):
         p = numpy.asarray(p)
         if p.dtype.kind == "f" and p.size == 0:
@@ -119,7 +119,7 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     """``x[index]`` with ints (negative ok), slices, None, Ellipsis, boolean masks and integer
     arrays/tensors/lists, as in NumPy/PyTorch."""
     try:
-        idx, acc = convert_index(index, x.data)
+        idx, acc = convert_index(index, x.array)
         return GetItemFunction(idx, acc)(x)
     except IndexError as e:
         raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
@@ -155,11 +155,11 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
     recorded as an ``IndexPutFunction`` (gradients flow to the old ``x`` outside ``index`` and to ``value``),
     through ``engine.inplace`` like every in-place op: a leaf that requires grad refuses, and a node that saved
     the overwritten array raises at backward."""
-    idx, _ = convert_index(index, x.data)
-    v = value.data if isinstance(value, Tensor) else value
-    if hasattr(v, "shape") and not isinstance(v, numpy.generic) and device_of_array(v) != device_of_array(x.data):
+    idx, _ = convert_index(index, x.array)
+    v = value.array if isinstance(value, Tensor) else value
+    if hasattr(v, "shape") and not isinstance(v, numpy.generic) and device_of_array(v) != device_of_array(x.array):
         raise RuntimeError(f"setitem: the value is on {device_of_array(v)} but the tensor is on "
-                           f"{device_of_array(x.data)}; move it with .to(device)")
+                           f"{device_of_array(x.array)}; move it with .to(device)")
     if state.grad_enabled and (x.requires_grad or getattr(value, "requires_grad", False)):
         val = value if isinstance(value, Tensor) else as_tensor_like(value, x)
         if val.dtype != x.dtype:
@@ -171,7 +171,7 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
                 from None
         return
     try:
-        x.data[idx] = v
+        x.array[idx] = v
     except (IndexError, ValueError) as e:
         raise type(e)(f"setitem: cannot assign to index {_short(index)} of a tensor of shape {x.shape}: {e}") from None
     note_write(x)
@@ -274,7 +274,7 @@ class IndexSelectFunction(Function):
 
 def _int_index(op: str, index: Any) -> Any:
     if isinstance(index, Tensor):
-        index = index.data
+        index = index.array
     elif not hasattr(index, "dtype"):
         index = numpy.asarray(index)
     if index.dtype.kind not in "iu":
@@ -308,7 +308,7 @@ def gather(x: Tensor, dim: int, index: Any) -> Tensor:
 
 def _on_device(idx: Any, like: Tensor) -> Any:
     """The index array on ``like``'s device (a CPU index for a device tensor is moved, as PyTorch accepts)."""
-    xp = get_array_module(like.data)
+    xp = get_array_module(like.array)
     return idx if get_array_module(idx) is xp else xp.asarray(idx)
 
 
@@ -374,7 +374,7 @@ class WhereFunction(Function):
 
 
 def _bool_mask(op: str, mask: Any) -> Any:
-    m = mask.data if isinstance(mask, Tensor) else mask
+    m = mask.array if isinstance(mask, Tensor) else mask
     if not hasattr(m, "dtype"):
         m = numpy.asarray(m)
     if m.dtype.kind != "b":

@@ -185,5 +185,5 @@ def repeat_interleave(input: Tensor, repeats: Any, dim: int | None = None) -> Te
             raise ValueError(f"repeat_interleave: {len(repeats)} non-negative counts needed one per element of "
                              f"dim {dim} (size {n}), got {repeats}")
         else:
-            repeats = get_array_module(x.data).asarray(repeats)
+            repeats = get_array_module(x.array).asarray(repeats)
     return RepeatInterleaveFunction(repeats, axis)(x)

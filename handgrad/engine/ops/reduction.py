@@ -343,10 +343,10 @@ def _arg(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Tensor:
     _check_float(op, x)
     if x.numel() == 0:
         raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.shape}")
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     f = xp.argmax if is_max else xp.argmin
     if dim is None:
-        i = f(x.data)
+        i = f(x.array)
         out = xp.asarray(i, dtype=numpy.int64)
         return Tensor._from_op(out.reshape((1,) * x.ndim) if keepdim else out, None, 0)
     if not isinstance(dim, (int, numpy.integer)):
@@ -354,7 +354,7 @@ def _arg(x: Tensor, dim: Any, keepdim: bool, is_max: bool) -> Tensor:
     axes = normalize_axes(dim, x.ndim, op)
     if axes is None:  # a 0-d tensor
         return Tensor._from_op(xp.zeros((), numpy.int64), None, 0)
-    out = f(x.data, axis=axes[0], keepdims=keepdim).astype(numpy.int64, copy=False)
+    out = f(x.array, axis=axes[0], keepdims=keepdim).astype(numpy.int64, copy=False)
     return Tensor._from_op(xp.asarray(out), None, 0)
 
 

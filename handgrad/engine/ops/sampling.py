@@ -48,6 +48,6 @@ def multinomial(input: Tensor, num_samples: int, replacement: bool = False,  # n
                 keys = xp.log(p) - xp.log(-xp.log(rng.random(n_cat)))
             out[r] = xp.argsort(-keys, kind="stable")[:num_samples]
     res = out if input.ndim == 2 else out[0]
-    dev = device_of_array(input.data)
+    dev = device_of_array(input.array)
     t = Tensor._from_op(res, None, 0)
     return t if dev == device_of_array(res) else t.to(dev)

@@ -55,7 +55,7 @@ def scatter(input: Tensor, dim: int, index: Any, src: Any = None, *, value: Any 
     idx = _on_device(_int_index("scatter", index), input)
     if src is None or not isinstance(src, Tensor):
         v = value if src is None else src
-        xp = get_array_module(input.data)
+        xp = get_array_module(input.array)
         src = Tensor._from_op(xp.full(idx.shape, v, dtype=input.dtype), None, 0)
     d = norm_dim("scatter", dim, input.ndim)
     _check_scatter("scatter", input, d, idx, src)
@@ -97,7 +97,7 @@ class FillFunction(Function):
 def fill(input: Tensor, values: Any) -> Tensor:  # noqa: A002
     """A tensor of ``input``'s shape and dtype holding ``values`` (broadcast), with a zero gradient to
     ``input``: what ``fill_``/``zero_``/``uniform_``/``normal_`` do to a tensor in a graph."""
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     arr = xp.empty(input.shape, dtype=input.dtype)
     arr[...] = values
     return FillFunction(arr)(input)

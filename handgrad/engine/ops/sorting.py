@@ -41,8 +41,8 @@ class TakeAlongDimFunction(Function):
 
 def _order(x: Tensor, axis: int, descending: bool) -> Any:
     """Stable indices that sort ``x`` along ``axis`` (NaN last ascending, first descending, as PyTorch)."""
-    xp = get_array_module(x.data)
-    a = x.data
+    xp = get_array_module(x.array)
+    a = x.array
     if x.ndim == 0:
         return xp.zeros((), dtype=xp.int64)
     if descending:
@@ -73,7 +73,7 @@ def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = 
     """``(values, indices)`` of ``input`` sorted along ``dim``; the values carry the gradient."""
     _need("sort", input)
     if input.ndim == 0:
-        return _SortResult(input.clone(), Tensor._from_op(get_array_module(input.data).zeros((), "int64"), None, 0))
+        return _SortResult(input.clone(), Tensor._from_op(get_array_module(input.array).zeros((), "int64"), None, 0))
     axis = norm_dim("sort", dim, input.ndim)
     idx = _order(input, axis, descending)
     return _SortResult(TakeAlongDimFunction(idx, axis)(input), Tensor._from_op(idx, None, 0))

@@ -133,7 +133,7 @@ def cast(x: Tensor, dtype: Any) -> Tensor:
     if x.dtype == dt:
         return x
     if dt.kind not in "fc":
-        return Tensor(x.data.astype(dt))
+        return Tensor(x.array.astype(dt))
     return CastFunction(dt)(x)
 
 

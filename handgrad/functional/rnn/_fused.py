@@ -270,7 +270,7 @@ def run_fused(
     H = check_weights(name, fn.n_gates, x, w_ih, w_hh, b_ih, b_hh)
     B = x.shape[-2]
     keys = ("h0", "c0") if not fn.cell else ("hx", "cx")
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     filled = []
     for key, s in zip(keys, states):
         if s is None:

@@ -25,13 +25,13 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     norm_type = float(norm_type)
     if not grads:
         return Tensor(0.0)
-    xp = get_array_module(grads[0].data)
-    dtype = grads[0].data.dtype
+    xp = get_array_module(grads[0].array)
+    dtype = grads[0].array.dtype
     if math.isinf(norm_type):
-        total = max(float(xp.abs(g.data).max()) if g.data.size else 0.0 for g in grads)
+        total = max(float(xp.abs(g.array).max()) if g.array.size else 0.0 for g in grads)
     else:
         # the norm of the per-tensor norms equals the norm of the concatenation
-        per = [float(xp.linalg.norm(g.data.ravel(), ord=norm_type)) if g.data.size else 0.0 for g in grads]
+        per = [float(xp.linalg.norm(g.array.ravel(), ord=norm_type)) if g.array.size else 0.0 for g in grads]
         total = float(sum(v**norm_type for v in per) ** (1.0 / norm_type))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
@@ -42,7 +42,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     coef = float(max_norm) / (total + 1e-6)
     if coef < 1.0:
         for g in grads:
-            g.data *= coef
+            g.array *= coef
     return Tensor(xp.asarray(total, dtype=dtype))
 
 
@@ -50,5 +50,5 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
     """Clamp every gradient element into ``[-clip_value, clip_value]`` in place."""
     clip_value = float(clip_value)
     for p in _grad_list(parameters):
-        xp = get_array_module(p.grad.data)
-        xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+        xp = get_array_module(p.grad.array)
+        xp.clip(p.grad.array, -clip_value, clip_value, out=p.grad.array)

@@ -14,7 +14,7 @@ from handgrad.functional._cnn_util import pair
 
 
 def _arr(x: Any) -> Any:
-    return x.data if isinstance(x, Tensor) else x
+    return x.array if isinstance(x, Tensor) else x
 
 
 def convert_boxes_to_roi_format(boxes: Any, op: str) -> Any:
@@ -79,4 +79,4 @@ def prepare_roi_call(op: str, input: Any, boxes: Any, output_size: Any, spatial_
     if not math.isfinite(spatial_scale) or spatial_scale <= 0:
         raise ValueError(f"{op}: spatial_scale must be a positive number, got {spatial_scale}")
     rois = convert_boxes_to_roi_format(boxes, op)
-    return check_rois(input.data, rois, output_size, op)
+    return check_rois(input.array, rois, output_size, op)

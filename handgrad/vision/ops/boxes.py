@@ -39,7 +39,7 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 def _unwrap(x: Any, op: str) -> tuple[Any, bool]:
     if isinstance(x, Tensor):
-        return x.data, True
+        return x.array, True
     xp = get_array_module(x)
     if isinstance(x, xp.ndarray):
         return x, False

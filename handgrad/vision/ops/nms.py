@@ -26,7 +26,7 @@ __all__ = ["nms", "batched_nms"]
 
 def _to_host(x: Any, op: str, name: str) -> tuple[numpy.ndarray, bool]:
     is_t = isinstance(x, Tensor)
-    a = x.data if is_t else x
+    a = x.array if is_t else x
     if hasattr(a, "get"):  # CuPy -> host: NMS is a sequential loop
         a = a.get()
     return numpy.asarray(a), is_t
