@@ -62,6 +62,19 @@ def test_console_script_is_the_same_program():
     assert p.returncode == 0 and p.stdout == handgrad("list").stdout
 
 
+def test_list_into_a_closed_pipe_is_quiet():
+    # ``handgrad list | head -1``: the reader has gone (its end of the pipe is closed before the
+    # program writes), so every write fails with EPIPE; no BrokenPipeError traceback, exit 0
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "handgrad", "list"], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
 def test_version_and_help():
     p = handgrad("--version")
     assert p.returncode == 0 and p.stdout.startswith("handgrad ")

@@ -320,6 +320,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``handgrad`` console script; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # ``handgrad list | head``: the reader went away; stop quietly, as Unix tools do, and keep
+        # Python from complaining again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     opts = parser.parse_args(argv)
