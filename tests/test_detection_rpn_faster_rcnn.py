@@ -62,6 +62,7 @@ class TorchFasterRCNN(torch.nn.Module):
 
     def losses(self, x, s):
         f = self.backbone.features(x)
+        self.last_features = f  # for TorchMaskRCNN's mask branch (tests/test_mask_rcnn.py)
         t = torch.relu(self.rpn.head.conv(f))
         n, _, h, w = t.shape
         lg = self.rpn.head.cls_logits(t).permute(0, 2, 3, 1).reshape(n, -1)

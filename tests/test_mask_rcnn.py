@@ -1,10 +1,14 @@
-"""Mask R-CNN: the mask head and its loss equal to PyTorch ops (float64, every gradient), gradcheck, mask
-targets, the loss on the ground-truth class only, masks from a model without a mask head, overfitting."""
+"""Mask R-CNN: the whole five-term loss and every gradient on a fixed tiny batch equal to a PyTorch build of the
+same network (float64, the same sampled anchors and RoIs, mask targets rebuilt with the torch roi_align
+oracle); the mask head and its loss equal to PyTorch ops, gradcheck, mask targets, the loss on the
+ground-truth class only, masks from a model without a mask head, overfitting."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
+from _architecture_helpers import copy_to_torch
+from test_detection_rpn_faster_rcnn import C, TorchFasterRCNN, tiny_batch
 from test_vision_roi import roi_align_ref
 
 import handgrad as hg
@@ -14,6 +18,115 @@ from handgrad.vision.models.backbone import SceneBackbone
 from handgrad.vision.models.faster_rcnn import FasterRCNN
 from handgrad.vision.models.mask_rcnn import MaskHead, MaskRCNN, mask_loss, mask_targets
 from handgrad.vision.models.rpn import RegionProposalNetwork
+
+
+def tiny_mask_model(seed=0):
+    """test_detection_rpn_faster_rcnn's tiny Faster R-CNN plus a mask head (2 convs of 5 channels, 4x4 RoIAlign
+    -> 8x8 masks); every weight of the heads far from its tiny init, so every term and gradient matters."""
+    hg.manual_seed(seed)
+    rpn = RegionProposalNetwork(8, AnchorGenerator((8, 16), (0.5, 1.0, 2.0), 8), mid_channels=6,
+                                pre_nms_top_n=(60, 30), post_nms_top_n=(12, 6), num_sample=32, min_size=2.0)
+    m = MaskRCNN(C, SceneBackbone((4, 8, 8)), rpn, output_size=3, hidden=16, rois_per_image=8, mask_pool=4,
+                 mask_channels=5, mask_convs=2).double()
+    rng = np.random.default_rng(seed)
+    for name, p in m.named_parameters():
+        if "rpn" in name or "cls_score" in name or "bbox_pred" in name or "mask_head" in name:
+            p.array[...] = rng.normal(0, 0.3, p.shape)
+    return m
+
+
+def tiny_mask_batch():
+    """tiny_batch's images and boxes with an elliptical instance mask inside each box."""
+    x, targets = tiny_batch()
+    yy, xx = np.mgrid[0:32, 0:40] + 0.5
+    for t in targets:
+        b = t["boxes"]
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        rx, ry = (b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2
+        t["masks"] = (((xx - cx[:, None, None]) / rx[:, None, None]) ** 2
+                      + ((yy - cy[:, None, None]) / ry[:, None, None]) ** 2) <= 1.0
+    return x, targets
+
+
+class TorchMaskRCNN(TorchFasterRCNN):
+    """TorchFasterRCNN plus the mask branch from PyTorch layers; the mask targets are rebuilt here from the
+    ground-truth masks with the per-RoI torch roi_align oracle (not taken from handgrad's sample)."""
+
+    def __init__(self):
+        super().__init__()
+        tn = torch.nn
+        self.mask_head = tn.Module()
+        self.mask_head.convs = tn.Sequential(tn.Conv2d(8, 5, 3, padding=1), tn.ReLU(), tn.Conv2d(5, 5, 3, padding=1),
+                                             tn.ReLU())
+        self.mask_head.deconv = tn.ConvTranspose2d(5, 5, 2, stride=2)
+        self.mask_head.predictor = tn.Conv2d(5, C, 1)
+
+    def losses(self, x, s, targets):
+        out = super().losses(x, s)
+        rl = s["roi_labels"]
+        fg = np.flatnonzero(rl > 0)
+        fg = fg[np.argsort(s["rois"][fg, 0], kind="stable")]  # foreground RoIs, image by image
+        rois = torch.tensor(s["rois"][fg].astype(np.float64))
+        y = []
+        for k in fg:  # the matched ground-truth mask, resampled into the RoI (spatial scale 1), >= 0.5
+            n, g = int(s["rois"][k, 0]), int(s["roi_match"][k])
+            gm = torch.tensor(targets[n]["masks"][g][None, None].astype(np.float64))
+            r = torch.tensor([[0.0, *s["rois"][k, 1:].astype(np.float64)]])
+            y.append((roi_align_ref(gm, r, (8, 8), 1.0, 2, True)[0, 0] >= 0.5).double())
+        y = torch.stack(y)
+        h = self.mask_head.convs(roi_align_ref(self.last_features, rois, (4, 4), 1 / 8, 2, True))
+        z = self.mask_head.predictor(torch.relu(self.mask_head.deconv(h)))
+        z = z[torch.arange(len(fg)), torch.tensor(rl[fg])]
+        out["mask"] = TF.binary_cross_entropy_with_logits(z, y)
+        return out, y
+
+
+def test_mask_rcnn_five_losses_and_gradients_equal_torch_float64():
+    m = tiny_mask_model()
+    x, targets = tiny_mask_batch()
+    hx = hg.tensor(x, requires_grad=True)
+    losses, s, _ = m.losses(hx, targets, np.random.default_rng(0))
+    assert set(losses) == {"rpn_objectness", "rpn_box", "head_cls", "head_box", "mask"}
+    assert (s["anchor_labels"] == 1).sum() >= 3 and (s["anchor_labels"] == 0).sum() >= 20
+    nfg = int((s["roi_labels"] > 0).sum())
+    assert 2 <= nfg < len(s["roi_labels"]) and len(s["mask_rois"]) == nfg
+    assert len(np.unique(s["rois"][s["roi_labels"] > 0, 0])) == 2  # foreground RoIs in both images
+    sum(losses.values()).backward()
+
+    tm = TorchMaskRCNN().double().train()
+    copy_to_torch(m, tm)
+    tx = torch.tensor(x, requires_grad=True)
+    tl, ty = tm.losses(tx, s, targets)
+    sum(tl.values()).backward()
+    # the same mask targets, built independently; neither all ones nor all zeros
+    np.testing.assert_array_equal(s["mask_targets"], ty.numpy())
+    assert 0.2 < s["mask_targets"].mean() < 0.95
+    for k in tl:
+        assert losses[k].item() > 1e-4, k
+        np.testing.assert_allclose(losses[k].item(), tl[k].item(), rtol=1e-9, err_msg=k)
+    np.testing.assert_allclose(hx.grad.numpy(), tx.grad.numpy(), rtol=1e-7, atol=1e-12)
+    tp = dict(tm.named_parameters())
+    assert set(tp) == {n for n, _ in m.named_parameters()}
+    for name, p in m.named_parameters():
+        assert p.grad is not None and np.abs(p.grad.numpy()).max() > 0, name
+        np.testing.assert_allclose(p.grad.numpy(), tp[name].grad.numpy(), rtol=1e-7, atol=1e-12, err_msg=name)
+
+
+def test_mask_rcnn_whole_loss_gradcheck():
+    m = tiny_mask_model(1)
+    x, targets = tiny_mask_batch()
+    hx = Tensor(x[:1].copy(), requires_grad=True)
+    feats0 = m.backbone(hx)
+    lg, dl, anchors = m.rpn(feats0, (32, 40))
+    s = m.sample(lg, dl, anchors, (32, 40), targets[:1], np.random.default_rng(0))
+    assert len(s["mask_rois"]) >= 1
+
+    def f(x):
+        feats = m.backbone(x)
+        logits, deltas, _ = m.rpn(feats, (32, 40))
+        return sum(m.losses_from(feats, logits, deltas, s).values())
+
+    assert gradcheck(f, (hx,), eps=1e-6, atol=1e-7, rtol=1e-5, directions=4)
 
 
 def _head(seed=0, c=3, classes=4, ch=5):
