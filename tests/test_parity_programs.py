@@ -4,7 +4,8 @@ module, ``lib.nn``, ``lib.F``, ``lib.optim``, ``lib.data`` its sub-packages). Th
 several optimisation steps must agree to 1e-10.
 
 The programs follow the shape of PyTorch's examples (mnist, word_language_model with LSTM and Transformer,
-vae, time_sequence_prediction with LBFGS, siamese_network), shrunk to a few steps on tiny random data so
+vae, time_sequence_prediction with LBFGS, siamese_network, and word_language_model's old-style
+init_weights through ``.data`` with a hand-written SGD step), shrunk to a few steps on tiny random data so
 the whole file runs in seconds. Only what cannot be shared is outside them: both libraries draw
 different random numbers, so initial weights come from one NumPy generator through ``load_state_dict``
 (the PyTorch API), the VAE's noise is passed in, and dropout is 0.
@@ -325,8 +326,64 @@ def transformer_language_model(lib):
     return losses
 
 
+# -- 7. GRU language model trained the old way (word_language_model: init_weights through .data, SGD by hand) --
+def gru_language_model_manual_sgd(lib):
+    torch, nn = lib.torch, lib.nn
+
+    class RNNModel(nn.Module):
+        def __init__(self, ntoken, ninp, nhid):
+            super().__init__()
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.rnn = nn.GRU(ninp, nhid, 1)
+            self.decoder = nn.Linear(nhid, ntoken)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.1
+            self.encoder.weight.data.uniform_(-initrange, initrange)
+            self.decoder.bias.data.fill_(0.0)
+            self.decoder.weight.data.normal_(0.0, initrange)
+
+        def forward(self, input, hidden):
+            output, hidden = self.rnn(self.encoder(input), hidden)
+            return nn.functional.log_softmax(self.decoder(output), dim=-1), hidden
+
+    ntokens, bptt, bsz, lr = 10, 4, 3, 2.0
+    stream = np.tile(np.random.default_rng(11).permutation(ntokens)[:5], 10)  # a cycle of 5 tokens: learnable
+    data = torch.tensor(stream[: (len(stream) - 1) // bsz * bsz]).view(bsz, -1).t().contiguous()
+    model = RNNModel(ntokens, 5, 7)
+    enc, dec = model.encoder.weight, model.decoder.weight
+    assert float(enc.detach().abs().max()) <= 0.1 and float(model.decoder.bias.detach().abs().max()) == 0.0
+    assert enc.is_leaf and dec.is_leaf
+    versions = [p._version for p in model.parameters()]  # .data writes below must leave them as they are
+    # the libraries draw different numbers: copy one starting point across, through .data as well (the
+    # decoder bias keeps the 0 that fill_ wrote)
+    rng = np.random.default_rng(12)
+    for name, p in model.named_parameters():
+        if name != "decoder.bias":
+            p.data.copy_(torch.tensor(rng.uniform(-0.3, 0.3, tuple(p.shape))))
+    criterion = nn.NLLLoss()
+    hidden = torch.zeros(1, bsz, 7)
+    losses = []
+    for _epoch in range(3):
+        for i in range(0, data.size(0) - 1, bptt):
+            seq_len = min(bptt, data.size(0) - 1 - i)
+            inp, target = data[i:i + seq_len], data[i + 1:i + 1 + seq_len].reshape(-1)
+            hidden = hidden.detach()
+            model.zero_grad()
+            output, hidden = model(inp, hidden)
+            loss = criterion(output.view(-1, ntokens), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            for p in model.parameters():
+                p.data.add_(p.grad.data, alpha=-lr)
+            losses.append(loss.item())
+    assert all(p.is_leaf for p in model.parameters()) and [p._version for p in model.parameters()] == versions
+    return losses
+
+
 PROGRAMS = {f.__name__: f for f in (cnn_classifier, lstm_language_model, vae, lbfgs_sequence_regression,
-                                      siamese_bce, transformer_language_model)}
+                                      siamese_bce, transformer_language_model, gru_language_model_manual_sgd)}
 
 
 @functools.cache
