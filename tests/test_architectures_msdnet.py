@@ -199,7 +199,8 @@ def test_multiply_adds_hand_count():
                                          + 4 * 3 * 2 + 3 * 5)
 
 
-def test_budgeted_batch_thresholds():
+@pytest.mark.parametrize("rule", ["geometric", "shared"])
+def test_budgeted_batch_thresholds(rule):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 200)
 
@@ -213,16 +214,72 @@ def test_budgeted_batch_thresholds():
 
     val, test = probs([0.2, 0.5, 0.9]), probs([0.2, 0.5, 0.9])
     costs = [10.0, 25.0, 60.0]
-    lo, hi = budgeted_batch(val, test, labels, costs, 10.0), budgeted_batch(val, test, labels, costs, 60.0)
-    assert lo["val_cost"] <= 10.0 + 1e-9 and hi["val_cost"] <= 60.0 + 1e-9
-    assert hi["exit_fractions"][-1] == 1.0 and hi["test_accuracy"] == 1.0
-    curve = budgeted_batch_curve(val, test, labels, costs, points=6)
-    assert all(a["val_cost"] <= b["val_cost"] + 1e-9 for a, b in zip(curve, curve[1:]))
+    lo = budgeted_batch(val, test, labels, costs, 10.0, rule)
+    hi = budgeted_batch(val, test, labels, costs, 60.0, rule)
+    assert lo["val_cost"] == 10.0 and lo["exit_fractions"][0] > 0.9  # test samples may be less sure than all val
+    assert hi["val_cost"] == 60.0 and hi["exit_fractions"][-1] == 1.0 and hi["test_accuracy"] == 1.0
+    curve = budgeted_batch_curve(val, test, labels, costs, points=6, rule=rule)
+    assert all(a["val_cost"] <= b["val_cost"] + 1e-9 for a, b in zip(curve, curve[1:]))  # cost grows with budget
     assert all(c["val_cost"] <= c["budget"] + 1e-9 for c in curve)
+    if rule == "geometric":  # the budget is reached on validation: within one sample's move to a later exit
+        assert all(c["val_cost"] >= c["budget"] - (60.0 - 10.0) / 200 - 1e-9 for c in curve)
     with pytest.raises(ValueError, match=r"budget 70 multiply-adds per image is outside the curve's range \[10, 60\]"):
-        budgeted_batch(val, test, labels, costs, 70.0)
+        budgeted_batch(val, test, labels, costs, 70.0, rule)
     with pytest.raises(ValueError, match="budget 5 "):
-        budgeted_batch(val, test, labels, costs, 5.0)
+        budgeted_batch(val, test, labels, costs, 5.0, rule)
+
+
+def test_geometric_exit_shares_and_thresholds():
+    from handgrad.architectures.anytime import geometric_exit_shares, geometric_thresholds
+    s = geometric_exit_shares(0.5, 4)
+    np.testing.assert_allclose(s, np.array([8, 4, 2, 1]) / 15)
+    np.testing.assert_allclose(geometric_exit_shares(0.0, 4), np.full(4, 0.25))
+    assert np.all(np.diff(geometric_exit_shares(-1.0, 4)) > 0)  # q < 0: later exits take more
+    assert geometric_exit_shares(1 - 1e-12, 3)[0] > 0.999999
+    with pytest.raises(ValueError, match="q must be < 1, got 1.5"):
+        geometric_exit_shares(1.5, 3)
+    # 3 exits, 6 samples; confidences chosen so the counts are checkable by hand
+    conf = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+                     [0.1, 0.2, 0.95, 0.3, 0.85, 0.99],
+                     [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]])
+    probs = np.stack([conf, 1 - conf], axis=2)  # max over the two classes is conf where conf >= 0.5
+    probs = np.where(conf[..., None] >= 0.5, probs, probs[..., ::-1])
+    th = geometric_thresholds(probs, [2 / 6, 3 / 6, 1 / 6])
+    # exit 1: the 2 most confident (0.9, 0.8) -> t_1 = 0.8; exit 2 among samples 2..5 (max-conf 0.95, 0.7, 0.85,
+    # 0.99): the 3 most confident -> t_2 = 0.85; the last takes the rest
+    np.testing.assert_allclose(th[:2], [0.8, 0.85])
+    assert th[2] == -np.inf
+    with pytest.raises(ValueError, match="rule must be 'geometric' or 'shared', got 'median'"):
+        budgeted_batch(probs, probs, np.zeros(6, int), [1.0, 2.0, 3.0], 2.0, "median")
+
+
+def test_budgeted_batch_test_cost_follows_the_budget():
+    """Thresholds chosen on one sample of 2,000 hold on another drawn alike: the test average cost lands near the
+    budget for both rules."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    labels = rng.integers(0, 2, n)
+
+    def exit_probs(acc, conf_right, conf_wrong):
+        right = rng.random(n) < acc
+        conf = np.where(right, conf_right(n), conf_wrong(n))
+        p = np.empty((n, 2))
+        p[np.arange(n), labels] = np.where(right, conf, 1 - conf)
+        p[np.arange(n), 1 - labels] = 1 - p[np.arange(n), labels]
+        return p
+
+    def make():
+        return np.stack([exit_probs(0.7, lambda k: rng.uniform(0.9, 1.0, k), lambda k: rng.uniform(0.9, 1.0, k)),
+                         exit_probs(0.95, lambda k: rng.uniform(0.5, 1.0, k), lambda k: rng.uniform(0.5, 0.6, k))])
+
+    val, test = make(), make()
+    costs = [1.0, 3.0]
+    for b in (1.5, 2.0, 2.5):
+        g = budgeted_batch(val, test, labels, costs, b, "geometric")
+        sh = budgeted_batch(val, test, labels, costs, b, "shared")
+        assert g["val_cost"] <= b + 1e-9 and sh["val_cost"] <= b + 1e-9
+        assert abs(g["test_cost"] - b) < 0.1 and abs(sh["test_cost"] - b) < 0.1
+        assert g["exit_fractions"][0] + g["exit_fractions"][1] == 1.0
 
 
 def test_multi_exit_updater_steps():

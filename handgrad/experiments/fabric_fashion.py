@@ -1,7 +1,8 @@
 """``handgrad run fabric-fashion``: a convolutional neural fabric classifies Fashion-MNIST (Saxena & Verbeek 2016).
 
 The fabric (``--layers`` x ``--scales`` x ``--channels``, output at the coarsest scale of the last layer) is
-trained with Adam and early stopping on the validation loss (the standard run of ``_common.fit_classifier``, into
+trained with the architecture recipe (:mod:`~handgrad.experiments._recipe`: SGD + Nesterov momentum 0.9, OneCycle,
+weight decay 5e-4, crop/flip augmentation, label smoothing 0.1; early stopping on the validation loss; into
 ``fabric/``); the baseline is a plain CNN of similar size: the single path through the same trellis that goes one
 scale down per layer, widened to about the fabric's weight count (``plain_cnn/``). Then the "search" part:
 ``trellis.png`` draws every edge with a width proportional to its learned convolution's norm and the strongest
@@ -15,9 +16,7 @@ tiny fabric, 1 epoch.
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from typing import Any
 
 import numpy
@@ -27,9 +26,17 @@ from handgrad.architectures.flops import count_multiply_adds
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
-from handgrad.experiments._common import count_parameters, fashion_mnist_splits, fit_classifier
+from handgrad.experiments._common import count_parameters, fashion_mnist_splits
 from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, plain_cnn_path, pruning_study
-from handgrad.optim import Adam
+from handgrad.experiments._recipe import (
+    add_recipe_arguments,
+    check_recipe,
+    fit,
+    make_optimizer,
+    recipe_record,
+    smoothed_cross_entropy,
+)
+from handgrad.train import StandardUpdater
 
 
 def add_arguments(p: Any) -> None:
@@ -44,6 +51,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--keep", default="0.75,0.5,0.25,0",
                    help="edge fractions kept when pruning (default 0.75,0.5,0.25,0; 0 = the strongest path)")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain-CNN baseline")
+    add_recipe_arguments(p)
 
 
 def _keep_fractions(text: str) -> list[float]:
@@ -67,6 +75,7 @@ def accuracy_of(model: Any, x: numpy.ndarray, y: numpy.ndarray, batch: int = 500
 
 def run(opts: Any) -> dict[str, Any]:
     keep = _keep_fractions(opts.keep)
+    check_recipe(opts)
     for name in ("layers", "scales", "channels"):
         if getattr(opts, name) < 1:
             raise ExperimentError(f"--{name} must be >= 1, got {getattr(opts, name)}")
@@ -78,30 +87,24 @@ def run(opts: Any) -> dict[str, Any]:
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
     sample = Tensor(splits.x_test[:1])
-    config = {k: getattr(opts, k) for k in ("layers", "scales", "channels", "upsample", "epochs", "batch_size", "lr")}
+    config = {**{k: getattr(opts, k) for k in ("layers", "scales", "channels", "upsample")}, **recipe_record(opts)}
     results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "config": config}
-    sub = argparse.Namespace(**vars(opts))
-    sub.out, sub.resume = os.path.join(opts.out, "fabric"), opts.resume  # --resume: the fabric's checkpoint
-    os.makedirs(sub.out, exist_ok=True)
-    start = time.perf_counter()
-    r, _ = fit_classifier(sub, fabric, Adam(fabric.parameters(), lr=opts.lr), splits, opts.patience,
-                          f"fabric {opts.layers}x{opts.scales}x{opts.channels} / Fashion-MNIST")
+    loss = smoothed_cross_entropy(opts.label_smoothing)
+    r, _ = fit(opts, "fabric", StandardUpdater(fabric, make_optimizer(opts, fabric.parameters()), loss), splits,
+               resume=opts.resume)  # --resume: the fabric's checkpoint
+    r["test_accuracy"] = accuracy_of(fabric, splits.x_test, splits.y_test)
     r["multiply_adds"] = count_multiply_adds(fabric.eval(), sample)
-    r["wall_time_s"] = round(time.perf_counter() - start, 1)
+    print(f"fabric: test accuracy {r['test_accuracy']:.4f}", flush=True)
     results["fabric"] = r
     if not opts.no_baseline:
         path = plain_cnn_path(opts.layers, opts.scales)
         base = matched_path_fabric(path, count_parameters(fabric), opts.channels, in_channels=1, num_classes=10,
                                    layers=opts.layers, scales=opts.scales, input_size=(28, 28))
-        sub_b = argparse.Namespace(**vars(opts))
-        sub_b.out, sub_b.resume = os.path.join(opts.out, "plain_cnn"), None
-        os.makedirs(sub_b.out, exist_ok=True)
-        start = time.perf_counter()
-        rb, _ = fit_classifier(sub_b, base, Adam(base.parameters(), lr=opts.lr), splits, opts.patience,
-                               f"plain CNN path {path}, {base.channels} channels / Fashion-MNIST")
+        rb, _ = fit(opts, "plain_cnn", StandardUpdater(base, make_optimizer(opts, base.parameters()), loss), splits)
+        rb["test_accuracy"] = accuracy_of(base, splits.x_test, splits.y_test)
         rb["multiply_adds"] = count_multiply_adds(base.eval(), sample)
-        rb["wall_time_s"] = round(time.perf_counter() - start, 1)
         rb["path"], rb["channels"] = path, base.channels
+        print(f"plain CNN path {path}, {base.channels} channels: test accuracy {rb['test_accuracy']:.4f}", flush=True)
         results["plain_cnn"] = rb
     calib = [splits.x_train[i:i + 256] for i in range(0, min(len(splits.x_train), 256 * 8), 256)]
     rows, (norms, path, total) = pruning_study(

@@ -1,7 +1,9 @@
 """``handgrad run msdnet-fashion``: MSDNet's anytime prediction and budgeted batch classification on Fashion-MNIST.
 
-Trained here, each with Adam and early stopping on the validation loss (the one training loop; the exits'
-summed cross-entropy for the multi-exit models, :class:`~handgrad.architectures.anytime.MultiExitUpdater`):
+Trained here, each with the same recipe (:mod:`~handgrad.experiments._recipe`: SGD + Nesterov momentum 0.9,
+OneCycle, weight decay 5e-4, crop/flip augmentation, label smoothing 0.1) and early stopping on the validation loss
+(the one training loop; the exits' summed cross-entropy for the multi-exit models,
+:class:`~handgrad.architectures.anytime.MultiExitUpdater`):
 
 * ``msdnet/``: MSDNet (3 scales 28/14/7, ``--layers`` dense layers, exits after ``--exits``);
 * ``resnet<depth>/``: ResNets of several depths (``--resnet-blocks``: basic blocks per stage, depth = 6n + 2),
@@ -10,8 +12,10 @@ summed cross-entropy for the multi-exit models, :class:`~handgrad.architectures.
   baseline), trained on the summed loss like MSDNet.
 
 ``anytime.png``: test accuracy of each exit against its multiply-adds (ResNets as single points);
-``budgeted.png``: budgeted batch classification -- a confidence threshold chosen on the validation set for
-each average budget, test accuracy against the test set's average multiply-adds per image. ``results.json``
+``budgeted.png``: budgeted batch classification -- per-exit confidence thresholds chosen on the validation set for
+each average budget (the paper's geometric exit distribution; solid lines) and one shared threshold (thin dotted
+lines), test accuracy against the test set's average multiply-adds per image. ``exit_probs.npz`` keeps every
+exit's validation and test softmax outputs (the curves can be recomputed without retraining). ``results.json``
 holds every number and the comparisons the issue asks for (MSDNet's first exit vs the shallowest ResNet; the
 share of the common budget range where MSDNet's curve is above the early-exit ResNet's).
 
@@ -22,13 +26,11 @@ ResNet of equal multiply-adds; budgeted curve above the early-exit ResNet's over
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy
 
-import handgrad.functional as F
 from handgrad.architectures import MSDNet, ResNet
 from handgrad.architectures.anytime import (
     MultiExitUpdater,
@@ -39,11 +41,17 @@ from handgrad.architectures.anytime import (
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
-from handgrad.experiments._common import count_parameters, fashion_mnist_splits, loaders
+from handgrad.experiments._common import fashion_mnist_splits
+from handgrad.experiments._recipe import (
+    add_recipe_arguments,
+    check_recipe,
+    fit,
+    make_optimizer,
+    recipe_record,
+    smoothed_cross_entropy,
+)
 from handgrad.experiments.fabric_fashion import accuracy_of
-from handgrad.optim import Adam
-from handgrad.train import EarlyStopping, StandardUpdater, Trainer
-from handgrad.train.plots import plot_history
+from handgrad.train import StandardUpdater
 
 
 def add_arguments(p: Any) -> None:
@@ -62,6 +70,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--test-size", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--val-size", type=int, default=None, help="validation images (default 6000)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
+    add_recipe_arguments(p)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -74,32 +83,25 @@ def _ints(text: str, name: str) -> list[int]:
     return vals
 
 
-def _fit(opts: Any, name: str, model: Any, updater: Any, splits: Any) -> dict[str, Any]:
-    out = os.path.join(opts.out, name)
-    os.makedirs(out, exist_ok=True)
-    train, val, _ = loaders(splits, opts.batch_size, opts.seed)
-    es = EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)
-    trainer = Trainer(updater=updater, metrics=("accuracy",), callbacks=[es], out_dir=out, progress=opts.progress,
-                      run_name=f"{opts.experiment}/{name}")
-    print(f"{name}: {count_parameters(model):,} parameters", flush=True)
-    start = time.perf_counter()
-    history = trainer.fit(train, val, epochs=opts.epochs)
-    seconds = time.perf_counter() - start
-    if len(history):
-        plot_history(history, os.path.join(out, "learning_curves.png"), title=name)
-    return {"parameters": count_parameters(model), "train_time_s": round(seconds, 1), "epochs_run": len(history),
-            "best_epoch": int(history.meta.get("early_stopping", {}).get("best_epoch") or 0)}
+def _fit(opts: Any, name: str, updater: Any, splits: Any) -> dict[str, Any]:
+    rec, _ = fit(opts, name, updater, splits)
+    return rec
 
 
-def _multi_exit(model: Any, splits: Any, record: dict[str, Any]) -> dict[str, Any]:
+def _multi_exit(model: Any, splits: Any, record: dict[str, Any], probs: dict[str, numpy.ndarray],
+                name: str) -> dict[str, Any]:
     sample = Tensor(splits.x_test[:1])
     costs = exit_costs(model, sample)
     val_p = exit_predictions(model, splits.x_val)
     test_p = exit_predictions(model, splits.x_test)
+    probs[f"{name}_val"], probs[f"{name}_test"] = val_p.astype(numpy.float32), test_p.astype(numpy.float32)
+    probs[f"{name}_cumulative_costs"] = numpy.asarray(costs["cumulative"])
     acc = [float((p.argmax(1) == splits.y_test).mean()) for p in test_p]
-    curve = budgeted_batch_curve(val_p, test_p, splits.y_test, costs["cumulative"], points=12)
+    curves = {rule: budgeted_batch_curve(val_p, test_p, splits.y_test, costs["cumulative"], points=12, rule=rule)
+              for rule in ("geometric", "shared")}
     return {**record, "exit_multiply_adds": costs["anytime"], "exit_cumulative_multiply_adds": costs["cumulative"],
-            "exit_test_accuracy": acc, "budgeted_batch": curve}
+            "exit_test_accuracy": acc, "budgeted_batch": curves["geometric"],
+            "budgeted_batch_shared_threshold": curves["shared"]}
 
 
 def _above_share(a: list[dict[str, float]], b: list[dict[str, float]], points: int = 50) -> float | None:
@@ -116,14 +118,18 @@ def _above_share(a: list[dict[str, float]], b: list[dict[str, float]], points: i
 
 def _plots(out: str, msd: dict[str, Any], ee: dict[str, Any], resnets: dict[str, dict[str, Any]]) -> None:
     for fname, title in (("anytime.png", "Anytime prediction (test accuracy of each exit)"),
-                         ("budgeted.png", "Budgeted batch classification (threshold chosen on validation)")):
+                         ("budgeted.png", "Budgeted batch classification (thresholds chosen on validation)")):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for label, r, style in (("MSDNet", msd, "o-"), ("early-exit ResNet", ee, "s--")):
             if fname == "anytime.png":
                 ax.plot(numpy.array(r["exit_multiply_adds"]) / 1e6, r["exit_test_accuracy"], style, label=label)
             else:
-                ax.plot([c["test_cost"] / 1e6 for c in r["budgeted_batch"]],
-                        [c["test_accuracy"] for c in r["budgeted_batch"]], style, label=label)
+                line = ax.plot([c["test_cost"] / 1e6 for c in r["budgeted_batch"]],
+                               [c["test_accuracy"] for c in r["budgeted_batch"]], style,
+                               label=f"{label} (per-exit thresholds)")
+                ax.plot([c["test_cost"] / 1e6 for c in r["budgeted_batch_shared_threshold"]],
+                        [c["test_accuracy"] for c in r["budgeted_batch_shared_threshold"]], ":", lw=1,
+                        color=line[0].get_color(), label=f"{label} (one shared threshold)")
         for name, r in resnets.items():
             ax.plot([r["multiply_adds"] / 1e6], [r["test_accuracy"]], "k^")
             ax.annotate(name, (r["multiply_adds"] / 1e6, r["test_accuracy"]), fontsize=8, xytext=(4, -10),
@@ -133,13 +139,14 @@ def _plots(out: str, msd: dict[str, Any], ee: dict[str, Any], resnets: dict[str,
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, fname), dpi=110)
         plt.close(fig)
 
 
 def run(opts: Any) -> dict[str, Any]:
+    check_recipe(opts)
     exits = _ints(opts.exits, "exits")
     depths = _ints(opts.resnet_blocks, "resnet-blocks")
     ee_exits = _ints(opts.ee_exits, "ee-exits")
@@ -165,17 +172,21 @@ def run(opts: Any) -> dict[str, Any]:
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
     sample = Tensor(splits.x_test[:1])
-    results: dict[str, Any] = {"data": splits.data, **splits.sizes()}
+    results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "recipe": recipe_record(opts)}
 
-    rec = _fit(opts, "msdnet", msdnet, MultiExitUpdater(msdnet, Adam(msdnet.parameters(), lr=opts.lr), weights),
-               splits)
-    results["msdnet"] = _multi_exit(msdnet, splits, {**rec, "exits": exits, "exit_weights": weights})
-    rec = _fit(opts, "resnet_ee", ee, MultiExitUpdater(ee, Adam(ee.parameters(), lr=opts.lr)), splits)
-    results["resnet_early_exit"] = _multi_exit(ee, splits, {**rec, "exits": ee.exit_blocks})
+    loss = smoothed_cross_entropy(opts.label_smoothing)
+    probs: dict[str, numpy.ndarray] = {}
+    rec = _fit(opts, "msdnet", MultiExitUpdater(msdnet, make_optimizer(opts, msdnet.parameters()), weights,
+                                                label_smoothing=opts.label_smoothing), splits)
+    results["msdnet"] = _multi_exit(msdnet, splits, {**rec, "exits": exits, "exit_weights": weights}, probs, "msdnet")
+    rec = _fit(opts, "resnet_ee", MultiExitUpdater(ee, make_optimizer(opts, ee.parameters()),
+                                                   label_smoothing=opts.label_smoothing), splits)
+    results["resnet_early_exit"] = _multi_exit(ee, splits, {**rec, "exits": ee.exit_blocks}, probs, "resnet_ee")
+    numpy.savez_compressed(os.path.join(opts.out, "exit_probs.npz"), y_val=splits.y_val, y_test=splits.y_test,
+                           **probs)
     results["resnets"] = {}
     for name, model in resnets.items():
-        rec = _fit(opts, name, model, StandardUpdater(model, Adam(model.parameters(), lr=opts.lr), F.cross_entropy),
-                   splits)
+        rec = _fit(opts, name, StandardUpdater(model, make_optimizer(opts, model.parameters()), loss), splits)
         model.eval()
         results["resnets"][name] = {**rec, "multiply_adds": count_multiply_adds(model, sample),
                                     "test_accuracy": accuracy_of(model, splits.x_test, splits.y_test)}
@@ -193,6 +204,10 @@ def run(opts: Any) -> dict[str, Any]:
         "first_exit_beats_shallowest_resnet": (msd["exit_test_accuracy"][0] > shallow["test_accuracy"]
                                                and msd["exit_multiply_adds"][0] <= shallow["multiply_adds"]),
         "budgeted_share_msdnet_above_early_exit_resnet": _above_share(msd["budgeted_batch"], eer["budgeted_batch"]),
+        "budgeted_share_msdnet_above_early_exit_resnet_shared_threshold": _above_share(
+            msd["budgeted_batch_shared_threshold"], eer["budgeted_batch_shared_threshold"]),
+        "budgeted_share_per_exit_above_shared_msdnet": _above_share(msd["budgeted_batch"],
+                                                                   msd["budgeted_batch_shared_threshold"]),
     }
     _plots(opts.out, msd, eer, results["resnets"])
     c = results["comparison"]
@@ -202,6 +217,7 @@ def run(opts: Any) -> dict[str, Any]:
     print("ResNets: " + ", ".join(f"{n} {r['test_accuracy']:.4f}@{r['multiply_adds'] / 1e6:.2f}M"
                                   for n, r in results["resnets"].items()))
     print(f"budgeted batch: MSDNet above the early-exit ResNet on "
-          f"{c['budgeted_share_msdnet_above_early_exit_resnet']} of the common budget range")
+          f"{c['budgeted_share_msdnet_above_early_exit_resnet']} of the common budget range with per-exit thresholds, "
+          f"{c['budgeted_share_msdnet_above_early_exit_resnet_shared_threshold']} with one shared threshold")
     results["test_accuracy"] = msd["exit_test_accuracy"][-1]
     return results
