@@ -79,3 +79,25 @@ def test_paste_mask():
     want = np.zeros((8, 8), bool)
     want[2:6, 0:5] = True
     np.testing.assert_array_equal(out, want)
+
+
+def test_paste_mask_is_aligned_with_the_roi_align_targets():
+    """A fractional box: the mask's cells are centred where roi_align(aligned=True) sampled them (the left
+    half of a 4-cell mask in [2.2, 10.2) covers the pixels whose centres lie left of 6.2 and within half a
+    cell of the box), and a ground-truth mask survives mask_targets (28x28) + paste almost unchanged."""
+    from handgrad.vision.models.mask_rcnn import mask_targets
+
+    m = np.zeros((4, 4))
+    m[:, :2] = 1.0
+    out = paste_mask_in_image(m, np.array([2.2, 0.0, 10.2, 4.0]), 4, 14)
+    want = np.zeros((4, 14), bool)
+    want[:, 2:6] = True
+    np.testing.assert_array_equal(out, want)
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    gt = ((xx - 30.3) / 17.1) ** 2 + ((yy - 33.6) / 9.4) ** 2 <= 1.0
+    box = np.array([13.2, 24.2, 47.4, 43.0])
+    t = mask_targets(gt[None], box[None], np.array([0]), 28)[0]
+    back = paste_mask_in_image(t, box, 64, 64)
+    assert (back & gt).sum() / (back | gt).sum() > 0.95
+    with pytest.raises(ValueError, match=r"paste_mask_in_image: mask must be \(m, m\)"):
+        paste_mask_in_image(np.ones(4), box, 8, 8)

@@ -131,21 +131,46 @@ def mask_iou(masks1: numpy.ndarray, masks2: numpy.ndarray) -> numpy.ndarray:
     return numpy.where(union > 0, inter / numpy.maximum(union, 1), 0.0)
 
 
+def _interp_matrix(n_out: int, start: float, length: float, m: int) -> numpy.ndarray:
+    """``(n_out, m + 2)`` bilinear weights from the ``m`` cells of a mask spanning ``[start, start + length)``
+    (zero-padded by one cell on each side) to the pixel centres ``p + 0.5``, ``p = 0 .. n_out - 1``."""
+    cell = length / m
+    u = (numpy.arange(n_out) + 0.5 - start) / cell - 0.5 + 1.0  # continuous index into the padded mask
+    u = numpy.clip(u, 0.0, m + 1.0)
+    i0 = numpy.minimum(numpy.floor(u).astype(numpy.int64), m)
+    f = u - i0
+    w = numpy.zeros((n_out, m + 2))
+    rows = numpy.arange(n_out)
+    w[rows, i0] += 1.0 - f
+    w[rows, i0 + 1] += f
+    return w
+
+
 def paste_mask_in_image(mask: numpy.ndarray, box: numpy.ndarray, height: int, width: int,
                         threshold: float = 0.5) -> numpy.ndarray:
     """Paste a soft ``(m, m)`` mask predicted for ``box = [x1, y1, x2, y2]`` into an ``(height, width)``
-    image: bilinear resize to the box's pixel extent, then ``>= threshold`` (Mask R-CNN's test-time step).
+    image (Mask R-CNN's test-time step): the mask's cell ``(i, j)`` is centred at
+    ``(x1 + (j + 0.5) w / m, y1 + (i + 0.5) h / m)``, exactly where ``roi_align(aligned=True)`` sampled the
+    training target, and pixel ``(y, x)`` (centre ``(x + 0.5, y + 0.5)``) takes the bilinear interpolation
+    of the mask padded with one cell of zeros (so it fades to 0 just outside the box, as torchvision's
+    ``paste_masks_in_image``), then ``>= threshold``. Separable: ``P = W_y M W_x^T`` with ``(rows, m + 2)``
+    interpolation matrices, computed only over the box's pixel extent (one cell of margin).
     Returns a bool ``(height, width)`` mask."""
-    from PIL import Image
-
-    m = numpy.asarray(mask, dtype=numpy.float32)
+    m = numpy.asarray(mask, dtype=numpy.float64)
+    if m.ndim != 2:
+        raise ValueError(f"paste_mask_in_image: mask must be (m, m), got {m.shape}")
     x1, y1, x2, y2 = (float(v) for v in box)
     out = numpy.zeros((height, width), dtype=bool)
-    x0, y0 = int(numpy.floor(x1)), int(numpy.floor(y1))
-    w, h = max(1, int(numpy.ceil(x2)) - x0), max(1, int(numpy.ceil(y2)) - y0)
-    r = numpy.asarray(Image.fromarray(m, mode="F").resize((w, h), Image.BILINEAR)) >= threshold
-    xa, ya = max(x0, 0), max(y0, 0)
-    xb, yb = min(x0 + w, width), min(y0 + h, height)
-    if xb > xa and yb > ya:
-        out[ya:yb, xa:xb] = r[ya - y0:yb - y0, xa - x0:xb - x0]
+    bw, bh = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+    # pixels whose centre can see a non-zero interpolated value: within one cell of the box
+    xa = max(int(numpy.floor(x1 - bw / m.shape[1])), 0)
+    xb = min(int(numpy.ceil(x2 + bw / m.shape[1])), width)
+    ya = max(int(numpy.floor(y1 - bh / m.shape[0])), 0)
+    yb = min(int(numpy.ceil(y2 + bh / m.shape[0])), height)
+    if xb <= xa or yb <= ya:
+        return out
+    pad = numpy.pad(m, 1)
+    wy = _interp_matrix(yb - ya, y1 - ya, bh, m.shape[0])
+    wx = _interp_matrix(xb - xa, x1 - xa, bw, m.shape[1])
+    out[ya:yb, xa:xb] = (wy @ pad @ wx.T) >= threshold
     return out

@@ -13,7 +13,8 @@ each foreground RoI, one ``m x m`` binary mask per class.
   the class). Added to Faster R-CNN's four terms; the mask head runs on the sampled foreground RoIs only.
 * Test time (:meth:`MaskRCNN.detect`): the mask head runs on the final detections' boxes, the predicted
   class's channel goes through the sigmoid and is pasted into the image
-  (:func:`~handgrad.vision.mask.paste_mask_in_image`, bilinear resize to the box, >= 0.5).
+  (:func:`~handgrad.vision.mask.paste_mask_in_image`: bilinear interpolation with the mask's cells centred
+  where ``roi_align`` sampled the targets, >= 0.5).
 """
 
 from __future__ import annotations
