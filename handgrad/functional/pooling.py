@@ -26,6 +26,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _pool_kernels
 from handgrad.functional._cnn_util import pair, shape_str
 
 
@@ -109,6 +110,11 @@ class MaxPool2dFunction(Function):
         xv, perm = _spatial_view(x)
         ax = _axes(perm)
         xpad = _padded(xv, ax, g.p, g.after, -numpy.inf)
+        self.idx = None
+        if _pool_kernels.usable(xp, xpad):  # compiled: one pass, arg-max offsets kept for the backward
+            y, self.idx = _pool_kernels.max_pool_forward(xpad, ax == (1, 2), g.k, g.s, g.d, g.out)
+            self.xpad, self.y, self.perm, self.ax = xpad, y, perm, ax
+            return y.transpose(perm)
         y = None
         for p in range(g.k[0]):
             for q in range(g.k[1]):
@@ -148,6 +154,9 @@ class MaxPool2dFunction(Function):
         g = self.geo
         xp = get_array_module(gy)
         gyv = gy.transpose(tuple(numpy.argsort(self.perm).tolist()))  # into the forward's working layout
+        if self.idx is not None and _pool_kernels.usable(xp, gyv):
+            gpad = _pool_kernels.max_pool_backward(gyv, self.idx, self.xpad.shape, self.ax == (1, 2), g.k, g.s, g.d)
+            return self._crop(gpad).transpose(self.perm)
         if all(g.s[a] == g.k[a] and (g.d[a] == 1 or g.k[a] == 1) and g.p[a] == 0 and g.after[a] == 0
                for a in (0, 1)):
             return self._backward_blocks(gyv).transpose(self.perm)
@@ -163,10 +172,15 @@ class MaxPool2dFunction(Function):
                 xp.multiply(gyv, m, out=gpad[sl])
             else:
                 gpad[sl] += gyv * m
+        return self._crop(gpad).transpose(self.perm)
+
+    def _crop(self, gpad: Any) -> Any:
+        """The unpadded part of a gradient of ``xpad`` (in the working layout)."""
+        g = self.geo
         idx = [slice(None)] * 4
         for a in (0, 1):
             idx[self.ax[a]] = slice(g.p[a], g.p[a] + g.size[a])
-        return gpad[tuple(idx)].transpose(self.perm)
+        return gpad[tuple(idx)]
 
     def _backward_blocks(self, gyv: Any) -> Any:
         """Backward for the common kernel == stride, unpadded case (e.g. LeNet's 2x2 pools).
@@ -339,10 +353,15 @@ class AvgPool2dFunction(Function):
                     gpad[sl] = gyv
                 else:
                     gpad[sl] += gyv
+        return self._crop(gpad).transpose(self.perm)
+
+    def _crop(self, gpad: Any) -> Any:
+        """The unpadded part of a gradient of ``xpad`` (in the working layout)."""
+        g = self.geo
         idx = [slice(None)] * 4
         for a in (0, 1):
             idx[self.ax[a]] = slice(g.p[a], g.p[a] + g.size[a])
-        return gpad[tuple(idx)].transpose(self.perm)
+        return gpad[tuple(idx)]
 
 
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
