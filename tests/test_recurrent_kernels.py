@@ -87,3 +87,71 @@ def test_exp_kernels_accuracy():
     o64 = np.empty_like(x64)
     ev64(x64, o64)
     assert np.max(np.abs(o64 - np.exp(x64)) / np.exp(x64)) < 1e-15
+
+
+def _run_no_grad(kind: str, dtype, compiled: bool, lengths, reverse: bool, scale: float) -> list[np.ndarray]:
+    """The no-grad forward (``lstm_infer`` / ``gru_infer`` on the compiled path): output and final states."""
+    rng = np.random.default_rng(2)
+    T, B, I, H = 6, 5, 4, 7
+    G = 4 if kind == "lstm" else 3
+    x = hg.tensor((scale * rng.standard_normal((T, B, I))).astype(dtype))
+    ws = [hg.tensor((0.5 * rng.standard_normal(s)).astype(dtype)) for s in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+    h0 = hg.tensor(rng.standard_normal((B, H)).astype(dtype))
+    c0 = hg.tensor(rng.standard_normal((B, H)).astype(dtype))
+    c0_before = c0.numpy().copy()
+    old = _kernels.ENABLED
+    _kernels.ENABLED = compiled
+    try:
+        with hg.no_grad():
+            if kind == "lstm":
+                out, *finals = lstm_sequence(x, (h0, c0), *ws, lengths=lengths, reverse=reverse)
+            else:
+                out, *finals = gru_sequence(x, h0, *ws, lengths=lengths, reverse=reverse)
+    finally:
+        _kernels.ENABLED = old
+    np.testing.assert_array_equal(c0.numpy(), c0_before)  # the caller's initial state is never written
+    return [out.numpy().copy(), *(f.numpy().copy() for f in finals)]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4], False), ([2, 6, 5, 6, 3], True)])
+def test_compiled_no_grad_forward_matches_numpy_fallback(kind, dtype, lengths, reverse):
+    a = _run_no_grad(kind, dtype, True, lengths, reverse, 1.0)
+    b = _run_no_grad(kind, dtype, False, lengths, reverse, 1.0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for u, v in zip(a, b):
+        assert u.dtype == dtype
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+    if lengths is not None:  # padded steps output exactly zero on both paths
+        pad = np.arange(6)[:, None] >= np.asarray(lengths)[None, :]
+        assert np.all(a[0][pad] == 0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_no_grad_forward_saturates_like_numpy(kind, dtype):
+    """Inputs in -1e4..1e4: the no-grad kernels saturate to the fallback's numbers, finite."""
+    a = _run_no_grad(kind, dtype, True, [6, 3, 6, 1, 4], False, 1e4)
+    b = _run_no_grad(kind, dtype, False, [6, 3, 6, 1, 4], False, 1e4)
+    for u, v in zip(a, b):
+        assert np.all(np.isfinite(u))
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_no_grad_forward_equals_training_forward(kind):
+    """The no-grad path (nothing saved) gives the training forward's numbers (compiled path both times)."""
+    rng = np.random.default_rng(3)
+    T, B, I, H = 5, 3, 4, 6
+    G = 4 if kind == "lstm" else 3
+    x = hg.tensor(rng.standard_normal((T, B, I)))
+    shapes = ((G * H, I), (G * H, H), (G * H,), (G * H,))
+    ws = [hg.tensor(0.5 * rng.standard_normal(s), requires_grad=True) for s in shapes]
+    fn = lstm_sequence if kind == "lstm" else gru_sequence
+    train = fn(x, None, *ws)
+    with hg.no_grad():
+        infer = fn(x, None, *ws)
+    assert train[0].requires_grad and not infer[0].requires_grad
+    for u, v in zip(train, infer):
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-13, atol=1e-14)

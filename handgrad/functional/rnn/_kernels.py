@@ -113,6 +113,27 @@ if ENABLED:
                 h[b, j] = sb[3 * H + j] * t
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def lstm_infer(s, r, c, h):
+        """No-grad step: c (n,H) <- f c + i g in place, h (n,H) = o tanh(c); s, r (n,4H) only read.
+
+        One pass, nothing kept for a backward: the four gates of unit j are read at j, H+j, 2H+j, 3H+j
+        (four contiguous streams, so the j loop still vectorises) and never written back."""
+        n, H = c.shape
+        one = s.dtype.type(1.0)
+        two = s.dtype.type(2.0)
+        H2, H3 = 2 * H, 3 * H
+        for b in range(n):
+            sb, rb, cb, hb = s[b], r[b], c[b], h[b]
+            for j in range(H):
+                i = one / (one + _exp(sb[j] + rb[j]))
+                f = one / (one + _exp(sb[H + j] + rb[H + j]))
+                gg = two / (one + _exp(sb[H2 + j] + rb[H2 + j])) - one
+                o = one / (one + _exp(sb[H3 + j] + rb[H3 + j]))
+                cc = f * cb[j] + i * gg
+                cb[j] = cc
+                hb[j] = o * (two / (one + _exp(-two * cc)) - one)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def lstm_bwd(s, tc, h, g, cp, dh, dc, dz):
         """One BPTT step's element-wise part: dz (n,4H) (g column at 1/4), dc <- dc_{t-1} in place."""
         n, H = dh.shape
@@ -149,6 +170,21 @@ if ENABLED:
                 a = two / (one + _exp(gb[2 * H + j] + gb[j] * v)) - one
                 gb[2 * H + j] = a
                 h[b, j] = a + gb[H + j] * (hp[b, j] - a)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def gru_infer(g, r, b_hn, hp, h):
+        """No-grad step: h (n,H) from g, r (n,3H) (only read) and h_{t-1} = hp; nothing kept for a backward."""
+        n, H = h.shape
+        one = g.dtype.type(1.0)
+        two = g.dtype.type(2.0)
+        H2 = 2 * H
+        for b in range(n):
+            gb, rb, pb, hb = g[b], r[b], hp[b], h[b]
+            for j in range(H):
+                rr = one / (one + _exp(gb[j] + rb[j]))
+                z = one / (one + _exp(gb[H + j] + rb[H + j]))
+                a = two / (one + _exp(gb[H2 + j] + rr * (rb[H2 + j] + b_hn[j]))) - one
+                hb[j] = a + z * (pb[j] - a)
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def gru_bwd(g, hn, hp, dh, dx, dhh, carry):

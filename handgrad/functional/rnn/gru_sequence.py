@@ -60,21 +60,25 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         input_projection(x, w_ih * scale[:, None], b_in, G)
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
+        if not any(self.needs_input_grad) and _kernels.usable(xp, G, Hs):
+            return self._infer(G, Hs, w_hh_s, b_hn_s)
         HN = ws.empty(xp, (T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
         R = ws.empty(xp, (B, 3 * H), dt)
         tmp = ws.empty(xp, (B, H), dt)
         fast = _kernels.usable(xp, G, Hs, HN, R)  # the compiled step (same numbers, one pass)
         if fast:
             b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
+            w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 3H): the faster GEMM layout (lstm_sequence._infer)
         for t in range(T):
             n = sizes[t]
             g = G[t, :n]
             r_ = R[:n]
             hp = Hs[t, :n]
-            xp.matmul(w_hh_s, hp.T, out=r_.T)
             if fast:
+                xp.matmul(hp, w_hh_t, out=r_)
                 _kernels.gru_fwd(g, r_, b_hn_k, HN[t, :n], hp, Hs[t + 1, :n])
                 continue
+            xp.matmul(w_hh_s, hp.T, out=r_.T)  # the NumPy reference keeps its pinned GEMM layout
             hn = HN[t, :n]
             if b_hn_s is not None:
                 xp.add(r_[:, H2:], b_hn_s, out=hn)
@@ -99,6 +103,26 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             h += a  # h = n + z (h_{t-1} - n)
         ws.give(R, tmp)
         self.x, self.G, self.HN, self.Hs, self.w_ih, self.w_hh = x, G, HN, Hs, w_ih, w_hh
+        return (Hs,)
+
+    def _infer(self, G: Any, Hs: Any, w_hh_s: Any, b_hn_s: Any) -> tuple[Any]:
+        """The no-grad forward (compiled path): one numba pass per step, nothing saved for a backward (no
+        ``HN``, the gates never written back), the recurrent GEMM ``h_{t-1} @ W_hh_s^T`` into one reused
+        buffer with the transposed weight made contiguous once (the faster layout, see ``lstm_sequence``)."""
+        xp = get_array_module(G)
+        T, B, G3 = G.shape
+        H = G3 // 3
+        dt = G.dtype
+        sizes = self.sch.sizes
+        b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
+        w_hh_t = xp.ascontiguousarray(w_hh_s.T)
+        R = ws.empty(xp, (B, G3), dt)
+        for t in range(T):
+            n = sizes[t]
+            r = R[:n]
+            xp.matmul(Hs[t, :n], w_hh_t, out=r)
+            _kernels.gru_infer(G[t, :n], r, b_hn_k, Hs[t, :n], Hs[t + 1, :n])
+        ws.give(G, R)
         return (Hs,)
 
     def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:

@@ -59,6 +59,8 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
         S = ws.empty(xp, (T, B, 4 * H), dt)
         input_projection(x, w_ih * scale[:, None], None if b_ih is None else (b_ih + b_hh) * scale, S)
+        if not any(self.needs_input_grad) and _kernels.usable(xp, S):
+            return self._infer(S, states, w_hh_s)
         Hs = alloc(xp, (T + 1, B, H), dt)
         Cs = alloc(xp, (T + 1, B, H), dt)
         TC = alloc(xp, (T, B, H), dt)  # tanh(c_t), reused by the backward
@@ -69,15 +71,18 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         tmp = ws.empty(xp, (B, H), dt)
         H2, H3 = 2 * H, 3 * H
         fast = _kernels.usable(xp, S, Hs, Cs, TC, GG, R)  # the compiled step (same numbers, one pass)
+        if fast:
+            w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 4H): see _infer for why this layout
         for t in range(T):
             n = sizes[t]
             s = S[t, :n]
             r = R[:n]
-            # r = h_{t-1} @ W_hh_s^T, written through r.T (the faster GEMM layout for a small batch)
-            xp.matmul(w_hh_s, Hs[t, :n].T, out=r.T)
             if fast:
+                xp.matmul(Hs[t, :n], w_hh_t, out=r)
                 _kernels.lstm_fwd(s, r, Cs[t, :n], Cs[t + 1, :n], TC[t, :n], GG[t, :n], Hs[t + 1, :n])
                 continue
+            # r = h_{t-1} @ W_hh_s^T, written through r.T (the NumPy reference keeps its pinned GEMM layout)
+            xp.matmul(w_hh_s, Hs[t, :n].T, out=r.T)
             s += r
             xp.exp(s, out=s)
             s += 1
@@ -101,6 +106,35 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         self.x, self.S, self.Hs, self.Cs, self.TC, self.GG = x, S, Hs, Cs, TC, GG
         self.w_ih, self.w_hh = w_ih, w_hh
         return Hs, Cs
+
+    def _infer(self, S: Any, states: list[Any], w_hh_s: Any) -> tuple[Any, Any]:
+        """The no-grad forward (compiled path): nothing saved for a backward, one numba pass per step.
+
+        Only ``h`` is kept for every step (it is the output); ``c`` lives in one (B, H) buffer updated in
+        place, and the gate sigmoids, ``g`` and ``tanh(c)`` are never stored. The recurrent GEMM writes into
+        one reused (B, 4H) buffer as ``h_{t-1} (n, H) @ W_hh_s^T (H, 4H)`` with the transposed weight made
+        contiguous once per call: measured on OpenBLAS SkylakeX (T100 B32 H256), 100 such GEMMs take 22 ms
+        against 35 ms for ``W_hh_s @ h^T`` written through ``r.T`` (the layout of the NumPy reference).
+        """
+        xp = get_array_module(S)
+        T, B, G = S.shape
+        H = G // 4
+        dt = S.dtype
+        sizes = self.sch.sizes
+        Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
+        Hs[0] = states[0]
+        c = xp.array(states[1], dtype=dt, copy=True)  # may be the caller's c0: never written in place
+        w_hh_t = xp.ascontiguousarray(w_hh_s.T)
+        R = ws.empty(xp, (B, G), dt)
+        for t in range(T):
+            n = sizes[t]
+            r = R[:n]
+            xp.matmul(Hs[t, :n], w_hh_t, out=r)
+            _kernels.lstm_infer(S[t, :n], r, c[:n], Hs[t + 1, :n])
+        ws.give(S, R)
+        # rows past their length are not updated, so c holds every row's final cell state; broadcast_to gives
+        # it the (T+1, B, H) shape of the states that Schedule.final indexes (any step -> the same c)
+        return Hs, xp.broadcast_to(c, (T + 1, B, H))
 
     def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:
         x, S, Hs, Cs, TC, GG, w_hh = self.x, self.S, self.Hs, self.Cs, self.TC, self.GG, self.w_hh
