@@ -78,3 +78,38 @@ def test_bad_configurations_are_one_line_errors(capsys):
 def test_median_frequency_class_weights():
     labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])  # shares 6/9, 2/9, 1/9; class 3 absent; median 2/9
     np.testing.assert_allclose(class_weights(labels, 4), [1 / 3, 1, 2, 0], rtol=1e-6)
+
+
+def test_sqrt_class_weights_and_joint_segment_augmentation():
+    import handgrad as hg
+    from handgrad import nn
+    from handgrad.experiments.fabric_segment import SegmentAugmentingUpdater
+    from handgrad.optim import SGD
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])  # f = 6/9, 2/9, 1/9; median 2/9
+    np.testing.assert_allclose(class_weights(labels, 4, 0.5), [(1 / 3) ** 0.5, 1, 2 ** 0.5, 0], rtol=1e-6)
+    seen = []
+
+    class Probe(nn.Module):  # records what the step trained on
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(hg.zeros(1))
+
+        def forward(self, x):
+            seen.append(x.numpy().copy())
+            return x[:, :2] * self.w
+
+    def loss(out, y):
+        seen.append(y.numpy().copy())
+        return out.sum()
+
+    m = Probe()
+    up = SegmentAugmentingUpdater(m, SGD(m.parameters(), lr=0.1), loss, "crop-flip", seed=0)
+    x = np.zeros((8, 3, 12, 12), np.float32)
+    y = np.zeros((8, 12, 12), np.int64)
+    x[:, :, 3:6, 2:5] = 1.0
+    y[:, 3:6, 2:5] = 7
+    up.update((hg.Tensor(x), hg.Tensor(y)))
+    xa, ya = seen
+    assert not np.array_equal(xa, x)  # moved
+    np.testing.assert_array_equal(xa[:, 0] == 1.0, ya == 7)  # image and labels moved together
+    assert ya.dtype == np.int64 and set(np.unique(ya)) <= {0, 7}

@@ -148,7 +148,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
            writes=("trellis.png", "fabric/learning_curves.png", "plain_cnn/learning_curves.png")),
     _entry("fabric-segment", "fabric_segment",
     "fabric segmentation of the generated scenes (pixel accuracy, mean IoU) vs U-Net-shaped and plain-CNN paths",
-           defaults={"epochs": 10, "batch_size": 16, "lr": 2e-3, "layers": 8, "scales": 4, "channels": 16,
+           defaults={"epochs": 10, "batch_size": 16, "lr": 0.05, "layers": 8, "scales": 4, "channels": 16,
                      "image_size": 64, "train_scenes": 1000, "val_scenes": 100, "test_scenes": 200},
            quick={"epochs": 1, "layers": 3, "scales": 2, "channels": 4, "image_size": 32, "train_scenes": 8,
                   "val_scenes": 4, "test_scenes": 4},

@@ -25,14 +25,21 @@ from handgrad.architectures import Fabric
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.data import DataLoader, TensorDataset
 from handgrad.data.scenes import DetectionScenes, SceneConfig
+from handgrad.data.transforms import random_crop, random_horizontal_flip
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters
 from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, pruning_study, unet_path
+from handgrad.experiments._recipe import (
+    add_recipe_arguments,
+    check_recipe,
+    make_optimizer,
+    make_schedule,
+    recipe_record,
+)
 from handgrad.experiments.fabric_fashion import _keep_fractions
-from handgrad.optim import Adam
-from handgrad.train import EarlyStopping, Trainer
+from handgrad.train import EarlyStopping, StandardUpdater, Trainer
 from handgrad.train.plots import plot_history
 
 
@@ -46,10 +53,14 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--val-scenes", type=int, default=None, help="validation scenes (default 100)")
     p.add_argument("--test-scenes", type=int, default=None, help="test scenes (default 200)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
-    p.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
-                   help="per-pixel loss weights: median-frequency balancing over the training maps (default; "
-                        "without it the short runs predict background everywhere) or none")
+    p.add_argument("--class-weights", choices=("sqrt", "balanced", "none"), default="sqrt",
+                   help="per-pixel loss weights over the training maps: sqrt (default: the square root of median-"
+                        "frequency balancing), balanced (median-frequency balancing: the background weighs ~1/80 of "
+                        "an object, so background pixels get object labels) or none (short runs then predict "
+                        "background everywhere)")
     p.add_argument("--keep", default="0.5,0.25,0", help="edge fractions kept when pruning (default 0.5,0.25,0)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the U-Net-path and plain-CNN baselines")
+    add_recipe_arguments(p)
 
 
 def scene_arrays(split: str, n: int, size: int, seed: int) -> tuple[numpy.ndarray, numpy.ndarray]:
@@ -93,14 +104,36 @@ def pixel_accuracy(output: Any, target: Any) -> float:
     return float((output.numpy().argmax(1) == numpy.asarray(target)).mean())
 
 
-def class_weights(labels: numpy.ndarray, num_classes: int) -> numpy.ndarray:
-    """Median-frequency balancing (Eigen & Fergus 2015): ``w_c = median_k f_k / f_c`` over the classes present
-    (``f_c``: share of the pixels of class c); absent classes get weight 0."""
+def class_weights(labels: numpy.ndarray, num_classes: int, power: float = 1.0) -> numpy.ndarray:
+    """Median-frequency balancing (Eigen & Fergus 2015): ``w_c = (median_k f_k / f_c)^power`` over the classes
+    present (``f_c``: share of the pixels of class c); absent classes get weight 0. ``power = 0.5`` softens it."""
     freq = numpy.bincount(labels.ravel(), minlength=num_classes).astype(numpy.float64) / labels.size
     w = numpy.zeros(num_classes)
     present = freq > 0
-    w[present] = numpy.median(freq[present]) / freq[present]
+    w[present] = (numpy.median(freq[present]) / freq[present]) ** power
     return w.astype(numpy.float32)
+
+
+class SegmentAugmentingUpdater(StandardUpdater):
+    """Training batches shifted by up to 4 pixels (pad with background, random crop) and mirrored left-right
+    (``crop-flip``), image and label map alike; evaluation batches untouched."""
+
+    def __init__(self, model: Any, optimizer: Any, loss_fn: Any, mode: str, seed: int) -> None:
+        super().__init__(model, optimizer, loss_fn)
+        self.mode, self.rng = mode, numpy.random.default_rng(seed)
+
+    def update(self, batch: Any) -> dict[str, Any]:
+        x, y = batch
+        a = x.numpy() if isinstance(x, Tensor) else numpy.asarray(x)
+        m = (y.numpy() if isinstance(y, Tensor) else numpy.asarray(y)).astype(numpy.float32)[:, None]
+        both = numpy.concatenate([a, m], axis=1)  # one draw moves image and labels together
+        if self.mode in ("crop", "crop-flip"):
+            both = random_crop(both, both.shape[-2:], padding=4, generator=self.rng)
+        if self.mode == "crop-flip":
+            both = random_horizontal_flip(both, generator=self.rng)
+        xa = numpy.ascontiguousarray(both[:, :-1])
+        ya = numpy.ascontiguousarray(both[:, -1]).astype(numpy.int64)
+        return super().update((Tensor(xa), Tensor(ya)))
 
 
 def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: int) -> dict[str, Any]:
@@ -109,13 +142,20 @@ def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: 
     train = DataLoader(TensorDataset(*data["train"]), batch_size=opts.batch_size, shuffle=True, seed=opts.seed)
     val = DataLoader(TensorDataset(*data["val"]), batch_size=32)
     es = EarlyStopping(monitor="val_loss", patience=opts.patience, restore_best_weights=True)
-    weight = None if opts.class_weights == "none" else Tensor(class_weights(data["train"][1], num_classes))
+    weight = None
+    if opts.class_weights != "none":
+        power = 0.5 if opts.class_weights == "sqrt" else 1.0
+        weight = Tensor(class_weights(data["train"][1], num_classes, power))
 
     def loss_fn(output: Any, target: Any) -> Any:
-        return F.cross_entropy(output, target, weight=weight)
+        eps = opts.label_smoothing if output.requires_grad else 0.0
+        return F.cross_entropy(output, target, weight=weight, label_smoothing=eps)
 
-    trainer = Trainer(model, Adam(model.parameters(), lr=opts.lr), loss_fn, metrics=[pixel_accuracy],
-                      callbacks=[es], out_dir=out, progress=opts.progress, run_name=f"{opts.experiment}/{name}")
+    optimizer = make_optimizer(opts, model.parameters())
+    sched = make_schedule(opts, optimizer, len(train))
+    updater = SegmentAugmentingUpdater(model, optimizer, loss_fn, opts.augment, opts.seed)
+    trainer = Trainer(updater=updater, metrics=[pixel_accuracy], callbacks=[es] + ([sched] if sched else []),
+                      out_dir=out, progress=opts.progress, run_name=f"{opts.experiment}/{name}")
     print(f"{name}: {count_parameters(model):,} parameters", flush=True)
     start = time.perf_counter()
     history = trainer.fit(train, val, epochs=opts.epochs)
@@ -132,6 +172,7 @@ def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: 
 
 def run(opts: Any) -> dict[str, Any]:
     keep = _keep_fractions(opts.keep)
+    check_recipe(opts)
     size = opts.image_size
     for name in ("train_scenes", "val_scenes", "test_scenes", "image_size"):
         if getattr(opts, name) < 1:
@@ -158,11 +199,13 @@ def run(opts: Any) -> dict[str, Any]:
                                "class_weights": opts.class_weights,
                                "data_time_s": round(time.perf_counter() - start, 1),
                                "test_background_fraction": float(freq[0])}
+    results["recipe"] = recipe_record(opts)
     results["fabric"] = _train(opts, "fabric", fabric, data, classes)
-    results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path,
-                            "channels": unet.channels}
-    results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
-                            "channels": plain.channels}
+    if not opts.no_baselines:
+        results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path,
+                                "channels": unet.channels}
+        results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
+                                "channels": plain.channels}
     calib = [data["train"][0][i:i + 32] for i in range(0, min(len(data["train"][0]), 32 * 8), 32)]
     rows, (norms, spath, total) = pruning_study(
         fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], classes),
