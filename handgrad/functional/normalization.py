@@ -23,6 +23,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _norm_kernels
 
 
 def _optional(*ts: Tensor | None) -> tuple[tuple[Tensor, ...], tuple[bool, ...]]:
@@ -47,6 +48,15 @@ class BatchNormFunction(Function):
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         n = x.size // x.shape[1]
+        self.rows = None
+        x2 = _norm_kernels.rows(x) if self.training and _norm_kernels.usable(xp, x) else None
+        if x2 is not None:  # compiled: two passes over channels-last memory (NumPy's path below is the reference)
+            y2, xhat2, mu, var = _norm_kernels.forward(x2, w, b, self.eps)
+            self._update_running(mu.reshape(bshape), var.reshape(bshape), n)
+            self.n, self.axes, self.bshape, self.w = n, axes, bshape, w
+            self.r = (1.0 / xp.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype, copy=False).reshape(bshape)
+            self.rows, self.xhat = xhat2, None
+            return _norm_kernels.from_rows(y2, x.shape)
         if self.training:
             mu = x.mean(axis=axes, keepdims=True)
             xc = x - mu
@@ -83,6 +93,8 @@ class BatchNormFunction(Function):
         gw = gb = gx = None
         want_w = self.present[0] and need[1]
         want_b = self.present[1] and need[1 + self.present[0]]
+        if self.rows is not None:
+            return self._backward_compiled(gy, want_w, want_b)
         if want_b or (need[0] and self.training):
             gb = gy.sum(axis=axes)
         if want_w or (need[0] and self.training):
@@ -96,6 +108,25 @@ class BatchNormFunction(Function):
                 gx *= scale
             else:
                 gx = gy * scale
+        out = [gx]
+        if self.present[0]:
+            out.append(gw if want_w else None)
+        if self.present[1]:
+            out.append(gb if want_b else None)
+        return tuple(out)
+
+
+    def _backward_compiled(self, gy: Any, want_w: bool, want_b: bool) -> tuple[Any, ...]:
+        """The training-mode backward on the (M, C) rows of channels-last memory (``_norm_kernels``)."""
+        gy2 = _norm_kernels.rows(gy)
+        if gy2 is None:  # dy in another memory order: one copy into channels-last rows
+            gcl = get_array_module(gy).ascontiguousarray(gy.transpose((0, *range(2, gy.ndim), 1)))
+            gy2 = gcl.reshape(-1, gy.shape[1])
+        gb, gw = _norm_kernels.grad_sums(gy2, self.rows)
+        gx = None
+        if self.needs_input_grad[0]:
+            scale = self.r.reshape(-1) if self.w is None else self.r.reshape(-1) * self.w
+            gx = _norm_kernels.from_rows(_norm_kernels.grad_input(gy2, self.rows, gb, gw, scale, self.n), gy.shape)
         out = [gx]
         if self.present[0]:
             out.append(gw if want_w else None)
