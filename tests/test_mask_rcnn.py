@@ -215,6 +215,10 @@ def test_masks_from_a_model_without_mask_head_and_missing_masks_are_clear_errors
     t = [{"boxes": np.array([[2.0, 2, 20, 20]]), "labels": np.array([1])}]
     with pytest.raises(ValueError, match=r"MaskRCNN: targets\[0\] has no 'masks'"):
         m.losses(Tensor(np.zeros((1, 3, 32, 40), np.float32)), t, np.random.default_rng(0))
+    gm = m.masks_for_boxes(img, np.array([[2.0, 3, 20, 30], [0, 0, 40, 32]]), np.array([1, 3]))
+    assert gm.shape == (2, 32, 40) and gm.dtype == bool and not gm[0, :, 21:].any()
+    with pytest.raises(ValueError, match=r"MaskRCNN.paste_masks: labels must be 1 class ids in 0..3"):
+        m.masks_for_boxes(img, np.array([[2.0, 3, 20, 30]]), np.array([4]))
     t[0]["masks"] = np.zeros((1, 16, 16), bool)
     with pytest.raises(ValueError, match=r"masks'\] must be \(G, H, W\) = \(1, 32, 40\)"):
         m.losses(Tensor(np.zeros((1, 3, 32, 40), np.float32)), t, np.random.default_rng(0))

@@ -100,3 +100,55 @@ def test_quick_run_with_a_fast_rcnn_folder_for_the_table(tmp_path, capsys):
                "--train-scenes", "2", "--test-scenes", "1", "--pretrain-epochs", "0", "--fast-rcnn", str(fr)])
     err = capsys.readouterr().err
     assert rc == 2 and "not fast-rcnn" in err and "Traceback" not in err
+
+
+def test_mask_rcnn_run_from_a_faster_rcnn_run(tmp_path, capsys):
+    """mask-rcnn-scenes --init <faster-rcnn run>: every weight but the fresh mask head is loaded (an unknown
+    or missing weight elsewhere is still a one-line error); the mask head's shape goes into detector.json and
+    handgrad detect rebuilds it from there."""
+    from handgrad.data.scenes import DetectionScenes
+    from handgrad.errors import ExperimentError
+    from handgrad.experiments._detection import load_init
+
+    classes = DetectionScenes("test", size=1).classes
+    hg.manual_seed(1)
+    fr = tmp_path / "faster"
+    fr.mkdir()
+    net = FasterRCNN(len(classes))
+    save(net.state_dict(), fr / "detector.safetensors")
+    (fr / "detector.json").write_text(json.dumps({"kind": "faster-rcnn", "classes": classes}))
+    m = load_init(str(fr), lambda: MaskRCNN(len(classes), mask_convs=1), "mask-rcnn", fresh_prefixes=("mask_head.",))
+    ours = m.state_dict()
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(ours[k]), np.asarray(v), err_msg=k)
+    with pytest.raises(ExperimentError, match="not a mask-rcnn detector"):
+        load_init(str(fr), lambda: MaskRCNN(len(classes)), "mask-rcnn")  # without the fresh head: missing weights
+    with pytest.raises(ExperimentError, match="not a mask-rcnn detector"):
+        load_init(str(fr), lambda: MaskRCNN(len(classes), hidden=8), "mask-rcnn", fresh_prefixes=("mask_head.",))
+
+    out = tmp_path / "run"
+    rc = main(["run", "mask-rcnn-scenes", "--quick", "--no-progress", "--out", str(out), "--train-scenes", "2",
+               "--test-scenes", "1", "--init", str(fr), "--mask-convs", "1", "--mask-channels", "8"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    meta = json.loads((out / "detector.json").read_text())
+    assert meta["kind"] == "mask-rcnn" and (meta["mask_convs"], meta["mask_channels"]) == (1, 8)
+    r = json.loads((out / "results.json").read_text())
+    assert 0 <= r["mask_map50_gt_boxes"] <= 1 and 0 <= r["mask_iou_gt_boxes"] <= 1 and r["lr_schedule"] == "cosine"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "y.png")
+    assert main(["detect", str(out), str(tmp_path / "y.png"), "--out", str(tmp_path / "d")]) == 0
+
+
+def test_cosine_learning_rate_over_the_steps():
+    from handgrad.data.scenes import DetectionScenes
+    from handgrad.experiments.faster_rcnn_scenes import FasterRCNNUpdater
+    from handgrad.optim import SGD
+
+    ds = DetectionScenes("train", size=2)
+    m = FasterRCNN(ds.num_classes)
+    u = FasterRCNNUpdater(m, SGD(m.parameters(), lr=0.1), ds, 0, total_steps=4)
+    lrs = []
+    u.loss_and_output = lambda batch: (sum((p * 0.0).sum() for p in m.parameters()), None, None)
+    for _ in range(5):
+        u.update([0])
+        lrs.append(u.optimizer.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs, 0.1 * (1 + np.cos(np.pi * np.array([0, 1, 2, 3, 4]) / 4)) / 2, atol=1e-15)

@@ -80,7 +80,11 @@ def load_detector(model: str) -> tuple[Any, dict[str, Any]]:
             from handgrad.vision.models.faster_rcnn import FasterRCNN
             from handgrad.vision.models.mask_rcnn import MaskRCNN
 
-            rpn_net = (MaskRCNN if meta["kind"] == "mask-rcnn" else FasterRCNN)(len(classes))
+            if meta["kind"] == "mask-rcnn":  # runs saved before the mask head's shape was recorded had 2 x 64
+                rpn_net = MaskRCNN(len(classes), mask_convs=int(meta.get("mask_convs", 2)),
+                                   mask_channels=int(meta.get("mask_channels", 64)))
+            else:
+                rpn_net = FasterRCNN(len(classes))
             rpn_net.load_state_dict(state)
 
             def detect(img: numpy.ndarray) -> dict[str, numpy.ndarray]:

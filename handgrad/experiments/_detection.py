@@ -23,7 +23,7 @@ from handgrad.data.scenes import DetectionScenes, draw_detections
 from handgrad.errors import ExperimentError
 from handgrad.metrics.detection import eval_detection_coco, eval_detection_voc, plot_pr_curves
 from handgrad.optim import Adam
-from handgrad.serialization import load_into, save
+from handgrad.serialization import load, load_into, save
 from handgrad.train import Trainer
 from handgrad.vision.models import CropClassifier
 from handgrad.vision.models.backbone import normalize_image
@@ -207,15 +207,37 @@ def detections_png(path: str, ds: DetectionScenes, detect: Any, n: int = 8, scor
     sheet.save(path)
 
 
-def load_init(init: str, make: Callable[[], Any], kind: str) -> Any:
+def read_meta(folder: str) -> dict[str, Any]:
+    """A run folder's ``detector.json`` (``{}`` when it has none or it is unreadable: ``load_init`` then says
+    what is wrong)."""
+    try:
+        with open(os.path.join(folder, "detector.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_init(init: str, make: Callable[[], Any], kind: str, fresh_prefixes: tuple[str, ...] = ()) -> Any:
     """The detector built by ``make()`` with the weights of ``--init DIR`` (its ``detector.safetensors``);
-    a missing file or weights of another detector are one-line ``ExperimentError``s naming ``kind``."""
+    a missing file or weights of another detector are one-line ``ExperimentError``s naming ``kind``.
+    Parameters whose names start with one of ``fresh_prefixes`` may be absent from the file and keep their
+    initialisation (a Mask R-CNN's mask head started from a Faster R-CNN run)."""
     weights = os.path.join(init, "detector.safetensors")
     if not os.path.isfile(weights):
         raise ExperimentError(f"--init {init}: no detector.safetensors there")
     model = make()
     try:
-        load_into(model, weights)
+        if not fresh_prefixes:
+            load_into(model, weights)
+            return model
+        state = load(weights)
+        have = set(model.state_dict())
+        missing = sorted(k for k in have - set(state) if not k.startswith(fresh_prefixes))
+        extra = sorted(set(state) - have)
+        if missing or extra:
+            raise KeyError(f"missing {missing[:3]}, unexpected {extra[:3]}")
+        model.load_state_dict(state, strict=False)
     except (KeyError, ValueError, RuntimeError) as e:
         raise ExperimentError(f"--init {init}: not a {kind} detector for these scenes ({e})") from e
     return model

@@ -20,6 +20,7 @@ the comparison with Fast R-CNN + selective search on the same test scenes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -48,7 +49,13 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--pretrain-epochs", type=int, default=None, help="crop-classifier epochs (default 4; 0: none)")
     p.add_argument("--rois-per-image", type=int, default=64, help="RoIs sampled per image for the head (default 64)")
     p.add_argument("--init", default=None, metavar="DIR",
-                   help="continue training the detector of an earlier run of this experiment (skips pre-training)")
+                   help="continue training the detector of an earlier run of this experiment (skips pre-training); "
+                        "mask-rcnn-scenes also takes a faster-rcnn-scenes run (its mask head then starts fresh)")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning rate over the run's steps: cosine decay to 0 (default) or constant")
+    p.add_argument("--mask-convs", type=int, default=None,
+                   help="mask head: 3x3 convolutions before the deconvolution (default 4, the paper's; mask-rcnn)")
+    p.add_argument("--mask-channels", type=int, default=None, help="mask head: channels (default 64; mask-rcnn)")
     p.add_argument("--fast-rcnn", default=None, metavar="DIR",
                    help="a fast-rcnn-scenes run folder: evaluate its detector on the same test scenes (one table)")
 
@@ -56,10 +63,22 @@ def add_arguments(p: Any) -> None:
 class FasterRCNNUpdater(Updater):
     """One joint step on a batch of scene indices: flip, the model's four (five with masks) losses, summed."""
 
-    def __init__(self, model: FasterRCNN, optimizer: Any, ds: DetectionScenes, seed: int) -> None:
+    def __init__(self, model: FasterRCNN, optimizer: Any, ds: DetectionScenes, seed: int,
+                 total_steps: int | None = None) -> None:
         super().__init__(model, optimizer)
         self.ds = ds
         self.rng = numpy.random.default_rng(seed)
+        # cosine decay over the run's steps: lr_t = lr_0 (1 + cos(pi t / T)) / 2, from the step count (so a
+        # resumed run continues the same curve); None: the optimizer's constant rate
+        self.total_steps = total_steps
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    def update(self, batch: Any) -> dict[str, Any]:
+        if self.total_steps:
+            f = 0.5 * (1.0 + math.cos(math.pi * min(self.iteration, self.total_steps) / self.total_steps))
+            for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = lr * f
+        return super().update(batch)
 
     def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
         imgs, targets = [], []
@@ -81,25 +100,47 @@ class FasterRCNNUpdater(Updater):
 def build(opts: Any, train: DetectionScenes, pre_epochs: int, masks: bool, kind: str
           ) -> tuple[FasterRCNN, dict[str, Any]]:
     """The detector, from ``--init DIR`` or from a backbone pre-trained on crops."""
+    mask_kw = mask_options(opts, D.read_meta(opts.init) if opts.init else {}) if masks else {}
     cls = MaskRCNN if masks else FasterRCNN
+
+    def make(**kw: Any) -> FasterRCNN:
+        return cls(train.num_classes, rois_per_image=opts.rois_per_image, **mask_kw, **kw)
+
     if opts.init:
-        model = D.load_init(opts.init, lambda: cls(train.num_classes, rois_per_image=opts.rois_per_image), kind)
+        # a Faster R-CNN run starts a Mask R-CNN: every weight but the (fresh) mask head's
+        fresh = ("mask_head.",) if masks and D.read_meta(opts.init).get("kind") == "faster-rcnn" else ()
+        model = D.load_init(opts.init, make, kind, fresh_prefixes=fresh)
         return model, {"init": opts.init}
     if pre_epochs == 0:  # no pre-training: the backbone starts from its random initialisation
-        return cls(train.num_classes, rois_per_image=opts.rois_per_image), {"pretrain_epochs": 0}
+        return make(), {"pretrain_epochs": 0}
     clf, pre = D.pretrain_classifier(opts, train, train.size, pre_epochs, 48, opts.seed)
-    return cls(train.num_classes, backbone=clf.backbone, rois_per_image=opts.rois_per_image), pre
+    return make(backbone=clf.backbone), pre
+
+
+def mask_options(opts: Any, meta: dict[str, Any]) -> dict[str, int]:
+    """The mask head's shape: ``--mask-convs/--mask-channels``, else an ``--init`` Mask R-CNN's, else 4 x 64."""
+    legacy = 2 if meta.get("kind") == "mask-rcnn" else 4  # runs saved before the option had 2 convs
+    convs, channels = opts.mask_convs, opts.mask_channels
+    out = {"mask_convs": convs if convs is not None else int(meta.get("mask_convs", legacy)),
+           "mask_channels": channels if channels is not None else int(meta.get("mask_channels", 64))}
+    if out["mask_convs"] < 0 or out["mask_channels"] < 1:
+        raise ExperimentError(f"need --mask-convs >= 0 and --mask-channels >= 1, got {out['mask_convs']} and "
+                              f"{out['mask_channels']}")
+    return out
 
 
 def evaluate(model: FasterRCNN, ds: DetectionScenes, n: int, masks: bool) -> dict[str, Any]:
     """Box (and mask) AP, recall@0.5 of the top 300 proposals, seconds per image by stage."""
-    gts, dets, tm, hit, tot = [], [], {}, 0, 0
+    gts, dets, gt_box_dets, tm, hit, tot = [], [], [], {}, 0, 0
     t0 = time.perf_counter()
     for i in D._progress(range(n), n, "evaluate"):
         img, t = ds[i]
         d = model.detect(img, normalize=D.normalize, timings=tm, **({"masks": True} if masks else {}))
         gts.append({"boxes": t["boxes"], "labels": t["labels"], "area": t["masks"].sum((1, 2)), "masks": t["masks"]})
         dets.append(d)
+        if masks:  # the mask branch alone on the ground-truth boxes and classes (score 1)
+            gm = model.masks_for_boxes(img, t["boxes"], t["labels"], normalize=D.normalize)
+            gt_box_dets.append({"boxes": t["boxes"], "labels": t["labels"], "scores": numpy.ones(len(gm)), "masks": gm})
         tot += len(t["boxes"])
         if len(t["boxes"]) and len(d["proposals"]):
             hit += int((box_iou(t["boxes"].astype(numpy.float64), d["proposals"][:300].astype(numpy.float64))
@@ -113,7 +154,11 @@ def evaluate(model: FasterRCNN, ds: DetectionScenes, n: int, masks: bool) -> dic
            "stage_sec_per_image": {k: v / max(1, n) for k, v in tm.items()}, "per_class_ap": voc["ap"][1:].tolist()}
     if masks:
         segm = eval_detection_coco(gts, dets, "segm", categories=cats)
-        out.update({"mask_map50": segm["AP50"], "mask_coco_map": segm["AP"]})
+        up = eval_detection_coco(gts, gt_box_dets, "segm", categories=cats)
+        ious = [float((a & b).sum()) / max(1.0, float((a | b).sum()))
+                for g, d in zip(gts, gt_box_dets) for a, b in zip(g["masks"], d["masks"])]
+        out.update({"mask_map50": segm["AP50"], "mask_coco_map": segm["AP"], "mask_map50_gt_boxes": up["AP50"],
+                    "mask_coco_map_gt_boxes": up["AP"], "mask_iou_gt_boxes": float(numpy.mean(ious)) if ious else 0.0})
     return out
 
 
@@ -165,9 +210,11 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
     test = DetectionScenes("test", size=n_test, seed=opts.seed)
     t0 = time.perf_counter()
     model, pre = build(opts, train, pre_epochs, masks, kind)
-    updater = FasterRCNNUpdater(model, Adam(model.parameters(), lr=opts.lr), train, opts.seed)
+    batches = D.IndexBatches(n_train, opts.batch_size, opts.seed)
+    steps = len(batches) * opts.epochs if opts.lr_schedule == "cosine" else None
+    updater = FasterRCNNUpdater(model, Adam(model.parameters(), lr=opts.lr), train, opts.seed, total_steps=steps)
     trainer = Trainer(updater=updater, metrics=(), out_dir=opts.out, progress=opts.progress, run_name=opts.experiment)
-    hist = trainer.fit(D.IndexBatches(n_train, opts.batch_size, opts.seed), epochs=opts.epochs)
+    hist = trainer.fit(batches, epochs=opts.epochs)
     train_seconds = time.perf_counter() - t0
 
     ev = evaluate(model, test, n_test, masks)
@@ -180,8 +227,14 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
     text = table(rows)
     if masks:
         text += (f"\n\nMask AP on the same {n_test} test scenes (COCO segm, handgrad's RLE / mask IoU): "
-                 f"mask mAP@0.5 {ev['mask_map50']:.3f}, mask COCO mAP {ev['mask_coco_map']:.3f}")
-    D.save_detector(opts.out, model, {"kind": kind, "classes": train.classes})
+                 f"mask mAP@0.5 {ev['mask_map50']:.3f}, mask COCO mAP {ev['mask_coco_map']:.3f}; the mask branch "
+                 f"alone on the ground-truth boxes and classes (its upper bound with perfect boxes): mask mAP@0.5 "
+                 f"{ev['mask_map50_gt_boxes']:.3f}, mask COCO mAP {ev['mask_coco_map_gt_boxes']:.3f}, mean mask "
+                 f"IoU {ev['mask_iou_gt_boxes']:.3f}")
+    meta = {"kind": kind, "classes": train.classes}
+    if masks:
+        meta.update(mask_convs=model.mask_convs, mask_channels=model.mask_channels)
+    D.save_detector(opts.out, model, meta)
     plot_pr_curves(ev["voc"], os.path.join(opts.out, "pr_curves.png"), train.classes, f"{name}, test scenes")
     _grid(os.path.join(opts.out, "detections.png"), test, model, min(8, n_test), masks)
     with open(os.path.join(opts.out, "results.md"), "w") as f:
@@ -193,7 +246,11 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
            "per_class_ap50": ev["per_class_ap"], "final_train_loss": hist.rows[-1]["loss"] if len(hist) else None,
            "n_train_scenes": n_train, "n_test_scenes": n_test, **pre}
     if masks:
-        res.update({"mask_map50": ev["mask_map50"], "mask_coco_map": ev["mask_coco_map"]})
+        res.update({k: ev[k] for k in ("mask_map50", "mask_coco_map", "mask_map50_gt_boxes", "mask_coco_map_gt_boxes",
+                                       "mask_iou_gt_boxes")})
+        res.update({k: meta[k] for k in ("mask_convs", "mask_channels")})
+    res["lr_schedule"] = opts.lr_schedule
+    res["train_steps"] = len(batches) * opts.epochs
     if fast is not None:
         res["fast_rcnn"] = {k: fast[k] for k in ("map50", "coco_map", "proposal_recall", "sec_per_image",
                                                  "detect_sec", "selective_search_sec")}

@@ -94,7 +94,7 @@ class MaskRCNN(FasterRCNN):
                  rpn: RegionProposalNetwork | None = None, mask_pool: int = 14, mask_channels: int = 64,
                  mask_convs: int = 2, **kwargs: Any) -> None:
         super().__init__(num_classes, backbone, rpn, **kwargs)
-        self.mask_pool = mask_pool
+        self.mask_pool, self.mask_convs, self.mask_channels = mask_pool, mask_convs, mask_channels
         self.mask_head = MaskHead(self.backbone.out_channels, num_classes, mask_channels, mask_convs)
 
     @property
@@ -147,20 +147,47 @@ class MaskRCNN(FasterRCNN):
             return out
         t0 = time.perf_counter()
         H, W = numpy.asarray(image).shape[:2]
-        d = len(out["boxes"])
-        res = numpy.zeros((d, H, W), dtype=bool)
-        if d:
-            rois = numpy.concatenate([numpy.zeros((d, 1)), out["boxes"].astype(numpy.float64)], 1)
-            was = self.training
-            self.eval()
-            try:
-                with no_grad():
-                    z = self.mask_forward(feats, rois.astype(feats.dtype)).numpy()
-            finally:
-                self.train(was)
-            prob = 1.0 / (1.0 + numpy.exp(-z[numpy.arange(d), out["labels"]]))
-            for i in range(d):
-                res[i] = paste_mask_in_image(prob[i], out["boxes"][i], H, W)
-        out["masks"] = res
+        out["masks"] = self.paste_masks(feats, out["boxes"], out["labels"], (H, W))
         tm["mask"] = tm.get("mask", 0.0) + time.perf_counter() - t0
         return out
+
+    def paste_masks(self, feats: Tensor, boxes: numpy.ndarray, labels: numpy.ndarray, image_size: tuple[int, int]
+                    ) -> numpy.ndarray:
+        """Bool ``(D, H, W)`` masks of one image's ``boxes (D, 4)``: the mask head on the boxes
+        (``feats (1, C, h, w)``), the channel of each box's class ``labels (D,)``, sigmoid, pasted back."""
+        H, W = image_size
+        d = len(boxes)
+        res = numpy.zeros((d, H, W), dtype=bool)
+        if d == 0:
+            return res
+        labels = numpy.asarray(labels, dtype=numpy.int64)
+        if labels.shape != (d,) or labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"{type(self).__name__}.paste_masks: labels must be {d} class ids in "
+                             f"0..{self.num_classes - 1}, got {labels.tolist()}")
+        rois = numpy.concatenate([numpy.zeros((d, 1)), numpy.asarray(boxes, numpy.float64)], 1)
+        was = self.training
+        self.eval()
+        try:
+            with no_grad():
+                z = self.mask_forward(feats, rois.astype(feats.dtype)).numpy()
+        finally:
+            self.train(was)
+        prob = 1.0 / (1.0 + numpy.exp(-z[numpy.arange(d), labels].astype(numpy.float64)))
+        for i in range(d):
+            res[i] = paste_mask_in_image(prob[i], boxes[i], H, W)
+        return res
+
+    def masks_for_boxes(self, image: numpy.ndarray, boxes: numpy.ndarray, labels: numpy.ndarray,
+                        normalize: Any = None) -> numpy.ndarray:
+        """The mask branch alone on given boxes of one ``uint8 (H, W, 3)`` image (e.g. the ground-truth boxes
+        and classes: mask quality with perfect boxes, an upper bound on what the boxes allow)."""
+        image = numpy.asarray(image)
+        x = normalize(image) if normalize is not None else image.astype(numpy.float32).transpose(2, 0, 1) / 255.0
+        was = self.training
+        self.eval()
+        try:
+            with no_grad():
+                feats = self.backbone(Tensor(x[None]))
+        finally:
+            self.train(was)
+        return self.paste_masks(feats, boxes, labels, image.shape[:2])
