@@ -9,6 +9,7 @@ from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _SINGLE_OUTPUT, Function, check_backward_finite
 from handgrad.engine.grad_mode import anomaly_on, state
 from handgrad.engine.inplace import check_versions, stamps
+from handgrad.engine.views import creator_at
 
 if TYPE_CHECKING:
     from handgrad.engine.tensor import Tensor
@@ -61,7 +62,8 @@ def run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> N
         if inputs is None:
             raise _freed_error(fn)
         gys = grads.pop(fn)
-        if fn.seq < stamps.last:  # an in-place write happened after this node: did it clobber what fn saved?
+        late = fn.seq < stamps.last
+        if late:  # an in-place write happened after this node: did it clobber what fn saved?
             check_versions(fn)
         single = fn.outputs_meta is _SINGLE_OUTPUT
         if fn._retain is not None:
@@ -90,7 +92,10 @@ def run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> N
                 )
             if gx.dtype != t.array.dtype:  # e.g. a float64 constant promoted a float32 gradient: cast back
                 gx = gx.astype(t.array.dtype)
-            c = t._creator
+            if late:  # t may have been rewritten in place since fn was recorded: the creator it had then
+                c, j = creator_at(t, fn.seq)
+            else:
+                c, j = t._creator, t._output_index
             if c is None:
                 accumulate_grad(t, gx)
                 continue
@@ -105,7 +110,6 @@ def run_backward(root: Function, index: int, grad: Any, retain_graph: bool) -> N
                 if prev is None:
                     prev = grads[c] = [None] * len(c.outputs_meta)
                     push(heap, (-c.seq, c))
-                j = t._output_index
                 prev[j] = gx if prev[j] is None else prev[j] + gx
         if not retain_graph:
             fn.release()

@@ -83,6 +83,7 @@ class Function:
             t.array = outs
             t.grad = None
             t._output_index = 0
+            t._view = t._views = None
             if record and outs.dtype.kind in "fc":
                 self.inputs = inputs
                 self.outputs_meta = _SINGLE_OUTPUT

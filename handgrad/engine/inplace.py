@@ -17,8 +17,10 @@ it keeps, or its own output, e.g. ``exp`` and ``sigmoid`` keep y) would compute 
 array back (``add``) are unaffected, as in PyTorch. The check costs one integer comparison per node until
 some in-place write has happened.
 
-Limitation: a view made by an op (``x[0]``, ``x.t()``) does not share ``x``'s counter; modifying a view in
-place is seen by the nodes that saved the view itself, not by those that saved its base.
+A view made by an op (``x[0]``, ``x.t()``, ``x.view(...)``) shares its root base's counter, and an in-place op
+on a view inside the graph rewrites the base's graph (``engine/views.py``, PyTorch's CopySlices). Nodes
+recorded before a write keep reaching the creator their input had then (``views.record_history``), as
+PyTorch's edges do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _next_seq
 from handgrad.engine.grad_mode import no_grad, state
+from handgrad.engine.views import check_view_write, record_history, regenerate_views, root_of, write_view
 
 if TYPE_CHECKING:
     from handgrad.engine.function import Function
@@ -40,7 +43,11 @@ stamps = types.SimpleNamespace(last=-1)
 
 
 def version_counter(t: Tensor) -> list[int]:
-    """``[version, stamp]`` of ``t``, shared with the tensors that alias its data (``detach``)."""
+    """``[version, stamp]`` of ``t``, shared with the tensors that alias its data (``detach``, and every view
+    of the same root base)."""
+    v = getattr(t, "_view", None)
+    if v is not None:
+        t = v[0]
     vc = getattr(t, "_vc", None)
     if vc is None:
         vc = t._vc = [0, -1]  # type: ignore[attr-defined]
@@ -77,11 +84,16 @@ def _error(what: str, role: str, fn: Function, version: int) -> RuntimeError:
         ".clone()")
 
 
+def _counter(t: Tensor) -> list[int] | None:
+    v = getattr(t, "_view", None)
+    return getattr(t if v is None else v[0], "_vc", None)
+
+
 def check_versions(fn: Function) -> None:
     """Raise PyTorch's error if an array ``fn`` saved was overwritten in place after ``fn`` was recorded.
     Called by the backward sweep for nodes older than the latest in-place write."""
     for i, t in enumerate(fn.inputs or ()):
-        vc = getattr(t, "_vc", None)
+        vc = _counter(t)
         if vc is not None and vc[1] > fn.seq and _saves(fn, t.array):
             raise _error(_describe(t), f"input {i}", fn, vc[0])
     clobbered = fn.__dict__.get("_clobbered")
@@ -112,9 +124,8 @@ def _mark_clobbered(old: Function | None, index: int, t: Tensor) -> None:
 
 
 def _refuse_graph_view(op: str, old: Function | None, t: Tensor) -> None:
-    """A view of a tensor that requires grad (``x[0]``, ``x.t()``, ``x.reshape`` made by ``old``) cannot be
-    written in place in the graph: PyTorch rewrites the base's graph then (CopySlices), handgrad does not, so
-    the base's gradient would silently be wrong. Refuse clearly instead."""
+    """A view of a tensor that requires grad made without ``mark_view`` (a ``Function`` called directly, not
+    through a view op): its base's graph cannot be rewritten, so its gradient would be wrong; refuse."""
     if old is None or not old.inputs:
         return
     shares = getattr(get_array_module(t.array), "may_share_memory", None)
@@ -123,15 +134,18 @@ def _refuse_graph_view(op: str, old: Function | None, t: Tensor) -> None:
     for base in old.inputs:
         if base.requires_grad and base.array is not t.array and shares(base.array, t.array):
             raise RuntimeError(
-                f"{op}: in-place write into a view (made by {old.name}) of a tensor of shape {base.shape} that "
-                "requires grad: handgrad does not rewrite the base's graph as PyTorch does, so its gradient "
-                "would be wrong; use an out-of-place op, or write into a .clone() of the view")
+                f"{op}: in-place write into a view (made by {old.name}, not a view op) of a tensor of shape "
+                f"{base.shape} that requires grad: its base's graph cannot be rewritten, so its gradient would be "
+                "wrong; use an out-of-place op, or write into a .clone() of the view")
 
 
 def note_write(t: Tensor) -> None:
     """Record a direct write into ``t``'s array (``t[i] = v`` outside the graph): bump its version, and make
-    its creator's backward raise if that node kept the array."""
+    its creator's backward raise if that node kept the array (for a view: its root's creator too)."""
     _mark_clobbered(t._creator, t._output_index, t)
+    root = root_of(t)
+    if root is not t:
+        _mark_clobbered(root._creator, root._output_index, root)
     bump(t)
 
 
@@ -144,20 +158,29 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
         raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation; "
                            "modify it under handgrad.no_grad() (as an optimizer step does), or a clone()")
     old, index = t._creator, t._output_index
+    view = getattr(t, "_view", None)
+    if view is not None and state.grad_enabled:
+        check_view_write(op, t, view, graph)
     if not graph:
         with no_grad():
             r = compute(t)
         _write(op, t, r.array)
-        _mark_clobbered(old, index, t)  # a non-leaf written under no_grad keeps its creator: check it too
+        note_write(t)  # a non-leaf written under no_grad keeps its creator: check it (and its root's) too
+        return t
+    if view is not None:
+        write_view(op, t, compute, _write, _mark_clobbered)
         bump(t)
         return t
     _refuse_graph_view(op, old, t)
+    stamp = _next_seq()  # nodes recorded before the write keep reaching the old creator
     prev = type(t)._from_op(t.array.copy(), old, index)  # the old value, still made by the old node
     prev.requires_grad = t.requires_grad
     r = compute(prev)
     _write(op, t, r.array)
     _mark_clobbered(old, index, t)
+    record_history(t, stamp)
     t._creator, t._output_index, t.requires_grad = r._creator, r._output_index, r.requires_grad
+    regenerate_views(t, stamp)  # views of t made before now show the new graph, as PyTorch's
     bump(t)
     return t
 

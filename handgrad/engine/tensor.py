@@ -56,8 +56,11 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     filled by ``backward`` for leaves with ``requires_grad=True``.
     """
 
-    # _vc: the version counter [version, stamp] of in-place writes, created on the first one (engine/inplace.py)
-    __slots__ = ("array", "grad", "requires_grad", "_creator", "_output_index", "_vc", "__weakref__")
+    # _vc: the version counter [version, stamp] of in-place writes, created on the first one (engine/inplace.py);
+    # _view: (root base, steps) of a view, _views: weak references to a root's views (both None until set),
+    # _hist: the creators before in-place rewrites (engine/views.py; unset until needed).
+    __slots__ = ("array", "grad", "requires_grad", "_creator", "_output_index", "_vc", "_view", "_views", "_hist",
+                 "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
@@ -68,6 +71,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         self.requires_grad = bool(requires_grad)
         self._creator: Function | None = None
         self._output_index = 0
+        self._view = self._views = None
 
     @classmethod
     def _from_op(cls, data: Any, creator: Function | None, index: int) -> Tensor:
@@ -78,6 +82,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         t.requires_grad = creator is not None
         t._creator = creator
         t._output_index = index
+        t._view = t._views = None
         return t
 
     # -- basic facts -----------------------------------------------------------------------------------
@@ -152,7 +157,8 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         self.array = value.array if isinstance(value, Tensor) else _to_array(value)
 
     def detach(self) -> Tensor:
-        """A new leaf sharing the data (and the version counter of in-place writes), cut from the graph."""
+        """A new leaf sharing the data (and the version counter of in-place writes, a view's its root's), cut
+        from the graph."""
         t = Tensor._from_op(self.array, None, 0)
         t._vc = version_counter(self)
         return t
@@ -503,6 +509,7 @@ def _make(data: Any, creator: Function | None, index: int) -> Tensor:
     t.requires_grad = creator is not None
     t._creator = creator
     t._output_index = index
+    t._view = t._views = None
     return t
 
 

@@ -24,8 +24,10 @@ class TensorInplaceMethods:
 
     @property
     def _version(self) -> int:
-        """How many times this tensor's data was modified in place (shared with ``detach()``-ed aliases)."""
-        vc = getattr(self, "_vc", None)
+        """How many times this tensor's data was modified in place (shared with ``detach()``-ed aliases and
+        with every view of the same base)."""
+        v = getattr(self, "_view", None)  # a view's counter is its root base's
+        vc = getattr(self if v is None else v[0], "_vc", None)
         return 0 if vc is None else vc[0]
 
     def _inplace(self, op: str, compute: Any, *others: Any) -> Tensor:

@@ -181,6 +181,15 @@ class TensorMethods:
             raise IndexError(f"narrow: start {start} + length {length} is out of range for dim {dim} of size {n}")
         return _ops().getitem(self, (slice(None),) * d + (slice(start, start + length),))
 
+    def select(self, dim: int, index: int) -> Tensor:
+        """The slice at ``index`` along ``dim``, that dim removed (a view of the same data, as in PyTorch)."""
+        d = _ops().shape.norm_dim("select", dim, self.ndim)  # type: ignore[attr-defined]
+        n = self.shape[d]  # type: ignore[attr-defined]
+        if not -n <= index < n:
+            raise IndexError(f"select: index {index} is out of range for dim {dim} of size {n} (shape "
+                             f"{self.shape})")  # type: ignore[attr-defined]
+        return _ops().getitem(self, (slice(None),) * d + (int(index),))
+
     # -- new_* factories: the same dtype and device as self unless told -----------------------------------------
     def _new(self, make: Any, size: Any, dtype: Any, device: Any, requires_grad: bool, *args: Any) -> Tensor:
         shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)

@@ -20,6 +20,7 @@ from handgrad.engine.inplace import apply_inplace, note_write
 from handgrad.engine.ops._util import as_tensor_like, unbroadcast
 from handgrad.engine.ops.shape import norm_dim
 from handgrad.engine.tensor import Tensor
+from handgrad.engine.views import index_view, mark_view
 
 
 class GetItemFunction(Function):
@@ -31,7 +32,10 @@ class GetItemFunction(Function):
 
     def forward(self, x: Any) -> Any:
         self.shape = x.shape
-        return x[self.index]
+        y = x[self.index]
+        if type(y) is not type(x) and not self.accumulate:  # x[0] of a vector: the 0-d view, not a scalar copy
+            y = index_view(x, self.index)
+        return y
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
@@ -120,9 +124,24 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     arrays/tensors/lists, as in NumPy/PyTorch."""
     try:
         idx, acc = convert_index(index, x.array)
-        return GetItemFunction(idx, acc)(x)
+        y = GetItemFunction(idx, acc)(x)
     except IndexError as e:
         raise IndexError(f"getitem: index {_short(index)} is invalid for a tensor of shape {x.shape}: {e}") from None
+    if not acc and _basic(idx):  # ints, slices, None, Ellipsis: a view of x's data, as in PyTorch
+        mark_view(y, x, "getitem", idx)
+    return y
+
+
+_BASIC = (int, slice, numpy.integer, type(None), type(Ellipsis))
+
+
+def _basic(index: Any) -> bool:
+    """Whether ``index`` is a basic index (NumPy returns a view), not a mask or an index array (a copy)."""
+    if type(index) is int or type(index) is slice:
+        return True
+    if isinstance(index, tuple):
+        return all(isinstance(p, _BASIC) and not isinstance(p, bool) for p in index)
+    return isinstance(index, _BASIC) and not isinstance(index, bool)
 
 
 class IndexPutFunction(Function):

@@ -11,6 +11,7 @@ from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.ops._util import unbroadcast
 from handgrad.engine.tensor import Tensor
+from handgrad.engine.views import index_view, mark_view, shares_memory
 
 
 class ReshapeFunction(Function):
@@ -67,15 +68,27 @@ def resolve_shape(shape: tuple[int, ...], numel: int, op: str, in_shape: tuple[i
     return shape
 
 
+def _reshaped(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``ReshapeFunction(shape)(x)``, marked as a view of ``x`` when no copy was made (as PyTorch's view)."""
+    y = ReshapeFunction(shape)(x)
+    if x.array.flags.c_contiguous or shares_memory(x.array, y.array):  # (a C-contiguous array always reshapes)
+        mark_view(y, x, "reshape", shape)
+    return y
+
+
+def _permuted(x: Tensor, perm: tuple[int, ...]) -> Tensor:
+    return mark_view(PermuteFunction(perm)(x), x, "permute", perm)
+
+
 def reshape(x: Tensor, *shape: Any) -> Tensor:
-    return ReshapeFunction(resolve_shape(_shape_arg(shape), x.numel(), "reshape", x.shape))(x)
+    return _reshaped(x, resolve_shape(_shape_arg(shape), x.numel(), "reshape", x.shape))
 
 
 def permute(x: Tensor, *dims: Any) -> Tensor:
     perm = tuple(norm_dim("permute", d, x.ndim) for d in _shape_arg(dims))
     if sorted(perm) != list(range(x.ndim)):
         raise ValueError(f"permute: {perm} is not a permutation of the {x.ndim} axes of shape {x.shape}")
-    return PermuteFunction(perm)(x)
+    return _permuted(x, perm)
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -84,7 +97,7 @@ def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
     d0, d1 = norm_dim("transpose", dim0, x.ndim), norm_dim("transpose", dim1, x.ndim)
     perm = list(range(x.ndim))
     perm[d0], perm[d1] = perm[d1], perm[d0]
-    return PermuteFunction(tuple(perm))(x)
+    return _permuted(x, tuple(perm))
 
 
 def norm_dim(op: str, dim: Any, ndim: int, extra: int = 0) -> int:
@@ -139,7 +152,7 @@ def expand(x: Tensor, *sizes: Any) -> Tensor:
     shape_t = tuple(shape)
     if shape_t == x.shape:
         return x
-    return ExpandFunction(shape_t)(x)
+    return mark_view(ExpandFunction(shape_t)(x), x, "expand", shape_t)
 
 
 def expand_as(x: Tensor, other: Tensor) -> Tensor:
@@ -157,19 +170,19 @@ def squeeze(x: Tensor, dim: Any = None) -> Tensor:
         shape = tuple(s for i, s in enumerate(x.shape) if not (i in axes and s == 1))
     if shape == x.shape:
         return x
-    return ReshapeFunction(shape)(x)
+    return _reshaped(x, shape)
 
 
 def unsqueeze(x: Tensor, dim: int) -> Tensor:
     """Insert a size-1 dim at ``dim`` (in ``[-ndim-1, ndim]``)."""
     d = norm_dim("unsqueeze", dim, x.ndim, extra=1)
-    return ReshapeFunction(x.shape[:d] + (1,) + x.shape[d:])(x)
+    return _reshaped(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge dims ``start_dim..end_dim`` (inclusive) into one; a 0-d tensor becomes shape (1,)."""
     if x.ndim == 0:
-        return ReshapeFunction((1,))(x)
+        return _reshaped(x, (1,))
     s, e = norm_dim("flatten", start_dim, x.ndim), norm_dim("flatten", end_dim, x.ndim)
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
@@ -179,14 +192,14 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     shape = x.shape[:s] + (n,) + x.shape[e + 1 :]
     if shape == x.shape:
         return x
-    return ReshapeFunction(shape)(x)
+    return _reshaped(x, shape)
 
 
 def unflatten(x: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
     """Split dim ``dim`` into ``sizes`` (one may be -1)."""
     d = norm_dim("unflatten", dim, x.ndim)
     inner = resolve_shape(tuple(sizes), x.shape[d], "unflatten", x.shape)
-    return ReshapeFunction(x.shape[:d] + inner + x.shape[d + 1 :])(x)
+    return _reshaped(x, x.shape[:d] + inner + x.shape[d + 1 :])
 
 
 class CatFunction(Function):
@@ -292,7 +305,17 @@ def split(x: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple[Tensor,
         if any(s < 0 for s in sizes) or sum(sizes) != n:
             raise ValueError(f"split: split_sizes {sizes} must be non-negative and sum to {n}, the size of dim "
                              f"{dim} of input {x.shape}")
-    return SplitFunction(sizes, d)(x)
+    return _split(x, sizes, d)
+
+
+def _split(x: Tensor, sizes: list[int], d: int) -> tuple[Tensor, ...]:
+    """The pieces, each marked as a view of ``x`` (one of several: PyTorch refuses graph writes into them)."""
+    ys = SplitFunction(sizes, d)(x)
+    lead, start = (slice(None),) * d, 0
+    for y, n in zip(ys, sizes):
+        mark_view(y, x, "split", lead + (slice(start, start + n),))
+        start += n
+    return ys
 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
@@ -303,7 +326,7 @@ def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     n = x.shape[d]
     size = -(-n // int(chunks)) if n else 0
     if size == 0:
-        return SplitFunction([0] * int(chunks), d)(x) if n == 0 else split(x, 1, d)
+        return _split(x, [0] * int(chunks), d) if n == 0 else split(x, 1, d)
     return split(x, size, d)
 
 
@@ -315,7 +338,7 @@ class UnbindFunction(Function):
 
     def forward(self, x: Any) -> Any:
         lead = (slice(None),) * self.axis
-        return tuple(x[lead + (i,)] for i in range(x.shape[self.axis]))
+        return tuple(index_view(x, lead + (i,)) for i in range(x.shape[self.axis]))
 
     def backward(self, *gys: Any) -> Any:
         return get_array_module(*gys).stack(gys, axis=self.axis)
@@ -326,7 +349,11 @@ def unbind(x: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
     d = norm_dim("unbind", dim, x.ndim)
     if x.ndim == 0:
         raise ValueError("unbind: cannot unbind a 0-d tensor")
-    return UnbindFunction(d)(x)
+    ys = UnbindFunction(d)(x)
+    lead = (slice(None),) * d
+    for i, y in enumerate(ys):
+        mark_view(y, x, "unbind", lead + (i,))
+    return ys
 
 
 # -- pad ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""Views as PyTorch has them: a tensor made by a view op shares its base's memory, its base's version counter,
+and an in-place write into it rewrites the base's graph (PyTorch's ``CopySlices``).
+
+A view op (basic indexing ``x[0]``/``x[:, 1:3]``/``narrow``/``select``, ``permute``/``transpose``/``t``/``T``/
+``mT``, ``reshape``/``view``/``flatten``/``squeeze``/``unsqueeze`` when no copy is made, ``expand``, and the
+pieces of ``split``/``chunk``/``unbind``) calls ``mark_view``: the output records its *root* base (the first
+tensor of the chain that is not itself a view) and the chain of steps that derive it from the root's array.
+Then
+
+* ``version_counter`` of a view is its root's: a write through any alias is seen by every node that saved
+  any alias (``engine/inplace.py``);
+* an in-place op on a view inside the graph (``write_view``) runs the op on a snapshot of the view, puts the
+  result into the root as ``CopySlicesFunction(old root, new view value)`` (gradient: the old root's gets
+  ``gy`` with the view's elements zeroed, the new value gets ``gy`` at the view's elements), makes that node
+  the root's creator, and regenerates the creator of every live view of the root as a ``ViewFunction`` of
+  the new root (PyTorch regenerates a view's grad_fn when its base's version changed). The same
+  regeneration follows a graph in-place write into the root itself.
+
+Every step picks elements of the root, so the view's elements are found once by applying the chain to
+``arange(root.numel()).reshape(root.shape)``: flat positions, independent of the memory layout.
+
+Refused, as in PyTorch: an in-place graph write into a view of a leaf that requires grad, into one made
+under ``no_grad`` of a tensor that requires grad, into an ``expand``-ed view (elements repeat) and into a
+piece of ``split``/``chunk``/``unbind`` (functions returning several views).
+
+Consumers recorded before a write keep reaching the graph as it was: ``record_history`` keeps the creator
+each rewritten tensor had before the write, and the backward sweep (``creator_at``) routes a node's gradient
+to the creator its input had when the node was recorded.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy
+
+from handgrad.engine.backend import get_array_module
+from handgrad.engine.function import Function, _next_seq
+
+if TYPE_CHECKING:
+    from handgrad.engine.tensor import Tensor
+
+REWRITABLE = frozenset({"getitem", "permute", "reshape"})  # step kinds an in-place graph write can go through
+_MULTI = {"split": "SplitFunction", "unbind": "UnbindFunction"}
+
+
+def index_view(a: Any, index: Any) -> Any:
+    """``a[index]`` for a basic index, always an array view (NumPy gives a scalar copy for ``a[0]`` of a
+    vector; ``a[0, ...]`` is the 0-d view PyTorch's ``x[0]`` is)."""
+    y = a[index]
+    if not hasattr(y, "ndim") or type(y) is not type(a):
+        y = a[(*index, Ellipsis) if isinstance(index, tuple) else (index, Ellipsis)]
+    return y
+
+
+def _step(a: Any, kind: str, arg: Any) -> Any:
+    if kind == "permute":
+        return a.transpose(arg)
+    if kind == "reshape":
+        return a.reshape(arg)
+    if kind == "expand":
+        return get_array_module(a).broadcast_to(a, arg)
+    return index_view(a, arg)  # getitem, and the pieces of split/unbind (each a basic index)
+
+
+def apply_chain(a: Any, chain: tuple[tuple[str, Any], ...]) -> Any:
+    for kind, arg in chain:
+        a = _step(a, kind, arg)
+    return a
+
+
+def flat_index(chain: tuple[tuple[str, Any], ...], shape: tuple[int, ...], xp: Any) -> Any:
+    """The flat positions in a root of ``shape`` of the elements of the view made by ``chain``."""
+    n = 1
+    for s in shape:
+        n *= s
+    return xp.asarray(apply_chain(xp.arange(n).reshape(shape), chain))
+
+
+def shares_memory(a: Any, b: Any) -> bool:
+    """Whether two arrays may overlap in memory (a bounds check; False where the array module cannot tell)."""
+    if type(a) is numpy.ndarray:
+        return bool(numpy.may_share_memory(a, b))
+    xp = get_array_module(a)
+    f = getattr(xp, "may_share_memory", None) or getattr(xp, "shares_memory", None)
+    return bool(f(a, b)) if f is not None else False
+
+
+def mark_view(out: Tensor, x: Tensor, kind: str, arg: Any) -> Tensor:
+    """Record that ``out`` views ``x``'s data through one step (``kind``, ``arg``); returns ``out``."""
+    if out is x:
+        return out
+    v = x._view  # type: ignore[attr-defined]
+    if v is None:
+        root, chain = x, ((kind, arg),)
+    else:
+        root, chain = v[0], v[1] + ((kind, arg),)
+    out._view = (root, chain)  # type: ignore[attr-defined]
+    if root._creator is not None or not root.requires_grad:  # a graph write may rewrite the root later
+        views = root._views  # type: ignore[attr-defined]
+        if views is None:
+            root._views = [weakref.ref(out)]  # type: ignore[attr-defined]
+        else:
+            views.append(weakref.ref(out))
+            n = len(views)
+            if n >= 64 and not n & (n - 1):  # drop dead views now and then (amortised O(1))
+                views[:] = [r for r in views if r() is not None]
+    return out
+
+
+def root_of(t: Tensor) -> Tensor:
+    v = getattr(t, "_view", None)
+    return t if v is None else v[0]
+
+
+# -- the two nodes of a rewrite ---------------------------------------------------------------------------------
+class CopySlicesFunction(Function):
+    """y = base with the view's elements (flat positions ``index``) replaced by v;  dbase = gy with those
+    elements zeroed, dv = gy at those elements (PyTorch's CopySlices)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def forward(self, base: Any, v: Any) -> Any:
+        y = base.copy()  # C order: reshape(-1) below is a view
+        y.reshape(-1)[self.index] = v
+        return y
+
+    def backward(self, gy: Any) -> Any:
+        gb = gv = None
+        if self.needs_input_grad[0]:
+            gb = gy.copy()
+            gb.reshape(-1)[self.index] = 0
+        if self.needs_input_grad[1]:
+            gv = gy.reshape(-1)[self.index]
+        return gb, gv
+
+
+class ViewFunction(Function):
+    """y = the view of x made by ``chain`` (basic indexing, permute, reshape, expand steps);  dx = zeros with
+    gy put back at the viewed elements (added where ``expand`` repeats one). The regenerated creator of a
+    view after its root was rewritten in place (PyTorch's AsStridedBackward)."""
+
+    def __init__(self, chain: tuple[tuple[str, Any], ...]) -> None:
+        self.chain = chain
+
+    def forward(self, x: Any) -> Any:
+        self.shape = x.shape
+        return apply_chain(x, self.chain)
+
+    def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        index = flat_index(self.chain, self.shape, xp)
+        gx = xp.zeros(_numel(self.shape), gy.dtype)
+        if any(kind == "expand" for kind, _ in self.chain):
+            xp.add.at(gx, index, gy)  # an expanded view repeats elements: their gradients add up
+        else:
+            gx[index] = gy
+        return gx.reshape(self.shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# -- the rewrite ----------------------------------------------------------------------------------------------
+def record_history(t: Tensor, stamp: int) -> None:
+    """Before ``t`` gets a new creator: nodes recorded before ``stamp`` keep reaching its current one."""
+    h = getattr(t, "_hist", None)
+    entry = (stamp, t._creator, t._output_index)
+    if h is None:
+        t._hist = [entry]  # type: ignore[attr-defined]
+    else:
+        h.append(entry)
+
+
+def creator_at(t: Tensor, seq: int) -> tuple[Any, int]:
+    """The (creator, output index) ``t`` had when node number ``seq`` was recorded."""
+    h = getattr(t, "_hist", None)
+    if h is not None:
+        for stamp, creator, index in h:
+            if seq < stamp:
+                return creator, index
+    return t._creator, t._output_index
+
+
+def regenerate_views(root: Tensor, stamp: int) -> None:
+    """Every live view of ``root`` becomes a ``ViewFunction`` of its current graph (after a graph write)."""
+    views = getattr(root, "_views", None)
+    if not views:
+        return
+    live = []
+    for ref in views:
+        w = ref()
+        if w is None:
+            continue
+        live.append(ref)
+        record_history(w, stamp)
+        node = ViewFunction(w._view[1])  # type: ignore[attr-defined]
+        y = node(root)
+        w._creator, w._output_index, w.requires_grad = y._creator, 0, y.requires_grad
+    views[:] = live
+
+
+def check_view_write(op: str, t: Tensor, view: tuple[Tensor, tuple[tuple[str, Any], ...]], graph: bool) -> None:
+    """PyTorch's refusals for an in-place write into the view ``t`` with grad mode on (``graph``: the write
+    is recorded, some operand requires grad)."""
+    root, chain = view
+    if not graph:  # outside the graph only a view made under no_grad of a tensor that requires grad refuses
+        if root.requires_grad and not t.requires_grad:
+            raise _no_grad_view(op, root)
+        return
+    if root.requires_grad and root._creator is None:
+        raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being used in an in-place "
+                           f"operation (the leaf has shape {root.shape}); modify the leaf under "
+                           "handgrad.no_grad(), or a clone()")
+    if root.requires_grad and not t.requires_grad:
+        raise _no_grad_view(op, root)
+    for kind, _ in chain:
+        if kind in _MULTI:
+            raise RuntimeError(f"{op}: this view is an output of {_MULTI[kind]}, a function that returns "
+                               "multiple views; such views cannot be modified in place in a graph (as in "
+                               "PyTorch); clone() the piece, or write into the base")
+        if kind == "expand":
+            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()-ed view); clone() it first")
+
+
+def _no_grad_view(op: str, root: Tensor) -> RuntimeError:
+    return RuntimeError(f"{op}: a view was created in no_grad mode and is being modified inplace with grad mode "
+                        f"enabled (base of shape {root.shape}); create the view with grad mode on, or modify a "
+                        "clone()")
+
+
+def write_view(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], write: Callable[[str, Tensor, Any], None],
+               clobber: Callable[[Any, int, Tensor], None]) -> None:
+    """The graph rewrite of an in-place op on the view ``t`` (see the module docstring). ``write`` copies an
+    array into a tensor's memory (with the shape and cast checks), ``clobber`` marks a node that saved an
+    array being overwritten."""
+    root, chain = t._view  # type: ignore[attr-defined]  (check_view_write has passed)
+    stamp = _next_seq()
+    prev = type(t)._from_op(t.array.copy(), t._creator, t._output_index)  # the view's old value and graph
+    prev.requires_grad = t.requires_grad
+    r = compute(prev)
+    write(op, t, r.array)  # shape and dtype checks; the root's memory now holds the new values
+    xp = get_array_module(root.array)
+    old_root = type(root)._from_op(root.array.copy(), root._creator, root._output_index)
+    old_root.requires_grad = root.requires_grad
+    y = CopySlicesFunction(flat_index(chain, root.shape, xp))(old_root, r if r.dtype == root.dtype else
+                                                             r.to(root.dtype))
+    xp.copyto(root.array, y.array)
+    clobber(root._creator, root._output_index, root)
+    record_history(root, stamp)
+    root._creator, root._output_index, root.requires_grad = y._creator, 0, y.requires_grad
+    regenerate_views(root, stamp)  # t among them: mark_view registered it
