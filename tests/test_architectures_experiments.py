@@ -29,6 +29,13 @@ def test_fabric_fashion_quick(tmp_path):
     assert r["strongest_path"]["scales"][-1] == 2  # classification: the path ends at the coarsest scale
     costs = [row["multiply_adds"] for row in r["pruned"]]
     assert costs == sorted(costs, reverse=True) and costs[0] <= r["fabric"]["multiply_adds"]
+    assert all(row["finetune_steps"] == 3 and 0 <= row["finetuned_test_accuracy"] <= 1 for row in r["pruned"])
+    shares = r["edge_node_shares"]  # each node's live inputs share 1
+    nodes = {}
+    for k, v in shares.items():  # "layer:from->to"
+        node = (k.split(":")[0], k.split("->")[1])
+        nodes[node] = nodes.get(node, 0.0) + v
+    assert nodes and all(abs(t - 1) < 0.01 for t in nodes.values())
 
 
 def test_fabric_segment_quick(tmp_path):

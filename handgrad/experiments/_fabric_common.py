@@ -15,6 +15,7 @@ from handgrad.architectures.fabric import Edge, Fabric, chain_path, strongest_pa
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
+from handgrad.optim import SGD
 
 
 def plain_cnn_path(layers: int, scales: int) -> list[int]:
@@ -91,14 +92,43 @@ def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png:
     plt.close(fig)
 
 
+def finetune(model: Any, batches: Iterable[tuple[numpy.ndarray, numpy.ndarray]], loss_fn: Callable[[Any, Any], Any],
+             lr: float, weight_decay: float = 5e-4) -> int:
+    """A short fine-tuning of a pruned copy: one SGD step (Nesterov momentum 0.9, cosine from ``lr`` to 0) per
+    ``(x, y)`` batch, in train mode. Returns the number of steps."""
+    batches = list(batches)
+    opt = SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    model.train()
+    for i, (xb, yb) in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * lr * (1 + numpy.cos(numpy.pi * i / max(1, len(batches))))
+        opt.zero_grad()
+        loss_fn(model(Tensor(xb)), Tensor(yb)).backward()
+        opt.step()
+    model.eval()
+    return len(batches)
+
+
+def node_shares(fabric: Fabric, norms: dict[Edge, float]) -> dict[Edge, float]:
+    """Each live edge's norm as a share of the norms of all live edges into the same node (batch norm after the
+    sum makes a node's overall weight scale free, so the share, not the raw norm, says which input it uses)."""
+    used = fabric.used_edges() or set()
+    into: dict[tuple[int, int], float] = {}
+    for (ly, a, b) in used:
+        into[(ly, b)] = into.get((ly, b), 0.0) + norms[(ly, a, b)]
+    return {e: norms[e] / into[(e[0], e[2])] if into[(e[0], e[2])] else 0.0 for e in used}
+
+
 def pruning_study(fabric: Fabric, keep_fractions: list[float], calib: list[numpy.ndarray],
-                  evaluate: Callable[[Any], dict[str, float]], sample: Tensor) -> tuple[list[dict[str, Any]], Any]:
+                  evaluate: Callable[[Any], dict[str, float]], sample: Tensor,
+                  tune: Callable[[Any], int] | None = None) -> tuple[list[dict[str, Any]], Any]:
     """Norms, strongest path and the accuracy the fabric keeps when pruned to its strongest edges.
 
     For each fraction f the top ``f`` of the edges that reach the output, by norm, are kept (plus the strongest
     path, so the output stays connected); ``f = 0`` keeps the strongest path alone. Each pruned copy has its
-    batch-norm statistics re-estimated on ``calib`` (no weights are retrained) and is scored by
-    ``evaluate(model) -> metrics``.
+    batch-norm statistics re-estimated on ``calib`` and is scored by ``evaluate(model) -> metrics`` as it is (no
+    weights retrained); with ``tune`` (``tune(model) -> steps``, e.g. :func:`finetune`) it is then fine-tuned
+    briefly and scored again (keys ``finetuned_*``).
     Returns ``(rows, (norms, path, path_norm))``."""
     norms = fabric.edge_norms()
     path, total = strongest_path(norms, fabric.layers, fabric.scales, fabric.out_scale)
@@ -112,5 +142,8 @@ def pruning_study(fabric: Fabric, keep_fractions: list[float], calib: list[numpy
         recalibrate_bn(m, calib)
         row = {"keep_fraction": f, "edges_kept": len(keep), "edges_total": len(ranked),
                "multiply_adds": count_multiply_adds(m, sample), **evaluate(m)}
+        if tune is not None:
+            row["finetune_steps"] = tune(m)
+            row.update({f"finetuned_{k}": v for k, v in evaluate(m).items()})
         rows.append(row)
     return rows, (norms, path, total)

@@ -21,13 +21,21 @@ from typing import Any
 
 import numpy
 
+import handgrad.functional as F
 from handgrad.architectures import Fabric
 from handgrad.architectures.flops import count_multiply_adds
 from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters, fashion_mnist_splits
-from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, plain_cnn_path, pruning_study
+from handgrad.experiments._fabric_common import (
+    draw_trellis,
+    finetune,
+    matched_path_fabric,
+    node_shares,
+    plain_cnn_path,
+    pruning_study,
+)
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -51,6 +59,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--keep", default="0.75,0.5,0.25,0",
                    help="edge fractions kept when pruning (default 0.75,0.5,0.25,0; 0 = the strongest path)")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain-CNN baseline")
+    p.add_argument("--prune-finetune-steps", type=int, default=None,
+                   help="SGD steps (batches of --batch-size, lr 0.01 cosine) fine-tuning each pruned copy after it is "
+                        "scored as pruned (default 200; 0: none)")
     add_recipe_arguments(p)
 
 
@@ -62,6 +73,10 @@ def _keep_fractions(text: str) -> list[float]:
     if not fr or any(not 0 <= f <= 1 for f in fr):
         raise ExperimentError(f"--keep fractions must be in [0, 1], got {text!r}")
     return fr
+
+
+def _key(e: tuple[int, int, int]) -> str:
+    return f"{e[0]}:{e[1]}->{e[2]}"
 
 
 def accuracy_of(model: Any, x: numpy.ndarray, y: numpy.ndarray, batch: int = 500) -> float:
@@ -76,6 +91,8 @@ def accuracy_of(model: Any, x: numpy.ndarray, y: numpy.ndarray, batch: int = 500
 def run(opts: Any) -> dict[str, Any]:
     keep = _keep_fractions(opts.keep)
     check_recipe(opts)
+    if opts.prune_finetune_steps < 0:
+        raise ExperimentError(f"--prune-finetune-steps must be >= 0, got {opts.prune_finetune_steps}")
     for name in ("layers", "scales", "channels"):
         if getattr(opts, name) < 1:
             raise ExperimentError(f"--{name} must be >= 1, got {getattr(opts, name)}")
@@ -107,18 +124,30 @@ def run(opts: Any) -> dict[str, Any]:
         print(f"plain CNN path {path}, {base.channels} channels: test accuracy {rb['test_accuracy']:.4f}", flush=True)
         results["plain_cnn"] = rb
     calib = [splits.x_train[i:i + 256] for i in range(0, min(len(splits.x_train), 256 * 8), 256)]
+    rng = numpy.random.default_rng(opts.seed + 1)
+
+    def tune(m: Any) -> int:
+        idx = [rng.choice(len(splits.x_train), opts.batch_size, replace=False)
+               for _ in range(opts.prune_finetune_steps)]
+        return finetune(m, ((splits.x_train[i], splits.y_train[i]) for i in idx), F.cross_entropy, lr=0.01)
+
     rows, (norms, path, total) = pruning_study(
-        fabric, keep, calib, lambda m: {"test_accuracy": accuracy_of(m, splits.x_test, splits.y_test)}, sample)
+        fabric, keep, calib, lambda m: {"test_accuracy": accuracy_of(m, splits.x_test, splits.y_test)}, sample,
+        tune if opts.prune_finetune_steps > 0 else None)
     draw_trellis(fabric, norms, path, os.path.join(opts.out, "trellis.png"),
                  f"fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest path in red\n"
                  f"(test acc {r['test_accuracy']:.3f})")
     ranked = sorted(norms.items(), key=lambda kv: -kv[1])
     results["strongest_path"] = {"scales": path, "norm_sum": round(total, 4)}
     results["strongest_edges"] = [{"edge": list(e), "norm": round(v, 4)} for e, v in ranked[:8]]
+    results["edge_norm_range"] = [round(min(v for v in norms.values() if v), 4), round(max(norms.values()), 4)]
+    results["edge_node_shares"] = {_key(e): round(v, 3) for e, v in sorted(node_shares(fabric, norms).items())}
     results["pruned"] = rows
     results["test_accuracy"] = r["test_accuracy"]
     results["target_test_accuracy"] = 0.92
     results["target_met"] = bool(r["test_accuracy"] >= 0.92)
     print(f"strongest path (scale per layer): {path}; pruned: " + "; ".join(
-        f"keep {row['keep_fraction']:g}: {row['test_accuracy']:.4f} at {row['multiply_adds']:,} MACs" for row in rows))
+        f"keep {row['keep_fraction']:g}: {row['test_accuracy']:.4f}"
+        + (f" ({row['finetuned_test_accuracy']:.4f} fine-tuned)" if "finetuned_test_accuracy" in row else "")
+        + f" at {row['multiply_adds']:,} MACs" for row in rows))
     return results

@@ -30,7 +30,7 @@ from handgrad.engine.grad_mode import no_grad
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters
-from handgrad.experiments._fabric_common import draw_trellis, matched_path_fabric, pruning_study, unet_path
+from handgrad.experiments._fabric_common import draw_trellis, finetune, matched_path_fabric, pruning_study, unet_path
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -60,6 +60,9 @@ def add_arguments(p: Any) -> None:
                         "background everywhere)")
     p.add_argument("--keep", default="0.5,0.25,0", help="edge fractions kept when pruning (default 0.5,0.25,0)")
     p.add_argument("--no-baselines", action="store_true", help="skip the U-Net-path and plain-CNN baselines")
+    p.add_argument("--prune-finetune-steps", type=int, default=None,
+                   help="SGD steps (lr 0.01 cosine) fine-tuning each pruned copy after it is scored as pruned "
+                        "(default 100; 0: none)")
     add_recipe_arguments(p)
 
 
@@ -173,6 +176,8 @@ def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: 
 def run(opts: Any) -> dict[str, Any]:
     keep = _keep_fractions(opts.keep)
     check_recipe(opts)
+    if opts.prune_finetune_steps < 0:
+        raise ExperimentError(f"--prune-finetune-steps must be >= 0, got {opts.prune_finetune_steps}")
     size = opts.image_size
     for name in ("train_scenes", "val_scenes", "test_scenes", "image_size"):
         if getattr(opts, name) < 1:
@@ -207,9 +212,19 @@ def run(opts: Any) -> dict[str, Any]:
         results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
                                 "channels": plain.channels}
     calib = [data["train"][0][i:i + 32] for i in range(0, min(len(data["train"][0]), 32 * 8), 32)]
+    rng = numpy.random.default_rng(opts.seed + 1)
+    xs, ys = data["train"]
+    weight = None if opts.class_weights == "none" else Tensor(
+        class_weights(ys, classes, 0.5 if opts.class_weights == "sqrt" else 1.0))
+
+    def tune(m: Any) -> int:
+        idx = [rng.choice(len(xs), min(opts.batch_size, len(xs)), replace=False)
+               for _ in range(opts.prune_finetune_steps)]
+        return finetune(m, ((xs[i], ys[i]) for i in idx), lambda o, t: F.cross_entropy(o, t, weight=weight), 0.01)
+
     rows, (norms, spath, total) = pruning_study(
         fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], classes),
-        Tensor(data["test"][0][:1]))
+        Tensor(data["test"][0][:1]), tune if opts.prune_finetune_steps > 0 else None)
     draw_trellis(fabric, norms, spath, os.path.join(opts.out, "trellis.png"),
                  f"segmentation fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest "
                  f"path in red\n(mean IoU {results['fabric']['mean_iou']:.3f})")
@@ -220,6 +235,8 @@ def run(opts: Any) -> dict[str, Any]:
     results["pixel_accuracy"] = results["fabric"]["pixel_accuracy"]
     results["mean_iou"] = results["fabric"]["mean_iou"]
     print(f"strongest path (scale per layer): {spath}; pruned: " + "; ".join(
-        f"keep {r['keep_fraction']:g}: mIoU {r['mean_iou']:.4f} at {r['multiply_adds']:,} MACs" for r in rows))
+        f"keep {r['keep_fraction']:g}: mIoU {r['mean_iou']:.4f}"
+        + (f" ({r['finetuned_mean_iou']:.4f} fine-tuned)" if "finetuned_mean_iou" in r else "")
+        + f" at {r['multiply_adds']:,} MACs" for r in rows))
     return results
 
