@@ -3,7 +3,8 @@
 The NumPy code in ``lstm_sequence.py`` / ``gru_sequence.py`` is the reference and the fallback (other devices,
 numba absent, or ``HANDGRAD_NUMBA=0``); these kernels compute the same buffers with the same pre-scaled
 conventions (see those modules' docstrings), in one pass over a step's (n, G*H) rows instead of ~15 NumPy
-calls each re-reading the arrays. ``tests/test_recurrent_kernels.py`` runs both on the same inputs.
+calls each re-reading the arrays. ``lstm_infer`` / ``gru_infer`` are the no-grad steps (nothing kept for a
+backward, the gates never written back). ``tests/test_recurrent_kernels.py`` runs both paths on the same inputs.
 
 Why a hand-written exp: numba calls libm's scalar ``exp`` (no SVML here), about 4x slower than NumPy's
 SIMD ``exp``. ``_exp`` below is the Cephes range reduction ``x = k ln2 + r``, a polynomial in r and ``2^k``

@@ -27,6 +27,8 @@ stored pre-activation is ``-z`` for i, f, o and ``-2 z`` for g, giving ``s = 1 /
 the sigmoids ``s``, so the backward multiplies all 4H columns by ``s (1 - s)`` in one pass; the g column's
 extra factor 4 (``d/dz [2 sigma(2z) - 1] = 4 s (1 - s)``) is folded into the weights that column meets
 (``W_hh`` in the loop, ``W_ih`` and the weight gradients after it), never into a (T, B, H) array.
+Without gradients (no input requires grad, or ``no_grad``) the compiled path keeps nothing for a backward:
+``_infer`` updates one ``c`` buffer in place and stores only the outputs ``h_t`` (``_kernels.lstm_infer``).
 """
 
 from __future__ import annotations
