@@ -97,6 +97,8 @@ def _wrap(r: Any) -> Any:
         return StrictArray(numpy.asarray(r))
     if t is tuple or t is list:
         return t([_wrap(v) for v in r])
+    if isinstance(r, tuple):  # a named tuple (linalg.svd's SVDResult): a plain tuple, as CuPy returns
+        return tuple([_wrap(v) for v in r])
     return r
 
 

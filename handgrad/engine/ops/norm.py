@@ -1,4 +1,5 @@
-"""Vector norms: ``linalg.vector_norm``, ``linalg.norm`` (vector orders and 'fro') and ``norm``.
+"""Vector norms: ``linalg.vector_norm``, and ``linalg.norm`` / ``norm``, which hand matrix orders to
+``linalg_matrix_norm.py``.
 
 ||x||_p = (sum |x|^p)^(1/p) over ``dim`` (all elements when None), with the limits p = inf (max |x|),
 -inf (min |x|) and p = 0 (the count of non-zeros). Gradients, as PyTorch's:
@@ -70,8 +71,8 @@ class VectorNormFunction(Function):
 
 def _ord(op: str, ord: Any) -> float:  # noqa: A002
     if isinstance(ord, str):
-        raise ValueError(f"{op}: ord {ord!r} is a matrix norm; only vector norms (a number or +-inf) and 'fro' "
-                         "are supported")
+        raise ValueError(f"{op}: ord {ord!r} is a matrix norm; use linalg.matrix_norm (vector norms take a "
+                         "number or +-inf)")
     try:
         return float(ord)
     except (TypeError, ValueError):
@@ -96,29 +97,49 @@ def vector_norm(x: Tensor, ord: Any = 2, dim: Any = None, keepdim: bool = False,
 
 def linalg_norm(x: Tensor, ord: Any = None, dim: Any = None, keepdim: bool = False, *,  # noqa: A002
                 dtype: Any = None) -> Tensor:
-    """``torch.linalg.norm``: with ``ord=None`` the 2-norm over ``dim`` (of the flattened tensor when
-    ``dim`` is None), ``'fro'`` the same over two dims; a number is a vector norm over a single ``dim`` (or a
-    1-D input). Matrix orders (``'nuc'``, and numbers over two dims) are refused in one line."""
-    if ord is None or ord == "fro":
-        if ord == "fro" and dim is not None and len((dim,) if isinstance(dim, int) else tuple(dim)) != 2:
-            raise ValueError(f"linalg.norm: ord='fro' needs two dims, got dim={dim!r}")
+    """``torch.linalg.norm``: with ``ord=None`` the 2-norm over ``dim`` (of the flattened tensor when ``dim``
+    is None); otherwise a matrix norm (``linalg.matrix_norm``: 'fro', 'nuc', 2, -2, 1, -1, inf, -inf) when
+    ``dim`` is a pair, or ``dim`` is None and ``x`` is 2-D, and a vector norm over a single ``dim`` (or of
+    a 1-D ``x``)."""
+    op = "linalg.norm"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+    if ord is None:
         return vector_norm(x, 2, dim, keepdim, dtype=dtype)
-    two_dims = (dim is None and isinstance(x, Tensor) and x.ndim == 2) or (
-        dim is not None and not isinstance(dim, int) and len(tuple(dim)) == 2)
-    if two_dims or isinstance(ord, str):
-        raise ValueError(f"linalg.norm: the matrix norm ord={ord!r} is not supported (vector orders and 'fro' "
-                         "are); use linalg.vector_norm for an element-wise norm")
-    if dim is None and isinstance(x, Tensor) and x.ndim > 2:
-        raise ValueError(f"linalg.norm: a numeric ord over a {x.ndim}-D input needs dim")
-    return vector_norm(x, ord, dim, keepdim, dtype=dtype)
+    if dim is None:
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{op}: If dim is not specified but ord is, the input must be 1D or 2D. Got "
+                             f"{x.ndim}D (shape {x.shape})")
+        dim = (0,) if x.ndim == 1 else (0, 1)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if len(dims) == 2:
+        return _matrix.matrix_norm(x, ord, dims, keepdim, dtype=dtype)
+    if len(dims) != 1:
+        raise ValueError(f"{op}: dim must be an int or a pair of ints when ord is given, got {dim!r}")
+    if isinstance(ord, str):
+        raise ValueError(f"{op}: ord={ord!r} is a matrix norm and needs two dims (a 2-D input or dim=(d0, d1)), "
+                         f"got dim={dim!r} for shape {x.shape}")
+    return vector_norm(x, ord, dims, keepdim, dtype=dtype)
 
 
 def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False,  # noqa: A002
          dtype: Any = None) -> Tensor:
-    """``torch.norm``: ``p='fro'`` (default) or a number, over ``dim`` (all elements when None): the vector
-    ``p``-norm of those elements (``'fro'`` = 2)."""
+    """``torch.norm``: ``p='fro'`` (default) or a number is the vector ``p``-norm of the elements over ``dim``
+    (all elements when None; 'fro' = 2); ``p='nuc'`` the nuclear norm of the matrices over ``dim`` (a pair,
+    or a 2-D input)."""
     if p is None or p == "fro":
         p = 2
+    if p == "nuc":
+        if dim is None:
+            if not isinstance(input, Tensor) or input.ndim != 2:
+                raise ValueError(f"norm: p='nuc' without dim needs a 2-D input, got shape "
+                                 f"{getattr(input, 'shape', None)}")
+            dim = (0, 1)
+        return _matrix.matrix_norm(input, "nuc", dim, keepdim, dtype=dtype)
     if isinstance(p, str):
-        raise ValueError(f"norm: p={p!r} is not supported (numbers, +-inf and 'fro' are)")
+        raise ValueError(f"norm: p={p!r} is not supported (numbers, +-inf, 'fro' and 'nuc' are)")
     return vector_norm(input, p, dim, keepdim, dtype=dtype)
+
+
+# late import (the engine's rule for import cycles, see tensor.py): matrix norms use vector_norm for 'fro'
+from handgrad.engine.ops import linalg_matrix_norm as _matrix  # noqa: E402
