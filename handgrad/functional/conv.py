@@ -11,6 +11,8 @@ with Ho = floor((H + pt + pb - dh*(kh-1) - 1) / sh) + 1 (likewise Wo). Writing X
     dW = dY^T X,   db = sum over rows of dY,   dX = dY W  followed by col2im (the adjoint of im2col).
 
 Computation runs in channels-last memory (see ``_cnn_util``); results are returned as NCHW-shaped views.
+3x3 stride-1 float32 convolutions with at least 16 channels in and out run by Winograd F(2x2, 3x3) instead
+(``_winograd``: 2.25x fewer GEMM flops, the same numbers up to rounding); im2col stays the reference.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _winograd
 from handgrad.functional._cnn_util import (
     col2im,
     conv_out_size,
@@ -80,6 +83,9 @@ class Conv2dFunction(Function):
         ho = conv_out_size(h, kh, self.stride[0], pt + pb, self.dilation[0])
         wo = conv_out_size(wd, kw, self.stride[1], pl + pr, self.dilation[1])
         self.out = (ho, wo)
+        self.wino = None
+        if _winograd.usable(get_array_module(x), x, w.shape, self.stride, self.dilation, self.groups):
+            return self._forward_winograd(x, w, b)
         xpad = pad_nhwc(to_nhwc(x), self.pads)
         cols = im2col(xpad, self.k, self.stride, self.dilation, self.out, self.groups)  # (G, M, K)
         wm = _weight_matrix(w, self.groups)  # (G, O/G, K)
@@ -93,7 +99,41 @@ class Conv2dFunction(Function):
             self.wm = wm
         return from_nhwc(y)
 
+    def _forward_winograd(self, x: Any, w: Any, b: Any) -> Any:
+        """The 3x3 stride-1 case by Winograd F(2x2, 3x3) (``_winograd``): the input is padded once, to the
+        rows/columns its 4x4 tiles read (at least the requested padding; the extra zeros only reach outputs
+        past the edge, which are never written)."""
+        xp = get_array_module(x)
+        n, c, h, wd = x.shape
+        (ho, wo), (pt, _, pl, _) = self.out, self.pads
+        hq, wq = 2 * ((ho + 1) // 2) + 2, 2 * ((wo + 1) // 2) + 2
+        xq = xp.ascontiguousarray(pad_nhwc(to_nhwc(x), (pt, hq - h - pt, pl, wq - wd - pl)))
+        u = _winograd.filter_transform(w)
+        y, v = _winograd.forward(xq, u, ho, wo)
+        if b is not None:
+            y += b
+        self.wino = (v if self.needs_input_grad[1] else None, u, xq.shape)
+        return from_nhwc(y)
+
+    def _backward_winograd(self, gy: Any) -> Any:
+        need = self.needs_input_grad
+        xp = get_array_module(gy)
+        v, u, xq_shape = self.wino
+        g = xp.ascontiguousarray(to_nhwc(gy))  # (N, Ho, Wo, O); free when gy is channels-last
+        gxq, du = _winograd.backward(g, v, u, xq_shape, need[0], need[1])
+        gx = gw = gb = None
+        if need[0]:
+            (pt, _, pl, _), (_, _, h, wd) = self.pads, self.in_shape
+            gx = from_nhwc(gxq[:, pt : pt + h, pl : pl + wd, :])
+        if need[1]:
+            gw = _winograd.filter_grad(du, self.w_shape)
+        if len(need) > 2 and need[2]:
+            gb = xp.ones(g.shape[0] * g.shape[1] * g.shape[2], g.dtype) @ g.reshape(-1, g.shape[3])
+        return (gx, gw) if len(need) == 2 else (gx, gw, gb)
+
     def backward(self, gy: Any) -> Any:
+        if self.wino is not None:
+            return self._backward_winograd(gy)
         need = self.needs_input_grad
         xp = get_array_module(gy)
         g = _rows(to_nhwc(gy), self.groups)  # (G, M, O/G); free when gy is channels-last
