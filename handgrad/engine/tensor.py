@@ -286,6 +286,12 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def __rtruediv__(self, o: Any) -> Tensor:
         return _ops.div(o, self)
 
+    def __floordiv__(self, o: Any) -> Tensor:
+        return _ops.div(self, o, rounding_mode="floor")
+
+    def __rfloordiv__(self, o: Any) -> Tensor:
+        return _ops.div(o, self, rounding_mode="floor")
+
     def __pow__(self, o: Any) -> Tensor:
         return _ops.pow(self, o)
 
@@ -322,8 +328,8 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def mul(self, other: Any) -> Tensor:
         return _ops.mul(self, other)
 
-    def div(self, other: Any) -> Tensor:
-        return _ops.div(self, other)
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        return _ops.div(self, other, rounding_mode=rounding_mode)
 
     def pow(self, exponent: Any) -> Tensor:
         return _ops.pow(self, exponent)

@@ -1,5 +1,5 @@
 """``Tensor``'s in-place methods with PyTorch's names: ``add_ sub_ mul_ div_ zero_ fill_ copy_ clamp_
-masked_fill_ scatter_ index_add_ uniform_ normal_`` and ``+= -= *= /=``. Each returns ``self``; the machinery
+masked_fill_ scatter_ index_add_ uniform_ normal_`` and ``+= -= *= /= //=``. Each returns ``self``; the machinery
 (version counters, the graph rewrite, the leaf rule) is ``handgrad.engine.inplace.apply_inplace``."""
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ class TensorInplaceMethods:
         return self._inplace("mul_", lambda t: _ops().mul(t, other), other)
 
     def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-        if rounding_mode is not None:
-            raise ValueError(f"div_: rounding_mode={rounding_mode!r} is not supported (true division only)")
-        return self._inplace("div_", lambda t: _ops().div(t, other), other)
+        return self._inplace("div_", lambda t: _ops().div(t, other, rounding_mode=rounding_mode), other)
 
     def __iadd__(self, other: Any) -> Tensor:
         return self.add_(other)
@@ -62,6 +60,9 @@ class TensorInplaceMethods:
 
     def __itruediv__(self, other: Any) -> Tensor:
         return self.div_(other)
+
+    def __ifloordiv__(self, other: Any) -> Tensor:
+        return self.div_(other, rounding_mode="floor")
 
     def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - torch argument names
         return self._inplace("clamp_", lambda t: _ops().clamp(t, min, max), min, max)

@@ -1,4 +1,5 @@
-"""Broadcasting arithmetic: + - * / ** and negation, each with its VJP.
+"""Broadcasting arithmetic: + - * / (also rounded: ``div(rounding_mode=)``, ``//``) ** and negation, each with
+its VJP.
 
 For z = f(x, y) under broadcasting, dL/dx = unbroadcast(dL/dz * dz/dx) (sum over broadcast axes).
 """
@@ -89,6 +90,37 @@ class DivFunction(_BinaryFunction):
             unbroadcast(gx, self.x.shape) if n[0] else None,
             unbroadcast(-gx * self.x / self.y, self.y.shape) if n[1] else None,
         )
+
+
+class RoundingDivFunction(_BinaryFunction):
+    """z = trunc(x / y) (``mode='trunc'``) or floor(x / y) (``'floor'``, Python's ``//``);  dx = dy = 0 (the
+    result is piecewise constant: PyTorch's gradient is zero too, not absent). Integer division by zero raises,
+    as PyTorch's ZeroDivisionError; a float one gives +-inf or NaN."""
+
+    op = "div"
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def forward(self, x: Any, y: Any) -> Any:
+        xp = get_array_module(x)
+        self.xs, self.ys = x.shape, y.shape
+        if x.dtype.kind in "iub" and y.dtype.kind in "iub":
+            if bool((y == 0).any()):
+                raise ZeroDivisionError(f"div: integer division by zero (rounding_mode={self.mode!r})")
+            q = xp.floor_divide(x, y)
+            if self.mode == "trunc":  # floor rounds negative quotients down: one up where a remainder was left
+                q = q + ((q < 0) & (q * y != x)).astype(q.dtype)
+            return q
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            if self.mode == "floor":
+                return xp.floor_divide(x, y)  # exact (no rounding of x / y first), as PyTorch's div_floor
+            return xp.trunc(x / y)
+
+    def backward(self, gz: Any) -> Any:
+        xp = get_array_module(gz)
+        n = self.needs_input_grad
+        return (xp.zeros(self.xs, gz.dtype) if n[0] else None, xp.zeros(self.ys, gz.dtype) if n[1] else None)
 
 
 class PowFunction(_BinaryFunction):
@@ -282,7 +314,14 @@ def mul(a: Any, b: Any) -> Tensor:
     return MulFunction()(*pair(a, b))
 
 
-def div(a: Any, b: Any) -> Tensor:
+def div(a: Any, b: Any, *, rounding_mode: str | None = None) -> Tensor:
+    """a / b; with ``rounding_mode='trunc'`` or ``'floor'`` the quotient rounded toward zero or down (integer
+    tensors stay integer), with a zero gradient, as ``torch.div``."""
+    if rounding_mode is not None:
+        if rounding_mode not in ("trunc", "floor"):
+            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
+                             f"{rounding_mode!r}")
+        return RoundingDivFunction(rounding_mode)(*pair(a, b))
     if type(b) in _PY_NUMBER and isinstance(a, Tensor):
         return DivScalarFunction(b)(a)
     if type(a) in _PY_NUMBER and isinstance(b, Tensor):
