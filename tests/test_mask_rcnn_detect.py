@@ -152,3 +152,27 @@ def test_cosine_learning_rate_over_the_steps():
         u.update([0])
         lrs.append(u.optimizer.param_groups[0]["lr"])
     np.testing.assert_allclose(lrs, 0.1 * (1 + np.cos(np.pi * np.array([0, 1, 2, 3, 4]) / 4)) / 2, atol=1e-15)
+
+
+def test_train_start_picks_the_scenes_and_is_checked(tmp_path, capsys):
+    from handgrad.data.scenes import DetectionScenes
+    from handgrad.experiments.faster_rcnn_scenes import FasterRCNNUpdater
+    from handgrad.optim import SGD
+
+    ds = DetectionScenes("train", size=5)
+    m = FasterRCNN(ds.num_classes)
+    u = FasterRCNNUpdater(m, SGD(m.parameters(), lr=0.1), ds, 0, start=3)
+    seen = []
+
+    def losses(x, targets, rng):  # record which scene reached the model
+        seen.extend(t["labels"].tolist() for t in targets)
+        return {}, {"roi_labels": 0}, None
+
+    m.losses = losses
+    u.loss_and_output(np.array([1]))
+    assert seen == [ds[4][1]["labels"].tolist()]
+    rc = main(["run", "faster-rcnn-scenes", "--quick", "--no-progress", "--out", str(tmp_path / "r"),
+               "--train-scenes", "2", "--train-start", "1999"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--train-start <= 2000 - --train-scenes (1998), got 1999" in err
+    assert len(err.strip().splitlines()) == 1

@@ -5,8 +5,10 @@ the comparison with Fast R-CNN + selective search on the same test scenes.
    run does (the stand-in for ImageNet pre-training), unless ``--init`` continues an earlier run.
 2. Faster R-CNN from that backbone: RPN (18 anchors per position, sizes 16..96, see
    :mod:`handgrad.vision.anchors`) + the Fast R-CNN head, trained jointly (approximate joint training) with
-   the four losses; 2 images per step, horizontal flips; Adam. Through the library's ``Trainer`` and a
-   ``FasterRCNNUpdater``.
+   the four losses; 2 images per step, horizontal flips; Adam with a cosine decay of the rate over the run's
+   steps (``--lr-schedule constant`` keeps it fixed). Through the library's ``Trainer`` and a
+   ``FasterRCNNUpdater``. ``--init DIR`` continues an earlier run (a fresh Adam); ``--train-start`` picks
+   the first train scene, so chained runs can see new scenes.
 3. Test scenes: mAP@0.5 (VOC area), COCO mAP, recall@0.5 of the top 300 proposals, time per image split
    into backbone / RPN / NMS / head. With ``--fast-rcnn DIR`` (a ``fast-rcnn-scenes`` run folder) the saved
    Fast R-CNN is evaluated on the same test scenes with its selective-search proposals (cached; its time
@@ -14,7 +16,10 @@ the comparison with Fast R-CNN + selective search on the same test scenes.
    Writes ``detector.safetensors`` + ``detector.json`` (for ``handgrad detect``), ``pr_curves.png``,
    ``detections.png`` and ``results.md``.
 
-``mask-rcnn-scenes`` (:mod:`handgrad.experiments.mask_rcnn_scenes`) runs the same loop with a mask head.
+``mask-rcnn-scenes`` (:mod:`handgrad.experiments.mask_rcnn_scenes`) runs the same loop with a mask head
+(``--mask-convs``, default 4 as in the paper, ``--mask-channels``, default 64; ``--init`` also takes a
+faster-rcnn-scenes run, the mask head then starting fresh) and reports, beside box and mask AP, the mask AP
+of the mask branch alone on the ground-truth boxes and classes: the mask quality perfect boxes would allow.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import numpy
 from PIL import Image
 
-from handgrad.data.scenes import DetectionScenes, draw_detections
+from handgrad.data.scenes import SPLIT_SIZES, DetectionScenes, draw_detections
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments import _detection as D
@@ -45,6 +50,8 @@ from handgrad.vision.ops import box_iou
 
 def add_arguments(p: Any) -> None:
     p.add_argument("--train-scenes", type=int, default=None, help="train scenes used (default 400; 6 quick)")
+    p.add_argument("--train-start", type=int, default=0,
+                   help="index of the first train scene used (default 0): chained --init runs can see new scenes")
     p.add_argument("--test-scenes", type=int, default=None, help="test scenes evaluated (default 100; 3 quick)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="crop-classifier epochs (default 4; 0: none)")
     p.add_argument("--rois-per-image", type=int, default=64, help="RoIs sampled per image for the head (default 64)")
@@ -64,9 +71,9 @@ class FasterRCNNUpdater(Updater):
     """One joint step on a batch of scene indices: flip, the model's four (five with masks) losses, summed."""
 
     def __init__(self, model: FasterRCNN, optimizer: Any, ds: DetectionScenes, seed: int,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, start: int = 0) -> None:
         super().__init__(model, optimizer)
-        self.ds = ds
+        self.ds, self.start = ds, start
         self.rng = numpy.random.default_rng(seed)
         # cosine decay over the run's steps: lr_t = lr_0 (1 + cos(pi t / T)) / 2, from the step count (so a
         # resumed run continues the same curve); None: the optimizer's constant rate
@@ -83,7 +90,7 @@ class FasterRCNNUpdater(Updater):
     def loss_and_output(self, batch: Any) -> tuple[Tensor, Any, Any]:
         imgs, targets = [], []
         for i in batch:
-            img, t = self.ds[int(i)]
+            img, t = self.ds[self.start + int(i)]
             t = {"boxes": t["boxes"], "labels": t["labels"], "masks": t["masks"]}
             if self.rng.random() < 0.5:  # horizontal flip: image, boxes and masks
                 W = img.shape[1]
@@ -206,13 +213,17 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
     if n_train < 2 or n_test < 1 or opts.rois_per_image < 4 or pre_epochs < 0:
         raise ExperimentError("need --train-scenes >= 2, --test-scenes >= 1, --rois-per-image >= 4, "
                               "--pretrain-epochs >= 0 (0: no pre-training)")
-    train = DetectionScenes("train", size=n_train, seed=opts.seed)
+    if not 0 <= opts.train_start <= SPLIT_SIZES["train"] - n_train:
+        raise ExperimentError(f"need 0 <= --train-start <= {SPLIT_SIZES['train']} - --train-scenes "
+                              f"({SPLIT_SIZES['train'] - n_train}), got {opts.train_start}")
+    train = DetectionScenes("train", size=opts.train_start + n_train, seed=opts.seed)
     test = DetectionScenes("test", size=n_test, seed=opts.seed)
     t0 = time.perf_counter()
     model, pre = build(opts, train, pre_epochs, masks, kind)
     batches = D.IndexBatches(n_train, opts.batch_size, opts.seed)
     steps = len(batches) * opts.epochs if opts.lr_schedule == "cosine" else None
-    updater = FasterRCNNUpdater(model, Adam(model.parameters(), lr=opts.lr), train, opts.seed, total_steps=steps)
+    updater = FasterRCNNUpdater(model, Adam(model.parameters(), lr=opts.lr), train, opts.seed, total_steps=steps,
+                                start=opts.train_start)
     trainer = Trainer(updater=updater, metrics=(), out_dir=opts.out, progress=opts.progress, run_name=opts.experiment)
     hist = trainer.fit(batches, epochs=opts.epochs)
     train_seconds = time.perf_counter() - t0
@@ -244,7 +255,7 @@ def run_experiment(opts: Any, masks: bool) -> dict[str, Any]:
            "proposal_recall_at_0.5_top300": ev["proposal_recall"], "train_seconds": train_seconds,
            "sec_per_image": ev["sec_per_image"], "stage_sec_per_image": ev["stage_sec_per_image"],
            "per_class_ap50": ev["per_class_ap"], "final_train_loss": hist.rows[-1]["loss"] if len(hist) else None,
-           "n_train_scenes": n_train, "n_test_scenes": n_test, **pre}
+           "n_train_scenes": n_train, "train_start": opts.train_start, "n_test_scenes": n_test, **pre}
     if masks:
         res.update({k: ev[k] for k in ("mask_map50", "mask_coco_map", "mask_map50_gt_boxes", "mask_coco_map_gt_boxes",
                                        "mask_iou_gt_boxes")})
