@@ -101,6 +101,27 @@ def _unsqueeze_squeeze(L, x, z, w):
     return y
 
 
+def _view_used_before_and_after(L, x, z, w):
+    y = x * 1
+    v = y[:, 1]
+    before = v * 2  # the view as it was
+    y.mul_(z)  # the base rewritten in place
+    after = v * 3  # the view now reads the rewritten base (PyTorch regenerates its grad_fn)
+    y[0].add_(1.5)
+    again = v.sum()  # and once more
+    return before + after + again
+
+
+def _recurrence_through_setitem(L, x, z, w):
+    """The RNN-style loop ``h[t] = f(h[t - 1])`` into one preallocated tensor."""
+    h = L.zeros(5, 3, dtype=L.float64)
+    h[0] = x[0]
+    for t in range(1, 5):
+        # (not h[t - 1] * z[1]: mul would save a view of h that the next write modifies, an error in both)
+        h[t] = (h[t - 1] + z[1]).tanh() * x[1]
+    return h
+
+
 CASES = {
     "select_mul_": lambda L, x, z, w: _then(x * 2, lambda y: y[0].mul_(3)),
     "slice_copy_": lambda L, x, z, w: _then(x * 2, lambda y: y[:, 1:].copy_(z[:, :2])),
@@ -124,6 +145,8 @@ CASES = {
     "repeated_writes": _repeated_writes,
     "zero_d_view": _zero_d_view,
     "unsqueeze_squeeze_flatten": _unsqueeze_squeeze,
+    "view_used_before_and_after": _view_used_before_and_after,
+    "recurrence_through_setitem": _recurrence_through_setitem,
 }
 
 
@@ -149,7 +172,8 @@ def test_consumer_recorded_before_an_inplace_write_keeps_the_old_graph() -> None
 
 @pytest.mark.parametrize("name", ["select_mul_", "slice_copy_", "t_add_", "chain", "setitem_through_view",
                                   "other_views_follow", "plain_base_into_graph", "repeated_writes",
-                                  "unsqueeze_squeeze_flatten"])
+                                  "unsqueeze_squeeze_flatten", "view_used_before_and_after",
+                                  "recurrence_through_setitem"])
 def test_view_rewrite_gradcheck(name: str) -> None:
     def f(x, z, w):
         return CASES[name](hg, x, z, w)
@@ -275,3 +299,27 @@ def test_x0_of_a_vector_writes_through_outside_the_graph() -> None:
         a[1].mul_(10)
         a.select(0, 2).fill_(-1)
         assert a.tolist() == [1.0, 20.0, -1.0]
+
+
+def test_a_long_write_loop_stays_linear() -> None:
+    """Views are regenerated lazily (when used), not all at every write: a 400-step ``h[t] = f(h[t-1])``
+    loop records O(T) nodes and its gradient equals PyTorch's."""
+    import time
+
+    def run(L, steps):
+        x = L.tensor(np.linspace(-1.0, 1.0, 4), requires_grad=True)
+        h = L.zeros(steps, 4, dtype=L.float64)
+        h[0] = x
+        for t in range(1, steps):
+            h[t] = (h[t - 1] * 0.9).sin() + x * 0.01
+        h.sum().backward()
+        return x.grad.numpy().copy()
+
+    np.testing.assert_allclose(run(hg, 50), run(torch, 50), rtol=1e-12)
+    t0 = time.perf_counter()
+    run(hg, 100)
+    short = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run(hg, 400)
+    long = time.perf_counter() - t0
+    assert long < 12 * short, f"400 steps took {long:.3f}s, 100 steps {short:.3f}s: not linear"

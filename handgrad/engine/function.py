@@ -58,11 +58,17 @@ class Function:
         n = len(inputs)
         if n == 1:
             x = inputs[0]
+            if x._view is not None:  # a view: its base may have been rewritten in place since (views.py)
+                _refresh(x)
             record = x.requires_grad and (not grad_off[0] or state.grad_enabled)
             self.needs_input_grad = _TRUE1 if record else _FALSE1
             outs = self.forward(x.array)
         elif n == 2:
             a, b = inputs
+            if a._view is not None:
+                _refresh(a)
+            if b._view is not None:
+                _refresh(b)
             if type(a.array) is not type(b.array) or _cupy_ndarray is not None:
                 _check_same_device(self, inputs)
             ra, rb = a.requires_grad, b.requires_grad
@@ -70,6 +76,9 @@ class Function:
             self.needs_input_grad = (ra, rb) if record else _FALSE2
             outs = self.forward(a.array, b.array)
         else:
+            for t in inputs:
+                if t._view is not None:
+                    _refresh(t)
             _check_same_device(self, inputs)
             needs = tuple([t.requires_grad for t in inputs])
             record = True in needs and (not grad_off[0] or state.grad_enabled)
@@ -83,7 +92,7 @@ class Function:
             t.array = outs
             t.grad = None
             t._output_index = 0
-            t._view = t._views = None
+            t._view = t._hist = None
             if record and outs.dtype.kind in "fc":
                 self.inputs = inputs
                 self.outputs_meta = _SINGLE_OUTPUT
@@ -192,3 +201,4 @@ def check_backward_finite(fn: Function, grads: Any) -> None:
 # late import (the engine's rule for import cycles, see tensor.py): Tensor's module imports this one
 from handgrad.engine.tensor import Tensor as _tensor_cls  # noqa: E402, N813
 from handgrad.engine.tensor import _make as _new_tensor  # noqa: E402
+from handgrad.engine.views import refresh as _refresh  # noqa: E402

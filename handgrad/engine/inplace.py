@@ -25,21 +25,18 @@ PyTorch's edges do.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _next_seq
 from handgrad.engine.grad_mode import no_grad, state
-from handgrad.engine.views import check_view_write, record_history, regenerate_views, root_of, write_view
+from handgrad.engine.views import check_view_write, record_history, refresh, root_of, stamps, write_view
 
 if TYPE_CHECKING:
     from handgrad.engine.function import Function
     from handgrad.engine.tensor import Tensor
 
-# ``last``: the stamp of the latest in-place write; nodes recorded after it need no check
-stamps = types.SimpleNamespace(last=-1)
 
 
 def version_counter(t: Tensor) -> list[int]:
@@ -153,6 +150,9 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
     """Make ``t`` hold ``compute(t)`` in place (``compute`` is the out-of-place op); see the module docstring.
     ``others``: the op's other operands (a tensor among them that requires grad puts the op in the graph)."""
     from_tensors = [o for o in others if hasattr(o, "requires_grad")]
+    for o in (t, *from_tensors):
+        if getattr(o, "_view", None) is not None:
+            refresh(o)  # a stale view takes its root's current graph first (and may now require grad)
     graph = state.grad_enabled and (t.requires_grad or any(o.requires_grad for o in from_tensors))
     if state.grad_enabled and t.requires_grad and t._creator is None:
         raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation; "
@@ -160,7 +160,7 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
     old, index = t._creator, t._output_index
     view = getattr(t, "_view", None)
     if view is not None and state.grad_enabled:
-        check_view_write(op, t, view, graph)
+        check_view_write(op, t, graph)
     if not graph:
         with no_grad():
             r = compute(t)
@@ -180,8 +180,7 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
     _mark_clobbered(old, index, t)
     record_history(t, stamp)
     t._creator, t._output_index, t.requires_grad = r._creator, r._output_index, r.requires_grad
-    regenerate_views(t, stamp)  # views of t made before now show the new graph, as PyTorch's
-    bump(t)
+    bump(t)  # (t's views are stale now: views.refresh gives them the new graph when they are next used)
     return t
 
 

@@ -57,9 +57,9 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     """
 
     # _vc: the version counter [version, stamp] of in-place writes, created on the first one (engine/inplace.py);
-    # _view: (root base, steps) of a view, _views: weak references to a root's views (both None until set),
-    # _hist: the creators before in-place rewrites (engine/views.py; unset until needed).
-    __slots__ = ("array", "grad", "requires_grad", "_creator", "_output_index", "_vc", "_view", "_views", "_hist",
+    # _view: (root base, steps, root rewrites seen) of a view, _hist: the creators before in-place rewrites
+    # (engine/views.py); both None until set
+    __slots__ = ("array", "grad", "requires_grad", "_creator", "_output_index", "_vc", "_view", "_hist",
                  "__weakref__")
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
@@ -71,7 +71,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         self.requires_grad = bool(requires_grad)
         self._creator: Function | None = None
         self._output_index = 0
-        self._view = self._views = None
+        self._view = self._hist = None
 
     @classmethod
     def _from_op(cls, data: Any, creator: Function | None, index: int) -> Tensor:
@@ -82,7 +82,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         t.requires_grad = creator is not None
         t._creator = creator
         t._output_index = index
-        t._view = t._views = None
+        t._view = t._hist = None
         return t
 
     # -- basic facts -----------------------------------------------------------------------------------
@@ -100,10 +100,14 @@ class Tensor(TensorMethods, TensorInplaceMethods):
 
     @property
     def is_leaf(self) -> bool:
+        if self._view is not None:
+            _refresh(self)
         return self._creator is None
 
     @property
     def grad_fn(self) -> Function | None:
+        if self._view is not None:
+            _refresh(self)  # a view of a base rewritten in place since: the base's current graph
         return self._creator
 
     def size(self, dim: int | None = None) -> Any:
@@ -243,6 +247,8 @@ class Tensor(TensorMethods, TensorInplaceMethods):
         ``grad`` defaults to 1 for a one-element tensor. The graph is freed afterwards unless
         ``retain_graph=True``.
         """
+        if self._view is not None:
+            _refresh(self)
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn")
         xp = get_array_module(self.array)
@@ -499,6 +505,8 @@ class Tensor(TensorMethods, TensorInplaceMethods):
 
     def retain_grad(self) -> None:
         """Keep the gradient of this non-leaf tensor in ``.grad`` during later backward passes."""
+        if self._view is not None:
+            _refresh(self)
         if self._creator is None:
             return
         fn = self._creator
@@ -515,7 +523,7 @@ def _make(data: Any, creator: Function | None, index: int) -> Tensor:
     t.requires_grad = creator is not None
     t._creator = creator
     t._output_index = index
-    t._view = t._views = None
+    t._view = t._hist = None
     return t
 
 
@@ -526,4 +534,5 @@ from handgrad.engine import ops as _ops  # noqa: E402
 from handgrad.engine.autograd import accumulate_grad, run_backward  # noqa: E402
 from handgrad.engine.inplace import check_viewable, version_counter  # noqa: E402
 from handgrad.engine.ops.device import to_device as _to_device  # noqa: E402
+from handgrad.engine.views import refresh as _refresh  # noqa: E402
 

@@ -11,10 +11,14 @@ Then
   any alias (``engine/inplace.py``);
 * an in-place op on a view inside the graph (``write_view``) runs the op on a snapshot of the view, puts the
   result into the root as ``CopySlicesFunction(old root, new view value)`` (gradient: the old root's gets
-  ``gy`` with the view's elements zeroed, the new value gets ``gy`` at the view's elements), makes that node
-  the root's creator, and regenerates the creator of every live view of the root as a ``ViewFunction`` of
-  the new root (PyTorch regenerates a view's grad_fn when its base's version changed). The same
-  regeneration follows a graph in-place write into the root itself.
+  ``gy`` with the view's elements zeroed, the new value gets ``gy`` at the view's elements) and makes that
+  node the root's creator;
+* a view whose root's graph was rewritten since its creator was set (by a write through any view, or into
+  the root itself) is *stale*: ``refresh`` gives it a ``ViewFunction`` of the root's current graph as its
+  creator. As PyTorch regenerates a view's grad_fn, this happens lazily, when the view is next used: as an
+  op's input (``Function.__call__``), in an in-place op, or through ``grad_fn``/``is_leaf``/``backward``.
+  (A view's ``_view`` holds the root's rewrite count when its creator was set; the root's ``_hist`` grows
+  by one per rewrite.)
 
 Every step picks elements of the root, so the view's elements are found once by applying the chain to
 ``arange(root.numel()).reshape(root.shape)``: flat positions, independent of the memory layout.
@@ -30,7 +34,7 @@ to the creator its input had when the node was recorded.
 
 from __future__ import annotations
 
-import weakref
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +42,16 @@ import numpy
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function, _next_seq
+from handgrad.engine.grad_mode import state
 
 if TYPE_CHECKING:
     from handgrad.engine.tensor import Tensor
 
-REWRITABLE = frozenset({"getitem", "permute", "reshape"})  # step kinds an in-place graph write can go through
 _MULTI = {"split": "SplitFunction", "unbind": "UnbindFunction"}
+
+# ``last``: the stamp of the latest in-place write or view refresh; nodes recorded after it need no check in the
+# backward sweep (their inputs' creators and saved arrays are as they were when the node was recorded)
+stamps = types.SimpleNamespace(last=-1)
 
 
 def index_view(a: Any, index: Any) -> Any:
@@ -97,17 +105,23 @@ def mark_view(out: Tensor, x: Tensor, kind: str, arg: Any) -> Tensor:
         root, chain = x, ((kind, arg),)
     else:
         root, chain = v[0], v[1] + ((kind, arg),)
-    out._view = (root, chain)  # type: ignore[attr-defined]
-    if root._creator is not None or not root.requires_grad:  # a graph write may rewrite the root later
-        views = root._views  # type: ignore[attr-defined]
-        if views is None:
-            root._views = [weakref.ref(out)]  # type: ignore[attr-defined]
-        else:
-            views.append(weakref.ref(out))
-            n = len(views)
-            if n >= 64 and not n & (n - 1):  # drop dead views now and then (amortised O(1))
-                views[:] = [r for r in views if r() is not None]
+    h = root._hist  # type: ignore[attr-defined]
+    out._view = (root, chain, 0 if h is None else len(h))  # type: ignore[attr-defined]
     return out
+
+
+def refresh(t: Tensor) -> None:
+    """If the view ``t``'s root was rewritten in the graph since ``t``'s creator was set, make its creator a
+    ``ViewFunction`` of the root's current graph (nodes recorded before keep the old one: ``_hist``)."""
+    root, chain, seen = t._view  # type: ignore[attr-defined]
+    h = root._hist  # type: ignore[attr-defined]
+    if h is None or len(h) == seen or not state.grad_enabled:
+        return
+    stamp = stamps.last = _next_seq()
+    record_history(t, stamp)
+    y = ViewFunction(chain)(root)
+    t._creator, t._output_index, t.requires_grad = y._creator, 0, y.requires_grad
+    t._view = (root, chain, len(h))  # type: ignore[attr-defined]
 
 
 def root_of(t: Tensor) -> Tensor:
@@ -171,7 +185,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 # -- the rewrite ----------------------------------------------------------------------------------------------
 def record_history(t: Tensor, stamp: int) -> None:
     """Before ``t`` gets a new creator: nodes recorded before ``stamp`` keep reaching its current one."""
-    h = getattr(t, "_hist", None)
+    h = t._hist  # type: ignore[attr-defined]
     entry = (stamp, t._creator, t._output_index)
     if h is None:
         t._hist = [entry]  # type: ignore[attr-defined]
@@ -181,7 +195,7 @@ def record_history(t: Tensor, stamp: int) -> None:
 
 def creator_at(t: Tensor, seq: int) -> tuple[Any, int]:
     """The (creator, output index) ``t`` had when node number ``seq`` was recorded."""
-    h = getattr(t, "_hist", None)
+    h = t._hist  # type: ignore[attr-defined]
     if h is not None:
         for stamp, creator, index in h:
             if seq < stamp:
@@ -189,28 +203,10 @@ def creator_at(t: Tensor, seq: int) -> tuple[Any, int]:
     return t._creator, t._output_index
 
 
-def regenerate_views(root: Tensor, stamp: int) -> None:
-    """Every live view of ``root`` becomes a ``ViewFunction`` of its current graph (after a graph write)."""
-    views = getattr(root, "_views", None)
-    if not views:
-        return
-    live = []
-    for ref in views:
-        w = ref()
-        if w is None:
-            continue
-        live.append(ref)
-        record_history(w, stamp)
-        node = ViewFunction(w._view[1])  # type: ignore[attr-defined]
-        y = node(root)
-        w._creator, w._output_index, w.requires_grad = y._creator, 0, y.requires_grad
-    views[:] = live
-
-
-def check_view_write(op: str, t: Tensor, view: tuple[Tensor, tuple[tuple[str, Any], ...]], graph: bool) -> None:
+def check_view_write(op: str, t: Tensor, graph: bool) -> None:
     """PyTorch's refusals for an in-place write into the view ``t`` with grad mode on (``graph``: the write
     is recorded, some operand requires grad)."""
-    root, chain = view
+    root, chain, _ = t._view  # type: ignore[attr-defined]
     if not graph:  # outside the graph only a view made under no_grad of a tensor that requires grad refuses
         if root.requires_grad and not t.requires_grad:
             raise _no_grad_view(op, root)
@@ -242,7 +238,7 @@ def write_view(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], write: C
     """The graph rewrite of an in-place op on the view ``t`` (see the module docstring). ``write`` copies an
     array into a tensor's memory (with the shape and cast checks), ``clobber`` marks a node that saved an
     array being overwritten."""
-    root, chain = t._view  # type: ignore[attr-defined]  (check_view_write has passed)
+    root, chain, _ = t._view  # type: ignore[attr-defined]  (refreshed, and check_view_write has passed)
     stamp = _next_seq()
     prev = type(t)._from_op(t.array.copy(), t._creator, t._output_index)  # the view's old value and graph
     prev.requires_grad = t.requires_grad
@@ -257,4 +253,4 @@ def write_view(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], write: C
     clobber(root._creator, root._output_index, root)
     record_history(root, stamp)
     root._creator, root._output_index, root.requires_grad = y._creator, 0, y.requires_grad
-    regenerate_views(root, stamp)  # t among them: mark_view registered it
+    refresh(t)  # t (and, when next used, every other view of the root) now reads the rewritten root
