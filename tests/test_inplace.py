@@ -202,9 +202,9 @@ def test_no_error_where_nothing_saved_was_modified() -> None:
 
 def test_leaf_that_requires_grad_refuses_outside_no_grad() -> None:
     p = hg.tensor([1.0, 2.0], requires_grad=True)
-    with pytest.raises(RuntimeError, match="a leaf tensor that requires grad is being used in an in-place"):
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
         p.add_(1)
-    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
         p += 1
     with hg.no_grad():
         p.mul_(2).sub_(hg.tensor([1.0, 1.0]), alpha=0.5)

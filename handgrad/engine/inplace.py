@@ -155,7 +155,7 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
             refresh(o)  # a stale view takes its root's current graph first (and may now require grad)
     graph = state.grad_enabled and (t.requires_grad or any(o.requires_grad for o in from_tensors))
     if state.grad_enabled and t.requires_grad and t._creator is None:
-        raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place operation; "
+        raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place operation; "
                            "modify it under handgrad.no_grad() (as an optimizer step does), or a clone()")
     old, index = t._creator, t._output_index
     view = getattr(t, "_view", None)
