@@ -323,3 +323,27 @@ def test_a_long_write_loop_stays_linear() -> None:
     run(hg, 400)
     long = time.perf_counter() - t0
     assert long < 12 * short, f"400 steps took {long:.3f}s, 100 steps {short:.3f}s: not linear"
+
+
+@pytest.mark.parametrize("name", ["select_mul_", "slice_copy_", "t_add_", "view_mul_", "chain", "setitem_through_view",
+                                  "other_views_follow", "repeated_writes", "view_used_before_and_after"])
+def test_view_rewrite_on_the_device_matches_the_cpu(name: str) -> None:
+    """The rewrite's index arithmetic (flat positions, CopySlices, ViewFunction) on the test device (the strict
+    CuPy stand-in, or a GPU): values and gradients as on the CPU."""
+    from _device import ON_DEVICE, assert_close_to_cpu, device
+
+    if not ON_DEVICE:
+        pytest.skip("device pass turned off")
+    results = []
+    for dev in (None, device()):
+        ts = [hg.tensor(a, requires_grad=True) for a in (X, Z, W)]
+        if dev is not None:
+            ts = [hg.tensor(a).to(dev).requires_grad_() for a in (X, Z, W)]
+        out = CASES[name](hg, *ts)
+        (out * out).sum().backward()
+        results.append([out.detach(), *[t.grad for t in ts]])
+    for d, c in zip(results[1], results[0]):
+        if c is None:
+            assert d is None
+        else:
+            assert_close_to_cpu(d, c, name)
