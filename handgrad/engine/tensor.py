@@ -292,11 +292,7 @@ class Tensor(TensorMethods, TensorInplaceMethods):
     def __rtruediv__(self, o: Any) -> Tensor:
         return _ops.div(o, self)
 
-    def __floordiv__(self, o: Any) -> Tensor:
-        return _ops.div(self, o, rounding_mode="floor")
-
-    def __rfloordiv__(self, o: Any) -> Tensor:
-        return _ops.div(o, self, rounding_mode="floor")
+    # // (floor division): in tensor_methods.py
 
     def __pow__(self, o: Any) -> Tensor:
         return _ops.pow(self, o)

@@ -69,6 +69,12 @@ class TensorMethods:
             return NotImplemented
         return _ops().ne(self, other)
 
+    def __floordiv__(self, other: Any) -> Tensor:
+        return _ops().div(self, other, rounding_mode="floor")
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return _ops().div(other, self, rounding_mode="floor")
+
     def __lt__(self, other: Any) -> Tensor:
         return _ops().lt(self, other)
 

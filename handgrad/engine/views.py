@@ -34,6 +34,7 @@ to the creator its input had when the node was recorded.
 
 from __future__ import annotations
 
+import bisect
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -197,10 +198,14 @@ def creator_at(t: Tensor, seq: int) -> tuple[Any, int]:
     """The (creator, output index) ``t`` had when node number ``seq`` was recorded."""
     h = t._hist  # type: ignore[attr-defined]
     if h is not None:
-        for stamp, creator, index in h:
-            if seq < stamp:
-                return creator, index
+        i = bisect.bisect_right(h, seq, key=_stamp)  # the first rewrite after node ``seq`` (stamps increase)
+        if i < len(h):
+            return h[i][1], h[i][2]
     return t._creator, t._output_index
+
+
+def _stamp(entry: tuple[int, Any, int]) -> int:
+    return entry[0]
 
 
 def check_view_write(op: str, t: Tensor, graph: bool) -> None:
