@@ -1,27 +1,23 @@
-"""Winograd F(2x2, 3x3) convolution (Lavin & Gray 2016) for 3x3, stride-1, undilated, ungrouped conv2d.
+"""Winograd convolution F(m x m, r x r) (Lavin & Gray 2016) for square, stride-1, undilated, ungrouped conv2d.
 
-Each 2x2 output tile is computed from a 4x4 input tile d (tiles step by 2, so neighbours overlap by 2) as
+Each m x m output tile comes from an n x n input tile d, n = m + r - 1 (tiles step by m, so neighbours
+overlap by r - 1), as
 
-    Y = A^T [ (G g G^T) (.) (B^T d B) ] A        ((.) elementwise over the 4x4 "Winograd points")
+    Y = A^T [ (G g G^T) (.) (B^T d B) ] A        ((.) elementwise over the n x n "Winograd points")
 
-with g the 3x3 filter and
+with g the r x r filter and A^T (m, n), G (n, r), B^T (n, n) the Cook-Toom matrices of n - 1 interpolation
+points and the point at infinity (``cook_toom``). Summing over input channels turns the elementwise product
+into n*n GEMMs, one per point: M[k] (T, O) = V[k] (T, C) U[k] (C, O), T = N * tiles, so a convolution costs
+n^2 / m^2 multiplies per output instead of r^2: 4 instead of 9 for F(2x2, 3x3), 9 instead of 25 for
+F(2x2, 5x5). The transforms are cheap element-wise passes (numba kernels below). The VJPs follow by the
+chain rule through the same linear maps:
 
-    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],
-    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
-
-Summing over input channels turns the elementwise product into 16 GEMMs, one per point (xi, nu):
-M[xi nu] (T, O) = V[xi nu] (T, C) U[xi nu] (C, O), T = N * tiles: 16 multiplies per 4 outputs where im2col
-needs 36, so 2.25x fewer GEMM flops; the transforms are cheap element-wise passes (numba kernels below).
-The VJPs follow by the chain rule through the same linear maps:
-
-    dM = A dY A^T,   dV = dM U^T,   dU = V^T dM,   dd = B dV B^T (scatter-added over overlapping tiles),
+    dM = A dY A^T,   dV = dM U^T,   dU = V^T dM,   dd = B dV B^T (added over overlapping tiles),
     dg = G^T dU G.
 
 Used by ``conv.Conv2dFunction`` for float32 (``DTYPES``) when numba is enabled; the im2col path is the
-reference (and the path for float64, where it is bit-for-bit what it was). Winograd's sums differ from the
-direct ones by rounding only: ``tests/test_functional_cnn_winograd.py`` compares it with PyTorch and im2col
-(float64 and float32) and gradchecks it.
+reference (and the float64 path, bit for bit what it was). Winograd's sums differ from the direct ones by
+rounding only: ``tests/test_functional_cnn_winograd.py`` compares it with PyTorch and im2col and gradchecks it.
 """
 
 from __future__ import annotations
@@ -41,219 +37,236 @@ if _rnn_kernels.ENABLED:
 
 DTYPES: tuple[Any, ...] = (numpy.float32,)  # float64 keeps the im2col path (tests add float64 to check it)
 MIN_CHANNELS = 16  # below this the transforms cost more than the GEMM flops they save
+# kernel size r -> (output tile m, finite interpolation points). F(2x2, 5x5) with (0, +-1, 1/2, -2) (the
+# points that rounded least in float32: 1.6e-6 of max |y| on LeNet's conv2, direct 0.7e-6) works (tests add it)
+# but did not pay on LeNet's conv2 (32 -> 64 channels, 8x8 output): its 36 transforms per tile cost what the
+# GEMM flops saved (conv2 forward + backward 42 vs 43.5 ms CPU), so only 3x3 is on (BENCHMARKS.md).
+TILES: dict[int, tuple[int, tuple[float, ...]]] = {3: (2, (0.0, 1.0, -1.0))}
+F_2X2_5X5 = (2, (0.0, 1.0, -1.0, 0.5, -2.0))
 
-_G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+def cook_toom(m: int, r: int, points: tuple[float, ...]) -> tuple[Any, Any, Any]:
+    """(A^T (m, n), G (n, r), B^T (n, n)) of F(m, r) for the n - 1 finite ``points`` and infinity (float64).
+
+    A^T evaluates the output polynomial at the points, G the filter polynomial (divided by the Lagrange
+    denominators); B^T is the one matrix that makes A^T [(G g) (.) (B^T d)] equal the correlation
+    y_i = sum_k g_k d_{i+k} for all g, d: a linear system in B^T, solved exactly (residual checked)."""
+    n = m + r - 1
+    at, g = numpy.zeros((m, n)), numpy.zeros((n, r))
+    for j, p in enumerate(points):
+        f = numpy.prod([p - q for q in points[:j] + points[j + 1 :]])
+        at[:, j] = [p**i for i in range(m)]
+        g[j] = [p**k / f for k in range(r)]
+    at[m - 1, n - 1] = g[n - 1, r - 1] = 1.0
+    coef = numpy.einsum("ij,jk->ikj", at, g).reshape(m * r, n)  # (i, k) x point j
+    rhs = numpy.array([[1.0 if s == i + k else 0.0 for s in range(n)] for i in range(m) for k in range(r)])
+    bt = numpy.round(numpy.linalg.lstsq(coef, rhs, rcond=None)[0] * 64) / 64  # dyadic: clean the solver's ulps
+    if numpy.abs(coef @ bt - rhs).max() > 1e-12:  # pragma: no cover - a bad choice of points
+        raise ValueError(f"winograd: points {points} give no exact F({m}, {r})")
+    return at, g, bt
+
+
+_MATRICES = {r: cook_toom(r_m[0], r, r_m[1]) for r, r_m in TILES.items()}
 
 
 def usable(xp: Any, x: Any, w_shape: tuple[int, ...], stride: tuple[int, int], dilation: tuple[int, int],
            groups: int) -> bool:
-    """Winograd applies: NumPy, numba on, a listed dtype, 3x3, stride 1, no dilation, no groups, enough channels."""
+    """Winograd applies: NumPy, numba on, a listed dtype, a square kernel of a listed size, stride 1, no
+    dilation, no groups, enough channels."""
     return (_rnn_kernels.ENABLED and njit is not None and xp is numpy and x.dtype in DTYPES and groups == 1
-            and tuple(w_shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+            and w_shape[2] == w_shape[3] and w_shape[2] in TILES and stride == (1, 1) and dilation == (1, 1)
             and min(w_shape[0], w_shape[1]) >= MIN_CHANNELS)
 
 
+# The kernels keep every index of their innermost loops a plain range variable and stage each tile through
+# small local arrays: with computed offsets or 16-36 output planes written in one loop LLVM does not vectorise.
 if njit is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _input_transform(xp_, v, th, tw, nc):
-        """v[(xi, nu), t, c] = (B^T d B)[xi, nu] for the 4x4 tile d of tile t = (n, ti, tj); xp_ (N, Hq, Wq*C).
-
-        Each tile is transformed into a small (16, C) buffer first and then copied out plane by plane: with 16
-        output planes written in one loop LLVM would not vectorise it (too many possibly-aliasing pointers)."""
-        nb = xp_.shape[0]
-        tmp = numpy.empty((16, nc), v.dtype)
-        for n in range(nb):
+    def _input_transform(x, v, bt, m, th, tw):
+        """v[a*n + b, t, :] = (B^T d B)[a, b] for the n x n tile d of tile t = (i, ti, tj) of x (N, Hq, Wq, C)."""
+        n = bt.shape[0]
+        nb, _, _, nc = x.shape
+        t1 = numpy.empty((n, n, nc), v.dtype)
+        t2 = numpy.empty((n, n, nc), v.dtype)
+        for b in range(nb):
             for ti in range(th):
                 for tj in range(tw):
-                    t = (n * th + ti) * tw + tj
-                    r0, r1, r2, r3 = xp_[n, 2 * ti], xp_[n, 2 * ti + 1], xp_[n, 2 * ti + 2], xp_[n, 2 * ti + 3]
-                    j = 2 * tj * nc
-                    for c in range(nc):
-                        # rows: B^T d (4x4, columns s = 0..3)
-                        a0 = r0[j + c] - r2[j + c]
-                        a1 = r0[j + nc + c] - r2[j + nc + c]
-                        a2 = r0[j + 2 * nc + c] - r2[j + 2 * nc + c]
-                        a3 = r0[j + 3 * nc + c] - r2[j + 3 * nc + c]
-                        b0 = r1[j + c] + r2[j + c]
-                        b1 = r1[j + nc + c] + r2[j + nc + c]
-                        b2 = r1[j + 2 * nc + c] + r2[j + 2 * nc + c]
-                        b3 = r1[j + 3 * nc + c] + r2[j + 3 * nc + c]
-                        e0 = r2[j + c] - r1[j + c]
-                        e1 = r2[j + nc + c] - r1[j + nc + c]
-                        e2 = r2[j + 2 * nc + c] - r1[j + 2 * nc + c]
-                        e3 = r2[j + 3 * nc + c] - r1[j + 3 * nc + c]
-                        f0 = r1[j + c] - r3[j + c]
-                        f1 = r1[j + nc + c] - r3[j + nc + c]
-                        f2 = r1[j + 2 * nc + c] - r3[j + 2 * nc + c]
-                        f3 = r1[j + 3 * nc + c] - r3[j + 3 * nc + c]
-                        # columns: (B^T d) B
-                        tmp[0, c], tmp[1, c], tmp[2, c], tmp[3, c] = a0 - a2, a1 + a2, a2 - a1, a1 - a3
-                        tmp[4, c], tmp[5, c], tmp[6, c], tmp[7, c] = b0 - b2, b1 + b2, b2 - b1, b1 - b3
-                        tmp[8, c], tmp[9, c], tmp[10, c], tmp[11, c] = e0 - e2, e1 + e2, e2 - e1, e1 - e3
-                        tmp[12, c], tmp[13, c], tmp[14, c], tmp[15, c] = f0 - f2, f1 + f2, f2 - f1, f1 - f3
-                    for k in range(16):
-                        v[k, t, :] = tmp[k]
+                    t = (b * th + ti) * tw + tj
+                    t1[:] = 0
+                    for a in range(n):  # rows: B^T d
+                        for i in range(n):
+                            f = bt[a, i]
+                            if f != 0:
+                                for s in range(n):
+                                    for c in range(nc):
+                                        t1[a, s, c] += f * x[b, m * ti + i, m * tj + s, c]
+                    t2[:] = 0
+                    for a in range(n):  # columns: (B^T d) B
+                        for k in range(n):
+                            for s in range(n):
+                                f = bt[k, s]
+                                if f != 0:
+                                    for c in range(nc):
+                                        t2[a, k, c] += f * t1[a, s, c]
+                    for a in range(n):
+                        for k in range(n):
+                            for c in range(nc):
+                                v[a * n + k, t, c] = t2[a, k, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _output_transform(m, y, th, tw):
-        """y[n, 2ti + a, 2tj + b, o] = (A^T M A)[a, b] for tile t = (n, ti, tj), within y's bounds."""
+    def _output_transform(mm, y, at, th, tw):
+        """y[b, m*ti + i, m*tj + j, :] = (A^T M A)[i, j] of tile t, within y's bounds."""
+        m, n = at.shape
         nb, ho, wo, no = y.shape
-        for n in range(nb):
+        t1 = numpy.empty((m, n, no), y.dtype)
+        t2 = numpy.empty((m, m, no), y.dtype)
+        for b in range(nb):
             for ti in range(th):
                 for tj in range(tw):
-                    t = (n * th + ti) * tw + tj
-                    i0, j0 = 2 * ti, 2 * tj
-                    full_i, full_j = i0 + 1 < ho, j0 + 1 < wo
-                    for o in range(no):
-                        # rows: A^T M (2x4)
-                        p0 = m[0, t, o] + m[4, t, o] + m[8, t, o]
-                        p1 = m[1, t, o] + m[5, t, o] + m[9, t, o]
-                        p2 = m[2, t, o] + m[6, t, o] + m[10, t, o]
-                        p3 = m[3, t, o] + m[7, t, o] + m[11, t, o]
-                        q0 = m[4, t, o] - m[8, t, o] - m[12, t, o]
-                        q1 = m[5, t, o] - m[9, t, o] - m[13, t, o]
-                        q2 = m[6, t, o] - m[10, t, o] - m[14, t, o]
-                        q3 = m[7, t, o] - m[11, t, o] - m[15, t, o]
-                        y[n, i0, j0, o] = p0 + p1 + p2
-                        if full_j:
-                            y[n, i0, j0 + 1, o] = p1 - p2 - p3
-                        if full_i:
-                            y[n, i0 + 1, j0, o] = q0 + q1 + q2
-                            if full_j:
-                                y[n, i0 + 1, j0 + 1, o] = q1 - q2 - q3
+                    t = (b * th + ti) * tw + tj
+                    t1[:] = 0
+                    for i in range(m):  # rows: A^T M
+                        for a in range(n):
+                            f = at[i, a]
+                            if f != 0:
+                                for k in range(n):
+                                    for c in range(no):
+                                        t1[i, k, c] += f * mm[a * n + k, t, c]
+                    t2[:] = 0
+                    for i in range(m):  # columns: (A^T M) A
+                        for j in range(m):
+                            for k in range(n):
+                                f = at[j, k]
+                                if f != 0:
+                                    for c in range(no):
+                                        t2[i, j, c] += f * t1[i, k, c]
+                    for i in range(min(m, ho - m * ti)):
+                        for j in range(min(m, wo - m * tj)):
+                            for c in range(no):
+                                y[b, m * ti + i, m * tj + j, c] = t2[i, j, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_output_transform(gy, dm, th, tw):
-        """dm[(xi, nu), t, o] = (A dY A^T)[xi, nu] for the 2x2 tile dY of gy (zero past its bounds); staged
-        through a (16, O) buffer like ``_input_transform``."""
+    def _grad_output_transform(gy, dm, at, th, tw):
+        """dm[a*n + k, t, :] = (A dY A^T)[a, k] for the m x m tile dY of gy (zero past its bounds)."""
+        m, n = at.shape
         nb, ho, wo, no = gy.shape
-        tmp = numpy.empty((16, no), gy.dtype)
-        zrow = numpy.zeros(no, gy.dtype)
-        for n in range(nb):
+        d = numpy.empty((m, m, no), gy.dtype)
+        t1 = numpy.empty((n, m, no), gy.dtype)
+        t2 = numpy.empty((n, n, no), gy.dtype)
+        for b in range(nb):
             for ti in range(th):
                 for tj in range(tw):
-                    t = (n * th + ti) * tw + tj
-                    i0, j0 = 2 * ti, 2 * tj
-                    full_i, full_j = i0 + 1 < ho, j0 + 1 < wo
-                    q00 = gy[n, i0, j0]
-                    q01 = gy[n, i0, j0 + 1] if full_j else zrow
-                    q10 = gy[n, i0 + 1, j0] if full_i else zrow
-                    q11 = gy[n, i0 + 1, j0 + 1] if full_i and full_j else zrow
-                    for o in range(no):
-                        g00, g01, g10, g11 = q00[o], q01[o], q10[o], q11[o]
-                        # A dY: rows (g0., g0. + g1., g0. - g1., -g1.); then (.) A^T: (z0, z0 + z1, z0 - z1, -z1)
-                        s0, s1 = g00 + g10, g01 + g11
-                        d0, d1 = g00 - g10, g01 - g11
-                        tmp[0, o], tmp[1, o], tmp[2, o], tmp[3, o] = g00, g00 + g01, g00 - g01, -g01
-                        tmp[4, o], tmp[5, o], tmp[6, o], tmp[7, o] = s0, s0 + s1, s0 - s1, -s1
-                        tmp[8, o], tmp[9, o], tmp[10, o], tmp[11, o] = d0, d0 + d1, d0 - d1, -d1
-                        tmp[12, o], tmp[13, o], tmp[14, o], tmp[15, o] = -g10, -g10 - g11, g11 - g10, g11
-                    for k in range(16):
-                        dm[k, t, :] = tmp[k]
-
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-    def _bcol(v0, v1, v2, v3):
-        """B v (= the adjoint of the B^T rows above) for one 4-vector."""
-        return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                    t = (b * th + ti) * tw + tj
+                    hi, wj = min(m, ho - m * ti), min(m, wo - m * tj)
+                    if hi < m or wj < m:
+                        d[:] = 0
+                    for i in range(hi):
+                        for j in range(wj):
+                            for c in range(no):
+                                d[i, j, c] = gy[b, m * ti + i, m * tj + j, c]
+                    t1[:] = 0
+                    for a in range(n):  # rows: A dY
+                        for i in range(m):
+                            f = at[i, a]
+                            if f != 0:
+                                for j in range(m):
+                                    for c in range(no):
+                                        t1[a, j, c] += f * d[i, j, c]
+                    t2[:] = 0
+                    for a in range(n):  # columns: (A dY) A^T
+                        for k in range(n):
+                            for j in range(m):
+                                f = at[j, k]
+                                if f != 0:
+                                    for c in range(no):
+                                        t2[a, k, c] += f * t1[a, j, c]
+                    for a in range(n):
+                        for k in range(n):
+                            for c in range(no):
+                                dm[a * n + k, t, c] = t2[a, k, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_input_transform(dv, gx, th, tw, nc):
-        """gx (zeroed here) += B dV B^T of every tile, at its 4x4 place (tiles overlap by 2)."""
-        nb = gx.shape[0]
-        tmp = numpy.empty((16, nc), dv.dtype)
+    def _grad_input_transform(dv, gx, bt, m, th, tw):
+        """gx (N, Hq, Wq, C), zeroed here, += B dV B^T of every tile at its n x n place (tiles overlap)."""
+        n = bt.shape[0]
+        nb, _, _, nc = gx.shape
+        t1 = numpy.empty((n, n, nc), gx.dtype)
+        t2 = numpy.empty((n, n, nc), gx.dtype)
         gx[:] = 0
-        for n in range(nb):
+        for b in range(nb):
             for ti in range(th):
                 for tj in range(tw):
-                    t = (n * th + ti) * tw + tj
-                    r0, r1, r2, r3 = gx[n, 2 * ti], gx[n, 2 * ti + 1], gx[n, 2 * ti + 2], gx[n, 2 * ti + 3]
-                    j = 2 * tj * nc
-                    for k in range(16):  # staged: 16 input planes read in one loop would not vectorise
-                        tmp[k] = dv[k, t, :]
-                    for c in range(nc):
-                        # B on the left, column by column: W[:, nu] = B dV[:, nu]
-                        w00, w10, w20, w30 = _bcol(tmp[0, c], tmp[4, c], tmp[8, c], tmp[12, c])
-                        w01, w11, w21, w31 = _bcol(tmp[1, c], tmp[5, c], tmp[9, c], tmp[13, c])
-                        w02, w12, w22, w32 = _bcol(tmp[2, c], tmp[6, c], tmp[10, c], tmp[14, c])
-                        w03, w13, w23, w33 = _bcol(tmp[3, c], tmp[7, c], tmp[11, c], tmp[15, c])
-                        # B^T on the right, row by row, added at the tile's place
-                        a0, a1, a2, a3 = _bcol(w00, w01, w02, w03)
-                        r0[j + c] += a0
-                        r0[j + nc + c] += a1
-                        r0[j + 2 * nc + c] += a2
-                        r0[j + 3 * nc + c] += a3
-                        a0, a1, a2, a3 = _bcol(w10, w11, w12, w13)
-                        r1[j + c] += a0
-                        r1[j + nc + c] += a1
-                        r1[j + 2 * nc + c] += a2
-                        r1[j + 3 * nc + c] += a3
-                        a0, a1, a2, a3 = _bcol(w20, w21, w22, w23)
-                        r2[j + c] += a0
-                        r2[j + nc + c] += a1
-                        r2[j + 2 * nc + c] += a2
-                        r2[j + 3 * nc + c] += a3
-                        a0, a1, a2, a3 = _bcol(w30, w31, w32, w33)
-                        r3[j + c] += a0
-                        r3[j + nc + c] += a1
-                        r3[j + 2 * nc + c] += a2
-                        r3[j + 3 * nc + c] += a3
+                    t = (b * th + ti) * tw + tj
+                    t1[:] = 0
+                    for i in range(n):  # rows: B dV
+                        for a in range(n):
+                            f = bt[a, i]
+                            if f != 0:
+                                for k in range(n):
+                                    for c in range(nc):
+                                        t1[i, k, c] += f * dv[a * n + k, t, c]
+                    t2[:] = 0
+                    for i in range(n):  # columns: (B dV) B^T
+                        for s in range(n):
+                            for k in range(n):
+                                f = bt[k, s]
+                                if f != 0:
+                                    for c in range(nc):
+                                        t2[i, s, c] += f * t1[i, k, c]
+                    for i in range(n):
+                        for s in range(n):
+                            for c in range(nc):
+                                gx[b, m * ti + i, m * tj + s, c] += t2[i, s, c]
 
 
-def _tiles(ho: int, wo: int) -> tuple[int, int]:
-    return (ho + 1) // 2, (wo + 1) // 2
+def tiles(r: int, ho: int, wo: int) -> tuple[int, int, int, int]:
+    """(tiles down, tiles across, rows, columns) of the tile-padded input for an (ho, wo) output."""
+    m = TILES[r][0]
+    th, tw = -(-ho // m), -(-wo // m)
+    return th, tw, m * th + r - 1, m * tw + r - 1
 
 
 def filter_transform(w: Any) -> Any:
-    """U (16, C, O) = G g G^T for every (o, c) of w (O, C, 3, 3)."""
-    o, c = w.shape[:2]
-    g = _G.astype(w.dtype)
+    """U (n*n, C, O) = G g G^T for every (o, c) of w (O, C, r, r)."""
+    o, c, r, _ = w.shape
+    g = _MATRICES[r][1].astype(w.dtype)
     u = numpy.einsum("ap,ocpq,bq->abco", g, w, g, optimize=True)
-    return numpy.ascontiguousarray(u.reshape(16, c, o))
+    return numpy.ascontiguousarray(u.reshape(-1, c, o))
 
 
 def filter_grad(du: Any, w_shape: tuple[int, ...]) -> Any:
-    """dg (O, C, 3, 3) = G^T dU G from dU (16, C, O)."""
-    o, c = w_shape[:2]
-    g = _G.astype(du.dtype)
-    return numpy.ascontiguousarray(numpy.einsum("ap,abco,bq->ocpq", g, du.reshape(4, 4, c, o), g, optimize=True))
+    """dg (O, C, r, r) = G^T dU G from dU (n*n, C, O)."""
+    o, c, r, _ = w_shape
+    g = _MATRICES[r][1].astype(du.dtype)
+    n = g.shape[0]
+    return numpy.ascontiguousarray(numpy.einsum("ap,abco,bq->ocpq", g, du.reshape(n, n, c, o), g, optimize=True))
 
 
-def padded_for_tiles(xpad: Any, ho: int, wo: int) -> Any:
-    """xpad (N, Hp, Wp, C) extended with zeros at the bottom/right to the 2*tiles + 2 rows/columns the 4x4
-    tiles read (C-contiguous)."""
-    th, tw = _tiles(ho, wo)
-    n, hp, wp, c = xpad.shape
-    hq, wq = 2 * th + 2, 2 * tw + 2
-    if (hq, wq) == (hp, wp) and xpad.flags.c_contiguous:
-        return xpad
-    out = numpy.zeros((n, hq, wq, c), xpad.dtype)
-    out[:, :hp, :wp] = xpad
-    return out
-
-
-def forward(xq: Any, u: Any, ho: int, wo: int) -> tuple[Any, Any]:
-    """y (N, Ho, Wo, O) and V (16, T, C) from the tile-padded input xq (N, 2th+2, 2tw+2, C) and U (16, C, O)."""
-    n, _, _, c = xq.shape
-    th, tw = _tiles(ho, wo)
-    v = numpy.empty((16, n * th * tw, c), xq.dtype)
-    _input_transform(xq.reshape(n, xq.shape[1], -1), v, th, tw, c)
-    m = numpy.matmul(v, u)  # 16 GEMMs (T, C) x (C, O)
-    y = numpy.empty((n, ho, wo, u.shape[2]), xq.dtype)
-    _output_transform(m, y, th, tw)
+def forward(xq: Any, u: Any, r: int, ho: int, wo: int) -> tuple[Any, Any]:
+    """y (N, Ho, Wo, O) and V (n*n, T, C) from the tile-padded input xq (N, Hq, Wq, C) and U (n*n, C, O)."""
+    at, _, bt = _MATRICES[r]
+    th, tw, _, _ = tiles(r, ho, wo)
+    v = numpy.empty((u.shape[0], xq.shape[0] * th * tw, xq.shape[3]), xq.dtype)
+    _input_transform(xq, v, bt.astype(xq.dtype), TILES[r][0], th, tw)
+    mm = numpy.matmul(v, u)  # n*n GEMMs (T, C) x (C, O)
+    y = numpy.empty((xq.shape[0], ho, wo, u.shape[2]), xq.dtype)
+    _output_transform(mm, y, at.astype(xq.dtype), th, tw)
     return y, v
 
 
-def backward(gy: Any, v: Any, u: Any, xq_shape: tuple[int, ...], need_x: bool, need_w: bool) -> tuple[Any, Any]:
-    """(d xq (N, 2th+2, 2tw+2, C) or None, dU (16, C, O) or None) from gy (N, Ho, Wo, O) C-contiguous."""
+def backward(gy: Any, v: Any, u: Any, r: int, xq_shape: tuple[int, ...], need_x: bool,
+             need_w: bool) -> tuple[Any, Any]:
+    """(d xq (N, Hq, Wq, C) or None, dU (n*n, C, O) or None) from gy (N, Ho, Wo, O) C-contiguous."""
+    at, _, bt = _MATRICES[r]
     n, ho, wo, o = gy.shape
-    th, tw = _tiles(ho, wo)
-    dm = numpy.empty((16, n * th * tw, o), gy.dtype)
-    _grad_output_transform(gy, dm, th, tw)
-    du = numpy.matmul(v.transpose(0, 2, 1), dm) if need_w else None  # 16 GEMMs (C, T) x (T, O)
+    th, tw, _, _ = tiles(r, ho, wo)
+    dm = numpy.empty((u.shape[0], n * th * tw, o), gy.dtype)
+    _grad_output_transform(gy, dm, at.astype(gy.dtype), th, tw)
+    du = numpy.matmul(v.transpose(0, 2, 1), dm) if need_w else None  # GEMMs (C, T) x (T, O)
     gxq = None
     if need_x:
-        dv = numpy.matmul(dm, u.transpose(0, 2, 1))  # 16 GEMMs (T, O) x (O, C)
+        dv = numpy.matmul(dm, u.transpose(0, 2, 1))  # GEMMs (T, O) x (O, C)
         gxq = numpy.empty(xq_shape, gy.dtype)
-        _grad_input_transform(dv, gxq.reshape(xq_shape[0], xq_shape[1], -1), th, tw, xq_shape[3])
+        _grad_input_transform(dv, gxq, bt.astype(gy.dtype), TILES[r][0], th, tw)
     return gxq, du

@@ -100,16 +100,16 @@ class Conv2dFunction(Function):
         return from_nhwc(y)
 
     def _forward_winograd(self, x: Any, w: Any, b: Any) -> Any:
-        """The 3x3 stride-1 case by Winograd F(2x2, 3x3) (``_winograd``): the input is padded once, to the
-        rows/columns its 4x4 tiles read (at least the requested padding; the extra zeros only reach outputs
+        """The 3x3 stride-1 case by Winograd (``_winograd``): the input is padded once, to the
+        rows/columns its tiles read (at least the requested padding; the extra zeros only reach outputs
         past the edge, which are never written)."""
         xp = get_array_module(x)
         n, c, h, wd = x.shape
-        (ho, wo), (pt, _, pl, _) = self.out, self.pads
-        hq, wq = 2 * ((ho + 1) // 2) + 2, 2 * ((wo + 1) // 2) + 2
+        (ho, wo), (pt, _, pl, _), r = self.out, self.pads, w.shape[2]
+        _, _, hq, wq = _winograd.tiles(r, ho, wo)
         xq = xp.ascontiguousarray(pad_nhwc(to_nhwc(x), (pt, hq - h - pt, pl, wq - wd - pl)))
         u = _winograd.filter_transform(w)
-        y, v = _winograd.forward(xq, u, ho, wo)
+        y, v = _winograd.forward(xq, u, r, ho, wo)
         if b is not None:
             y += b
         self.wino = (v if self.needs_input_grad[1] else None, u, xq.shape)
@@ -120,7 +120,7 @@ class Conv2dFunction(Function):
         xp = get_array_module(gy)
         v, u, xq_shape = self.wino
         g = xp.ascontiguousarray(to_nhwc(gy))  # (N, Ho, Wo, O); free when gy is channels-last
-        gxq, du = _winograd.backward(g, v, u, xq_shape, need[0], need[1])
+        gxq, du = _winograd.backward(g, v, u, self.w_shape[2], xq_shape, need[0], need[1])
         gx = gw = gb = None
         if need[0]:
             (pt, _, pl, _), (_, _, h, wd) = self.pads, self.in_shape
