@@ -9,6 +9,11 @@ rounds (``_common.compare_blocks``: single-step alternation distorts both sides 
 median step time of each, their ratio and the median per-round ratio.
 
     python benchmarks/bench_rnn.py [--threads 1,2] [--block 5] [--rounds 4] [--cases lstm-train,gru-train,...]
+
+``--cases lstm-floor`` (not in the default set) times, on the handgrad side, only the GEMMs that any
+step-by-step LSTM forward on NumPy's BLAS must do (the input projection of all T steps and T recurrent
+``(B, H) x (H, 4H)`` GEMMs, no gate math at all) against PyTorch's whole no-grad LSTM forward: the floor of
+the ``lstm-fwd`` ratio on this BLAS.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-CASES = ("lstm-train", "gru-train", "lstm-fwd", "gru-fwd")
+CASES = ("lstm-train", "gru-train", "lstm-fwd", "gru-fwd")  # and "lstm-floor" on request
 
 
 def _parse() -> argparse.Namespace:
@@ -98,6 +103,18 @@ def build(kind: str, T: int, B: int, H: int, seed: int = 0):
             out, _ = h_rnn(F.embedding(hx, h_emb))
         return float(out.array[-1, 0, 0])
 
+    def gemm_floor() -> float:
+        w_ih = h_rnn.weight_ih_l0.array
+        w_hh_t = np.ascontiguousarray(h_rnn.weight_hh_l0.array.T)
+        S = np.matmul(F.embedding(hx, h_emb).array.reshape(T * B, E), w_ih.T).reshape(T, B, -1)
+        h = np.zeros((B, H), np.float32)
+        r = np.empty((B, w_hh_t.shape[1]), np.float32)
+        for _ in range(T):  # the values do not change a GEMM's time
+            np.matmul(h, w_hh_t, out=r)
+        return float(S[-1, 0, 0] + r[0, 0])
+
+    if kind == "lstm":
+        hg_fwd.floor = gemm_floor
     return (hg_train, torch_train), (hg_fwd, torch_fwd)
 
 
@@ -113,9 +130,10 @@ def main() -> None:
         train, fwd = build(kind, T, B, H)
         if what == "train":
             check_losses(f"bench_rnn {case}", train[0](), train[1]())
+        pair = train if what == "train" else (fwd[0].floor, fwd[1]) if what == "floor" else fwd
         for n in threads:
             set_threads(n)
-            r = compare_blocks(*(train if what == "train" else fwd), ARGS.block, ARGS.rounds)
+            r = compare_blocks(*pair, ARGS.block, ARGS.rounds)
             print(row(case, n, r), flush=True)
 
 
