@@ -20,8 +20,10 @@ Then
   (A view's ``_view`` holds the root's rewrite count when its creator was set; the root's ``_hist`` grows
   by one per rewrite.)
 
-Every step picks elements of the root, so the view's elements are found once by applying the chain to
-``arange(root.numel()).reshape(root.shape)``: flat positions, independent of the memory layout.
+The backward of both nodes applies the chain to a fresh C-contiguous gradient array, which gives a writable
+view of the region (every step is a basic index, a transpose or a reshape); where a reshape would copy, or
+an expand repeats elements, the chain applied to ``arange(root.numel()).reshape(root.shape)`` gives the
+region's flat positions instead.
 
 Refused, as in PyTorch: an in-place graph write into a view of a leaf that requires grad, into one made
 under ``no_grad`` of a tensor that requires grad, into an ``expand``-ed view (elements repeat) and into a
@@ -85,7 +87,8 @@ def flat_index(chain: tuple[tuple[str, Any], ...], shape: tuple[int, ...], xp: A
     n = 1
     for s in shape:
         n *= s
-    return xp.asarray(apply_chain(xp.arange(n).reshape(shape), chain))
+    # a copy: a view would keep the whole arange of the root alive in every node that holds the index
+    return xp.array(apply_chain(xp.arange(n).reshape(shape), chain), copy=True)
 
 
 def shares_memory(a: Any, b: Any) -> bool:
@@ -132,24 +135,32 @@ def root_of(t: Tensor) -> Tensor:
 
 # -- the two nodes of a rewrite ---------------------------------------------------------------------------------
 class CopySlicesFunction(Function):
-    """y = base with the view's elements (flat positions ``index``) replaced by v;  dbase = gy with those
-    elements zeroed, dv = gy at those elements (PyTorch's CopySlices)."""
+    """y = base with the view's elements (the view of ``base`` made by ``chain``) replaced by v;  dbase = gy
+    with those elements zeroed, dv = gy at those elements (PyTorch's CopySlices).
 
-    def __init__(self, index: Any) -> None:
-        self.index = index
+    Recorded by ``write_view`` after the new values were already written through the view into the base's
+    memory, so the forward hands that array back as it is (no copy of the whole base per write)."""
+
+    def __init__(self, chain: tuple[tuple[str, Any], ...]) -> None:
+        self.chain = chain
 
     def forward(self, base: Any, v: Any) -> Any:
-        y = base.copy()  # C order: reshape(-1) below is a view
-        y.reshape(-1)[self.index] = v
-        return y
+        self.shape = base.shape
+        return base
 
     def backward(self, gy: Any) -> Any:
+        xp = get_array_module(gy)
+        gy = xp.asarray(gy)
         gb = gv = None
         if self.needs_input_grad[0]:
-            gb = gy.copy()
-            gb.reshape(-1)[self.index] = 0
+            gb = gy.copy()  # C order
+            region = in_place_view(gb, self.chain)
+            if region is not None:
+                region[...] = 0
+            else:
+                gb.reshape(-1)[flat_index(self.chain, self.shape, xp)] = 0
         if self.needs_input_grad[1]:
-            gv = gy.reshape(-1)[self.index]
+            gv = xp.array(apply_chain(gy, self.chain), copy=True)
         return gb, gv
 
 
@@ -167,13 +178,25 @@ class ViewFunction(Function):
 
     def backward(self, gy: Any) -> Any:
         xp = get_array_module(gy)
+        if all(kind != "expand" for kind, _ in self.chain):
+            gx = xp.zeros(self.shape, gy.dtype)
+            region = in_place_view(gx, self.chain)
+            if region is not None:
+                region[...] = gy
+                return gx
         index = flat_index(self.chain, self.shape, xp)
         gx = xp.zeros(_numel(self.shape), gy.dtype)
-        if any(kind == "expand" for kind, _ in self.chain):
-            xp.add.at(gx, index, gy)  # an expanded view repeats elements: their gradients add up
-        else:
-            gx[index] = gy
+        xp.add.at(gx, index, gy)  # an expanded view repeats elements: their gradients add up
         return gx.reshape(self.shape)
+
+
+def in_place_view(a: Any, chain: tuple[tuple[str, Any], ...]) -> Any:
+    """The chain applied to the C-contiguous array ``a`` as a writable view of it, or None where a step
+    would copy (a reshape the layout does not allow) or repeat elements (expand)."""
+    if any(kind == "expand" for kind, _ in chain):
+        return None
+    v = apply_chain(a, chain)
+    return v if shares_memory(v, a) else None
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -249,12 +272,10 @@ def write_view(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], write: C
     prev.requires_grad = t.requires_grad
     r = compute(prev)
     write(op, t, r.array)  # shape and dtype checks; the root's memory now holds the new values
-    xp = get_array_module(root.array)
-    old_root = type(root)._from_op(root.array.copy(), root._creator, root._output_index)
+    # the root before the write, as a graph handle only (CopySlices reads no values of it)
+    old_root = type(root)._from_op(root.array, root._creator, root._output_index)
     old_root.requires_grad = root.requires_grad
-    y = CopySlicesFunction(flat_index(chain, root.shape, xp))(old_root, r if r.dtype == root.dtype else
-                                                             r.to(root.dtype))
-    xp.copyto(root.array, y.array)
+    y = CopySlicesFunction(chain)(old_root, r if r.dtype == root.dtype else r.to(root.dtype))
     clobber(root._creator, root._output_index, root)
     record_history(root, stamp)
     root._creator, root._output_index, root.requires_grad = y._creator, 0, y.requires_grad

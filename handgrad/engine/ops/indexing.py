@@ -160,12 +160,25 @@ class IndexPutFunction(Function):
     def backward(self, gy: Any) -> Any:
         n = self.needs_input_grad
         gx = gv = None
+        if self.index is Ellipsis:  # the whole (viewed) tensor overwritten: x[i] = v, written through x[i]
+            # x's gradient is all zeros: None says so without building (and scattering back) an array
+            gy = get_array_module(gy).asarray(gy)  # (a 0-d gradient may arrive as a NumPy scalar)
+            return None, (_to_value_shape(gy, self.vshape) if n[1] else None)
         if n[0]:
             gx = gy.copy()
             gx[self.index] = 0
         if n[1]:
-            gv = unbroadcast(gy[self.index], self.vshape)
+            gv = _to_value_shape(gy[self.index], self.vshape)
         return gx, gv
+
+
+def _to_value_shape(g: Any, vshape: tuple[int, ...]) -> Any:
+    """The gradient of the written region summed down to the value's shape, which may have more (leading,
+    size-1) dims than the region: NumPy and PyTorch drop them when assigning (``x[0] = v`` with v of (1, n))."""
+    extra = len(vshape) - g.ndim
+    if extra > 0:
+        g = g.reshape((1,) * extra + tuple(g.shape))
+    return unbroadcast(g, vshape)
 
 
 def setitem(x: Tensor, index: Any, value: Any) -> None:
@@ -183,8 +196,11 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
         val = value if isinstance(value, Tensor) else as_tensor_like(value, x)
         if val.dtype != x.dtype:
             val = val.to(x.dtype)
+        target, idx_in = x, idx
+        if _basic(idx):  # x[i] = v is x[i].copy_(v), as in PyTorch: a write into a view (no copy of all of x)
+            target, idx_in = getitem(x, index), Ellipsis
         try:
-            apply_inplace("setitem", x, lambda t: IndexPutFunction(idx)(t, val), (val,))
+            apply_inplace("setitem", target, lambda t: IndexPutFunction(idx_in)(t, val), (val,))
         except (IndexError, ValueError) as e:
             raise type(e)(f"setitem: cannot assign to index {_short(index)} of a tensor of shape {x.shape}: {e}") \
                 from None
