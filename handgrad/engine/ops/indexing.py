@@ -186,7 +186,9 @@ def setitem(x: Tensor, index: Any, value: Any) -> None:
     ``no_grad``) a direct write into the array; when ``x`` is a non-leaf of the graph or ``value`` requires grad,
     recorded as an ``IndexPutFunction`` (gradients flow to the old ``x`` outside ``index`` and to ``value``),
     through ``engine.inplace`` like every in-place op: a leaf that requires grad refuses, and a node that saved
-    the overwritten array raises at backward."""
+    the overwritten array raises at backward. A basic index (ints, slices) writes through the view ``x[index]``
+    (PyTorch's ``x[index].copy_(value)``, rewriting x's graph by CopySlices: ``engine/views.py``); masks and
+    index arrays record ``IndexPutFunction`` on the whole of ``x``."""
     idx, _ = convert_index(index, x.array)
     v = value.array if isinstance(value, Tensor) else value
     if hasattr(v, "shape") and not isinstance(v, numpy.generic) and device_of_array(v) != device_of_array(x.array):
