@@ -1,4 +1,4 @@
-"""Winograd conv2d, F(2x2, 3x3) and F(2x2, 5x5) (``functional/_winograd.py``): against PyTorch and the im2col
+"""Winograd conv2d, F(4x4, 3x3) and F(2x2, 5x5) (``functional/_winograd.py``): against PyTorch and the im2col
 path, gradchecked.
 
 By default Winograd runs only for float32 with >= 16 channels; here float64 and small channel counts are
@@ -105,3 +105,14 @@ def test_winograd_not_used_where_it_does_not_apply(monkeypatch):
     assert not calls
     F.conv2d(x32, w32, padding=1)
     assert calls
+
+
+@pytest.mark.parametrize("m, r, points", [(2, 3, (0.0, 1.0, -1.0)), (*_winograd.TILES[3][:1], 3, _winograd.TILES[3][1]),
+                                          (2, 5, _winograd.F_2X2_5X5[1])])
+def test_cook_toom_matrices_compute_correlation(m, r, points):
+    at, g, bt = _winograd.cook_toom(m, r, points)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        d, w = rng.standard_normal(m + r - 1), rng.standard_normal(r)
+        y = at @ ((g @ w) * (bt @ d))
+        np.testing.assert_allclose(y, [w @ d[i : i + r] for i in range(m)], rtol=1e-12, atol=1e-12)

@@ -8,8 +8,8 @@ overlap by r - 1), as
 with g the r x r filter and A^T (m, n), G (n, r), B^T (n, n) the Cook-Toom matrices of n - 1 interpolation
 points and the point at infinity (``cook_toom``). Summing over input channels turns the elementwise product
 into n*n GEMMs, one per point: M[k] (T, O) = V[k] (T, C) U[k] (C, O), T = N * tiles, so a convolution costs
-n^2 / m^2 multiplies per output instead of r^2: 4 instead of 9 for F(2x2, 3x3), 9 instead of 25 for
-F(2x2, 5x5). The transforms are cheap element-wise passes (numba kernels below). The VJPs follow by the
+n^2 / m^2 multiplies per output instead of r^2: 2.25 (F(4x4, 3x3)) or 4 (F(2x2, 3x3)) instead of 9, 9 instead
+of 25 for F(2x2, 5x5). The transforms are cheap element-wise passes (numba kernels below). The VJPs follow by the
 chain rule through the same linear maps:
 
     dM = A dY A^T,   dV = dM U^T,   dU = V^T dM,   dd = B dV B^T (added over overlapping tiles),
@@ -37,11 +37,14 @@ if _rnn_kernels.ENABLED:
 
 DTYPES: tuple[Any, ...] = (numpy.float32,)  # float64 keeps the im2col path (tests add float64 to check it)
 MIN_CHANNELS = 16  # below this the transforms cost more than the GEMM flops they save
-# kernel size r -> (output tile m, finite interpolation points). F(2x2, 5x5) with (0, +-1, 1/2, -2) (the
-# points that rounded least in float32: 1.6e-6 of max |y| on LeNet's conv2, direct 0.7e-6) works (tests add it)
-# but did not pay on LeNet's conv2 (32 -> 64 channels, 8x8 output): its 36 transforms per tile cost what the
-# GEMM flops saved (conv2 forward + backward 42 vs 43.5 ms CPU), so only 3x3 is on (BENCHMARKS.md).
-TILES: dict[int, tuple[int, tuple[float, ...]]] = {3: (2, (0.0, 1.0, -1.0))}
+# kernel size r -> (output tile m, finite interpolation points). 3x3: F(4x4, 3x3), 36 multiplies per 16 outputs
+# (4x fewer than direct); on the ResNet block's 64 -> 64 conv, forward + backward 60 ms CPU against 83 ms for
+# F(2x2, 3x3) and ~125 ms for im2col. Its float32 rounding is larger: max error 2.5e-6 of max |y| with the
+# points (0, +-1, 1/2, -2) (6.1e-6 with (0, +-1, +-2), 9.1e-6 with (0, +-1, +-1/2); F(2x2, 3x3) 3.4e-7, PyTorch's
+# float32 3.8e-7). F(2x2, 5x5) with (0, +-1, 1/2, -2) (1.6e-6 on LeNet's conv2, direct 0.7e-6) works (tests
+# add it) but did not pay on LeNet's conv2 (32 -> 64 channels, 8x8 output): its transforms cost what the GEMM
+# flops saved (conv2 forward + backward 42 vs 43.5 ms CPU), so 5x5 stays on im2col (BENCHMARKS.md).
+TILES: dict[int, tuple[int, tuple[float, ...]]] = {3: (4, (0.0, 1.0, -1.0, 0.5, -2.0))}
 F_2X2_5X5 = (2, (0.0, 1.0, -1.0, 0.5, -2.0))
 
 

@@ -11,8 +11,8 @@ with Ho = floor((H + pt + pb - dh*(kh-1) - 1) / sh) + 1 (likewise Wo). Writing X
     dW = dY^T X,   db = sum over rows of dY,   dX = dY W  followed by col2im (the adjoint of im2col).
 
 Computation runs in channels-last memory (see ``_cnn_util``); results are returned as NCHW-shaped views.
-3x3 stride-1 float32 convolutions with at least 16 channels in and out run by Winograd F(2x2, 3x3) instead
-(``_winograd``: 2.25x fewer GEMM flops, the same numbers up to rounding); im2col stays the reference.
+3x3 stride-1 float32 convolutions with at least 16 channels in and out run by Winograd F(4x4, 3x3) instead
+(``_winograd``: 4x fewer GEMM flops, the same numbers up to rounding); im2col stays the reference.
 """
 
 from __future__ import annotations
