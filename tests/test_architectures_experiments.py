@@ -80,6 +80,8 @@ def test_bad_configurations_are_one_line_errors(capsys):
     assert "layer(s) [9] do not exist" in err and "\n" not in err
     assert main(["run", "msdnet-fashion", "--quick", "--exit-weights", "1,2,3", "--out", "/tmp/_hg_y"]) == 2
     assert "--exit-weights needs 2 non-negative numbers" in capsys.readouterr().err
+    assert main(["run", "fabric-segment", "--quick", "--models", "fabric,resnet", "--out", "/tmp/_hg_x"]) == 2
+    assert "--models takes fabric, unet_path and/or plain_cnn, got 'fabric,resnet'" in capsys.readouterr().err
 
 
 def test_median_frequency_class_weights():

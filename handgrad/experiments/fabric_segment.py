@@ -3,9 +3,12 @@
 The scenes (:class:`~handgrad.data.scenes.DetectionScenes`, drawn at ``--image-size`` with objects scaled to fit)
 give exact instance masks; the semantic label map is background 0 and each object's class on its visible pixels (13
 classes). A fabric with its output at the finest scale of the last layer (per-pixel logits) is trained with per-
-pixel cross-entropy (median-frequency class weights by default; Adam, early stopping on the validation loss) and
-compared with two baselines of similar weight count built from the same trellis (each path widened to match): a
-U-Net-shaped path (down the scales and back up) and a plain CNN (the path that stays at the finest scale).
+pixel cross-entropy (class weights: the square root of median-frequency balancing by default; the architecture
+recipe of :mod:`~handgrad.experiments._recipe` -- SGD + Nesterov momentum, OneCycle, weight decay, label
+smoothing -- with the image and its label map shifted and mirrored together; early stopping on the validation
+loss) and compared with two baselines of similar weight count built from the same trellis (each path widened to
+match), trained the same way: a U-Net-shaped path (down the scales and back up) and a plain CNN (the path that
+stays at the finest scale). ``--models`` trains a subset (e.g. one model per process).
 Reported: pixel accuracy and mean IoU on the test scenes (IoU averaged over the classes present in the ground truth
 or the prediction), weights, multiply-adds, time; ``trellis.png`` (edge width ~ each learned convolution's norm,
 strongest path in red) and the pruned fabric's scores. ``--quick``: a handful of small scenes, a tiny fabric, one
@@ -59,7 +62,8 @@ def add_arguments(p: Any) -> None:
                         "an object, so background pixels get object labels) or none (short runs then predict "
                         "background everywhere)")
     p.add_argument("--keep", default="0.5,0.25,0", help="edge fractions kept when pruning (default 0.5,0.25,0)")
-    p.add_argument("--no-baselines", action="store_true", help="skip the U-Net-path and plain-CNN baselines")
+    p.add_argument("--models", default="fabric,unet_path,plain_cnn",
+                   help="which of fabric, unet_path, plain_cnn to train (default all three; e.g. one per process)")
     p.add_argument("--prune-finetune-steps", type=int, default=None,
                    help="SGD steps (lr 0.01 cosine) fine-tuning each pruned copy after it is scored as pruned "
                         "(default 100; 0: none)")
@@ -176,6 +180,10 @@ def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: 
 def run(opts: Any) -> dict[str, Any]:
     keep = _keep_fractions(opts.keep)
     check_recipe(opts)
+    models = [m.strip() for m in opts.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in ("fabric", "unet_path", "plain_cnn")]
+    if bad or not models:
+        raise ExperimentError(f"--models takes fabric, unet_path and/or plain_cnn, got {opts.models!r}")
     if opts.prune_finetune_steps < 0:
         raise ExperimentError(f"--prune-finetune-steps must be >= 0, got {opts.prune_finetune_steps}")
     size = opts.image_size
@@ -205,12 +213,15 @@ def run(opts: Any) -> dict[str, Any]:
                                "data_time_s": round(time.perf_counter() - start, 1),
                                "test_background_fraction": float(freq[0])}
     results["recipe"] = recipe_record(opts)
-    results["fabric"] = _train(opts, "fabric", fabric, data, classes)
-    if not opts.no_baselines:
+    if "unet_path" in models:
         results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path,
                                 "channels": unet.channels}
+    if "plain_cnn" in models:
         results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
                                 "channels": plain.channels}
+    if "fabric" not in models:
+        return results
+    results["fabric"] = _train(opts, "fabric", fabric, data, classes)
     calib = [data["train"][0][i:i + 32] for i in range(0, min(len(data["train"][0]), 32 * 8), 32)]
     rng = numpy.random.default_rng(opts.seed + 1)
     xs, ys = data["train"]
