@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels as _rnn_kernels
 
 njit = None
@@ -86,13 +87,14 @@ def usable(xp: Any, x: Any, w_shape: tuple[int, ...], stride: tuple[int, int], d
 if njit is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _input_transform(x, v, bt, m, th, tw):
-        """v[a*n + b, t, :] = (B^T d B)[a, b] for the n x n tile d of tile t = (i, ti, tj) of x (N, Hq, Wq, C)."""
+    def _input_transform(x, v, bt, m, th, tw, b0, b1):
+        """v[a*n + b, t, :] = (B^T d B)[a, b] for the n x n tile d of tile t = (i, ti, tj) of x (N, Hq, Wq, C),
+        images b0 <= i < b1."""
         n = bt.shape[0]
-        nb, _, _, nc = x.shape
+        nc = x.shape[3]
         t1 = numpy.empty((n, n, nc), v.dtype)
         t2 = numpy.empty((n, n, nc), v.dtype)
-        for b in range(nb):
+        for b in range(b0, b1):
             for ti in range(th):
                 for tj in range(tw):
                     t = (b * th + ti) * tw + tj
@@ -118,13 +120,13 @@ if njit is not None:
                                 v[a * n + k, t, c] = t2[a, k, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _output_transform(mm, y, at, th, tw):
-        """y[b, m*ti + i, m*tj + j, :] = (A^T M A)[i, j] of tile t, within y's bounds."""
+    def _output_transform(mm, y, at, th, tw, b0, b1):
+        """y[b, m*ti + i, m*tj + j, :] = (A^T M A)[i, j] of tile t, within y's bounds, images b0 <= b < b1."""
         m, n = at.shape
-        nb, ho, wo, no = y.shape
+        _, ho, wo, no = y.shape
         t1 = numpy.empty((m, n, no), y.dtype)
         t2 = numpy.empty((m, m, no), y.dtype)
-        for b in range(nb):
+        for b in range(b0, b1):
             for ti in range(th):
                 for tj in range(tw):
                     t = (b * th + ti) * tw + tj
@@ -150,14 +152,15 @@ if njit is not None:
                                 y[b, m * ti + i, m * tj + j, c] = t2[i, j, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_output_transform(gy, dm, at, th, tw):
-        """dm[a*n + k, t, :] = (A dY A^T)[a, k] for the m x m tile dY of gy (zero past its bounds)."""
+    def _grad_output_transform(gy, dm, at, th, tw, b0, b1):
+        """dm[a*n + k, t, :] = (A dY A^T)[a, k] for the m x m tile dY of gy (zero past its bounds), images
+        b0 <= b < b1."""
         m, n = at.shape
-        nb, ho, wo, no = gy.shape
+        _, ho, wo, no = gy.shape
         d = numpy.empty((m, m, no), gy.dtype)
         t1 = numpy.empty((n, m, no), gy.dtype)
         t2 = numpy.empty((n, n, no), gy.dtype)
-        for b in range(nb):
+        for b in range(b0, b1):
             for ti in range(th):
                 for tj in range(tw):
                     t = (b * th + ti) * tw + tj
@@ -190,17 +193,18 @@ if njit is not None:
                                 dm[a * n + k, t, c] = t2[a, k, c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_input_transform(dv, gx, bt, m, th, tw):
-        """gx (N, Hq, Wq, C), zeroed here, += B dV B^T of every tile at its n x n place (tiles overlap)."""
+    def _grad_input_transform(dv, gx, bt, m, th, tw, b0, b1):
+        """gx[b0:b1] (N, Hq, Wq, C), zeroed here, += B dV B^T of every tile at its n x n place (tiles overlap);
+        dv holds the tiles of images b0 <= b < b1 only."""
         n = bt.shape[0]
-        nb, _, _, nc = gx.shape
+        nc = gx.shape[3]
         t1 = numpy.empty((n, n, nc), gx.dtype)
         t2 = numpy.empty((n, n, nc), gx.dtype)
-        gx[:] = 0
-        for b in range(nb):
+        gx[b0:b1] = 0
+        for b in range(b0, b1):
             for ti in range(th):
                 for tj in range(tw):
-                    t = (b * th + ti) * tw + tj
+                    t = ((b - b0) * th + ti) * tw + tj
                     t1[:] = 0
                     for i in range(n):  # rows: B dV
                         for a in range(n):
@@ -247,29 +251,50 @@ def filter_grad(du: Any, w_shape: tuple[int, ...]) -> Any:
 
 
 def forward(xq: Any, u: Any, r: int, ho: int, wo: int) -> tuple[Any, Any]:
-    """y (N, Ho, Wo, O) and V (n*n, T, C) from the tile-padded input xq (N, Hq, Wq, C) and U (n*n, C, O)."""
-    at, _, bt = _MATRICES[r]
+    """y (N, Ho, Wo, O) and V (n*n, T, C) from the tile-padded input xq (N, Hq, Wq, C) and U (n*n, C, O); the
+    batch is split over ``_threads`` (each thread: its images' transforms and GEMM rows)."""
+    at, _, bt = (a.astype(xq.dtype) for a in _MATRICES[r])
+    m = TILES[r][0]
     th, tw, _, _ = tiles(r, ho, wo)
-    v = numpy.empty((u.shape[0], xq.shape[0] * th * tw, xq.shape[3]), xq.dtype)
-    _input_transform(xq, v, bt.astype(xq.dtype), TILES[r][0], th, tw)
-    mm = numpy.matmul(v, u)  # n*n GEMMs (T, C) x (C, O)
-    y = numpy.empty((xq.shape[0], ho, wo, u.shape[2]), xq.dtype)
-    _output_transform(mm, y, at.astype(xq.dtype), th, tw)
+    n, per = xq.shape[0], th * tw
+    v = numpy.empty((u.shape[0], n * per, xq.shape[3]), xq.dtype)
+    mm = numpy.empty((u.shape[0], n * per, u.shape[2]), xq.dtype)
+    y = numpy.empty((n, ho, wo, u.shape[2]), xq.dtype)
+
+    def part(lo: int, hi: int) -> None:
+        _input_transform(xq, v, bt, m, th, tw, lo, hi)
+        numpy.matmul(v[:, lo * per : hi * per], u, out=mm[:, lo * per : hi * per])  # n*n GEMMs (T, C) x (C, O)
+        _output_transform(mm, y, at, th, tw, lo, hi)
+
+    _threads.run(part, n)
     return y, v
 
 
 def backward(gy: Any, v: Any, u: Any, r: int, xq_shape: tuple[int, ...], need_x: bool,
              need_w: bool) -> tuple[Any, Any]:
-    """(d xq (N, Hq, Wq, C) or None, dU (n*n, C, O) or None) from gy (N, Ho, Wo, O) C-contiguous."""
-    at, _, bt = _MATRICES[r]
+    """(d xq (N, Hq, Wq, C) or None, dU (n*n, C, O) or None) from gy (N, Ho, Wo, O) C-contiguous; the batch is
+    split over ``_threads`` (dU summed from per-thread partials)."""
+    at, _, bt = (a.astype(gy.dtype) for a in _MATRICES[r])
+    m = TILES[r][0]
     n, ho, wo, o = gy.shape
     th, tw, _, _ = tiles(r, ho, wo)
-    dm = numpy.empty((u.shape[0], n * th * tw, o), gy.dtype)
-    _grad_output_transform(gy, dm, at.astype(gy.dtype), th, tw)
-    du = numpy.matmul(v.transpose(0, 2, 1), dm) if need_w else None  # GEMMs (C, T) x (T, O)
-    gxq = None
-    if need_x:
-        dv = numpy.matmul(dm, u.transpose(0, 2, 1))  # GEMMs (T, O) x (O, C)
-        gxq = numpy.empty(xq_shape, gy.dtype)
-        _grad_input_transform(dv, gxq, bt.astype(gy.dtype), TILES[r][0], th, tw)
+    per = th * tw
+    dm = numpy.empty((u.shape[0], n * per, o), gy.dtype)
+    gxq = numpy.empty(xq_shape, gy.dtype) if need_x else None
+
+    def part(lo: int, hi: int) -> Any:
+        t = slice(lo * per, hi * per)
+        _grad_output_transform(gy, dm, at, th, tw, lo, hi)
+        du = numpy.matmul(v[:, t].transpose(0, 2, 1), dm[:, t]) if need_w else None  # GEMMs (C, T) x (T, O)
+        if need_x:
+            dv = numpy.matmul(dm[:, t], u.transpose(0, 2, 1))  # GEMMs (T, O) x (O, C)
+            _grad_input_transform(dv, gxq, bt, m, th, tw, lo, hi)
+        return du
+
+    parts = _threads.run(part, n)
+    du = None
+    if need_w:
+        du = parts[0]
+        for p in parts[1:]:
+            du += p
     return gxq, du

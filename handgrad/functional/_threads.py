@@ -1,0 +1,79 @@
+"""Batch-split threading for the CNN ops: every thread runs the whole op (transforms, copies, GEMMs) on its own
+slice of the batch, with NumPy's BLAS held at one thread meanwhile.
+
+Why not let OpenBLAS thread each GEMM and numba thread each element-wise pass? Then two thread pools take
+turns: OpenBLAS's threads spin after every call while a single-threaded (or numba-threaded) pass runs, and
+small GEMMs (Winograd's 36 of (T/36, C) x (C, O)) pay a fork-join each. Splitting the batch gives each thread
+one long stretch of independent work (images never share output memory; weight gradients are summed from
+per-thread partials) with no spinning and no second runtime (numba's OpenMP pool collided with PyTorch's in
+the benchmarks). The thread count is the one NumPy's BLAS is set to (``threadpoolctl``, e.g. by
+``handgrad run --threads`` or the benchmarks' ``set_threads``): one BLAS thread means no threads here.
+
+The BLAS thread count is process-global: two ops splitting at the same moment from different Python threads
+would restore each other's setting; a lock serialises them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy
+
+_libs: list[Any] | None = None
+_pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+ENABLED = os.environ.get("HANDGRAD_CNN_THREADS", "1") != "0"  # 0: never split (BLAS threads each GEMM instead)
+
+
+def _numpy_blas() -> list[Any]:
+    """threadpoolctl's controllers of NumPy's own BLAS (not PyTorch's or SciPy's copies), found once."""
+    global _libs
+    if _libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            root = os.path.dirname(os.path.dirname(numpy.__file__))
+            mine = (os.path.join(root, "numpy.libs"), os.path.join(root, "numpy") + os.sep)
+            _libs = [lib for lib in ThreadpoolController().lib_controllers
+                     if lib.user_api == "blas" and lib.filepath.startswith(mine)]
+        except Exception:  # noqa: BLE001 - no threadpoolctl or an unknown BLAS: never split
+            _libs = []
+    return _libs
+
+
+def workers(n_items: int) -> int:
+    """How many threads a batch of ``n_items`` is split over: NumPy's BLAS thread count, at most n_items."""
+    if not ENABLED or n_items < 2:
+        return 1
+    libs = _numpy_blas()
+    if not libs:
+        return 1
+    return max(1, min(n_items, libs[0].get_num_threads()))
+
+
+def run(fn: Callable[[int, int], Any], n_items: int) -> list[Any]:
+    """``fn(lo, hi)`` over contiguous chunks of range(n_items), one per worker (the caller runs the first);
+    returns the results in chunk order. BLAS runs single-threaded while the chunks run."""
+    k = workers(n_items)
+    if k == 1:
+        return [fn(0, n_items)]
+    global _pool
+    bounds = [n_items * i // k for i in range(k + 1)]
+    libs = _numpy_blas()
+    with _lock:
+        if _pool is None or _pool._max_workers < k - 1:
+            _pool = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="handgrad-cnn")
+        saved = [lib.get_num_threads() for lib in libs]
+        for lib in libs:
+            lib.set_num_threads(1)
+        try:
+            futures = [_pool.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
+            first = fn(bounds[0], bounds[1])
+            return [first] + [f.result() for f in futures]
+        finally:
+            for lib, s in zip(libs, saved):
+                lib.set_num_threads(s)
