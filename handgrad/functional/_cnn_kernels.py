@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels as _rnn_kernels
 
 njit = None
@@ -82,3 +83,55 @@ def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int
     f(cols.reshape(cols.shape[1], cols.shape[2]), xpad.reshape(n, hp, wp * c), out[0], out[1], k[0], k[1] * c,
       s[0], s[1], d[0], c)
     return xpad
+
+
+# -- the batch split over threads (``_threads``): im2col + GEMM forward, GEMMs + col2im backward -------------
+def split_usable(xp: Any, dtype: Any, groups: int, dilation_w: int, n: int) -> bool:
+    """The conv's im2col path splits its batch over threads: compiled col2im usable and more than one worker."""
+    return (_rnn_kernels.ENABLED and njit is not None and xp is numpy and groups == 1 and dilation_w == 1
+            and dtype in (numpy.float32, numpy.float64) and _threads.workers(n) > 1)
+
+
+def conv_forward_split(win: Any, wm: Any, b: Any, out: tuple[int, int]) -> tuple[Any, Any]:
+    """y (N, Ho, Wo, O) = im2col(x) wm^T (+ b) and the patch matrix cols (1, N*Ho*Wo, K), each thread copying
+    and multiplying the rows of its images. win: the (N, Ho, Wo, kh, kw, C) window view; wm (O, K)."""
+    n, ho, wo = win.shape[:3]
+    per, o = ho * wo, wm.shape[0]
+    cols = numpy.empty((1, n * per, win[0, 0, 0].size), win.dtype)
+    y = numpy.empty((n, ho, wo, o), win.dtype)
+
+    def part(lo: int, hi: int) -> None:
+        rows = cols[0, lo * per : hi * per]
+        numpy.copyto(rows.reshape(hi - lo, *win.shape[1:]), win[lo:hi])
+        numpy.matmul(rows, wm.T, out=y[lo:hi].reshape(-1, o))
+        if b is not None:
+            y[lo:hi] += b
+
+    _threads.run(part, n)
+    return y, cols
+
+
+def conv_backward_split(g: Any, cols: Any, wm: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int],
+                        s: tuple[int, int], d: tuple[int, int], out: tuple[int, int], need_x: bool,
+                        need_w: bool) -> tuple[Any, Any]:
+    """(dxpad (N, Hp, Wp, C) or None, dW (O, K) or None) from g (N*Ho*Wo, O) C-contiguous: each thread runs
+    its images' patch-gradient GEMM and col2im, and its part of dW = g^T cols (partials summed)."""
+    n, hp, wp, c = padded_shape
+    per = out[0] * out[1]
+    gpad = numpy.empty(padded_shape, g.dtype) if need_x else None
+
+    def part(lo: int, hi: int) -> Any:
+        r = slice(lo * per, hi * per)
+        gw = g[r].T @ cols[0, r] if need_w else None
+        if need_x:
+            _col2im_serial(g[r] @ wm, gpad[lo:hi].reshape(hi - lo, hp, wp * c), out[0], out[1], k[0], k[1] * c,
+                           s[0], s[1], d[0], c)
+        return gw
+
+    parts = _threads.run(part, n)
+    gw = None
+    if need_w:
+        gw = parts[0]
+        for p in parts[1:]:
+            gw += p
+    return gpad, gw

@@ -22,7 +22,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-from handgrad.functional import _winograd
+from handgrad.functional import _cnn_kernels, _winograd
 from handgrad.functional._cnn_util import (
     col2im,
     conv_out_size,
@@ -32,6 +32,7 @@ from handgrad.functional._cnn_util import (
     pair,
     shape_str,
     to_nhwc,
+    windows,
 )
 
 Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
@@ -87,12 +88,17 @@ class Conv2dFunction(Function):
         if _winograd.usable(get_array_module(x), x, w.shape, self.stride, self.dilation, self.groups):
             return self._forward_winograd(x, w, b)
         xpad = pad_nhwc(to_nhwc(x), self.pads)
-        cols = im2col(xpad, self.k, self.stride, self.dilation, self.out, self.groups)  # (G, M, K)
         wm = _weight_matrix(w, self.groups)  # (G, O/G, K)
-        ym = cols @ wm.transpose(0, 2, 1)  # (G, M, O/G): one GEMM per group
-        y = _unrows(ym, (n, ho, wo, o))
-        if b is not None:
-            y += b  # broadcast over the channels-last axis, in place
+        self.split = _cnn_kernels.split_usable(get_array_module(x), x.dtype, self.groups, self.dilation[1], n)
+        if self.split:  # several threads: each copies and multiplies the patch rows of its images
+            y, cols = _cnn_kernels.conv_forward_split(windows(xpad, self.k, self.stride, self.dilation, self.out),
+                                                      wm[0], b, self.out)
+        else:
+            cols = im2col(xpad, self.k, self.stride, self.dilation, self.out, self.groups)  # (G, M, K)
+            ym = cols @ wm.transpose(0, 2, 1)  # (G, M, O/G): one GEMM per group
+            y = _unrows(ym, (n, ho, wo, o))
+            if b is not None:
+                y += b  # broadcast over the channels-last axis, in place
         if self.needs_input_grad[1]:
             self.cols = cols
         if self.needs_input_grad[0]:
@@ -141,11 +147,20 @@ class Conv2dFunction(Function):
         if len(need) > 2 and need[2]:
             # a GEMV with a ones vector is several times faster than NumPy's sum over the long M axis
             gb = (xp.ones(g.shape[1], g.dtype) @ g).reshape(-1)
-        if need[1]:
-            gw = _weight_from_matrix(g.transpose(0, 2, 1) @ self.cols, self.w_shape, self.groups)
+        gpad = None
+        if self.split and (need[0] or need[1]):  # each thread: its images' GEMMs and col2im, a part of dW
+            gpad, gwm = _cnn_kernels.conv_backward_split(
+                xp.ascontiguousarray(g[0]), self.cols if need[1] else None, self.wm[0] if need[0] else None,
+                self.padded, self.k, self.stride, self.dilation, self.out, need[0], need[1])
+            if need[1]:
+                gw = _weight_from_matrix(gwm[None], self.w_shape, self.groups)
+        else:
+            if need[1]:
+                gw = _weight_from_matrix(g.transpose(0, 2, 1) @ self.cols, self.w_shape, self.groups)
+            if need[0]:
+                gcols = g @ self.wm  # (G, M, K)
+                gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
         if need[0]:
-            gcols = g @ self.wm  # (G, M, K)
-            gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
             pt, _, pl, _ = self.pads
             _, _, h, wd = self.in_shape
             gx = from_nhwc(gpad[:, pt : pt + h, pl : pl + wd, :])

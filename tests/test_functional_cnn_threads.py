@@ -1,0 +1,56 @@
+"""The batch-split threading of the CNN ops (``functional/_threads.py``): one BLAS thread (no split) and two
+(the batch split over two threads) give the same outputs and gradients, float32 and float64.
+
+Only the weight gradients' sums are reordered (per-thread partials), so those agree to rounding; everything
+else is computed row for row by the same kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import handgrad as hg
+import handgrad.functional as F
+from handgrad.functional import _threads
+from handgrad.functional.rnn import _kernels
+
+pytestmark = pytest.mark.skipif(not _kernels.ENABLED or not _threads._numpy_blas(),
+                                reason="numba kernels disabled or NumPy's BLAS not controllable")
+
+CASES = [  # (x shape, weight shape, padding): im2col (5x5, 1 channel, groups), Winograd (3x3, 16 channels)
+    ((5, 3, 12, 11), (4, 3, 5, 5), 0),
+    ((3, 1, 9, 9), (6, 1, 3, 3), 1),
+    ((3, 16, 7, 9), (16, 16, 3, 3), 1),
+]
+
+
+def _run(x_np, w_np, b_np, pad, threads):
+    with threadpool_limits(threads, user_api="blas"):
+        assert _threads.workers(x_np.shape[0]) == threads
+        x, w, b = (hg.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
+        y = F.conv2d(x, w, b, padding=pad)
+        (y * hg.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(x_np.dtype))).sum().backward()
+        return [a.numpy().copy() for a in (y, x.grad, w.grad, b.grad)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_split_over_threads_matches_one_thread(dtype, case):
+    xs, ws, pad = case
+    rng = np.random.default_rng(0)
+    x_np, w_np = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b_np = rng.standard_normal(ws[0]).astype(dtype)
+    one, two = _run(x_np, w_np, b_np, pad, 1), _run(x_np, w_np, b_np, pad, 2)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for a, b in zip(one, two):  # relative to the array's scale: a weight gradient is a long sum
+        assert np.abs(a - b).max() <= tol * np.abs(a).max()
+
+
+def test_split_leaves_blas_threads_as_they_were():
+    with threadpool_limits(2, user_api="blas"):
+        lib = _threads._numpy_blas()[0]
+        seen = _threads.run(lambda lo, hi: (lo, hi, lib.get_num_threads()), 5)
+        assert seen == [(0, 2, 1), (2, 5, 1)]  # chunks in order, BLAS at one thread inside
+        assert lib.get_num_threads() == 2
