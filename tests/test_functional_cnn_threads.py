@@ -54,3 +54,21 @@ def test_split_leaves_blas_threads_as_they_were():
         seen = _threads.run(lambda lo, hi: (lo, hi, lib.get_num_threads()), 5)
         assert seen == [(0, 2, 1), (2, 5, 1)]  # chunks in order, BLAS at one thread inside
         assert lib.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_and_batch_norm_split_over_threads_match_one_thread(dtype):
+    rng = np.random.default_rng(1)
+    x_np = rng.standard_normal((5, 3, 8, 6)).transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2).astype(dtype)
+    w_np, b_np = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+
+    def run(threads):
+        with threadpool_limits(threads, user_api="blas"):
+            x, w, b = (hg.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
+            y = F.max_pool2d(F.batch_norm(x, None, None, w, b, training=True), 3, stride=2, padding=1)
+            (y * hg.tensor(np.linspace(-1, 1, y.numel()).reshape(y.shape).astype(dtype))).sum().backward()
+            return [a.numpy().copy() for a in (y, x.grad, w.grad, b.grad)]
+
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for a, b in zip(run(1), run(2)):
+        assert np.abs(a - b).max() <= tol * np.abs(a).max()

@@ -12,7 +12,8 @@ plain (N, C) batch), and accumulate in float64 whatever the input dtype:
     backward  pass 1: db = sum_m dy,  dw = sum_m dy xhat
               pass 2: dx = w r (dy - db/M - xhat dw/M)
 
-NumPy needs about seven whole-array passes for the forward and six for the backward.
+NumPy needs about seven whole-array passes for the forward and six for the backward. The rows are split over
+``_threads`` (per-thread partial sums, added in float64).
 ``tests/test_functional_cnn_kernels_pool_norm.py`` compares both paths on the same inputs.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels as _rnn_kernels
 
 njit = None
@@ -57,28 +59,20 @@ def usable(xp: Any, x: Any) -> bool:
 if njit is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _stats(x, mean, var):
-        m, c = x.shape
-        shift = numpy.empty(c, numpy.float64)
-        s1 = numpy.zeros(c, numpy.float64)
-        s2 = numpy.zeros(c, numpy.float64)
-        for j in range(c):
-            shift[j] = x[0, j]
-        for i in range(m):
+    def _shifted_sums(x, shift, s1, s2, r0, r1):
+        """s1 = sum (x - shift), s2 = sum (x - shift)^2 over rows r0 <= i < r1 (float64)."""
+        c = x.shape[1]
+        for i in range(r0, r1):
             row = x[i]
             for j in range(c):
                 d = row[j] - shift[j]
                 s1[j] += d
                 s2[j] += d * d
-        for j in range(c):
-            mu = s1[j] / m
-            mean[j] = shift[j] + mu
-            var[j] = max(s2[j] / m - mu * mu, 0.0)
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _normalize(x, mean, r, w, b, xhat, y):
-        m, c = x.shape
-        for i in range(m):
+    def _normalize(x, mean, r, w, b, xhat, y, r0, r1):
+        c = x.shape[1]
+        for i in range(r0, r1):
             xr, hr, yr = x[i], xhat[i], y[i]
             for j in range(c):
                 h = (xr[j] - mean[j]) * r[j]
@@ -86,52 +80,64 @@ if njit is not None:
                 yr[j] = h * w[j] + b[j]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_sums(gy, xhat, gb, gw):
-        m, c = gy.shape
-        s1 = numpy.zeros(c, numpy.float64)
-        s2 = numpy.zeros(c, numpy.float64)
-        for i in range(m):
+    def _grad_sums(gy, xhat, s1, s2, r0, r1):
+        """s1 += sum dy, s2 += sum dy xhat over rows r0 <= i < r1 (float64)."""
+        c = gy.shape[1]
+        for i in range(r0, r1):
             gr, hr = gy[i], xhat[i]
             for j in range(c):
                 g = gr[j]
                 s1[j] += g
                 s2[j] += g * hr[j]
-        for j in range(c):
-            gb[j] = s1[j]
-            gw[j] = s2[j]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _grad_input(gy, xhat, gbn, gwn, scale, gx):
-        m, c = gy.shape
-        for i in range(m):
+    def _grad_input(gy, xhat, gbn, gwn, scale, gx, r0, r1):
+        c = gy.shape[1]
+        for i in range(r0, r1):
             gr, hr, xr = gy[i], xhat[i], gx[i]
             for j in range(c):
                 xr[j] = scale[j] * (gr[j] - gbn[j] - hr[j] * gwn[j])
 
 
+def _sums(kernel: Any, a: Any, b: Any, c: int) -> tuple[Any, Any]:
+    """Two float64 per-channel sums of ``kernel`` over all rows, the rows split over ``_threads``."""
+
+    def part(lo: int, hi: int) -> tuple[Any, Any]:
+        s1, s2 = numpy.zeros(c), numpy.zeros(c)
+        kernel(a, b, s1, s2, lo, hi)
+        return s1, s2
+
+    parts = _threads.run(part, a.shape[0])
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
 def forward(x2: Any, w: Any, b: Any, eps: float) -> tuple[Any, Any, Any, Any]:
     """x2 (M, C) -> (y2, xhat2, mean, var), each of x2's dtype; mean and var (C,) the batch statistics
-    (biased variance); w, b (C,) or None."""
+    (biased variance); w, b (C,) or None. The rows are split over ``_threads``."""
     m, c = x2.shape
     dt = x2.dtype
-    mean, var = numpy.empty(c, dt), numpy.empty(c, dt)
-    _stats(x2, mean, var)
+    shift = x2[0].astype(numpy.float64)
+    s1, s2 = _sums(_shifted_sums, x2, shift, c)
+    mu = s1 / m
+    mean = (shift + mu).astype(dt)
+    var = numpy.maximum(s2 / m - mu * mu, 0.0).astype(dt)
     r = (1.0 / numpy.sqrt(var + dt.type(eps))).astype(dt, copy=False)
     xhat, y = numpy.empty_like(x2), numpy.empty_like(x2)
-    _normalize(x2, mean, r, numpy.ones(c, dt) if w is None else w, numpy.zeros(c, dt) if b is None else b, xhat, y)
+    w = numpy.ones(c, dt) if w is None else w
+    b = numpy.zeros(c, dt) if b is None else b
+    _threads.run(lambda lo, hi: _normalize(x2, mean, r, w, b, xhat, y, lo, hi), m)
     return y, xhat, mean, var
 
 
 def grad_sums(gy2: Any, xhat2: Any) -> tuple[Any, Any]:
     """(db, dw) = (sum_m dy, sum_m dy xhat), each (C,) of dy's dtype."""
-    c = gy2.shape[1]
-    gb, gw = numpy.empty(c, gy2.dtype), numpy.empty(c, gy2.dtype)
-    _grad_sums(gy2, xhat2, gb, gw)
-    return gb, gw
+    gb, gw = _sums(_grad_sums, gy2, xhat2, gy2.shape[1])
+    return gb.astype(gy2.dtype), gw.astype(gy2.dtype)
 
 
 def grad_input(gy2: Any, xhat2: Any, gb: Any, gw: Any, scale: Any, n: int) -> Any:
     """dx (M, C) = scale (dy - db/n - xhat dw/n), scale = w r per channel."""
     gx = numpy.empty_like(gy2)
-    _grad_input(gy2, xhat2, gb / n, gw / n, scale, gx)
+    gbn, gwn = gb / n, gw / n
+    _threads.run(lambda lo, hi: _grad_input(gy2, xhat2, gbn, gwn, scale, gx, lo, hi), gy2.shape[0])
     return gx

@@ -11,7 +11,8 @@ arg-max as the kernel-offset number k = p*kw + q of each output, so the backward
 
 The arg-max rule is the NumPy path's (and PyTorch's): the first offset in (p, q) scan order attaining the
 maximum; a NaN wins over any number (``maximum`` propagates it) and the first NaN is the one routed to.
-``tests/test_functional_cnn_kernels.py`` compares both paths on the same inputs.
+The batch is split over ``_threads`` (each thread its own images). ``tests/test_functional_cnn_kernels_pool_norm.py``
+compares both paths on the same inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy
 
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels as _rnn_kernels
 
 njit = None
@@ -38,9 +40,9 @@ def usable(xp: Any, x: Any) -> bool:
 if njit is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _max_fwd(x, y, idx, kh, kw, sh, sw, dh, dw):
-        nb, ho, wo, nc = y.shape
-        for b in range(nb):
+    def _max_fwd(x, y, idx, kh, kw, sh, sw, dh, dw, b0, b1):
+        _, ho, wo, nc = y.shape
+        for b in range(b0, b1):
             for i in range(ho):
                 for j in range(wo):
                     yr = y[b, i, j]
@@ -63,11 +65,11 @@ if njit is not None:
                                 ir[c] = k if take else ir[c]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _max_bwd(gy, idx, gx, kh, kw, sh, sw, dh, dw):
-        nb, ho, wo, nc = gy.shape
-        gx[:] = 0
+    def _max_bwd(gy, idx, gx, kh, kw, sh, sw, dh, dw, b0, b1):
+        _, ho, wo, nc = gy.shape
+        gx[b0:b1] = 0
         zero = gy.dtype.type(0)
-        for b in range(nb):
+        for b in range(b0, b1):
             for i in range(ho):
                 for j in range(wo):
                     gr = gy[b, i, j]
@@ -96,7 +98,7 @@ def max_pool_forward(xpad: Any, channels_last: bool, k: tuple[int, int], s: tupl
     bshape = (xb.shape[0], out[0], out[1], xb.shape[3])
     y = numpy.empty(bshape, xpad.dtype)
     idx = numpy.empty(bshape, numpy.int8 if k[0] * k[1] <= 127 else numpy.int32)
-    _max_fwd(xb, y, idx, k[0], k[1], s[0], s[1], d[0], d[1])
+    _threads.run(lambda lo, hi: _max_fwd(xb, y, idx, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), xb.shape[0])
     if channels_last:
         return y, idx
     n, c = xpad.shape[:2]
@@ -109,5 +111,5 @@ def max_pool_backward(gy: Any, idx: Any, padded_shape: tuple[int, ...], channels
     gyb, ib = _as_bhwc(gy, channels_last), _as_bhwc(idx, channels_last)
     gx = numpy.empty(padded_shape, gy.dtype)
     gxb = gx if channels_last else gx.reshape(padded_shape[0] * padded_shape[1], *padded_shape[2:], 1)
-    _max_bwd(gyb, ib, gxb, k[0], k[1], s[0], s[1], d[0], d[1])
+    _threads.run(lambda lo, hi: _max_bwd(gyb, ib, gxb, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), gyb.shape[0])
     return gx
