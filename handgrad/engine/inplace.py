@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import _next_seq
 from handgrad.engine.grad_mode import no_grad, state
-from handgrad.engine.views import check_view_write, record_history, refresh, root_of, stamps, write_view
+from handgrad.engine.views import check_view_write, record_history, refresh, root_of, shares_memory, stamps, write_view
 
 if TYPE_CHECKING:
     from handgrad.engine.function import Function
@@ -159,6 +159,8 @@ def apply_inplace(op: str, t: Tensor, compute: Callable[[Tensor], Tensor], other
                            "modify it under handgrad.no_grad() (as an optimizer step does), or a clone()")
     old, index = t._creator, t._output_index
     view = getattr(t, "_view", None)
+    if view is not None and not shares_memory(t.array, view[0].array):
+        t._view = view = None  # no longer a view (a deepcopy, or ``base.data = other`` since): a tensor of its own
     if view is not None and state.grad_enabled:
         check_view_write(op, t, graph)
     if not graph:
