@@ -105,3 +105,18 @@ def test_empty_and_errors_like_torch() -> None:
         hg.norm(hg.ones(2, 3, 4), p="nuc")
     with pytest.raises(TypeError, match="floating"):
         hg.linalg.matrix_norm(hg.tensor([[1, 2], [3, 4]]), "nuc")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extreme_magnitudes_like_torch(dtype: str) -> None:
+    """Entries from -1e4 to 1e4 (and tiny ones): no overflow, the same values and gradients as PyTorch."""
+    x = (_mat(3, 4) * np.array([[1e4], [1e-3], [1.0]])).astype(dtype)
+    rtol = 2e-5 if dtype == "float32" else 1e-10
+    for ord in ORDS:
+        h = hg.tensor(x, requires_grad=True)
+        t = torch.tensor(x, requires_grad=True)
+        hy, ty = hg.linalg.matrix_norm(h, ord), torch.linalg.matrix_norm(t, ord)
+        hy.backward()
+        ty.backward()
+        np.testing.assert_allclose(hy.numpy(), ty.detach().numpy(), rtol=rtol, err_msg=str(ord))
+        np.testing.assert_allclose(h.grad.numpy(), t.grad.numpy(), rtol=rtol, atol=rtol * 1e-3, err_msg=str(ord))
