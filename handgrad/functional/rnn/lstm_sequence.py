@@ -37,6 +37,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
@@ -75,14 +76,22 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         fast = _kernels.usable(xp, S, Hs, Cs, TC, GG, R)  # the compiled step (same numbers, one pass)
         if fast:
             w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 4H): see _infer for why this layout
-        for t in range(T):
+
+            def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+                for t in range(T):
+                    n = min(sizes[t], hi)  # sizes never grow with t
+                    if n <= lo:
+                        break
+                    r = R[lo:n]
+                    xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                    _kernels.lstm_fwd(S[t, lo:n], r, Cs[t, lo:n], Cs[t + 1, lo:n], TC[t, lo:n], GG[t, lo:n],
+                                      Hs[t + 1, lo:n])
+
+            _threads.run(rows, B)
+        for t in range(T if not fast else 0):
             n = sizes[t]
             s = S[t, :n]
             r = R[:n]
-            if fast:
-                xp.matmul(Hs[t, :n], w_hh_t, out=r)
-                _kernels.lstm_fwd(s, r, Cs[t, :n], Cs[t + 1, :n], TC[t, :n], GG[t, :n], Hs[t + 1, :n])
-                continue
             # r = h_{t-1} @ W_hh_s^T, written through r.T (the NumPy reference keeps its pinned GEMM layout)
             xp.matmul(w_hh_s, Hs[t, :n].T, out=r.T)
             s += r
@@ -128,11 +137,17 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         c = xp.array(states[1], dtype=dt, copy=True)  # may be the caller's c0: never written in place
         w_hh_t = xp.ascontiguousarray(w_hh_s.T)
         R = ws.empty(xp, (B, G), dt)
-        for t in range(T):
-            n = sizes[t]
-            r = R[:n]
-            xp.matmul(Hs[t, :n], w_hh_t, out=r)
-            _kernels.lstm_infer(S[t, :n], r, c[:n], Hs[t + 1, :n])
+
+        def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+            for t in range(T):
+                n = min(sizes[t], hi)  # sizes never grow with t
+                if n <= lo:
+                    break
+                r = R[lo:n]
+                xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                _kernels.lstm_infer(S[t, lo:n], r, c[lo:n], Hs[t + 1, lo:n])
+
+        _threads.run(rows, B)
         ws.give(S, R)
         # rows past their length are not updated, so c holds every row's final cell state; broadcast_to gives
         # it the (T+1, B, H) shape of the states that Schedule.final indexes (any step -> the same c)
@@ -155,7 +170,23 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         a_buf = ws.empty(xp, (B, H), dt)
         d_buf = ws.empty(xp, (B, 4 * H), dt)
         fast = _kernels.usable(xp, S, dh, dc, dZ)
-        for t in range(T - 1, -1, -1):
+        if fast:
+
+            def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
+                for t in range(T - 1, -1, -1):
+                    n = min(sizes[t], hi)
+                    if n <= lo:
+                        continue  # these rows start at an earlier step (lengths)
+                    dht = dh[lo:n]
+                    if gy is not None:
+                        dht += gy[t, lo:n]
+                    dz = dZ[t, lo:n]
+                    _kernels.lstm_bwd(S[t, lo:n], TC[t, lo:n], Hs[t + 1, lo:n], GG[t, lo:n], Cs[t, lo:n], dht,
+                                      dc[lo:n], dz)
+                    xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
+
+            _threads.run(rows, B)
+        for t in range(T - 1 if not fast else -1, -1, -1):
             n = sizes[t]
             s = S[t, :n]
             tc = TC[t, :n]
@@ -164,10 +195,6 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
             if gy is not None:
                 dht += gy[t, :n]
             dz = dZ[t, :n]
-            if fast:
-                _kernels.lstm_bwd(s, tc, Hs[t + 1, :n], GG[t, :n], Cs[t, :n], dht, dct, dz)
-                xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
-                continue
             xp.multiply(dht, tc, out=dz[:, H3:])  # dL/do
             a = a_buf[:n]
             xp.multiply(Hs[t + 1, :n], tc, out=a)
