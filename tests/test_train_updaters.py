@@ -328,7 +328,7 @@ def test_the_loop_sends_each_batch_to_the_models_device(numpy_kernels):
     assert_same(w_strict, w_cpu)
 
 
-def test_seq2seq_and_caption_steps_train_on_the_strict_device_as_on_the_cpu():
+def test_seq2seq_and_caption_steps_train_on_the_strict_device_as_on_the_cpu(numpy_kernels):
     rng = np.random.default_rng(0)
     images = rng.random((12, 3, 8, 8)).astype(np.float32)
     caps = [list(rng.integers(4, 9, rng.integers(1, 4))) for _ in range(12)]
