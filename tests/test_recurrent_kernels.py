@@ -157,10 +157,11 @@ def test_no_grad_forward_equals_training_forward(kind):
         np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4], False), ([2, 6, 5, 6, 3], True)])
-def test_lstm_batch_split_over_threads_matches_one_thread(dtype, lengths, reverse):
-    """With 2 BLAS threads the compiled LSTM runs each half of the batch's recurrence (forward, BPTT and the
+def test_batch_split_over_threads_matches_one_thread(kind, dtype, lengths, reverse):
+    """With 2 BLAS threads the compiled LSTM/GRU runs each half of the batch's recurrence (forward, BPTT and the
     no-grad forward) on its own thread (``functional/_threads.py``): the numbers must be one thread's."""
     from threadpoolctl import threadpool_limits
 
@@ -172,8 +173,8 @@ def test_lstm_batch_split_over_threads_matches_one_thread(dtype, lengths, revers
     for n in (1, 2):
         with threadpool_limits(n, user_api="blas"):
             assert _threads.workers(5) == n
-            got[n] = (_run("lstm", dtype, True, lengths, reverse, 1.0)
-                      + _run_no_grad("lstm", dtype, True, lengths, reverse, 1.0))
+            got[n] = (_run(kind, dtype, True, lengths, reverse, 1.0)
+                      + _run_no_grad(kind, dtype, True, lengths, reverse, 1.0))
     tol = 1e-6 if dtype == np.float32 else 1e-14
     for a, b in zip(got[1], got[2]):  # weight gradients are long sums: compare on the array's scale
         assert np.abs(a - b).max() <= tol * max(1.0, np.abs(a).max())

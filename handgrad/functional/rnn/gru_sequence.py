@@ -20,7 +20,9 @@ BPTT, with dh_t = dL/dy_t + carry, a_t the pre-activation of n and hn_t = W_hn h
     dW_ih = sum dGx^T x,  dW_hh = sum dGh^T h_{t-1},  db_ih = sum dGx,  db_hh = sum dGh   (after the loop)
 
 Speed: one GEMM for all input projections, one recurrent GEMM per step, the r and z gates in one sigmoid pass,
-and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights.
+and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights. The
+compiled loops (training, BPTT, and the no-grad ``_infer`` that keeps nothing for a backward) are split over
+the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
@@ -69,15 +72,22 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         if fast:
             b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
             w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 3H): the faster GEMM layout (lstm_sequence._infer)
-        for t in range(T):
+
+            def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi) (lstm_sequence)
+                for t in range(T):
+                    n = min(sizes[t], hi)  # sizes never grow with t
+                    if n <= lo:
+                        break
+                    r = R[lo:n]
+                    xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                    _kernels.gru_fwd(G[t, lo:n], r, b_hn_k, HN[t, lo:n], Hs[t, lo:n], Hs[t + 1, lo:n])
+
+            _threads.run(rows, B)
+        for t in range(T if not fast else 0):
             n = sizes[t]
             g = G[t, :n]
             r_ = R[:n]
             hp = Hs[t, :n]
-            if fast:
-                xp.matmul(hp, w_hh_t, out=r_)
-                _kernels.gru_fwd(g, r_, b_hn_k, HN[t, :n], hp, Hs[t + 1, :n])
-                continue
             xp.matmul(w_hh_s, hp.T, out=r_.T)  # the NumPy reference keeps its pinned GEMM layout
             hn = HN[t, :n]
             if b_hn_s is not None:
@@ -117,11 +127,17 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
         w_hh_t = xp.ascontiguousarray(w_hh_s.T)
         R = ws.empty(xp, (B, G3), dt)
-        for t in range(T):
-            n = sizes[t]
-            r = R[:n]
-            xp.matmul(Hs[t, :n], w_hh_t, out=r)
-            _kernels.gru_infer(G[t, :n], r, b_hn_k, Hs[t, :n], Hs[t + 1, :n])
+
+        def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+            for t in range(T):
+                n = min(sizes[t], hi)
+                if n <= lo:
+                    break
+                r = R[lo:n]
+                xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                _kernels.gru_infer(G[t, lo:n], r, b_hn_k, Hs[t, lo:n], Hs[t + 1, lo:n])
+
+        _threads.run(rows, B)
         ws.give(G, R)
         return (Hs,)
 
@@ -141,17 +157,27 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         b_buf = ws.empty(xp, (B, H), dt)
         d_buf = ws.empty(xp, (B, H2), dt)
         fast = _kernels.usable(xp, G, dh, dGx, dGh, b_buf)
-        for t in range(T - 1, -1, -1):
+        if fast:
+
+            def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
+                for t in range(T - 1, -1, -1):
+                    n = min(sizes[t], hi)
+                    if n <= lo:
+                        continue  # these rows start at an earlier step (lengths)
+                    dht = dh[lo:n]
+                    if gy is not None:
+                        dht += gy[t, lo:n]
+                    bz = b_buf[lo:n]
+                    _kernels.gru_bwd(G[t, lo:n], HN[t, lo:n], Hs[t, lo:n], dht, dGx[t, lo:n], dGh[t, lo:n], bz)
+                    xp.matmul(dGh[t, lo:n], w_hh, out=dht)
+                    dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
+
+            _threads.run(rows, B)
+        for t in range(T - 1 if not fast else -1, -1, -1):
             n = sizes[t]
             dht = dh[:n]
             if gy is not None:
                 dht += gy[t, :n]
-            if fast:
-                bz = b_buf[:n]
-                _kernels.gru_bwd(G[t, :n], HN[t, :n], Hs[t, :n], dht, dGx[t, :n], dGh[t, :n], bz)
-                xp.matmul(dGh[t, :n], w_hh, out=dht)
-                dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
-                continue
             g = G[t, :n]
             rz = g[:, :H2]
             r, z, nn = g[:, :H], g[:, H:H2], g[:, H2:]
