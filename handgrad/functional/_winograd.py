@@ -8,9 +8,9 @@ overlap by r - 1), as
 with g the r x r filter and A^T (m, n), G (n, r), B^T (n, n) the Cook-Toom matrices of n - 1 interpolation
 points and the point at infinity (``cook_toom``). Summing over input channels turns the elementwise product
 into n*n GEMMs, one per point: M[k] (T, O) = V[k] (T, C) U[k] (C, O), T = N * tiles, so a convolution costs
-n^2 / m^2 multiplies per output instead of r^2: 2.25 (F(4x4, 3x3)) or 4 (F(2x2, 3x3)) instead of 9, 9 instead
-of 25 for F(2x2, 5x5). The transforms are cheap element-wise passes (numba kernels below). The VJPs follow by the
-chain rule through the same linear maps:
+n^2 / m^2 multiplies per output instead of r^2: 2.25 (F(4x4, 3x3)) instead of 9, 4 (F(4x4, 5x5)) instead of
+25. The transforms are cheap element-wise passes (numba kernels below). The VJPs follow by the chain rule
+through the same linear maps:
 
     dM = A dY A^T,   dV = dM U^T,   dU = V^T dM,   dd = B dV B^T (added over overlapping tiles),
     dg = G^T dU G.
@@ -22,6 +22,7 @@ rounding only: ``tests/test_functional_cnn_winograd.py`` compares it with PyTorc
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy
@@ -36,17 +37,23 @@ if _rnn_kernels.ENABLED:
     except ImportError:  # pragma: no cover
         njit = None
 
-DTYPES: tuple[Any, ...] = (numpy.float32,)  # float64 keeps the im2col path (tests add float64 to check it)
+# float64 keeps the im2col path (tests add float64 to check it)
+DTYPES: tuple[Any, ...] = (numpy.float32,) if os.environ.get("HANDGRAD_WINOGRAD", "1") != "0" else ()
 MIN_CHANNELS = 16  # below this the transforms cost more than the GEMM flops they save
-# kernel size r -> (output tile m, finite interpolation points). 3x3: F(4x4, 3x3), 36 multiplies per 16 outputs
-# (4x fewer than direct); on the ResNet block's 64 -> 64 conv, forward + backward 60 ms CPU against 83 ms for
-# F(2x2, 3x3) and ~125 ms for im2col. Its float32 rounding is larger: max error 2.5e-6 of max |y| with the
-# points (0, +-1, 1/2, -2) (6.1e-6 with (0, +-1, +-2), 9.1e-6 with (0, +-1, +-1/2); F(2x2, 3x3) 3.4e-7, PyTorch's
-# float32 3.8e-7). F(2x2, 5x5) with (0, +-1, 1/2, -2) (1.6e-6 on LeNet's conv2, direct 0.7e-6) works (tests
-# add it) but did not pay on LeNet's conv2 (32 -> 64 channels, 8x8 output): its transforms cost what the GEMM
-# flops saved (conv2 forward + backward 42 vs 43.5 ms CPU), so 5x5 stays on im2col (BENCHMARKS.md).
-TILES: dict[int, tuple[int, tuple[float, ...]]] = {3: (4, (0.0, 1.0, -1.0, 0.5, -2.0))}
-F_2X2_5X5 = (2, (0.0, 1.0, -1.0, 0.5, -2.0))
+# kernel size r -> (output tile m, finite interpolation points). Larger tiles save more GEMM flops and cost
+# float32 accuracy (max error / max |y| against float64; direct im2col 6-7e-7, PyTorch's float32 3.8e-7):
+# * 3x3: F(4x4, 3x3), 2.25 multiplies per output instead of 9; (0, +-1, 1/2, -2) 2.5e-6 (+-2: 6.1e-6, +-1/2:
+#   9.1e-6; F(2x2, 3x3): 3.4e-7). The ResNet block's 64 -> 64 conv, forward + backward, 1 thread: 60 ms CPU
+#   against 83 for F(2x2, 3x3) and ~125 for im2col.
+# * 5x5: F(4x4, 5x5), 4 multiplies per output instead of 25; (0, +-1, +-1/2, +-2) 5.8e-6. LeNet's conv2 (32 -> 64
+#   channels, 8x8 output), forward + backward: 16-18 ms CPU against 37.6 for im2col; F(2x2, 5x5) (0, +-1, 1/2,
+#   -2; 1.4e-6) gave only 30-35 ms (its 36 transform points per 4 outputs cost what the flops saved).
+# HANDGRAD_WINOGRAD=0 keeps every convolution on the direct im2col path (the reference numbers).
+TILES: dict[int, tuple[int, tuple[float, ...]]] = {
+    3: (4, (0.0, 1.0, -1.0, 0.5, -2.0)),
+    5: (4, (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0)),
+}
+F_2X2_5X5 = (2, (0.0, 1.0, -1.0, 0.5, -2.0))  # tested, not used (see above)
 
 
 def cook_toom(m: int, r: int, points: tuple[float, ...]) -> tuple[Any, Any, Any]:

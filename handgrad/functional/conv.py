@@ -11,8 +11,9 @@ with Ho = floor((H + pt + pb - dh*(kh-1) - 1) / sh) + 1 (likewise Wo). Writing X
     dW = dY^T X,   db = sum over rows of dY,   dX = dY W  followed by col2im (the adjoint of im2col).
 
 Computation runs in channels-last memory (see ``_cnn_util``); results are returned as NCHW-shaped views.
-3x3 stride-1 float32 convolutions with at least 16 channels in and out run by Winograd F(4x4, 3x3) instead
-(``_winograd``: 4x fewer GEMM flops, the same numbers up to rounding); im2col stays the reference.
+3x3 and 5x5 stride-1 float32 convolutions with at least 16 channels in and out run by Winograd F(4x4, 3x3) /
+F(4x4, 5x5) instead (``_winograd``: 4x / 6x fewer GEMM flops, the same numbers up to float32 rounding, which
+grows to ~3e-6 / ~6e-6 of max |y|; ``HANDGRAD_WINOGRAD=0`` turns it off); im2col stays the reference.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Conv2dFunction(Function):
         return from_nhwc(y)
 
     def _forward_winograd(self, x: Any, w: Any, b: Any) -> Any:
-        """The 3x3 stride-1 case by Winograd (``_winograd``): the input is padded once, to the
+        """The 3x3 / 5x5 stride-1 case by Winograd (``_winograd``): the input is padded once, to the
         rows/columns its tiles read (at least the requested padding; the extra zeros only reach outputs
         past the edge, which are never written)."""
         xp = get_array_module(x)
