@@ -83,7 +83,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                     _kernels.gru_fwd(G[t, lo:n], r, b_hn_k, HN[t, lo:n], Hs[t, lo:n], Hs[t + 1, lo:n])
 
             _threads.run(rows, B)
-        for t in range(T if not fast else 0):
+        for t in range(T if not fast else 0):  # the NumPy reference loop (no steps left if compiled)
             n = sizes[t]
             g = G[t, :n]
             r_ = R[:n]
@@ -173,7 +173,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                     dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
 
             _threads.run(rows, B)
-        for t in range(T - 1 if not fast else -1, -1, -1):
+        for t in range(T - 1 if not fast else -1, -1, -1):  # the NumPy reference loop (empty if compiled)
             n = sizes[t]
             dht = dh[:n]
             if gy is not None:

@@ -94,7 +94,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                                       Hs[t + 1, lo:n])
 
             _threads.run(rows, B)
-        for t in range(T if not fast else 0):
+        for t in range(T if not fast else 0):  # the NumPy reference loop (no steps left if compiled)
             n = sizes[t]
             s = S[t, :n]
             r = R[:n]
@@ -192,7 +192,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
 
             _threads.run(rows, B)
-        for t in range(T - 1 if not fast else -1, -1, -1):
+        for t in range(T - 1 if not fast else -1, -1, -1):  # the NumPy reference loop (empty if compiled)
             n = sizes[t]
             s = S[t, :n]
             tc = TC[t, :n]
