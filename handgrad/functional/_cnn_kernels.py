@@ -11,6 +11,11 @@ A ``parallel=True`` variant splits the batch over numba's threads (images never 
 opt-in (``HANDGRAD_NUMBA_PARALLEL=1``) because it did not pay at 2 threads on a loaded machine (LeNet step
 1.05-1.20x the NumPy fallback's time, where the serial kernel gave 0.83-0.92x; BENCHMARKS.md).
 ``tests/test_functional_cnn_kernels.py`` compares both with the NumPy code.
+
+At more than one BLAS thread the conv's im2col path splits its batch over ``_threads`` instead
+(``conv_forward_split`` / ``conv_backward_split``: each thread copies and multiplies its images' patch rows,
+runs their patch-gradient GEMM and the serial col2im, and a part of dW); ``tests/test_functional_cnn_threads.py``
+compares one thread with two.
 """
 
 from __future__ import annotations
