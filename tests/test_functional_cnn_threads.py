@@ -72,3 +72,11 @@ def test_pool_and_batch_norm_split_over_threads_match_one_thread(dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-13
     for a, b in zip(run(1), run(2)):
         assert np.abs(a - b).max() <= tol * np.abs(a).max()
+
+
+def test_contiguous_copy_split_over_threads():
+    a = np.arange(5 * 4 * 3 * 2, dtype=np.float32).reshape(5, 4, 3, 2).transpose(0, 2, 3, 1)
+    with threadpool_limits(2, user_api="blas"):
+        c = _threads.contiguous(a)
+    assert c.flags.c_contiguous and np.array_equal(c, a)
+    assert _threads.contiguous(c) is c  # already contiguous: no copy

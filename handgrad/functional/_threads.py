@@ -77,3 +77,13 @@ def run(fn: Callable[[int, int], Any], n_items: int) -> list[Any]:
         finally:
             for lib, s in zip(libs, saved):
                 lib.set_num_threads(s)
+
+
+def contiguous(a: Any) -> Any:
+    """``a`` as a C-contiguous NumPy array, the copy (when one is needed) split over the batch axis like the
+    ops (a transposing copy of a gradient is one of the few passes left outside the kernels)."""
+    if a.flags.c_contiguous:
+        return a
+    out = numpy.empty(a.shape, a.dtype)
+    run(lambda lo, hi: numpy.copyto(out[lo:hi], a[lo:hi]), a.shape[0])
+    return out

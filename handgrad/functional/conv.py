@@ -23,7 +23,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-from handgrad.functional import _cnn_kernels, _winograd
+from handgrad.functional import _cnn_kernels, _threads, _winograd
 from handgrad.functional._cnn_util import (
     col2im,
     conv_out_size,
@@ -126,7 +126,7 @@ class Conv2dFunction(Function):
         need = self.needs_input_grad
         xp = get_array_module(gy)
         v, u, xq_shape = self.wino
-        g = xp.ascontiguousarray(to_nhwc(gy))  # (N, Ho, Wo, O); free when gy is channels-last
+        g = _threads.contiguous(to_nhwc(gy))  # (N, Ho, Wo, O); free when gy is channels-last
         gxq, du = _winograd.backward(g, v, u, self.w_shape[2], xq_shape, need[0], need[1])
         gx = gw = gb = None
         if need[0]:
@@ -143,7 +143,10 @@ class Conv2dFunction(Function):
             return self._backward_winograd(gy)
         need = self.needs_input_grad
         xp = get_array_module(gy)
-        g = _rows(to_nhwc(gy), self.groups)  # (G, M, O/G); free when gy is channels-last
+        gn = to_nhwc(gy)
+        if self.split:  # the one copy (when gy is not channels-last) split over the threads too
+            gn = _threads.contiguous(gn)
+        g = _rows(gn, self.groups)  # (G, M, O/G); free when gy is channels-last
         gx = gw = gb = None
         if len(need) > 2 and need[2]:
             # a GEMV with a ones vector is several times faster than NumPy's sum over the long M axis

@@ -23,7 +23,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-from handgrad.functional import _norm_kernels
+from handgrad.functional import _norm_kernels, _threads
 
 
 def _optional(*ts: Tensor | None) -> tuple[tuple[Tensor, ...], tuple[bool, ...]]:
@@ -119,9 +119,8 @@ class BatchNormFunction(Function):
     def _backward_compiled(self, gy: Any, want_w: bool, want_b: bool) -> tuple[Any, ...]:
         """The training-mode backward on the (M, C) rows of channels-last memory (``_norm_kernels``)."""
         gy2 = _norm_kernels.rows(gy)
-        if gy2 is None:  # dy in another memory order: one copy into channels-last rows
-            gcl = get_array_module(gy).ascontiguousarray(gy.transpose((0, *range(2, gy.ndim), 1)))
-            gy2 = gcl.reshape(-1, gy.shape[1])
+        if gy2 is None:  # dy in another memory order: one copy into channels-last rows (split over threads)
+            gy2 = _threads.contiguous(gy.transpose((0, *range(2, gy.ndim), 1))).reshape(-1, gy.shape[1])
         gb, gw = _norm_kernels.grad_sums(gy2, self.rows)
         gx = None
         if self.needs_input_grad[0]:
