@@ -19,6 +19,12 @@ from handgrad.functional.rnn import _kernels
 pytestmark = pytest.mark.skipif(not _kernels.ENABLED or not _threads._numpy_blas(),
                                 reason="numba kernels disabled or NumPy's BLAS not controllable")
 
+
+@pytest.fixture(autouse=True)
+def split_small_ops(monkeypatch):
+    """The test shapes are small: split them anyway (by default ops under ``MIN_WORK`` run unsplit)."""
+    monkeypatch.setattr(_threads, "MIN_WORK", 0)
+
 CASES = [  # (x shape, weight shape, padding): im2col (5x5, 1 channel, groups), Winograd (3x3, 16 channels)
     ((5, 3, 12, 11), (4, 3, 5, 5), 0),
     ((3, 1, 9, 9), (6, 1, 3, 3), 1),
@@ -80,3 +86,9 @@ def test_contiguous_copy_split_over_threads():
         c = _threads.contiguous(a)
     assert c.flags.c_contiguous and np.array_equal(c, a)
     assert _threads.contiguous(c) is c  # already contiguous: no copy
+
+
+def test_small_ops_are_not_split(monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_WORK", 1000)
+    with threadpool_limits(2, user_api="blas"):
+        assert _threads.workers(4, 999) == 1 and _threads.workers(4, 1000) == 2 and _threads.workers(4) == 2

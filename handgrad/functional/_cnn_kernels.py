@@ -91,10 +91,11 @@ def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int
 
 
 # -- the batch split over threads (``_threads``): im2col + GEMM forward, GEMMs + col2im backward -------------
-def split_usable(xp: Any, dtype: Any, groups: int, dilation_w: int, n: int) -> bool:
-    """The conv's im2col path splits its batch over threads: compiled col2im usable and more than one worker."""
+def split_usable(xp: Any, dtype: Any, groups: int, dilation_w: int, n: int, work: int) -> bool:
+    """The conv's im2col path splits its batch over threads: compiled col2im usable and more than one worker
+    for ``work`` multiply-adds."""
     return (_rnn_kernels.ENABLED and njit is not None and xp is numpy and groups == 1 and dilation_w == 1
-            and dtype in (numpy.float32, numpy.float64) and _threads.workers(n) > 1)
+            and dtype in (numpy.float32, numpy.float64) and _threads.workers(n, work) > 1)
 
 
 def conv_forward_split(win: Any, wm: Any, b: Any, out: tuple[int, int]) -> tuple[Any, Any]:
@@ -112,7 +113,7 @@ def conv_forward_split(win: Any, wm: Any, b: Any, out: tuple[int, int]) -> tuple
         if b is not None:
             y[lo:hi] += b
 
-    _threads.run(part, n)
+    _threads.run(part, n, cols.size * o)
     return y, cols
 
 
@@ -133,7 +134,7 @@ def conv_backward_split(g: Any, cols: Any, wm: Any, padded_shape: tuple[int, int
                            s[0], s[1], d[0], c)
         return gw
 
-    parts = _threads.run(part, n)
+    parts = _threads.run(part, n, g.size * (wm.shape[1] if wm is not None else cols.shape[2]))
     gw = None
     if need_w:
         gw = parts[0]

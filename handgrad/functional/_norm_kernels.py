@@ -107,7 +107,7 @@ def _sums(kernel: Any, a: Any, b: Any, c: int) -> tuple[Any, Any]:
         kernel(a, b, s1, s2, lo, hi)
         return s1, s2
 
-    parts = _threads.run(part, a.shape[0])
+    parts = _threads.run(part, a.shape[0], a.size)
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -125,7 +125,7 @@ def forward(x2: Any, w: Any, b: Any, eps: float) -> tuple[Any, Any, Any, Any]:
     xhat, y = numpy.empty_like(x2), numpy.empty_like(x2)
     w = numpy.ones(c, dt) if w is None else w
     b = numpy.zeros(c, dt) if b is None else b
-    _threads.run(lambda lo, hi: _normalize(x2, mean, r, w, b, xhat, y, lo, hi), m)
+    _threads.run(lambda lo, hi: _normalize(x2, mean, r, w, b, xhat, y, lo, hi), m, x2.size)
     return y, xhat, mean, var
 
 
@@ -139,5 +139,5 @@ def grad_input(gy2: Any, xhat2: Any, gb: Any, gw: Any, scale: Any, n: int) -> An
     """dx (M, C) = scale (dy - db/n - xhat dw/n), scale = w r per channel."""
     gx = numpy.empty_like(gy2)
     gbn, gwn = gb / n, gw / n
-    _threads.run(lambda lo, hi: _grad_input(gy2, xhat2, gbn, gwn, scale, gx, lo, hi), gy2.shape[0])
+    _threads.run(lambda lo, hi: _grad_input(gy2, xhat2, gbn, gwn, scale, gx, lo, hi), gy2.shape[0], gy2.size)
     return gx

@@ -98,7 +98,8 @@ def max_pool_forward(xpad: Any, channels_last: bool, k: tuple[int, int], s: tupl
     bshape = (xb.shape[0], out[0], out[1], xb.shape[3])
     y = numpy.empty(bshape, xpad.dtype)
     idx = numpy.empty(bshape, numpy.int8 if k[0] * k[1] <= 127 else numpy.int32)
-    _threads.run(lambda lo, hi: _max_fwd(xb, y, idx, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), xb.shape[0])
+    _threads.run(lambda lo, hi: _max_fwd(xb, y, idx, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), xb.shape[0],
+                 y.size * k[0] * k[1])
     if channels_last:
         return y, idx
     n, c = xpad.shape[:2]
@@ -111,5 +112,6 @@ def max_pool_backward(gy: Any, idx: Any, padded_shape: tuple[int, ...], channels
     gyb, ib = _as_bhwc(gy, channels_last), _as_bhwc(idx, channels_last)
     gx = numpy.empty(padded_shape, gy.dtype)
     gxb = gx if channels_last else gx.reshape(padded_shape[0] * padded_shape[1], *padded_shape[2:], 1)
-    _threads.run(lambda lo, hi: _max_bwd(gyb, ib, gxb, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), gyb.shape[0])
+    _threads.run(lambda lo, hi: _max_bwd(gyb, ib, gxb, k[0], k[1], s[0], s[1], d[0], d[1], lo, hi), gyb.shape[0],
+                 gyb.size * k[0] * k[1])
     return gx

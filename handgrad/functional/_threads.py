@@ -27,6 +27,9 @@ _libs: list[Any] | None = None
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 ENABLED = os.environ.get("HANDGRAD_CNN_THREADS", "1") != "0"  # 0: never split (BLAS threads each GEMM instead)
+# a split costs ~70 us (handing the chunks to the pool and back, measured at load ~5): ops with less work than
+# this (multiply-adds or elements) run on the calling thread alone
+MIN_WORK = 1 << 19
 
 
 def _numpy_blas() -> list[Any]:
@@ -45,9 +48,10 @@ def _numpy_blas() -> list[Any]:
     return _libs
 
 
-def workers(n_items: int) -> int:
-    """How many threads a batch of ``n_items`` is split over: NumPy's BLAS thread count, at most n_items."""
-    if not ENABLED or n_items < 2:
+def workers(n_items: int, work: int | None = None) -> int:
+    """How many threads a batch of ``n_items`` is split over: NumPy's BLAS thread count, at most n_items; one
+    when the op's ``work`` (multiply-adds or elements, when given) is below ``MIN_WORK``."""
+    if not ENABLED or n_items < 2 or (work is not None and work < MIN_WORK):
         return 1
     libs = _numpy_blas()
     if not libs:
@@ -55,10 +59,10 @@ def workers(n_items: int) -> int:
     return max(1, min(n_items, libs[0].get_num_threads()))
 
 
-def run(fn: Callable[[int, int], Any], n_items: int) -> list[Any]:
+def run(fn: Callable[[int, int], Any], n_items: int, work: int | None = None) -> list[Any]:
     """``fn(lo, hi)`` over contiguous chunks of range(n_items), one per worker (the caller runs the first);
     returns the results in chunk order. BLAS runs single-threaded while the chunks run."""
-    k = workers(n_items)
+    k = workers(n_items, work)
     if k == 1:
         return [fn(0, n_items)]
     global _pool
@@ -85,5 +89,5 @@ def contiguous(a: Any) -> Any:
     if a.flags.c_contiguous:
         return a
     out = numpy.empty(a.shape, a.dtype)
-    run(lambda lo, hi: numpy.copyto(out[lo:hi], a[lo:hi]), a.shape[0])
+    run(lambda lo, hi: numpy.copyto(out[lo:hi], a[lo:hi]), a.shape[0], a.size)
     return out

@@ -275,7 +275,7 @@ def forward(xq: Any, u: Any, r: int, ho: int, wo: int) -> tuple[Any, Any]:
         numpy.matmul(v[:, lo * per : hi * per], u, out=mm[:, lo * per : hi * per])  # n*n GEMMs (T, C) x (C, O)
         _output_transform(mm, y, at, th, tw, lo, hi)
 
-    _threads.run(part, n)
+    _threads.run(part, n, v.size * u.shape[2])
     return y, v
 
 
@@ -300,7 +300,7 @@ def backward(gy: Any, v: Any, u: Any, r: int, xq_shape: tuple[int, ...], need_x:
             _grad_input_transform(dv, gxq, bt, m, th, tw, lo, hi)
         return du
 
-    parts = _threads.run(part, n)
+    parts = _threads.run(part, n, dm.size * u.shape[1])
     du = None
     if need_w:
         du = parts[0]

@@ -90,7 +90,8 @@ class Conv2dFunction(Function):
             return self._forward_winograd(x, w, b)
         xpad = pad_nhwc(to_nhwc(x), self.pads)
         wm = _weight_matrix(w, self.groups)  # (G, O/G, K)
-        self.split = _cnn_kernels.split_usable(get_array_module(x), x.dtype, self.groups, self.dilation[1], n)
+        self.split = _cnn_kernels.split_usable(get_array_module(x), x.dtype, self.groups, self.dilation[1], n,
+                                               n * ho * wo * kh * kw * c * o)
         if self.split:  # several threads: each copies and multiplies the patch rows of its images
             y, cols = _cnn_kernels.conv_forward_split(windows(xpad, self.k, self.stride, self.dilation, self.out),
                                                       wm[0], b, self.out)
