@@ -13,7 +13,8 @@ Backward (dy given; sums over R; w broadcast as in the forward):
 
 In batch norm R is exactly the axes w is shared across, so mean_R g = w db / n and mean_R(g xhat) = w dw / n,
 and dx = w r (dy - db/n - xhat dw/n): no extra reductions at all. In eval mode batch norm uses the running
-statistics, which are constants, so dx = w r dy.
+statistics, which are constants, so dx = w r dy. In training mode, on channels-last (or (N, C)) float NumPy
+input with numba on, batch norm runs the two-pass compiled kernels of ``_norm_kernels`` instead.
 """
 
 from __future__ import annotations

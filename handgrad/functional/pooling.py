@@ -98,7 +98,8 @@ class MaxPool2dFunction(Function):
 
     The forward is only kh*kw - 1 in-place ``maximum`` calls; the arg-max masks are rebuilt in the
     backward from the saved input and output (one compare per offset), which is cheaper than tracking an
-    index array through the forward.
+    index array through the forward. With numba (``_pool_kernels``), for float32/float64 NumPy arrays, both
+    run compiled instead: one pass keeping the arg-max offsets, one masked scatter back.
     """
 
     def __init__(self, geo: _Geometry) -> None:
