@@ -2,13 +2,13 @@
 
 The fabric (``--layers`` x ``--scales`` x ``--channels``, output at the coarsest scale of the last layer) is
 trained with the architecture recipe (:mod:`~handgrad.experiments._recipe`: SGD + Nesterov momentum 0.9, OneCycle,
-weight decay 5e-4, crop/flip augmentation, label smoothing 0.1; early stopping on the validation loss; into
+weight decay 5e-4, label smoothing 0.1; ``--augment crop-flip`` optional; early stopping on the validation loss; into
 ``fabric/``); the baseline is a plain CNN of similar size: the single path through the same trellis that goes one
 scale down per layer, widened to about the fabric's weight count (``plain_cnn/``). Then the "search" part:
 ``trellis.png`` draws every edge with a width proportional to its learned convolution's norm and the strongest
 input-to-output path in red, and the fabric is pruned to its strongest edges (``--keep``: fractions of the edges; 0
-= the strongest path alone; batch norm re-estimated on training batches, no retraining) to show what accuracy it
-keeps for how many multiply-adds.
+= the strongest path alone; batch norm re-estimated on training batches) to show what accuracy it keeps for how
+many multiply-adds, as pruned and after ``--prune-finetune-steps`` SGD steps.
 
 Target (the issue's): >= 92% test accuracy within about 30 minutes on 2 cores. ``--quick``: a few hundred images, a
 tiny fabric, 1 epoch.

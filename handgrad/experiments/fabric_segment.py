@@ -68,6 +68,7 @@ def add_arguments(p: Any) -> None:
                    help="SGD steps (lr 0.01 cosine) fine-tuning each pruned copy after it is scored as pruned "
                         "(default 100; 0: none)")
     add_recipe_arguments(p)
+    p.set_defaults(augment="crop-flip")  # the measured segmentation runs shift and mirror image + labels
 
 
 def scene_arrays(split: str, n: int, size: int, seed: int) -> tuple[numpy.ndarray, numpy.ndarray]:

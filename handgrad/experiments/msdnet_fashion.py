@@ -1,8 +1,8 @@
 """``handgrad run msdnet-fashion``: MSDNet's anytime prediction and budgeted batch classification on Fashion-MNIST.
 
 Trained here, each with the same recipe (:mod:`~handgrad.experiments._recipe`: SGD + Nesterov momentum 0.9,
-OneCycle, weight decay 5e-4, crop/flip augmentation, label smoothing 0.1) and early stopping on the validation loss
-(the one training loop; the exits' summed cross-entropy for the multi-exit models,
+OneCycle, weight decay 5e-4, label smoothing 0.1; ``--augment crop-flip`` optional) and early stopping on the
+validation loss (the one training loop; the exits' summed cross-entropy for the multi-exit models,
 :class:`~handgrad.architectures.anytime.MultiExitUpdater`):
 
 * ``msdnet/``: MSDNet (3 scales 28/14/7, ``--layers`` dense layers, exits after ``--exits``);
