@@ -55,8 +55,12 @@ def test_msdnet_fashion_quick(tmp_path):
     assert (out / "anytime.png").stat().st_size > 5_000 and (out / "budgeted.png").exists()
     msd = r["msdnet"]
     assert len(msd["exit_test_accuracy"]) == 2 and msd["exit_multiply_adds"][0] < msd["exit_multiply_adds"][1]
-    for row in msd["budgeted_batch"]:
+    for row in msd["budgeted_batch"] + msd["budgeted_batch_shared_threshold"]:
         assert row["val_cost"] <= row["budget"] + 1e-6 and 0 <= row["test_accuracy"] <= 1
+    assert {row["rule"] for row in msd["budgeted_batch"]} == {"geometric"}
+    saved = np.load(out / "exit_probs.npz")  # the curves can be recomputed from the saved exit outputs
+    assert saved["msdnet_val"].shape[:2] == (2, len(saved["y_val"]))
+    assert saved["resnet_ee_test"].shape[0] == len(r["resnet_early_exit"]["exits"])
     assert set(r["resnets"]) == {"resnet8", "resnet14"}
     assert r["resnets"]["resnet8"]["multiply_adds"] < r["resnets"]["resnet14"]["multiply_adds"]
     assert r["comparison"]["shallowest_resnet"]["name"] == "resnet8"
