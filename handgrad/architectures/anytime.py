@@ -215,7 +215,9 @@ def _geometric(val_probs: numpy.ndarray, costs: numpy.ndarray, budget: float) ->
                 lo, best_log_r, best = mid, mid, c
             else:
                 hi = mid
-    return best[1], {"q": float(-numpy.expm1(best_log_r)), "exit_shares": [float(v) for v in best[2]]}
+    # q = 1 - r; at the top of the range (r = e^40, everything at the last exit) q is -inf: reported as None
+    q = None if best_log_r >= 40.0 else float(-numpy.expm1(best_log_r))
+    return best[1], {"q": q, "exit_shares": [float(v) for v in best[2]]}
 
 
 def budgeted_batch(val_probs: numpy.ndarray, test_probs: numpy.ndarray, test_labels: numpy.ndarray,
