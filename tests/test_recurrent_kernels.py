@@ -89,10 +89,11 @@ def test_exp_kernels_accuracy():
     assert np.max(np.abs(o64 - np.exp(x64)) / np.exp(x64)) < 1e-15
 
 
-def _run_no_grad(kind: str, dtype, compiled: bool, lengths, reverse: bool, scale: float) -> list[np.ndarray]:
+def _run_no_grad(kind: str, dtype, compiled: bool, lengths, reverse: bool, scale: float, B: int = 5,
+                 H: int = 7) -> list[np.ndarray]:
     """The no-grad forward (``lstm_infer`` / ``gru_infer`` on the compiled path): output and final states."""
     rng = np.random.default_rng(2)
-    T, B, I, H = 6, 5, 4, 7
+    T, I = 6, 4
     G = 4 if kind == "lstm" else 3
     x = hg.tensor((scale * rng.standard_normal((T, B, I))).astype(dtype))
     ws = [hg.tensor((0.5 * rng.standard_normal(s)).astype(dtype)) for s in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
@@ -178,3 +179,58 @@ def test_batch_split_over_threads_matches_one_thread(kind, dtype, lengths, rever
     tol = 1e-6 if dtype == np.float32 else 1e-14
     for a, b in zip(got[1], got[2]):  # weight gradients are long sums: compare on the array's scale
         assert np.abs(a - b).max() <= tol * max(1.0, np.abs(a).max())
+
+
+@pytest.mark.parametrize("n,k,m", [(13, 16, 64), (8, 65, 32), (1, 7, 96), (32, 256, 1024), (5, 1, 32)])
+def test_gemm_packed_matches_matmul(n, k, m):
+    """The packed float32 GEMM (row blocks of 8, 4, 1; any K) against a float64 product."""
+    rng = np.random.default_rng(4)
+    h = rng.standard_normal((n, k)).astype(np.float32)
+    w = rng.standard_normal((k, m)).astype(np.float32)
+    out = np.full((n, m), np.nan, np.float32)
+    _kernels.gemm_packed(h, _kernels.pack_columns(w), out)
+    ref = h.astype(np.float64) @ w.astype(np.float64)
+    assert np.abs(out - ref).max() <= k * 1.2e-7 * np.abs(h).max() * np.abs(w).max()  # k roundings at most
+    assert _kernels.packable(np, w) == _kernels.PACKED  # HANDGRAD_PACKED_GEMM=0 turns the route off
+    assert not _kernels.packable(np, w.astype(np.float64))  # float64: numpy.matmul (measured no faster)
+    assert not _kernels.packable(np, np.zeros((k, 48), np.float32))  # columns not a multiple of PANEL
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False),
+                                             ([2, 6, 5, 6, 3, 1, 6, 4, 6, 6, 2, 6, 5], True)])
+def test_packed_no_grad_lstm_matches_numpy_fallback(monkeypatch, lengths, reverse, scale):
+    """float32, 4H = 32: the no-grad LSTM runs its GEMMs on ``gemm_packed`` (13 rows: blocks of 8, 4 and 1) and
+    must give the NumPy fallback's numbers at the tolerances of the unpacked kernels."""
+    if not _kernels.PACKED:
+        pytest.skip("HANDGRAD_PACKED_GEMM=0")
+    calls = []
+    for name in ("lstm_infer_packed", "gemm_packed"):
+        f = getattr(_kernels, name)
+        monkeypatch.setattr(_kernels, name, lambda *a, _f=f, _n=name: (calls.append(_n), _f(*a))[1])
+    a = _run_no_grad("lstm", np.float32, True, lengths, reverse, scale, B=13, H=8)
+    assert "lstm_infer_packed" in calls and "gemm_packed" in calls  # the packed path did run
+    calls.clear()
+    b = _run_no_grad("lstm", np.float32, False, lengths, reverse, scale, B=13, H=8)
+    assert not calls
+    tol = 1e-5 if scale == 1.0 else 1e-4
+    for u, v in zip(a, b):
+        assert u.dtype == np.float32 and np.all(np.isfinite(u))
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+
+
+def test_packed_no_grad_lstm_batch_split_matches_one_thread():
+    """The packed path split over 2 threads (each thread its own rows, ``functional/_threads.py``)."""
+    from threadpoolctl import threadpool_limits
+
+    from handgrad.functional import _threads
+
+    if not _threads._numpy_blas():
+        pytest.skip("NumPy's BLAS is not controllable")
+    got = {}
+    for n in (1, 2):
+        with threadpool_limits(n, user_api="blas"):
+            got[n] = _run_no_grad("lstm", np.float32, True, [6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False, 1.0,
+                                  B=13, H=8)
+    for a, b in zip(got[1], got[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

