@@ -199,19 +199,20 @@ def test_gemm_packed_matches_matmul(n, k, m):
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 @pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False),
                                              ([2, 6, 5, 6, 3, 1, 6, 4, 6, 6, 2, 6, 5], True)])
-def test_packed_no_grad_lstm_matches_numpy_fallback(monkeypatch, lengths, reverse, scale):
-    """float32, 4H = 32: the no-grad LSTM runs its GEMMs on ``gemm_packed`` (13 rows: blocks of 8, 4 and 1) and
-    must give the NumPy fallback's numbers at the tolerances of the unpacked kernels."""
+@pytest.mark.parametrize("kind,H", [("lstm", 8), ("gru", 32)])
+def test_packed_no_grad_forward_matches_numpy_fallback(monkeypatch, kind, H, lengths, reverse, scale):
+    """float32, G*H a multiple of 32: the no-grad LSTM/GRU run their GEMMs on ``gemm_packed`` (13 rows: blocks
+    of 8, 4 and 1) and must give the NumPy fallback's numbers at the tolerances of the unpacked kernels."""
     if not _kernels.PACKED:
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
-    for name in ("lstm_infer_packed", "gemm_packed"):
+    for name in (f"{kind}_infer_rows", "gemm_packed"):
         f = getattr(_kernels, name)
         monkeypatch.setattr(_kernels, name, lambda *a, _f=f, _n=name: (calls.append(_n), _f(*a))[1])
-    a = _run_no_grad("lstm", np.float32, True, lengths, reverse, scale, B=13, H=8)
-    assert "lstm_infer_packed" in calls and "gemm_packed" in calls  # the packed path did run
+    a = _run_no_grad(kind, np.float32, True, lengths, reverse, scale, B=13, H=H)
+    assert f"{kind}_infer_rows" in calls and "gemm_packed" in calls  # the packed path did run
     calls.clear()
-    b = _run_no_grad("lstm", np.float32, False, lengths, reverse, scale, B=13, H=8)
+    b = _run_no_grad(kind, np.float32, False, lengths, reverse, scale, B=13, H=H)
     assert not calls
     tol = 1e-5 if scale == 1.0 else 1e-4
     for u, v in zip(a, b):
@@ -219,7 +220,8 @@ def test_packed_no_grad_lstm_matches_numpy_fallback(monkeypatch, lengths, revers
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
 
 
-def test_packed_no_grad_lstm_batch_split_matches_one_thread():
+@pytest.mark.parametrize("kind,H", [("lstm", 8), ("gru", 32)])
+def test_packed_no_grad_batch_split_matches_one_thread(kind, H):
     """The packed path split over 2 threads (each thread its own rows, ``functional/_threads.py``)."""
     from threadpoolctl import threadpool_limits
 
@@ -230,7 +232,7 @@ def test_packed_no_grad_lstm_batch_split_matches_one_thread():
     got = {}
     for n in (1, 2):
         with threadpool_limits(n, user_api="blas"):
-            got[n] = _run_no_grad("lstm", np.float32, True, [6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False, 1.0,
-                                  B=13, H=8)
+            got[n] = _run_no_grad(kind, np.float32, True, [6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False, 1.0,
+                                  B=13, H=H)
     for a, b in zip(got[1], got[2]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

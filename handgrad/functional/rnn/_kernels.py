@@ -242,6 +242,16 @@ if ENABLED:
         lstm_infer(s, r, c, h)
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def lstm_infer_rows(S, Hs, p, R, c, sizes, lo, hi):
+        """The whole no-grad recurrence of batch rows [lo, hi): ``lstm_infer_packed`` for t = 0, 1, ... while
+        ``sizes[t]`` (non-increasing) > lo; one call per sequence instead of one per step (~10 us each)."""
+        for t in range(S.shape[0]):
+            n = min(sizes[t], hi)
+            if n <= lo:
+                break
+            lstm_infer_packed(S[t, lo:n], Hs[t, lo:n], p, R[lo:n], c[lo:n], Hs[t + 1, lo:n])
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def lstm_bwd(s, tc, h, g, cp, dh, dc, dz):
         """One BPTT step's element-wise part: dz (n,4H) (g column at 1/4), dc <- dc_{t-1} in place."""
         n, H = dh.shape
@@ -293,6 +303,17 @@ if ENABLED:
                 z = one / (one + _exp(gb[H + j] + rb[H + j]))
                 a = two / (one + _exp(gb[H2 + j] + rr * (rb[H2 + j] + b_hn[j]))) - one
                 hb[j] = a + z * (pb[j] - a)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def gru_infer_rows(G, Hs, p, R, b_hn, sizes, lo, hi):
+        """The whole no-grad GRU recurrence of batch rows [lo, hi): packed GEMM + ``gru_infer`` per step."""
+        for t in range(G.shape[0]):
+            n = min(sizes[t], hi)
+            if n <= lo:
+                break
+            r = R[lo:n]
+            _gemm_packed(Hs[t, lo:n], p, r)
+            gru_infer(G[t, lo:n], r, b_hn, Hs[t, lo:n], Hs[t + 1, lo:n])
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def gru_bwd(g, hn, hp, dh, dx, dhh, carry):

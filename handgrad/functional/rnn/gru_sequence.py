@@ -60,10 +60,11 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             b_in[:H2] += b_hh[:H2]  # the r and z biases only ever appear summed
             b_in *= scale
             b_hn_s = b_hh[H2:] * -2.0
-        input_projection(x, w_ih * scale[:, None], b_in, G)
+        infer = not any(self.needs_input_grad) and _kernels.usable(xp, G)
+        input_projection(x, w_ih * scale[:, None], b_in, G, packed=infer)
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
-        if not any(self.needs_input_grad) and _kernels.usable(xp, G, Hs):
+        if infer and _kernels.usable(xp, Hs):
             return self._infer(G, Hs, w_hh_s, b_hn_s)
         HN = ws.empty(xp, (T, B, H), dt)  # -2 (W_hn h_{t-1} + b_hn), kept for the backward
         R = ws.empty(xp, (B, 3 * H), dt)
@@ -127,8 +128,14 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
         w_hh_t = xp.ascontiguousarray(w_hh_s.T)
         R = ws.empty(xp, (B, G3), dt)
+        # float32, 3H a multiple of 32: the GEMMs on W_hh^T packed once here (see lstm_sequence._infer)
+        packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None
+        sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
         def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+            if packed is not None:  # all T steps in one compiled call
+                _kernels.gru_infer_rows(G, Hs, packed, R, b_hn_k, sizes_a, lo, hi)
+                return
             for t in range(T):
                 n = min(sizes[t], hi)
                 if n <= lo:

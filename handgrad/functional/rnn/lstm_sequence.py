@@ -150,15 +150,17 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         # float32: the recurrent GEMM by our own kernel on W_hh^T packed once here (_kernels.gemm_packed)
         packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None
 
+        sizes_a = xp.asarray(sizes, dtype=xp.int64)
+
         def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+            if packed is not None:  # all T steps in one compiled call
+                _kernels.lstm_infer_rows(S, Hs, packed, R, c, sizes_a, lo, hi)
+                return
             for t in range(T):
                 n = min(sizes[t], hi)  # sizes never grow with t
                 if n <= lo:
                     break
                 r = R[lo:n]
-                if packed is not None:
-                    _kernels.lstm_infer_packed(S[t, lo:n], Hs[t, lo:n], packed, r, c[lo:n], Hs[t + 1, lo:n])
-                    continue
                 xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
                 _kernels.lstm_infer(S[t, lo:n], r, c[lo:n], Hs[t + 1, lo:n])
 
