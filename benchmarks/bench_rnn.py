@@ -13,7 +13,8 @@ median step time of each, their ratio and the median per-round ratio.
 ``--cases lstm-floor`` (not in the default set) times, on the handgrad side, only the GEMMs that any
 step-by-step LSTM forward on NumPy's BLAS must do (the input projection of all T steps and T recurrent
 ``(B, H) x (H, 4H)`` GEMMs, no gate math at all) against PyTorch's whole no-grad LSTM forward: the floor of
-the ``lstm-fwd`` ratio on this BLAS.
+the ``lstm-fwd`` ratio. The GEMMs are the ones the no-grad forward runs: ``_kernels.gemm_packed`` on weights
+packed once (float32), or NumPy's BLAS with ``HANDGRAD_PACKED_GEMM=0``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from _common import HEADER, check_losses, compare_blocks, machine_report, row, s
 import handgrad  # noqa: E402
 import handgrad.functional as F  # noqa: E402
 from handgrad import nn  # noqa: E402
+from handgrad.functional.rnn import _kernels  # noqa: E402
 from handgrad.optim import SGD  # noqa: E402
 
 V, E = 65, 64
@@ -106,12 +108,20 @@ def build(kind: str, T: int, B: int, H: int, seed: int = 0):
     def gemm_floor() -> float:
         w_ih = h_rnn.weight_ih_l0.array
         w_hh_t = np.ascontiguousarray(h_rnn.weight_hh_l0.array.T)
-        S = np.matmul(F.embedding(hx, h_emb).array.reshape(T * B, E), w_ih.T).reshape(T, B, -1)
+        x2 = F.embedding(hx, h_emb).array.reshape(T * B, E)
         h = np.zeros((B, H), np.float32)
         r = np.empty((B, w_hh_t.shape[1]), np.float32)
+        if _kernels.packable(np, w_hh_t):  # the GEMM route the no-grad forward takes (HANDGRAD_PACKED_GEMM)
+            S = np.empty((T * B, w_ih.shape[0]), np.float32)
+            _kernels.gemm_packed(x2, _kernels.pack_columns(w_ih.T), S)
+            packed = _kernels.pack_columns(w_hh_t)
+            for _ in range(T):
+                _kernels.gemm_packed(h, packed, r)
+            return float(S[-1, 0] + r[0, 0])
+        S = np.matmul(x2, w_ih.T)
         for _ in range(T):  # the values do not change a GEMM's time
             np.matmul(h, w_hh_t, out=r)
-        return float(S[-1, 0, 0] + r[0, 0])
+        return float(S[-1, 0] + r[0, 0])
 
     if kind == "lstm":
         hg_fwd.floor = gemm_floor
