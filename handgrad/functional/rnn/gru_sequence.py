@@ -22,7 +22,8 @@ BPTT, with dh_t = dL/dy_t + carry, a_t the pre-activation of n and hn_t = W_hn h
 Speed: one GEMM for all input projections, one recurrent GEMM per step, the r and z gates in one sigmoid pass,
 and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights. The
 compiled loops (training, BPTT, and the no-grad ``_infer`` that keeps nothing for a backward) are split over
-the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``.
+the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``. In float32 (3H a multiple of
+32) the no-grad ``_infer`` runs its GEMMs on ``_kernels.gemm_packed`` (weights packed once per call).
 """
 
 from __future__ import annotations
