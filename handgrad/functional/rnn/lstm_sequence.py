@@ -85,6 +85,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         fast = _kernels.usable(xp, S, Hs, Cs, TC, GG, R)  # the compiled step (same numbers, one pass)
         if fast:
             w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 4H): see _infer for why this layout
+            packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
                 for t in range(T):
@@ -92,7 +93,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     if n <= lo:
                         break
                     r = R[lo:n]
-                    xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                    if packed is not None:
+                        _kernels.gemm_packed(Hs[t, lo:n], packed, r)
+                    else:
+                        xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
                     _kernels.lstm_fwd(S[t, lo:n], r, Cs[t, lo:n], Cs[t + 1, lo:n], TC[t, lo:n], GG[t, lo:n],
                                       Hs[t + 1, lo:n])
 
@@ -190,6 +194,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         d_buf = ws.empty(xp, (B, 4 * H), dt)
         fast = _kernels.usable(xp, S, dh, dc, dZ)
         if fast:
+            packed = _kernels.pack_columns(w_hh4) if _kernels.packable(xp, w_hh4) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
                 for t in range(T - 1, -1, -1):
@@ -202,7 +207,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     dz = dZ[t, lo:n]
                     _kernels.lstm_bwd(S[t, lo:n], TC[t, lo:n], Hs[t + 1, lo:n], GG[t, lo:n], Cs[t, lo:n], dht,
                                       dc[lo:n], dz)
-                    xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
+                    if packed is not None:
+                        _kernels.gemm_packed(dz, packed, dht)  # carry: dh_{t-1} = dz_t @ W_hh
+                    else:
+                        xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
 
             _threads.run(rows, B)
         for t in range(T - 1 if not fast else -1, -1, -1):  # the NumPy reference loop (empty if compiled)
