@@ -235,25 +235,26 @@ def test_packed_no_grad_batch_split_matches_one_thread(kind, H):
         with threadpool_limits(n, user_api="blas"):
             lengths = [6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6]
             got[n] = _run_no_grad(kind, np.float32, True, lengths, False, 1.0, B=13, H=H)
-            if kind == "lstm":  # the training forward and BPTT on the packed GEMM too
-                got[n] += _run(kind, np.float32, True, lengths, False, 1.0, B=13, H=32)
+            got[n] += _run(kind, np.float32, True, lengths, False, 1.0, B=13, H=32)  # training: packed too
     for a, b in zip(got[1], got[2]):  # weight gradients are long sums: compare on the array's scale
         assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(a).max())
 
 
 @pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False),
                                              ([2, 6, 5, 6, 3, 1, 6, 4, 6, 6, 2, 6, 5], True)])
-def test_packed_lstm_training_matches_numpy_fallback(monkeypatch, lengths, reverse):
-    """float32, H = 32: the training LSTM's recurrent GEMMs (forward ``h W_hh^T``, BPTT ``dz W_hh``) run on
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_packed_training_matches_numpy_fallback(monkeypatch, kind, lengths, reverse):
+    """float32, H = 32: the training LSTM/GRU's recurrent GEMMs (forward ``h W_hh^T``, BPTT ``dz W_hh``) run on
     ``gemm_packed``; outputs, final states and every gradient must match the NumPy fallback."""
     if not _kernels.PACKED:
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
     f = _kernels.gemm_packed
     monkeypatch.setattr(_kernels, "gemm_packed", lambda *a: (calls.append(a[1].shape), f(*a))[1])
-    a = _run("lstm", np.float32, True, lengths, reverse, 1.0, B=13, H=32)
-    assert (4, 32, 32) in calls and (1, 128, 32) in calls  # packed W_hh^T (forward) and W_hh (backward)
-    b = _run("lstm", np.float32, False, lengths, reverse, 1.0, B=13, H=32)
+    a = _run(kind, np.float32, True, lengths, reverse, 1.0, B=13, H=32)
+    G = 4 if kind == "lstm" else 3
+    assert (G, 32, 32) in calls and (1, G * 32, 32) in calls  # packed W_hh^T (forward) and W_hh (backward)
+    b = _run(kind, np.float32, False, lengths, reverse, 1.0, B=13, H=32)
     for u, v in zip(a, b):  # weight gradients are long sums: compare on the array's scale
         assert u.dtype == np.float32
         assert np.abs(u - v).max() <= 1e-5 * max(1.0, np.abs(v).max())

@@ -74,6 +74,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         if fast:
             b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
             w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 3H): the faster GEMM layout (lstm_sequence._infer)
+            packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi) (lstm_sequence)
                 for t in range(T):
@@ -81,7 +82,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                     if n <= lo:
                         break
                     r = R[lo:n]
-                    xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
+                    if packed is not None:
+                        _kernels.gemm_packed(Hs[t, lo:n], packed, r)
+                    else:
+                        xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
                     _kernels.gru_fwd(G[t, lo:n], r, b_hn_k, HN[t, lo:n], Hs[t, lo:n], Hs[t + 1, lo:n])
 
             _threads.run(rows, B)
@@ -166,6 +170,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         d_buf = ws.empty(xp, (B, H2), dt)
         fast = _kernels.usable(xp, G, dh, dGx, dGh, b_buf)
         if fast:
+            packed = _kernels.pack_columns(w_hh) if _kernels.packable(xp, w_hh) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
                 for t in range(T - 1, -1, -1):
@@ -177,7 +182,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                         dht += gy[t, lo:n]
                     bz = b_buf[lo:n]
                     _kernels.gru_bwd(G[t, lo:n], HN[t, lo:n], Hs[t, lo:n], dht, dGx[t, lo:n], dGh[t, lo:n], bz)
-                    xp.matmul(dGh[t, lo:n], w_hh, out=dht)
+                    if packed is not None:
+                        _kernels.gemm_packed(dGh[t, lo:n], packed, dht)
+                    else:
+                        xp.matmul(dGh[t, lo:n], w_hh, out=dht)
                     dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
 
             _threads.run(rows, B)
