@@ -13,11 +13,12 @@ float32: Cephes' degree-5 minimax polynomial (about 1 ulp); float64: the degree-
 |r| <= ln2/2 (truncation < 1e-17 relative). Inputs are clamped to the finite range, so ``1 / (1 + exp(x))``
 underflows to ~1e-38 (float32) or ~1e-308 (float64) where NumPy gives exactly 0: irrelevant next to 1.
 
-``gemm_packed`` is the float32 GEMM of the no-grad LSTM/GRU (``lstm_infer_rows`` / ``gru_infer_rows``): the
+``gemm_packed`` is the float32 recurrent GEMM of the LSTM/GRU (no-grad: ``lstm_infer_rows`` / ``gru_infer_rows``;
+training forward and BPTT: called per step from the sequence ops) and the no-grad input projection: the
 weight is packed once per sequence into blocks of 32 columns (``pack_columns``), and an LLVM-IR micro-kernel
 (``_panel``) keeps an 8 x 32 block of the result in 16 AVX-512 registers over k. OpenBLAS re-packs ``W_hh`` on
 every one of the T small GEMMs; measured at T100 B32 H256, 100 GEMMs take 14.8 ms here against 27 ms
-(BENCHMARKS.md, RNN run E). ``HANDGRAD_PACKED_GEMM=0`` returns those paths to ``numpy.matmul``.
+(BENCHMARKS.md, RNN run E). ``HANDGRAD_PACKED_GEMM=0`` returns all of them to ``numpy.matmul``.
 
 Compiled with ``cache=True`` (no compile cost after the first run, see README). ``ENABLED`` is False when numba
 cannot be imported or ``HANDGRAD_NUMBA=0``; the ops then use the NumPy code.

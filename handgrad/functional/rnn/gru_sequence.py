@@ -23,7 +23,8 @@ Speed: one GEMM for all input projections, one recurrent GEMM per step, the r an
 and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights. The
 compiled loops (training, BPTT, and the no-grad ``_infer`` that keeps nothing for a backward) are split over
 the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``. In float32 (3H a multiple of
-32) the no-grad ``_infer`` runs its GEMMs on ``_kernels.gemm_packed`` (weights packed once per call).
+32) the no-grad ``_infer`` runs its GEMMs on ``_kernels.gemm_packed`` (weights packed once per call), and the
+training forward and BPTT their recurrent GEMMs.
 """
 
 from __future__ import annotations

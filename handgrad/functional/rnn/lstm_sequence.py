@@ -30,7 +30,8 @@ extra factor 4 (``d/dz [2 sigma(2z) - 1] = 4 s (1 - s)``) is folded into the wei
 Without gradients (no input requires grad, or ``no_grad``) the compiled path keeps nothing for a backward:
 ``_infer`` updates one ``c`` buffer in place and stores only the outputs ``h_t`` (``_kernels.lstm_infer``);
 in float32 its GEMMs (input projection and recurrent) run on ``_kernels.gemm_packed`` with the weights packed
-once per call, the whole recurrence of a row range in one compiled call (``_kernels.lstm_infer_rows``).
+once per call, the whole recurrence of a row range in one compiled call (``_kernels.lstm_infer_rows``). The
+training forward's ``h W_hh^T`` and the BPTT's ``dz W_hh`` use the same packed GEMM (float32).
 Threads: the sequences of a batch are independent in both loops (only the weight gradients mix them, after
 the loops), so with more than one BLAS thread the compiled loops are split over the batch
 (``functional/_threads.run``): each thread runs all T steps of its rows, its GEMMs at one BLAS thread and the
