@@ -42,12 +42,20 @@ if ENABLED:  # HANDGRAD_NUMBA=0 does not even import numba (~0.5 s)
         ENABLED = False
 
 
-PACKED = os.environ.get("HANDGRAD_PACKED_GEMM", "1") != "0"  # 0: the no-grad LSTM uses numpy.matmul again
+PACKED = os.environ.get("HANDGRAD_PACKED_GEMM", "1") != "0"  # 0: the LSTM/GRU use numpy.matmul again
+if PACKED and ENABLED:  # 16 accumulators of 16 float32 lanes: only AVX-512 has the registers (32 zmm)
+    try:
+        from llvmlite.binding import get_host_cpu_features
+
+        PACKED = bool(get_host_cpu_features().get("avx512f", False))
+    except Exception:  # pragma: no cover - feature detection unavailable: keep the BLAS
+        PACKED = False
 PANEL = 32  # columns of one packed block of W: two 16-lane float32 vectors (see _panel)
 
 
 def packable(xp: Any, w: Any) -> bool:
-    """The packed recurrent GEMM applies to ``W_hh^T (H, N)``: compiled path, float32, N a multiple of PANEL.
+    """The packed recurrent GEMM applies to ``W_hh^T (H, N)``: compiled path, AVX-512, float32, N a multiple of
+    PANEL (``PACKED`` is False without AVX-512 or with ``HANDGRAD_PACKED_GEMM=0``).
 
     float32 only: measured (1 thread, OpenBLAS SkylakeX on Zen 4) 100 (32, 256) x (256, 1024) GEMMs take
     14.5 ms packed against 27 ms in ``numpy.matmul``; in float64 the gain was 0-20% and at 16 rows a loss."""
