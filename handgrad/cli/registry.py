@@ -141,7 +141,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
                    "history.json")),
     _entry("fabric-fashion", "fabric_fashion",
     "convolutional neural fabric (L x S x C trellis of 3x3 convs) on Fashion-MNIST vs a plain-CNN path; pruned paths",
-           defaults={"epochs": 10, "batch_size": 64, "lr": 0.1, "layers": 6, "scales": 4, "channels": 16,
+           defaults={"epochs": 4, "batch_size": 64, "lr": 0.1, "layers": 6, "scales": 4, "channels": 16,
                      "val_size": 6000, "prune_finetune_steps": 200},
            quick={"epochs": 2, "layers": 3, "scales": 3, "channels": 6, "train_size": 512, "val_size": 128,
                   "test_size": 256, "prune_finetune_steps": 3},
