@@ -111,7 +111,8 @@ def test_setitem_outside_graph_and_refusal_inside():
     expect[:, 0] = -1.0
     np.testing.assert_array_equal(x.numpy(), expect)
     w = hg.randn(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match="setitem: a view of a leaf Variable that requires grad is being used in an in-place"):
+    with pytest.raises(RuntimeError,
+                       match="setitem: a view of a leaf Variable that requires grad is being used in an in-place"):
         w[0] = 1.0
     with hg.no_grad():
         w[0] = 1.0
