@@ -84,7 +84,7 @@ def set_threads(n: int) -> None:
     except ImportError:
         pass
     # numba's thread count is left alone: calling numba.set_num_threads starts its OpenMP pool, and the default
-    # kernels are serial (the parallel col2im is opt-in: HANDGRAD_NUMBA_PARALLEL=1). handgrad's CNN ops read the
+    # kernels are serial numba code. handgrad's CNN ops read the
     # NumPy-BLAS setting made here and split their batch over that many Python threads (functional/_threads.py)
 
 

@@ -27,8 +27,7 @@ CASES = [  # (N, Hp, Wp, C, k, s, d)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("parallel", [False, True])
-def test_col2im_compiled_matches_numpy(dtype, case, parallel, monkeypatch):
+def test_col2im_compiled_matches_numpy(dtype, case, monkeypatch):
     n, hp, wp, c, k, s, d = case
     out = tuple(_cnn_util.conv_out_size((hp, wp)[a], k[a], s[a], 0, d[a]) for a in (0, 1))
     rng = np.random.default_rng(0)
@@ -36,7 +35,6 @@ def test_col2im_compiled_matches_numpy(dtype, case, parallel, monkeypatch):
     monkeypatch.setattr(_kernels, "ENABLED", False)
     ref = _cnn_util.col2im(cols, (n, hp, wp, c), k, s, d, out, 1)
     monkeypatch.setattr(_kernels, "ENABLED", True)
-    monkeypatch.setattr(_cnn_kernels, "PARALLEL", parallel)
     assert _cnn_kernels.usable(np, cols, 1, d[1])
     got = _cnn_kernels.col2im(cols, (n, hp, wp, c), k, s, d, out)
     assert got.dtype == dtype and got.shape == ref.shape

@@ -7,10 +7,8 @@ values into the channels-last image: for every output pixel (n, i, j) and kernel
 
     xpad[n, i*sh + p*dh, j*sw*C : j*sw*C + kw*C] += cols[(n, i, j), p*kw*C : (p+1)*kw*C]
 
-A ``parallel=True`` variant splits the batch over numba's threads (images never share output memory); it is
-opt-in (``HANDGRAD_NUMBA_PARALLEL=1``) because it did not pay at 2 threads on a loaded machine (LeNet step
-1.05-1.20x the NumPy fallback's time, where the serial kernel gave 0.83-0.92x; BENCHMARKS.md).
-``tests/test_functional_cnn_kernels.py`` compares both with the NumPy code.
+``tests/test_functional_cnn_kernels.py`` compares it with the NumPy code. (A numba ``parallel=True`` variant
+did not pay at 2 threads and was removed: threads come from the batch split below; BENCHMARKS.md.)
 
 At more than one BLAS thread the conv's im2col path splits its batch over ``_threads`` instead
 (``conv_forward_split`` / ``conv_backward_split``: each thread copies and multiplies its images' patch rows,
@@ -20,7 +18,6 @@ compares one thread with two.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy
@@ -31,7 +28,7 @@ from handgrad.functional.rnn import _kernels as _rnn_kernels
 njit = None
 if _rnn_kernels.ENABLED:
     try:
-        from numba import get_num_threads, njit, prange
+        from numba import njit
     except ImportError:  # pragma: no cover
         njit = None
 
@@ -59,24 +56,6 @@ if njit is not None:
                         for e in range(kwc):
                             dst[w0 + e] += row[o + e]
 
-    @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-    def _col2im_parallel(cols, xpad, ho, wo, kh, kwc, sh, sw, dh, c):
-        for b in prange(xpad.shape[0]):
-            xb = xpad[b]
-            xb[:] = 0
-            for i in range(ho):
-                for j in range(wo):
-                    row = cols[(b * ho + i) * wo + j]
-                    w0 = j * sw * c
-                    for p in range(kh):
-                        dst = xb[i * sh + p * dh]
-                        o = p * kwc
-                        for e in range(kwc):
-                            dst[w0 + e] += row[o + e]
-
-
-PARALLEL = os.environ.get("HANDGRAD_NUMBA_PARALLEL", "0") == "1"  # opt-in: did not pay at 2 threads
-
 
 def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int], s: tuple[int, int],
            d: tuple[int, int], out: tuple[int, int]) -> Any:
@@ -84,9 +63,8 @@ def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int
     kh*kw*C) -> a new (N, Hp, Wp, C) array."""
     n, hp, wp, c = padded_shape
     xpad = numpy.empty(padded_shape, cols.dtype)
-    f = _col2im_parallel if PARALLEL and get_num_threads() > 1 else _col2im_serial
-    f(cols.reshape(cols.shape[1], cols.shape[2]), xpad.reshape(n, hp, wp * c), out[0], out[1], k[0], k[1] * c,
-      s[0], s[1], d[0], c)
+    _col2im_serial(cols.reshape(cols.shape[1], cols.shape[2]), xpad.reshape(n, hp, wp * c), out[0], out[1], k[0],
+                   k[1] * c, s[0], s[1], d[0], c)
     return xpad
 
 
