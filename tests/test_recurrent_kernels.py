@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.functional.rnn import _kernels, gru_sequence, lstm_sequence
+from handgrad.functional.rnn import _kernels, _unit_split, gru_sequence, lstm_sequence
 
 pytestmark = pytest.mark.skipif(not _kernels.ENABLED, reason="numba kernels disabled (HANDGRAD_NUMBA=0 or no numba)")
 
@@ -207,11 +207,13 @@ def test_packed_no_grad_forward_matches_numpy_fallback(monkeypatch, kind, H, len
     if not _kernels.PACKED:
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
-    for name in (f"{kind}_infer_rows", "gemm_packed"):
-        f = getattr(_kernels, name)
-        monkeypatch.setattr(_kernels, name, lambda *a, _f=f, _n=name: (calls.append(_n), _f(*a))[1])
+    # H a multiple of 32: the unit-split loop (_unit_split); else the row-split one (4H = 32 packs, H = 8 does not)
+    loop = (_unit_split, f"{kind}_infer_seq") if _unit_split.usable(True, H) else (_kernels, f"{kind}_infer_rows")
+    for mod, name in (loop, (_kernels, "gemm_packed")):
+        f = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _f=f, _n=name: (calls.append(_n), _f(*a))[1])
     a = _run_no_grad(kind, np.float32, True, lengths, reverse, scale, B=13, H=H)
-    assert f"{kind}_infer_rows" in calls and "gemm_packed" in calls  # the packed path did run
+    assert loop[1] in calls and "gemm_packed" in calls  # the packed path did run (recurrence, input projection)
     calls.clear()
     b = _run_no_grad(kind, np.float32, False, lengths, reverse, scale, B=13, H=H)
     assert not calls
@@ -249,8 +251,14 @@ def test_packed_training_matches_numpy_fallback(monkeypatch, kind, lengths, reve
     if not _kernels.PACKED:
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
-    f = _kernels.gemm_packed
-    monkeypatch.setattr(_kernels, "gemm_packed", lambda *a: (calls.append(a[1].shape), f(*a))[1])
+    if _unit_split.ENABLED:  # the whole-sequence loops: record their packed-weight argument
+        pos = {"lstm": (5, 10), "gru": (3, 9)}[kind]
+        for name, at in ((f"{kind}_fwd_seq", pos[0]), (f"{kind}_bwd_seq", pos[1])):
+            f = getattr(_unit_split, name)
+            monkeypatch.setattr(_unit_split, name, lambda *a, _f=f, _i=at: (calls.append(a[_i].shape), _f(*a))[1])
+    else:
+        f = _kernels.gemm_packed
+        monkeypatch.setattr(_kernels, "gemm_packed", lambda *a: (calls.append(a[1].shape), f(*a))[1])
     a = _run(kind, np.float32, True, lengths, reverse, 1.0, B=13, H=32)
     G = 4 if kind == "lstm" else 3
     assert (G, 32, 32) in calls and (1, G * 32, 32) in calls  # packed W_hh^T (forward) and W_hh (backward)
@@ -258,3 +266,63 @@ def test_packed_training_matches_numpy_fallback(monkeypatch, kind, lengths, reve
     for u, v in zip(a, b):  # weight gradients are long sums: compare on the array's scale
         assert u.dtype == np.float32
         assert np.abs(u - v).max() <= 1e-5 * max(1.0, np.abs(v).max())
+
+
+def test_unit_split_barrier_orders_the_steps():
+    """Two threads, 300 steps: after each barrier every thread sees the other's write of that step."""
+    if not _unit_split.ENABLED:
+        pytest.skip("HANDGRAD_UNIT_SPLIT=0")
+    import threading
+
+    @_kernels.njit(nogil=True)
+    def steps(bar, k, me, seen, n):
+        bad = 0
+        for e in range(n):
+            seen[me * 16] = e
+            _unit_split.barrier(bar, k, 2 * e)
+            for o in range(k):
+                bad += seen[o * 16] != e
+            _unit_split.barrier(bar, k, 2 * e + 1)  # nobody writes step e + 1 before all have read step e
+        return bad
+
+    bar = np.zeros(16, np.int64)
+    seen = np.full(32, -1, np.int64)
+    out = [None, None]
+    other = threading.Thread(target=lambda: out.__setitem__(1, steps(bar, 2, 1, seen, 300)))
+    other.start()
+    out[0] = steps(bar, 2, 0, seen, 300)
+    other.join()
+    assert out == [0, 0] and bar[0] == 2 * 2 * 300
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 3, 6, 1, 4, 6, 2, 5, 6, 6, 3, 1, 6], False),
+                                             ([2, 6, 5, 6, 3, 1, 6, 4, 6, 6, 2, 6, 5], True)])
+def test_unit_split_two_threads_matches_one_thread_and_numpy(monkeypatch, kind, lengths, reverse):
+    """float32, H = 64 (two column blocks per gate): at 2 BLAS threads the packed recurrences (training forward,
+    BPTT, no-grad forward) split over hidden units with a barrier per step; numbers as at 1 thread (the same
+    sums in the same order: equal) and as the NumPy fallback."""
+    from threadpoolctl import threadpool_limits
+
+    from handgrad.functional import _threads
+
+    if not (_kernels.PACKED and _unit_split.ENABLED):
+        pytest.skip("HANDGRAD_PACKED_GEMM=0 or HANDGRAD_UNIT_SPLIT=0")
+    if not _threads._numpy_blas():
+        pytest.skip("NumPy's BLAS is not controllable")
+    ks = []
+    for name in (f"{kind}_fwd_seq", f"{kind}_bwd_seq", f"{kind}_infer_seq"):
+        f = getattr(_unit_split, name)
+        monkeypatch.setattr(_unit_split, name, lambda *a, _f=f: (ks.append(a[-1]), _f(*a))[1])
+    got = {}
+    for n in (1, 2):
+        with threadpool_limits(n, user_api="blas"):
+            ks.clear()
+            got[n] = (_run(kind, np.float32, True, lengths, reverse, 1.0, B=13, H=64)
+                      + _run_no_grad(kind, np.float32, True, lengths, reverse, 1.0, B=13, H=64))
+            assert ks == [n] * (3 * n)  # 3 loops (forward, BPTT, no-grad) x n threads, each told k = n
+    ref = (_run(kind, np.float32, False, lengths, reverse, 1.0, B=13, H=64)
+           + _run_no_grad(kind, np.float32, False, lengths, reverse, 1.0, B=13, H=64))
+    for a, b, r in zip(got[1], got[2], ref):
+        np.testing.assert_array_equal(a, b)
+        assert np.abs(a - r).max() <= 1e-5 * max(1.0, np.abs(r).max())

@@ -59,10 +59,12 @@ def workers(n_items: int, work: int | None = None) -> int:
     return max(1, min(n_items, libs[0].get_num_threads()))
 
 
-def run(fn: Callable[[int, int], Any], n_items: int, work: int | None = None) -> list[Any]:
+def run(fn: Callable[[int, int], Any], n_items: int, work: int | None = None, n_workers: int | None = None
+        ) -> list[Any]:
     """``fn(lo, hi)`` over contiguous chunks of range(n_items), one per worker (the caller runs the first);
-    returns the results in chunk order. BLAS runs single-threaded while the chunks run."""
-    k = workers(n_items, work)
+    returns the results in chunk order. BLAS runs single-threaded while the chunks run. ``n_workers`` (from
+    ``workers``) fixes the count when the chunks must know it (the unit-split recurrences' barrier)."""
+    k = workers(n_items, work) if n_workers is None else n_workers
     if k == 1:
         return [fn(0, n_items)]
     global _pool

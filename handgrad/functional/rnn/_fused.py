@@ -23,6 +23,7 @@ import numpy
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._workspace import give_back
@@ -309,8 +310,9 @@ def input_projection(x: Any, w: Any, b: Any, out: Any, packed: bool = False) -> 
     if b is not None:
         P[:, I] = 1
         W1[:, I] = b
-    if packed:
-        _kernels.gemm_packed(P, _kernels.pack_columns(W1.T), out2)
+    if packed:  # rows split over the threads (one packed GEMM per thread; BLAS would thread it otherwise)
+        pk = _kernels.pack_columns(W1.T)
+        _threads.run(lambda lo, hi: _kernels.gemm_packed(P[lo:hi], pk, out2[lo:hi]), T * B, T * B * K * G)
     else:
         xp.matmul(P, W1.T, out=out2)
     ws.give(P)

@@ -34,7 +34,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.functional import _threads
-from handgrad.functional.rnn import _kernels
+from handgrad.functional.rnn import _kernels, _unit_split
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
@@ -78,6 +78,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi) (lstm_sequence)
+                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                    _unit_split.run(_unit_split.gru_fwd_seq, H, T * B * 3 * H * H, G, Hs, HN, packed, R, b_hn_k,
+                                    xp.asarray(sizes, dtype=xp.int64))
+                    return
                 for t in range(T):
                     n = min(sizes[t], hi)  # sizes never grow with t
                     if n <= lo:
@@ -89,7 +93,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                         xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
                     _kernels.gru_fwd(G[t, lo:n], r, b_hn_k, HN[t, lo:n], Hs[t, lo:n], Hs[t + 1, lo:n])
 
-            _threads.run(rows, B)
+            if _unit_split.usable(packed, H):
+                rows(0, B)
+            else:
+                _threads.run(rows, B)
         for t in range(T if not fast else 0):  # the NumPy reference loop (no steps left if compiled)
             n = sizes[t]
             g = G[t, :n]
@@ -138,8 +145,13 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
+        if _unit_split.usable(packed, H):  # all T steps in one compiled call per thread, split over units
+            _unit_split.run(_unit_split.gru_infer_seq, H, T * B * G3 * H, G, Hs, packed, R, b_hn_k, sizes_a)
+            ws.give(G, R)
+            return (Hs,)
+
         def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
-            if packed is not None:  # all T steps in one compiled call
+            if packed is not None:  # all T steps in one compiled call (HANDGRAD_UNIT_SPLIT=0: split over rows)
                 _kernels.gru_infer_rows(G, Hs, packed, R, b_hn_k, sizes_a, lo, hi)
                 return
             for t in range(T):
@@ -174,6 +186,11 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             packed = _kernels.pack_columns(w_hh) if _kernels.packable(xp, w_hh) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
+                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                    g = xp.zeros((1, 1, 1), dt) if gy is None else xp.ascontiguousarray(gy)
+                    _unit_split.run(_unit_split.gru_bwd_seq, H, T * B * 3 * H * H, G, HN, Hs, dh, dGx, dGh, b_buf,
+                                    g, gy is not None, packed, xp.asarray(sizes, dtype=xp.int64))
+                    return
                 for t in range(T - 1, -1, -1):
                     n = min(sizes[t], hi)
                     if n <= lo:
@@ -189,7 +206,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                         xp.matmul(dGh[t, lo:n], w_hh, out=dht)
                     dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
 
-            _threads.run(rows, B)
+            if _unit_split.usable(packed, H):
+                rows(0, B)
+            else:
+                _threads.run(rows, B)
         for t in range(T - 1 if not fast else -1, -1, -1):  # the NumPy reference loop (empty if compiled)
             n = sizes[t]
             dht = dh[:n]

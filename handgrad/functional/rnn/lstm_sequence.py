@@ -47,7 +47,7 @@ from typing import Any
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.tensor import Tensor
 from handgrad.functional import _threads
-from handgrad.functional.rnn import _kernels
+from handgrad.functional.rnn import _kernels, _unit_split
 from handgrad.functional.rnn import _workspace as ws
 from handgrad.functional.rnn._fused import FusedRecurrenceFunction, gate_scale, input_projection, run_fused
 
@@ -89,6 +89,11 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
             packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
+                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                    sizes_a = xp.asarray(sizes, dtype=xp.int64)
+                    _unit_split.run(_unit_split.lstm_fwd_seq, H, T * B * 4 * H * H, S, Hs, Cs, TC, GG, packed, R,
+                                    sizes_a)
+                    return
                 for t in range(T):
                     n = min(sizes[t], hi)  # sizes never grow with t
                     if n <= lo:
@@ -101,7 +106,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     _kernels.lstm_fwd(S[t, lo:n], r, Cs[t, lo:n], Cs[t + 1, lo:n], TC[t, lo:n], GG[t, lo:n],
                                       Hs[t + 1, lo:n])
 
-            _threads.run(rows, B)
+            if _unit_split.usable(packed, H):
+                rows(0, B)
+            else:
+                _threads.run(rows, B)
         for t in range(T if not fast else 0):  # the NumPy reference loop (no steps left if compiled)
             n = sizes[t]
             s = S[t, :n]
@@ -159,8 +167,13 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
 
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
+        if _unit_split.usable(packed, H):  # all T steps in one compiled call per thread, split over units
+            _unit_split.run(_unit_split.lstm_infer_seq, H, T * B * G * H, S, Hs, packed, R, c, sizes_a)
+            ws.give(S, R)
+            return Hs, xp.broadcast_to(c, (T + 1, B, H))
+
         def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
-            if packed is not None:  # all T steps in one compiled call
+            if packed is not None:  # all T steps in one compiled call (HANDGRAD_UNIT_SPLIT=0: split over rows)
                 _kernels.lstm_infer_rows(S, Hs, packed, R, c, sizes_a, lo, hi)
                 return
             for t in range(T):
@@ -198,6 +211,11 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
             packed = _kernels.pack_columns(w_hh4) if _kernels.packable(xp, w_hh4) else None  # float32
 
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
+                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                    g = xp.zeros((1, 1, 1), dt) if gy is None else xp.ascontiguousarray(gy)
+                    _unit_split.run(_unit_split.lstm_bwd_seq, H, T * B * 4 * H * H, S, TC, Hs, GG, Cs, dh, dc, dZ,
+                                    g, gy is not None, packed, xp.asarray(sizes, dtype=xp.int64))
+                    return
                 for t in range(T - 1, -1, -1):
                     n = min(sizes[t], hi)
                     if n <= lo:
@@ -213,7 +231,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     else:
                         xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
 
-            _threads.run(rows, B)
+            if _unit_split.usable(packed, H):
+                rows(0, B)
+            else:
+                _threads.run(rows, B)
         for t in range(T - 1 if not fast else -1, -1, -1):  # the NumPy reference loop (empty if compiled)
             n = sizes[t]
             s = S[t, :n]
