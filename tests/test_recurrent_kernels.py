@@ -192,6 +192,7 @@ def test_gemm_packed_matches_matmul(n, k, m):
     _kernels.gemm_packed(h, _kernels.pack_columns(w), out)
     ref = h.astype(np.float64) @ w.astype(np.float64)
     assert np.abs(out - ref).max() <= k * 1.2e-7 * np.abs(h).max() * np.abs(w).max()  # k roundings at most
+    np.testing.assert_array_equal(_kernels.pack_rows(w.T), _kernels.pack_columns(w))  # W^T packed in one pass
     assert _kernels.packable(np, w) == _kernels.PACKED  # HANDGRAD_PACKED_GEMM=0 turns the route off
     assert not _kernels.packable(np, w.astype(np.float64))  # float64: numpy.matmul (measured no faster)
     assert not _kernels.packable(np, np.zeros((k, 48), np.float32))  # columns not a multiple of PANEL

@@ -69,6 +69,15 @@ def pack_columns(w_t: Any) -> Any:
     return numpy.ascontiguousarray(w_t.reshape(K, N // PANEL, PANEL).transpose(1, 0, 2))
 
 
+def pack_rows(w: Any) -> Any:
+    """``pack_columns(W^T)`` from ``W (N, K)`` in one compiled pass (no transposed copy first): the recurrent
+    weight ``W_hh (G*H, H)`` of ``h W_hh^T``. float32, N a multiple of PANEL (``packable(xp, W^T)``)."""
+    N, K = w.shape
+    out = numpy.empty((N // PANEL, K, PANEL), w.dtype)
+    _pack_rows(numpy.ascontiguousarray(w), out)
+    return out
+
+
 def usable(xp: Any, *arrays: Any) -> bool:
     """The compiled path applies: NumPy arrays, float32/float64, C-contiguous."""
     return ENABLED and xp is numpy and all(a.dtype in (numpy.float32, numpy.float64) and a.flags.c_contiguous
@@ -87,18 +96,32 @@ if ENABLED:
 
         return out(k), codegen
 
+    @intrinsic
+    def _fma(typingctx, a, b, c):  # noqa: N805
+        """``a * b + c`` with one rounding (``llvm.fma``; vectorised as ``vfmadd``), float32 arguments."""
+
+        def codegen(context, builder, signature, args):
+            ty = context.get_value_type(types.float32)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), "llvm.fma.f32")
+            return builder.call(fn, args)
+
+        return types.float32(types.float32, types.float32, types.float32), codegen
+
     @njit(cache=True, inline="always", error_model="numpy")
     def _exp32(x):
+        # the Horner steps and the range reduction as fused multiply-adds: about 9 of the ~30 vector operations
+        # fewer (measured, 1 thread: the no-grad LSTM gate pass at B32 H256, 5 exps per unit, 26-29 -> 23 us);
+        # float64 keeps _exp64 unchanged
         x = min(max(x, numpy.float32(-87.0)), numpy.float32(88.0))
         k = numpy.floor(x * numpy.float32(1.44269504088896341) + numpy.float32(0.5))
-        r = x - k * numpy.float32(0.693359375) - k * numpy.float32(-2.12194440e-4)
-        p = numpy.float32(1.9875691500e-4)
-        p = p * r + numpy.float32(1.3981999507e-3)
-        p = p * r + numpy.float32(8.3334519073e-3)
-        p = p * r + numpy.float32(4.1665795894e-2)
-        p = p * r + numpy.float32(1.6666665459e-1)
-        p = p * r + numpy.float32(5.0000001201e-1)
-        p = p * r * r + r + numpy.float32(1.0)
+        r = _fma(k, numpy.float32(-0.693359375), x)
+        r = _fma(k, numpy.float32(2.12194440e-4), r)
+        p = _fma(numpy.float32(1.9875691500e-4), r, numpy.float32(1.3981999507e-3))
+        p = _fma(p, r, numpy.float32(8.3334519073e-3))
+        p = _fma(p, r, numpy.float32(4.1665795894e-2))
+        p = _fma(p, r, numpy.float32(1.6666665459e-1))
+        p = _fma(p, r, numpy.float32(5.0000001201e-1))
+        p = _fma(p * r, r, r) + numpy.float32(1.0)
         return p * _bits_to_float(numpy.int32((numpy.int64(k) + 127) << 23))
 
     @njit(cache=True, inline="always", error_model="numpy")
@@ -275,6 +298,16 @@ if ENABLED:
         One pass, nothing kept for a backward: the four gates of unit j are read at j, H+j, 2H+j, 3H+j
         (four contiguous streams, so the j loop still vectorises) and never written back."""
         lstm_infer_units(s, r, c, h, 0, c.shape[1])
+
+    @njit(cache=True, nogil=True)
+    def _pack_rows(w, out):
+        """out[j, k, l] = w[j PANEL + l, k]: each row of W read once, contiguous; each 32 KB block stays in L1."""
+        for j in range(out.shape[0]):
+            for lane in range(PANEL):
+                row = w[j * PANEL + lane]
+                blk = out[j]
+                for k in range(w.shape[1]):
+                    blk[k, lane] = row[k]
 
     _gemm_packed = gemm_packed  # the name compiled kernels bind (tests may wrap the public one)
 

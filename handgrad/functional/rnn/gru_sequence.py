@@ -74,8 +74,9 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         fast = _kernels.usable(xp, G, Hs, HN, R)  # the compiled step (same numbers, one pass)
         if fast:
             b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
-            w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 3H): the faster GEMM layout (lstm_sequence._infer)
-            packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
+            # float32: W_hh_s^T packed in one pass (pack_rows); else its contiguous transpose for matmul
+            packed = _kernels.pack_rows(w_hh_s) if _kernels.packable(xp, w_hh_s.T) else None
+            w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None  # (H, 3H): see lstm_sequence
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi) (lstm_sequence)
                 if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
@@ -139,10 +140,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         dt = G.dtype
         sizes = self.sch.sizes
         b_hn_k = xp.zeros(H, dt) if b_hn_s is None else xp.ascontiguousarray(b_hn_s)
-        w_hh_t = xp.ascontiguousarray(w_hh_s.T)
+        # float32: W_hh_s^T packed in one pass (pack_rows); else its contiguous transpose for matmul
+        packed = _kernels.pack_rows(w_hh_s) if _kernels.packable(xp, w_hh_s.T) else None
+        w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None
         R = ws.empty(xp, (B, G3), dt)
-        # float32, 3H a multiple of 32: the GEMMs on W_hh^T packed once here (see lstm_sequence._infer)
-        packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
         if _unit_split.usable(packed, H):  # all T steps in one compiled call per thread, split over units

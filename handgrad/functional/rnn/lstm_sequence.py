@@ -85,8 +85,9 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         H2, H3 = 2 * H, 3 * H
         fast = _kernels.usable(xp, S, Hs, Cs, TC, GG, R)  # the compiled step (same numbers, one pass)
         if fast:
-            w_hh_t = xp.ascontiguousarray(w_hh_s.T)  # (H, 4H): see _infer for why this layout
-            packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None  # float32
+            # float32: W_hh_s^T packed in one pass (pack_rows); else its contiguous transpose for matmul
+            packed = _kernels.pack_rows(w_hh_s) if _kernels.packable(xp, w_hh_s.T) else None
+            w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None  # (H, 4H): see _infer
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
                 if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
@@ -160,10 +161,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
         c = xp.array(states[1], dtype=dt, copy=True)  # may be the caller's c0: never written in place
-        w_hh_t = xp.ascontiguousarray(w_hh_s.T)
+        # float32: W_hh_s^T packed in one pass (pack_rows); else its contiguous transpose for matmul
+        packed = _kernels.pack_rows(w_hh_s) if _kernels.packable(xp, w_hh_s.T) else None
+        w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None
         R = ws.empty(xp, (B, G), dt)
-        # float32: the recurrent GEMM by our own kernel on W_hh^T packed once here (_kernels.gemm_packed)
-        packed = _kernels.pack_columns(w_hh_t) if _kernels.packable(xp, w_hh_t) else None
 
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
