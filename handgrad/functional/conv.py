@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
-from handgrad.functional import _cnn_kernels, _threads, _winograd
+from handgrad.functional import _cnn_kernels, _kn2row, _threads, _winograd
 from handgrad.functional._cnn_util import (
     col2im,
     conv_out_size,
@@ -85,10 +87,13 @@ class Conv2dFunction(Function):
         ho = conv_out_size(h, kh, self.stride[0], pt + pb, self.dilation[0])
         wo = conv_out_size(wd, kw, self.stride[1], pl + pr, self.dilation[1])
         self.out = (ho, wo)
-        self.wino = None
-        if _winograd.usable(get_array_module(x), x, w.shape, self.stride, self.dilation, self.groups):
+        self.wino = self.kn2row = None
+        xp = get_array_module(x)
+        if _winograd.usable(xp, x, w.shape, self.stride, self.dilation, self.groups):
             return self._forward_winograd(x, w, b)
         xpad = pad_nhwc(to_nhwc(x), self.pads)
+        if _kn2row.usable(xp, x, w.shape, self.stride, self.groups):
+            return self._forward_kn2row(xpad, w, b)
         wm = _weight_matrix(w, self.groups)  # (G, O/G, K)
         self.split = _cnn_kernels.split_usable(get_array_module(x), x.dtype, self.groups, self.dilation[1], n,
                                                n * ho * wo * kh * kw * c * o)
@@ -123,6 +128,31 @@ class Conv2dFunction(Function):
         self.wino = (v if self.needs_input_grad[1] else None, u, xq.shape)
         return from_nhwc(y)
 
+    def _forward_kn2row(self, xpad: Any, w: Any, b: Any) -> Any:
+        """Few output channels, stride 1: multiply first, shift after (``_kn2row``)."""
+        xpad = _threads.contiguous(xpad)
+        wk = _kn2row.weight_matrix(w)
+        y = _kn2row.forward(xpad, wk, self.k, self.stride, self.dilation, self.out)
+        if b is not None:
+            y += b
+        self.kn2row = (xpad if self.needs_input_grad[1] else None, wk)
+        return from_nhwc(y)
+
+    def _backward_kn2row(self, gy: Any) -> Any:
+        need = self.needs_input_grad
+        xpad, wk = self.kn2row
+        g = _threads.contiguous(to_nhwc(gy))
+        gxpad, dwk = _kn2row.backward(g, xpad, wk, self.k, self.stride, self.dilation, need[0], need[1])
+        gx = gw = gb = None
+        if need[0]:
+            (pt, _, pl, _), (_, _, h, wd) = self.pads, self.in_shape
+            gx = from_nhwc(gxpad[:, pt : pt + h, pl : pl + wd, :])
+        if need[1]:
+            gw = _kn2row.weight_from_matrix(dwk, self.w_shape)
+        if len(need) > 2 and need[2]:
+            gb = numpy.ones(g.shape[0] * g.shape[1] * g.shape[2], g.dtype) @ g.reshape(-1, g.shape[3])
+        return (gx, gw) if len(need) == 2 else (gx, gw, gb)
+
     def _backward_winograd(self, gy: Any) -> Any:
         need = self.needs_input_grad
         xp = get_array_module(gy)
@@ -142,6 +172,8 @@ class Conv2dFunction(Function):
     def backward(self, gy: Any) -> Any:
         if self.wino is not None:
             return self._backward_winograd(gy)
+        if self.kn2row is not None:
+            return self._backward_kn2row(gy)
         need = self.needs_input_grad
         xp = get_array_module(gy)
         gn = to_nhwc(gy)
@@ -164,7 +196,10 @@ class Conv2dFunction(Function):
                 gw = _weight_from_matrix(g.transpose(0, 2, 1) @ self.cols, self.w_shape, self.groups)
             if need[0]:
                 gcols = g @ self.wm  # (G, M, K)
-                gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
+                if self.k == (1, 1) and self.stride == (1, 1) and self.pads == (0, 0, 0, 0) and self.groups == 1:
+                    gpad = gcols.reshape(self.padded)  # a 1x1 conv's col2im is the identity: skip its copy
+                else:
+                    gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
         if need[0]:
             pt, _, pl, _ = self.pads
             _, _, h, wd = self.in_shape
