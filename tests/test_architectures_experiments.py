@@ -66,6 +66,20 @@ def test_msdnet_fashion_quick(tmp_path):
     assert r["comparison"]["shallowest_resnet"]["name"] == "resnet8"
 
 
+@needs_fashion_mnist
+def test_msdnet_fashion_jobs_give_the_same_results(tmp_path):
+    """--jobs 2 trains the models in two processes; each model is seeded alone, so at one BLAS thread per
+    process every number equals the one-process run's, and each worker's log lands in MODEL/train.log."""
+    one, _ = _run(tmp_path, "msdnet-fashion", "--threads", "1", "--jobs", "1")
+    two, out = _run(tmp_path / "two", "msdnet-fashion", "--threads", "1", "--jobs", "2")
+    assert "epoch" in (out / "resnet8" / "train.log").read_text().lower()
+    for key in ("msdnet", "resnet_early_exit"):
+        assert one[key]["exit_test_accuracy"] == two[key]["exit_test_accuracy"]
+        assert one[key]["budgeted_batch"] == two[key]["budgeted_batch"]
+    assert {n: r["test_accuracy"] for n, r in one["resnets"].items()} == {
+        n: r["test_accuracy"] for n, r in two["resnets"].items()}
+
+
 def test_segmentation_scores_by_hand():
     truth = np.array([[0, 0, 1, 1], [2, 2, 2, 0]])
     pred = np.array([[0, 1, 1, 1], [2, 2, 0, 0]])
@@ -84,6 +98,8 @@ def test_bad_configurations_are_one_line_errors(capsys):
     assert "layer(s) [9] do not exist" in err and "\n" not in err
     assert main(["run", "msdnet-fashion", "--quick", "--exit-weights", "1,2,3", "--out", "/tmp/_hg_y"]) == 2
     assert "--exit-weights needs 2 non-negative numbers" in capsys.readouterr().err
+    assert main(["run", "msdnet-fashion", "--quick", "--jobs", "0", "--out", "/tmp/_hg_y"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
     assert main(["run", "fabric-segment", "--quick", "--models", "fabric,resnet", "--out", "/tmp/_hg_x"]) == 2
     assert "--models takes fabric, unet_path and/or plain_cnn, got 'fabric,resnet'" in capsys.readouterr().err
 

@@ -182,7 +182,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
                      "classifier_channels": 32, "val_size": 6000},
            quick={"epochs": 1, "layers": 4, "exits": "2,4", "channels": 4, "growth": 4, "resnet_blocks": "1,2",
                   "resnet_width": 4, "ee_exits": "2,4", "classifier_channels": 8, "train_size": 256,
-                  "val_size": 128, "test_size": 256},
+                  "val_size": 128, "test_size": 256, "jobs": 1},
            without=("resume",),
            writes=("anytime.png", "budgeted.png", "msdnet/history.json", "resnet_ee/learning_curves.png")),
     _entry("noisy-labels", "noisy_labels",

@@ -25,11 +25,17 @@ ResNet of equal multiply-adds; budgeted curve above the early-exit ResNet's over
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from handgrad.architectures import MSDNet, ResNet
 from handgrad.architectures.anytime import (
@@ -39,6 +45,7 @@ from handgrad.architectures.anytime import (
     exit_predictions,
 )
 from handgrad.architectures.flops import count_multiply_adds
+from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import fashion_mnist_splits
@@ -70,6 +77,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--test-size", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--val-size", type=int, default=None, help="validation images (default 6000)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="train the models in this many processes at once, the BLAS threads shared out among them "
+                        "(default: one per BLAS thread, at most one per model)")
     add_recipe_arguments(p)
 
 
@@ -81,6 +91,9 @@ def _ints(text: str, name: str) -> list[int]:
     if not vals:
         raise ExperimentError(f"--{name} is empty")
     return vals
+
+
+EXPERIMENT = "msdnet-fashion"
 
 
 def _fit(opts: Any, name: str, updater: Any, splits: Any) -> dict[str, Any]:
@@ -145,11 +158,109 @@ def _plots(out: str, msd: dict[str, Any], ee: dict[str, Any], resnets: dict[str,
         plt.close(fig)
 
 
-def run(opts: Any) -> dict[str, Any]:
-    check_recipe(opts)
+def _specs(opts: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every model of the run as ``name -> (kind, constructor arguments)``, most expensive first (the order the
+    processes take them in with ``--jobs`` > 1)."""
     exits = _ints(opts.exits, "exits")
     depths = _ints(opts.resnet_blocks, "resnet-blocks")
     ee_exits = _ints(opts.ee_exits, "ee-exits")
+    w, n = opts.resnet_width, max(depths)
+    specs = {"msdnet": ("msdnet", dict(in_channels=1, num_classes=10, input_size=(28, 28), scales=3, layers=opts.layers,
+                                       channels=opts.channels, growth=opts.growth, exits=exits,
+                                       classifier_channels=opts.classifier_channels)),
+             "resnet_ee": ("resnet", dict(in_channels=1, num_classes=10, blocks=(n, n, n), widths=(w, 2 * w, 4 * w),
+                                          exits=ee_exits, classifier_channels=opts.classifier_channels))}
+    for d in sorted(depths, reverse=True):
+        specs[f"resnet{6 * d + 2}"] = ("resnet", dict(in_channels=1, num_classes=10, blocks=(d, d, d),
+                                                       widths=(w, 2 * w, 4 * w)))
+    return specs
+
+
+def _build(kind: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return (MSDNet if kind == "msdnet" else ResNet)(**kwargs)
+    except ValueError as e:
+        raise ExperimentError(str(e)) from e
+
+
+def _train_model(name: str, kind: str, kwargs: dict[str, Any], opts: Any, weights: list[float] | None,
+                 threads: int, parallel: bool) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """Build (seeded: the same weights whichever process builds it), train and score one model; returns its
+    record and, for the multi-exit models, every exit's softmax outputs. Runs in a worker process with
+    ``--jobs`` > 1 (at ``threads`` BLAS threads; its log then goes to ``NAME/train.log``)."""
+    log = sys.stdout
+    if parallel:
+        os.makedirs(os.path.join(opts.out, name), exist_ok=True)
+        sys.stdout = open(os.path.join(opts.out, name, "train.log"), "w", buffering=1)  # noqa: SIM115 - closed below
+        opts.progress = False
+    try:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            manual_seed(opts.seed)
+            model = _build(kind, kwargs)
+            splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
+                                          test_size=opts.test_size)
+            probs: dict[str, numpy.ndarray] = {}
+            optimizer = make_optimizer(opts, model.parameters())
+            if getattr(model, "num_exits", 1) > 1:
+                updater = MultiExitUpdater(model, optimizer, weights if name == "msdnet" else None,
+                                           label_smoothing=opts.label_smoothing)
+                rec = _fit(opts, name, updater, splits)
+                extra = {"exits": model.exits, "exit_weights": weights} if name == "msdnet" else {
+                    "exits": model.exit_blocks}
+                return _multi_exit(model, splits, {**rec, **extra}, probs, name), probs
+            rec = _fit(opts, name, StandardUpdater(model, optimizer, smoothed_cross_entropy(opts.label_smoothing)),
+                       splits)
+            model.eval()
+            return {**rec, "multiply_adds": count_multiply_adds(model, Tensor(splits.x_test[:1])),
+                    "test_accuracy": accuracy_of(model, splits.x_test, splits.y_test)}, probs
+    finally:
+        if parallel:
+            sys.stdout.close()
+            sys.stdout = log
+
+
+def _blas_threads() -> int:
+    """NumPy's BLAS thread count now (the CLI has set it: ``--threads`` or the free cores)."""
+    counts = [i.get("num_threads", 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(1, max(counts, default=1))
+
+
+def _train_all(opts: Any, specs: dict[str, tuple[str, dict[str, Any]]], weights: list[float] | None
+               ) -> dict[str, tuple[dict[str, Any], dict[str, numpy.ndarray]]]:
+    """Train every model: in this process, or with ``--jobs`` > 1 in that many processes at once (the BLAS
+    threads shared out among them), each taking the most expensive model left. A worker that dies stops the run
+    with a one-line error."""
+    threads = _blas_threads()
+    jobs = min(opts.jobs if opts.jobs else threads, len(specs))
+    if jobs <= 1:
+        return {name: _train_model(name, kind, kw, opts, weights, threads, False) for name, (kind, kw) in specs.items()}
+    per = max(1, threads // jobs)
+    print(f"{EXPERIMENT}: {len(specs)} models in {jobs} processes at {per} BLAS thread(s) each (logs in "
+          f"{opts.out}/MODEL/train.log)", flush=True)
+    done: dict[str, tuple[dict[str, Any], dict[str, numpy.ndarray]]] = {}
+    start = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_model, name, kind, kw, opts, weights, per, True): name
+                   for name, (kind, kw) in specs.items()}
+        try:
+            for fut in as_completed(futures):
+                name = futures[fut]
+                done[name] = fut.result()
+                rec = done[name][0]
+                acc = rec["exit_test_accuracy"][-1] if "exit_test_accuracy" in rec else rec["test_accuracy"]
+                print(f"{name}: done after {time.perf_counter() - start:.0f} s ({rec['epochs_run']} epochs, "
+                      f"{rec['train_time_s']:.0f} s of training); test accuracy {acc:.4f}", flush=True)
+        except BrokenProcessPool as e:
+            raise ExperimentError(f"a training process died ({e}); see {opts.out}/MODEL/train.log") from e
+    return {name: done[name] for name in specs}
+
+
+def run(opts: Any) -> dict[str, Any]:
+    check_recipe(opts)
+    if opts.jobs is not None and opts.jobs < 1:
+        raise ExperimentError(f"--jobs must be >= 1, got {opts.jobs}")
+    specs = _specs(opts)
+    exits = specs["msdnet"][1]["exits"]
     weights = None
     if opts.exit_weights is not None:
         try:
@@ -159,37 +270,21 @@ def run(opts: Any) -> dict[str, Any]:
         if len(weights) != len(exits) or any(v < 0 for v in weights):
             raise ExperimentError(f"--exit-weights needs {len(exits)} non-negative numbers (one per exit in --exits "
                                   f"{opts.exits}), got {opts.exit_weights!r}")
-    w = opts.resnet_width
-    try:
-        msdnet = MSDNet(1, 10, (28, 28), scales=3, layers=opts.layers, channels=opts.channels, growth=opts.growth,
-                        exits=exits, classifier_channels=opts.classifier_channels)
-        resnets = {f"resnet{6 * n + 2}": ResNet(1, 10, blocks=(n, n, n), widths=(w, 2 * w, 4 * w)) for n in depths}
-        nmax = max(depths)
-        ee = ResNet(1, 10, blocks=(nmax, nmax, nmax), widths=(w, 2 * w, 4 * w), exits=ee_exits,
-                    classifier_channels=opts.classifier_channels)
-    except ValueError as e:
-        raise ExperimentError(str(e)) from e
+    for kind, kw in specs.values():  # every configuration error before any training starts
+        _build(kind, kw)
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
-    sample = Tensor(splits.x_test[:1])
     results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "recipe": recipe_record(opts)}
-
-    loss = smoothed_cross_entropy(opts.label_smoothing)
+    trained = _train_all(opts, specs, weights)
     probs: dict[str, numpy.ndarray] = {}
-    rec = _fit(opts, "msdnet", MultiExitUpdater(msdnet, make_optimizer(opts, msdnet.parameters()), weights,
-                                                label_smoothing=opts.label_smoothing), splits)
-    results["msdnet"] = _multi_exit(msdnet, splits, {**rec, "exits": exits, "exit_weights": weights}, probs, "msdnet")
-    rec = _fit(opts, "resnet_ee", MultiExitUpdater(ee, make_optimizer(opts, ee.parameters()),
-                                                   label_smoothing=opts.label_smoothing), splits)
-    results["resnet_early_exit"] = _multi_exit(ee, splits, {**rec, "exits": ee.exit_blocks}, probs, "resnet_ee")
+    for _, p in trained.values():
+        probs.update(p)
     numpy.savez_compressed(os.path.join(opts.out, "exit_probs.npz"), y_val=splits.y_val, y_test=splits.y_test,
                            **probs)
-    results["resnets"] = {}
-    for name, model in resnets.items():
-        rec = _fit(opts, name, StandardUpdater(model, make_optimizer(opts, model.parameters()), loss), splits)
-        model.eval()
-        results["resnets"][name] = {**rec, "multiply_adds": count_multiply_adds(model, sample),
-                                    "test_accuracy": accuracy_of(model, splits.x_test, splits.y_test)}
+    results["msdnet"] = trained["msdnet"][0]
+    results["resnet_early_exit"] = trained["resnet_ee"][0]
+    results["resnets"] = {name: rec for name, (rec, _) in sorted(trained.items(), key=lambda kv: kv[1][0].get(
+        "multiply_adds", 0)) if name.startswith("resnet") and name != "resnet_ee"}
 
     msd, eer = results["msdnet"], results["resnet_early_exit"]
     shallow_name = min(results["resnets"], key=lambda n: results["resnets"][n]["multiply_adds"])
