@@ -14,6 +14,7 @@ from handgrad.engine.ops import unary as _unary
 from handgrad.engine.ops.softmax import log_softmax as _log_softmax_op
 from handgrad.engine.ops.softmax import softmax as _softmax_op
 from handgrad.engine.tensor import Tensor
+from handgrad.functional import _act_kernels  # noqa: F401 - registers the compiled ReLU with the engine's op
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002 - torch argument name

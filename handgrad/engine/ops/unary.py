@@ -75,13 +75,27 @@ class SigmoidFunction(Function):
 
 
 class ReLUFunction(Function):
-    """y = max(x, 0);  dx = gy * [x > 0]."""
+    """y = max(x, 0);  dx = gy * [x > 0].
+
+    ``kernel``: the compiled one-pass forward/backward (``handgrad.functional._act_kernels`` registers itself
+    here when imported; the engine cannot import it) or None; it returns None where it does not apply."""
+
+    kernel: Any = None
 
     def forward(self, x: Any) -> Any:
+        if self.kernel is not None:
+            done = self.kernel.forward(x)
+            if done is not None:
+                y, self.mask = done
+                return y
         self.mask = x > 0
         return get_array_module(x).maximum(x, 0)  # not x * mask: -inf * 0 would be NaN
 
     def backward(self, gy: Any) -> Any:
+        if self.kernel is not None:
+            gx = self.kernel.backward(gy, self.mask)
+            if gx is not None:
+                return gx
         return gy * self.mask
 
 
