@@ -63,7 +63,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             b_in *= scale
             b_hn_s = b_hh[H2:] * -2.0
         infer = not any(self.needs_input_grad) and _kernels.usable(xp, G)
-        input_projection(x, w_ih * scale[:, None], b_in, G, packed=infer)
+        input_projection(x, w_ih * scale[:, None], b_in, G, packed=True)  # float32: the packed GEMM
         Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
         Hs[0] = states[0]
         if infer and _kernels.usable(xp, Hs):

@@ -71,7 +71,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
         S = ws.empty(xp, (T, B, 4 * H), dt)
         infer = not any(self.needs_input_grad) and _kernels.usable(xp, S)
-        input_projection(x, w_ih * scale[:, None], None if b_ih is None else (b_ih + b_hh) * scale, S, packed=infer)
+        input_projection(x, w_ih * scale[:, None], None if b_ih is None else (b_ih + b_hh) * scale, S, packed=True)
         if infer:
             return self._infer(S, states, w_hh_s)
         Hs = alloc(xp, (T + 1, B, H), dt)
