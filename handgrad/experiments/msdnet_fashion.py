@@ -25,17 +25,11 @@ ResNet of equal multiply-adds; budgeted curve above the early-exit ResNet's over
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from handgrad.architectures import MSDNet, ResNet
 from handgrad.architectures.anytime import (
@@ -49,6 +43,7 @@ from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import fashion_mnist_splits
+from handgrad.experiments._parallel import resolve_jobs, run_tasks
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -183,82 +178,36 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Any:
         raise ExperimentError(str(e)) from e
 
 
-def _train_model(name: str, kind: str, kwargs: dict[str, Any], opts: Any, weights: list[float] | None,
-                 threads: int, parallel: bool) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+def _train_model(name: str, kind: str, kwargs: dict[str, Any], opts: Any, weights: list[float] | None
+                 ) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
     """Build (seeded: the same weights whichever process builds it), train and score one model; returns its
-    record and, for the multi-exit models, every exit's softmax outputs. Runs in a worker process with
-    ``--jobs`` > 1 (at ``threads`` BLAS threads; its log then goes to ``NAME/train.log``)."""
-    log = sys.stdout
-    if parallel:
-        os.makedirs(os.path.join(opts.out, name), exist_ok=True)
-        sys.stdout = open(os.path.join(opts.out, name, "train.log"), "w", buffering=1)  # noqa: SIM115 - closed below
-        opts.progress = False
-    try:
-        with threadpool_limits(limits=threads, user_api="blas"):
-            manual_seed(opts.seed)
-            model = _build(kind, kwargs)
-            splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
-                                          test_size=opts.test_size)
-            probs: dict[str, numpy.ndarray] = {}
-            optimizer = make_optimizer(opts, model.parameters())
-            if getattr(model, "num_exits", 1) > 1:
-                updater = MultiExitUpdater(model, optimizer, weights if name == "msdnet" else None,
-                                           label_smoothing=opts.label_smoothing)
-                rec = _fit(opts, name, updater, splits)
-                extra = {"exits": model.exits, "exit_weights": weights} if name == "msdnet" else {
-                    "exits": model.exit_blocks}
-                return _multi_exit(model, splits, {**rec, **extra}, probs, name), probs
-            rec = _fit(opts, name, StandardUpdater(model, optimizer, smoothed_cross_entropy(opts.label_smoothing)),
-                       splits)
-            model.eval()
-            return {**rec, "multiply_adds": count_multiply_adds(model, Tensor(splits.x_test[:1])),
-                    "test_accuracy": accuracy_of(model, splits.x_test, splits.y_test)}, probs
-    finally:
-        if parallel:
-            sys.stdout.close()
-            sys.stdout = log
+    record and, for the multi-exit models, every exit's softmax outputs. A ``_parallel`` task."""
+    manual_seed(opts.seed)
+    model = _build(kind, kwargs)
+    splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
+                                  test_size=opts.test_size)
+    probs: dict[str, numpy.ndarray] = {}
+    optimizer = make_optimizer(opts, model.parameters())
+    if getattr(model, "num_exits", 1) > 1:
+        updater = MultiExitUpdater(model, optimizer, weights if name == "msdnet" else None,
+                                   label_smoothing=opts.label_smoothing)
+        rec = _fit(opts, name, updater, splits)
+        extra = {"exits": model.exits, "exit_weights": weights} if name == "msdnet" else {"exits": model.exit_blocks}
+        return _multi_exit(model, splits, {**rec, **extra}, probs, name), probs
+    rec = _fit(opts, name, StandardUpdater(model, optimizer, smoothed_cross_entropy(opts.label_smoothing)), splits)
+    model.eval()
+    return {**rec, "multiply_adds": count_multiply_adds(model, Tensor(splits.x_test[:1])),
+            "test_accuracy": accuracy_of(model, splits.x_test, splits.y_test)}, probs
 
 
-def _blas_threads() -> int:
-    """NumPy's BLAS thread count now (the CLI has set it: ``--threads`` or the free cores)."""
-    counts = [i.get("num_threads", 1) for i in threadpool_info() if i.get("user_api") == "blas"]
-    return max(1, max(counts, default=1))
-
-
-def _train_all(opts: Any, specs: dict[str, tuple[str, dict[str, Any]]], weights: list[float] | None
-               ) -> dict[str, tuple[dict[str, Any], dict[str, numpy.ndarray]]]:
-    """Train every model: in this process, or with ``--jobs`` > 1 in that many processes at once (the BLAS
-    threads shared out among them), each taking the most expensive model left. A worker that dies stops the run
-    with a one-line error."""
-    threads = _blas_threads()
-    jobs = min(opts.jobs if opts.jobs else threads, len(specs))
-    if jobs <= 1:
-        return {name: _train_model(name, kind, kw, opts, weights, threads, False) for name, (kind, kw) in specs.items()}
-    per = max(1, threads // jobs)
-    print(f"{EXPERIMENT}: {len(specs)} models in {jobs} processes at {per} BLAS thread(s) each (logs in "
-          f"{opts.out}/MODEL/train.log)", flush=True)
-    done: dict[str, tuple[dict[str, Any], dict[str, numpy.ndarray]]] = {}
-    start = time.perf_counter()
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_model, name, kind, kw, opts, weights, per, True): name
-                   for name, (kind, kw) in specs.items()}
-        try:
-            for fut in as_completed(futures):
-                name = futures[fut]
-                done[name] = fut.result()
-                rec = done[name][0]
-                acc = rec["exit_test_accuracy"][-1] if "exit_test_accuracy" in rec else rec["test_accuracy"]
-                print(f"{name}: done after {time.perf_counter() - start:.0f} s ({rec['epochs_run']} epochs, "
-                      f"{rec['train_time_s']:.0f} s of training); test accuracy {acc:.4f}", flush=True)
-        except BrokenProcessPool as e:
-            raise ExperimentError(f"a training process died ({e}); see {opts.out}/MODEL/train.log") from e
-    return {name: done[name] for name in specs}
+def _summary(result: tuple[dict[str, Any], Any]) -> str:
+    rec = result[0]
+    acc = rec["exit_test_accuracy"][-1] if "exit_test_accuracy" in rec else rec["test_accuracy"]
+    return f"{rec['epochs_run']} epochs, {rec['train_time_s']:.0f} s of training, test accuracy {acc:.4f}"
 
 
 def run(opts: Any) -> dict[str, Any]:
     check_recipe(opts)
-    if opts.jobs is not None and opts.jobs < 1:
-        raise ExperimentError(f"--jobs must be >= 1, got {opts.jobs}")
     specs = _specs(opts)
     exits = specs["msdnet"][1]["exits"]
     weights = None
@@ -275,7 +224,10 @@ def run(opts: Any) -> dict[str, Any]:
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
     results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "recipe": recipe_record(opts)}
-    trained = _train_all(opts, specs, weights)
+    if resolve_jobs(opts.jobs, len(specs)) > 1:
+        opts.progress = False  # several processes' bars would overwrite each other; each logs to MODEL/train.log
+    trained = run_tasks(_train_model, {name: (kind, kw, opts, weights) for name, (kind, kw) in specs.items()},
+                        opts.jobs, opts.out, EXPERIMENT, _summary)
     probs: dict[str, numpy.ndarray] = {}
     for _, p in trained.values():
         probs.update(p)
