@@ -152,7 +152,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
                      "image_size": 64, "train_scenes": 1000, "val_scenes": 100, "test_scenes": 200,
                      "prune_finetune_steps": 100},
            quick={"epochs": 1, "layers": 3, "scales": 2, "channels": 4, "image_size": 32, "train_scenes": 8,
-                  "val_scenes": 4, "test_scenes": 4, "prune_finetune_steps": 2},
+                  "val_scenes": 4, "test_scenes": 4, "prune_finetune_steps": 2, "jobs": 1},
            without=("data", "resume"),
            writes=("trellis.png", "fabric/learning_curves.png", "unet_path/learning_curves.png",
                    "plain_cnn/learning_curves.png")),

@@ -8,7 +8,8 @@ recipe of :mod:`~handgrad.experiments._recipe` -- SGD + Nesterov momentum, OneCy
 smoothing -- with the image and its label map shifted and mirrored together; early stopping on the validation
 loss) and compared with two baselines of similar weight count built from the same trellis (each path widened to
 match), trained the same way: a U-Net-shaped path (down the scales and back up) and a plain CNN (the path that
-stays at the finest scale). ``--models`` trains a subset (e.g. one model per process).
+stays at the finest scale). ``--models`` trains a subset; ``--jobs`` trains them in several processes at once
+(:mod:`~handgrad.experiments._parallel`).
 Reported: pixel accuracy and mean IoU on the test scenes (IoU averaged over the classes present in the ground truth
 or the prediction), weights, multiply-adds, time; ``trellis.png`` (edge width ~ each learned convolution's norm,
 strongest path in red) and the pruned fabric's scores. ``--quick``: a handful of small scenes, a tiny fabric, one
@@ -30,10 +31,12 @@ from handgrad.data import DataLoader, TensorDataset
 from handgrad.data.scenes import DetectionScenes, SceneConfig
 from handgrad.data.transforms import random_crop, random_horizontal_flip
 from handgrad.engine.grad_mode import no_grad
+from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters
 from handgrad.experiments._fabric_common import draw_trellis, finetune, matched_path_fabric, pruning_study, unet_path
+from handgrad.experiments._parallel import resolve_jobs, run_tasks
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -63,7 +66,10 @@ def add_arguments(p: Any) -> None:
                         "background everywhere)")
     p.add_argument("--keep", default="0.5,0.25,0", help="edge fractions kept when pruning (default 0.5,0.25,0)")
     p.add_argument("--models", default="fabric,unet_path,plain_cnn",
-                   help="which of fabric, unet_path, plain_cnn to train (default all three; e.g. one per process)")
+                   help="which of fabric, unet_path, plain_cnn to train (default all three)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="train the models in this many processes at once, the BLAS threads shared out among them "
+                        "(default: one per BLAS thread, at most one per model)")
     p.add_argument("--prune-finetune-steps", type=int, default=None,
                    help="SGD steps (lr 0.01 cosine) fine-tuning each pruned copy after it is scored as pruned "
                         "(default 100; 0: none)")
@@ -178,56 +184,50 @@ def _train(opts: Any, name: str, model: Any, data: dict[str, Any], num_classes: 
             "best_epoch": int(history.meta.get("early_stopping", {}).get("best_epoch") or 0)}
 
 
-def run(opts: Any) -> dict[str, Any]:
-    keep = _keep_fractions(opts.keep)
-    check_recipe(opts)
-    models = [m.strip() for m in opts.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in ("fabric", "unet_path", "plain_cnn")]
-    if bad or not models:
-        raise ExperimentError(f"--models takes fabric, unet_path and/or plain_cnn, got {opts.models!r}")
-    if opts.prune_finetune_steps < 0:
-        raise ExperimentError(f"--prune-finetune-steps must be >= 0, got {opts.prune_finetune_steps}")
+MODELS = ("plain_cnn", "unet_path", "fabric")  # most expensive first: the order the --jobs workers take them in
+CLASSES = 13
+
+
+def _data(opts: Any) -> dict[str, Any]:
     size = opts.image_size
-    for name in ("train_scenes", "val_scenes", "test_scenes", "image_size"):
-        if getattr(opts, name) < 1:
-            raise ExperimentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    return {"train": scene_arrays("train", opts.train_scenes, size, opts.seed),
+            "val": scene_arrays("val", opts.val_scenes, size, opts.seed),
+            "test": scene_arrays("test", opts.test_scenes, size, opts.seed)}
+
+
+def _build(name: str, opts: Any) -> Any:
+    """One of ``MODELS``; the two paths are widened to the fabric's weight count."""
+    size = opts.image_size
     kw = dict(layers=opts.layers, scales=opts.scales, channels=opts.channels, input_size=(size, size),
               task="segment", upsample=opts.upsample)
     try:
-        fabric = Fabric(3, 13, **kw)
-        path = unet_path(opts.layers, opts.scales)
-        target = count_parameters(fabric)
+        fabric = Fabric(3, CLASSES, **kw)
+        if name == "fabric":
+            return fabric
         base_kw = {k: v for k, v in kw.items() if k != "channels"}
-        unet = matched_path_fabric(path, target, opts.channels, in_channels=3, num_classes=13, **base_kw)
-        plain = matched_path_fabric([0] * opts.layers, target, opts.channels, in_channels=3, num_classes=13,
-                                    **base_kw)
+        path = unet_path(opts.layers, opts.scales) if name == "unet_path" else [0] * opts.layers
+        return matched_path_fabric(path, count_parameters(fabric), opts.channels, in_channels=3,
+                                   num_classes=CLASSES, **base_kw)
     except ValueError as e:
         raise ExperimentError(str(e)) from e
-    start = time.perf_counter()
-    data = {"train": scene_arrays("train", opts.train_scenes, size, opts.seed),
-            "val": scene_arrays("val", opts.val_scenes, size, opts.seed),
-            "test": scene_arrays("test", opts.test_scenes, size, opts.seed)}
-    classes = 13
-    freq = numpy.bincount(data["test"][1].ravel(), minlength=classes) / data["test"][1].size
-    results: dict[str, Any] = {"scenes": {k: len(v[1]) for k, v in data.items()}, "image_size": size,
-                               "class_weights": opts.class_weights,
-                               "data_time_s": round(time.perf_counter() - start, 1),
-                               "test_background_fraction": float(freq[0])}
-    results["recipe"] = recipe_record(opts)
-    if "unet_path" in models:
-        results["unet_path"] = {**_train(opts, "unet_path", unet, data, classes), "path": path,
-                                "channels": unet.channels}
-    if "plain_cnn" in models:
-        results["plain_cnn"] = {**_train(opts, "plain_cnn", plain, data, classes), "path": [0] * opts.layers,
-                                "channels": plain.channels}
-    if "fabric" not in models:
-        return results
-    results["fabric"] = _train(opts, "fabric", fabric, data, classes)
+
+
+def _model_task(name: str, opts: Any, keep: list[float]) -> dict[str, Any]:
+    """Generate the scenes, build (seeded alone), train and score one model; for the fabric also the pruning
+    study and ``trellis.png``. A ``_parallel`` task: returns the results entries it owns."""
+    data = _data(opts)
+    manual_seed(opts.seed)
+    model = _build(name, opts)
+    rec = _train(opts, name, model, data, CLASSES)
+    if name != "fabric":
+        path = unet_path(opts.layers, opts.scales) if name == "unet_path" else [0] * opts.layers
+        return {name: {**rec, "path": path, "channels": model.channels}}
+    fabric = model
     calib = [data["train"][0][i:i + 32] for i in range(0, min(len(data["train"][0]), 32 * 8), 32)]
     rng = numpy.random.default_rng(opts.seed + 1)
     xs, ys = data["train"]
     weight = None if opts.class_weights == "none" else Tensor(
-        class_weights(ys, classes, 0.5 if opts.class_weights == "sqrt" else 1.0))
+        class_weights(ys, CLASSES, 0.5 if opts.class_weights == "sqrt" else 1.0))
 
     def tune(m: Any) -> int:
         idx = [rng.choice(len(xs), min(opts.batch_size, len(xs)), replace=False)
@@ -235,20 +235,57 @@ def run(opts: Any) -> dict[str, Any]:
         return finetune(m, ((xs[i], ys[i]) for i in idx), lambda o, t: F.cross_entropy(o, t, weight=weight), 0.01)
 
     rows, (norms, spath, total) = pruning_study(
-        fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], classes),
+        fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], CLASSES),
         Tensor(data["test"][0][:1]), tune if opts.prune_finetune_steps > 0 else None)
     draw_trellis(fabric, norms, spath, os.path.join(opts.out, "trellis.png"),
                  f"segmentation fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest "
-                 f"path in red\n(mean IoU {results['fabric']['mean_iou']:.3f})")
+                 f"path in red\n(mean IoU {rec['mean_iou']:.3f})")
     ranked = sorted(norms.items(), key=lambda kv: -kv[1])
-    results["strongest_path"] = {"scales": spath, "norm_sum": round(total, 4)}
-    results["strongest_edges"] = [{"edge": list(e), "norm": round(v, 4)} for e, v in ranked[:8]]
-    results["pruned"] = rows
-    results["pixel_accuracy"] = results["fabric"]["pixel_accuracy"]
-    results["mean_iou"] = results["fabric"]["mean_iou"]
     print(f"strongest path (scale per layer): {spath}; pruned: " + "; ".join(
         f"keep {r['keep_fraction']:g}: mIoU {r['mean_iou']:.4f}"
         + (f" ({r['finetuned_mean_iou']:.4f} fine-tuned)" if "finetuned_mean_iou" in r else "")
-        + f" at {r['multiply_adds']:,} MACs" for r in rows))
-    return results
+        + f" at {r['multiply_adds']:,} MACs" for r in rows), flush=True)
+    return {"fabric": rec, "strongest_path": {"scales": spath, "norm_sum": round(total, 4)},
+            "strongest_edges": [{"edge": list(e), "norm": round(v, 4)} for e, v in ranked[:8]], "pruned": rows}
 
+
+def _summary(result: dict[str, Any]) -> str:
+    name = next(iter(result))
+    r = result[name]
+    return f"{r['epochs_run']} epochs, {r['train_time_s']:.0f} s of training, mean IoU {r['mean_iou']:.4f}"
+
+
+def run(opts: Any) -> dict[str, Any]:
+    keep = _keep_fractions(opts.keep)
+    check_recipe(opts)
+    models = [m.strip() for m in opts.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad or not models:
+        raise ExperimentError(f"--models takes fabric, unet_path and/or plain_cnn, got {opts.models!r}")
+    if opts.prune_finetune_steps < 0:
+        raise ExperimentError(f"--prune-finetune-steps must be >= 0, got {opts.prune_finetune_steps}")
+    for name in ("train_scenes", "val_scenes", "test_scenes", "image_size"):
+        if getattr(opts, name) < 1:
+            raise ExperimentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    for name in models:  # every configuration error before any work
+        _build(name, opts)
+    start = time.perf_counter()
+    test = scene_arrays("test", opts.test_scenes, opts.image_size, opts.seed)
+    freq = numpy.bincount(test[1].ravel(), minlength=CLASSES) / test[1].size
+    results: dict[str, Any] = {"scenes": {"train": opts.train_scenes, "val": opts.val_scenes,
+                                          "test": opts.test_scenes}, "image_size": opts.image_size,
+                               "class_weights": opts.class_weights,
+                               "test_data_time_s": round(time.perf_counter() - start, 1),
+                               "test_background_fraction": float(freq[0]), "recipe": recipe_record(opts)}
+    order = [m for m in MODELS if m in models]
+    if resolve_jobs(opts.jobs, len(order)) > 1:
+        opts.progress = False  # several processes' bars would overwrite each other; each logs to MODEL/train.log
+    done = run_tasks(_model_task, {m: (opts, keep) for m in order}, opts.jobs, opts.out, "fabric-segment",
+                     _summary)
+    for name in ("unet_path", "plain_cnn", "fabric"):
+        if name in done:
+            results.update(done[name])
+    if "fabric" in done:
+        results["pixel_accuracy"] = results["fabric"]["pixel_accuracy"]
+        results["mean_iou"] = results["fabric"]["mean_iou"]
+    return results
