@@ -75,3 +75,19 @@ def test_compiled_relu_falls_back_where_it_does_not_apply():
     assert _act_kernels.backward(other, mask) is None
     yk, gk = _relu(x, other, True)  # the op still gives NumPy's gradient through the fallback
     np.testing.assert_array_equal(gk, other * (x > 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_relu_backward_reads_a_cropped_gradient(threads):
+    """The gradient a conv returns for a padded input is a cropped view (not dense): read row by row."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 16, 12, 16)).astype(np.float32).transpose(0, 3, 1, 2)  # channels-last memory
+    big = rng.standard_normal((8, 18, 14, 16)).astype(np.float32)
+    gy = big[:, 1:17, 1:13, :].transpose(0, 3, 1, 2)
+    with threadpool_limits(threads, user_api="blas"):
+        y, mask = _act_kernels.forward(x)
+        gx = _act_kernels.backward(gy, mask)
+    assert gx is not None and gx.strides == x.strides
+    np.testing.assert_array_equal(gx, gy * (x > 0))
