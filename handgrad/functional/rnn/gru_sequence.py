@@ -23,8 +23,9 @@ Speed: one GEMM for all input projections, one recurrent GEMM per step, the r an
 and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded into pre-scaled weights. The
 compiled loops (training, BPTT, and the no-grad ``_infer`` that keeps nothing for a backward) are split over
 the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``. In float32 (3H a multiple of
-32) the no-grad ``_infer`` runs its GEMMs on ``_kernels.gemm_packed`` (weights packed once per call), and the
-training forward and BPTT their recurrent GEMMs.
+32) the GEMMs (input projection, recurrent) run on ``_kernels.gemm_packed`` (weights packed once per call); with
+H a multiple of 32 the three recurrences are then whole-sequence compiled calls split over hidden units
+(``_unit_split``, as in ``lstm_sequence``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,11 @@ the loops), so with more than one BLAS thread the compiled loops are split over 
 (``functional/_threads.run``): each thread runs all T steps of its rows, its GEMMs at one BLAS thread and the
 gate kernels without the GIL. That is one fork-join per sequence instead of one per GEMM (OpenBLAS's) plus a
 serial gate pass per step; on a loaded 2-core machine the 2-thread training step went from 1154 to 383 ms.
-``HANDGRAD_CNN_THREADS=0`` (the switch of ``_threads``) turns the split off.
+``HANDGRAD_CNN_THREADS=0`` (the switch of ``_threads``) turns the split off. On the packed path (float32, H a
+multiple of 32) the three loops are instead whole-sequence compiled calls split over HIDDEN UNITS, with a
+barrier per step (``_unit_split``: each thread streams only its units' half of ``W_hh``; at one thread the
+same calls, no Python per step). The float32 input projection (training too) runs on the packed GEMM, its
+rows split over the threads.
 """
 
 from __future__ import annotations
