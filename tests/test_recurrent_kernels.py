@@ -193,6 +193,11 @@ def test_gemm_packed_matches_matmul(n, k, m):
     ref = h.astype(np.float64) @ w.astype(np.float64)
     assert np.abs(out - ref).max() <= k * 1.2e-7 * np.abs(h).max() * np.abs(w).max()  # k roundings at most
     np.testing.assert_array_equal(_kernels.pack_rows(w.T), _kernels.pack_columns(w))  # W^T packed in one pass
+    bias = rng.standard_normal(m).astype(np.float32)
+    out_b = np.full((n, m), np.nan, np.float32)
+    _kernels.gemm_packed_bias(h, _kernels.pack_columns(w), bias, out_b)  # the bias starts the accumulators
+    bound = (k + 1) * 1.2e-7 * (k * np.abs(h).max() * np.abs(w).max() + np.abs(bias).max())  # k + 1 roundings
+    assert np.abs(out_b - (ref + bias)).max() <= bound
     assert _kernels.packable(np, w) == _kernels.PACKED  # HANDGRAD_PACKED_GEMM=0 turns the route off
     assert not _kernels.packable(np, w.astype(np.float64))  # float64: numpy.matmul (measured no faster)
     assert not _kernels.packable(np, np.zeros((k, 48), np.float32))  # columns not a multiple of PANEL
@@ -210,11 +215,11 @@ def test_packed_no_grad_forward_matches_numpy_fallback(monkeypatch, kind, H, len
     calls = []
     # H a multiple of 32: the unit-split loop (_unit_split); else the row-split one (4H = 32 packs, H = 8 does not)
     loop = (_unit_split, f"{kind}_infer_seq") if _unit_split.usable(True, H) else (_kernels, f"{kind}_infer_rows")
-    for mod, name in (loop, (_kernels, "gemm_packed")):
+    for mod, name in (loop, (_kernels, "gemm_packed_bias")):
         f = getattr(mod, name)
         monkeypatch.setattr(mod, name, lambda *a, _f=f, _n=name: (calls.append(_n), _f(*a))[1])
     a = _run_no_grad(kind, np.float32, True, lengths, reverse, scale, B=13, H=H)
-    assert loop[1] in calls and "gemm_packed" in calls  # the packed path did run (recurrence, input projection)
+    assert loop[1] in calls and "gemm_packed_bias" in calls  # the packed path ran (recurrence, input projection)
     calls.clear()
     b = _run_no_grad(kind, np.float32, False, lengths, reverse, scale, B=13, H=H)
     assert not calls

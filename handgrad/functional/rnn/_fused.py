@@ -292,30 +292,31 @@ def input_projection(x: Any, w: Any, b: Any, out: Any, packed: bool = False) -> 
     """out (T, B, G) = X W^T + b for all T*B rows at once: ONE GEMM ``[X, 1] @ [W, b]^T`` (the course's
     ``W^T [x; 1]``; the ones column folds the bias in instead of a separate pass over the T*B*G result).
 
-    ``packed=True`` (the LSTM and GRU, training and no-grad) runs the GEMM on ``_kernels.gemm_packed`` where
-    ``_kernels.packable`` allows (float32), its rows split over the threads: measured 4.0 ms against 5.7 ms in
-    OpenBLAS for (3200, 65) x (65, 1024) at one thread."""
+    ``packed=True`` (the LSTM and GRU, training and no-grad) runs the GEMM on ``_kernels.gemm_packed_bias``
+    where ``_kernels.packable`` allows (float32; x C-contiguous), its rows split over the threads: measured 4.0 ms
+    against 5.7 ms in OpenBLAS for (3200, 65) x (65, 1024) at one thread. There the bias starts the accumulators,
+    so neither ``[X, 1]`` nor ``[W, b]`` is built."""
     xp = get_array_module(x)
     T, B, I = x.shape
     G = w.shape[0]
     out2 = out.reshape(T * B, G)
-    packed = packed and _kernels.packable(xp, out2) and _kernels.usable(xp, out2)
-    if b is None and not packed:
+    packed = packed and _kernels.packable(xp, out2) and _kernels.usable(xp, out2, x)
+    if packed:  # rows split over the threads (one packed GEMM per thread; BLAS would thread it otherwise)
+        x2 = x.reshape(T * B, I)
+        pk = _kernels.pack_rows(w)
+        bias = xp.zeros(G, x.dtype) if b is None else xp.ascontiguousarray(b, dtype=x.dtype)
+        _threads.run(lambda lo, hi: _kernels.gemm_packed_bias(x2[lo:hi], pk, bias, out2[lo:hi]), T * B, T * B * I * G)
+        return
+    if b is None:
         xp.matmul(x.reshape(T * B, I), w.T, out=out2)
         return
-    K = I if b is None else I + 1
-    P = ws.empty(xp, (T * B, K), x.dtype)
+    P = ws.empty(xp, (T * B, I + 1), x.dtype)
     P[:, :I] = x.reshape(T * B, I)
-    W1 = xp.empty((G, K), x.dtype)
+    P[:, I] = 1
+    W1 = xp.empty((G, I + 1), x.dtype)
     W1[:, :I] = w
-    if b is not None:
-        P[:, I] = 1
-        W1[:, I] = b
-    if packed:  # rows split over the threads (one packed GEMM per thread; BLAS would thread it otherwise)
-        pk = _kernels.pack_columns(W1.T)
-        _threads.run(lambda lo, hi: _kernels.gemm_packed(P[lo:hi], pk, out2[lo:hi]), T * B, T * B * K * G)
-    else:
-        xp.matmul(P, W1.T, out=out2)
+    W1[:, I] = b
+    xp.matmul(P, W1.T, out=out2)
     ws.give(P)
 
 

@@ -153,8 +153,9 @@ if ENABLED:
             return lambda x: _exp32(x)
         return lambda x: _exp64(x)
 
-    def _panel(MR: int):  # noqa: N803 - the GEMM literature's name for the register block's rows
-        """An intrinsic: ``out[b0:b0+MR, col:col+PANEL] = h[b0:b0+MR, :K] @ P[blk]`` (float32, C-contiguous).
+    def _panel(MR: int, with_bias: bool = False):  # noqa: N803 - the GEMM literature's name for the block's rows
+        """An intrinsic: ``out[b0:b0+MR, col:col+PANEL] = h[b0:b0+MR, :K] @ P[blk]`` (float32, C-contiguous);
+        ``with_bias``: one more argument, a (N,) vector, the accumulators' start (``+ bias[col:col+PANEL]``).
 
         Written in LLVM IR because numba's auto-vectoriser leaves the register-blocked loop scalar (measured
         10x slower than OpenBLAS): MR x 2 accumulators of 16 lanes (stack slots that LLVM promotes to
@@ -162,52 +163,69 @@ if ENABLED:
         multiply-adds (``llvm.fma``: one rounding, like OpenBLAS's kernels; only the summation order differs).
         """
 
+        def codegen(context, builder, sig, args):
+            h_, p_, out_, b0_, blk_, k_n = args[:6]
+            ety = context.get_value_type(sig.args[0].dtype)
+            vty = ir.VectorType(ety, 16)
+            i64 = ir.IntType(64)
+            hp = context.make_array(sig.args[0])(context, builder, h_).data
+            pp = context.make_array(sig.args[1])(context, builder, p_).data
+            oarr = context.make_array(sig.args[2])(context, builder, out_)
+            op = oarr.data
+            ldo = cgutils.unpack_tuple(builder, oarr.shape, 2)[1]
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), "llvm.fma.v16f32")
+            c = lambda v: ir.Constant(i64, v)  # noqa: E731
+            vptr = lambda base, at: builder.bitcast(builder.gep(base, [at]), vty.as_pointer())  # noqa: E731
+            col = builder.mul(blk_, c(PANEL))
+            if with_bias:
+                bp = context.make_array(sig.args[6])(context, builder, args[6]).data
+                start = []
+                for v in range(2):
+                    ld = builder.load(vptr(bp, builder.add(col, c(16 * v))))
+                    ld.align = 4
+                    start.append(ld)
+            else:
+                start = [ir.Constant(vty, [ir.Constant(ety, 0.0)] * 16)] * 2
+            acc = [[cgutils.alloca_once_value(builder, start[v]) for v in range(2)] for _ in range(MR)]
+            base = builder.mul(builder.mul(blk_, k_n), ir.Constant(i64, PANEL))
+            with cgutils.for_range(builder, k_n) as loop:
+                k = loop.index
+                wo = builder.add(base, builder.mul(k, c(PANEL)))
+                w = []
+                for v in range(2):
+                    ld = builder.load(vptr(pp, builder.add(wo, c(16 * v))))
+                    ld.align = 4
+                    w.append(ld)
+                for i in range(MR):
+                    x = builder.load(builder.gep(hp, [builder.add(builder.mul(builder.add(b0_, c(i)), k_n), k)]))
+                    xv = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+                    xv = builder.shuffle_vector(xv, ir.Constant(vty, ir.Undefined),
+                                                ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+                    for v in range(2):
+                        builder.store(builder.call(fma, [xv, w[v], builder.load(acc[i][v])]), acc[i][v])
+            for i in range(MR):
+                row = builder.add(builder.mul(builder.add(b0_, c(i)), ldo), col)
+                for v in range(2):
+                    st = builder.store(builder.load(acc[i][v]), vptr(op, builder.add(row, c(16 * v))))
+                    st.align = 4
+            return context.get_dummy_value()
+
+        if with_bias:
+
+            @intrinsic
+            def panel_bias(typingctx, h, p, out, b0, blk, K, bias):  # noqa: N803, N805 - numba's signature
+                return types.void(h, p, out, types.int64, types.int64, types.int64, bias), codegen
+
+            return panel_bias
+
         @intrinsic
         def panel(typingctx, h, p, out, b0, blk, K):  # noqa: N803, N805 - numba's intrinsic signature
-            def codegen(context, builder, sig, args):
-                h_, p_, out_, b0_, blk_, k_n = args
-                ety = context.get_value_type(sig.args[0].dtype)
-                vty = ir.VectorType(ety, 16)
-                i64 = ir.IntType(64)
-                hp = context.make_array(sig.args[0])(context, builder, h_).data
-                pp = context.make_array(sig.args[1])(context, builder, p_).data
-                oarr = context.make_array(sig.args[2])(context, builder, out_)
-                op = oarr.data
-                ldo = cgutils.unpack_tuple(builder, oarr.shape, 2)[1]
-                fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), "llvm.fma.v16f32")
-                zero = ir.Constant(vty, [ir.Constant(ety, 0.0)] * 16)
-                acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)] for _ in range(MR)]
-                base = builder.mul(builder.mul(blk_, k_n), ir.Constant(i64, PANEL))
-                c = lambda v: ir.Constant(i64, v)  # noqa: E731
-                vptr = lambda base, at: builder.bitcast(builder.gep(base, [at]), vty.as_pointer())  # noqa: E731
-                with cgutils.for_range(builder, k_n) as loop:
-                    k = loop.index
-                    wo = builder.add(base, builder.mul(k, c(PANEL)))
-                    w = []
-                    for v in range(2):
-                        ld = builder.load(vptr(pp, builder.add(wo, c(16 * v))))
-                        ld.align = 4
-                        w.append(ld)
-                    for i in range(MR):
-                        x = builder.load(builder.gep(hp, [builder.add(builder.mul(builder.add(b0_, c(i)), k_n), k)]))
-                        xv = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-                        xv = builder.shuffle_vector(xv, ir.Constant(vty, ir.Undefined),
-                                                    ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
-                        for v in range(2):
-                            builder.store(builder.call(fma, [xv, w[v], builder.load(acc[i][v])]), acc[i][v])
-                col = builder.mul(blk_, c(PANEL))
-                for i in range(MR):
-                    row = builder.add(builder.mul(builder.add(b0_, c(i)), ldo), col)
-                    for v in range(2):
-                        st = builder.store(builder.load(acc[i][v]), vptr(op, builder.add(row, c(16 * v))))
-                        st.align = 4
-                return context.get_dummy_value()
-
             return types.void(h, p, out, types.int64, types.int64, types.int64), codegen
 
         return panel
 
     _panel8, _panel4, _panel1 = _panel(8), _panel(4), _panel(1)
+    _panel8b, _panel4b, _panel1b = _panel(8, True), _panel(4, True), _panel(1, True)
 
     @njit(cache=True, nogil=True)
     def gemm_blocks(h, p, out, n_groups, stride, j0, j1):
@@ -233,6 +251,25 @@ if ENABLED:
             for g in range(n_groups):
                 for j in range(g * stride + j0, g * stride + j1):
                     _panel1(h, p, out, b0, j, K)
+            b0 += 1
+
+    @njit(cache=True, nogil=True)
+    def gemm_packed_bias(h, p, bias, out):
+        """out (n, N) = h (n, K) @ W (K, N) + bias (N,), W given as ``pack_columns(W)``: the bias is where the
+        accumulators start (the input projection needs no ``[X, 1]`` copy of its input)."""
+        n, K = h.shape
+        b0 = 0
+        while b0 + 8 <= n:
+            for j in range(p.shape[0]):
+                _panel8b(h, p, out, b0, j, K, bias)
+            b0 += 8
+        while b0 + 4 <= n:
+            for j in range(p.shape[0]):
+                _panel4b(h, p, out, b0, j, K, bias)
+            b0 += 4
+        while b0 < n:
+            for j in range(p.shape[0]):
+                _panel1b(h, p, out, b0, j, K, bias)
             b0 += 1
 
     @njit(cache=True, nogil=True)
