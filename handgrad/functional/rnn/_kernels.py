@@ -267,23 +267,31 @@ if ENABLED:
             b0 += 1
 
     @njit(cache=True, nogil=True)
-    def gemm_packed_bias(h, p, bias, out):
-        """out (n, N) = h (n, K) @ W (K, N) + bias (N,), W given as ``pack_columns(W)``: the bias is where the
-        accumulators start (the input projection needs no ``[X, 1]`` copy of its input)."""
+    def gemm_blocks_bias(h, p, bias, out, n_groups, stride, j0, j1):
+        """``gemm_blocks`` plus ``bias[col]`` (N,): the bias is where the accumulators start."""
         n, K = h.shape
         b0 = 0
         while b0 + 8 <= n:
-            for j in range(p.shape[0]):
-                _panel8b(h, p, out, b0, j, K, bias)
+            for g in range(n_groups):
+                for j in range(g * stride + j0, g * stride + j1):
+                    _panel8b(h, p, out, b0, j, K, bias)
             b0 += 8
         while b0 + 4 <= n:
-            for j in range(p.shape[0]):
-                _panel4b(h, p, out, b0, j, K, bias)
+            for g in range(n_groups):
+                for j in range(g * stride + j0, g * stride + j1):
+                    _panel4b(h, p, out, b0, j, K, bias)
             b0 += 4
         while b0 < n:
-            for j in range(p.shape[0]):
-                _panel1b(h, p, out, b0, j, K, bias)
+            for g in range(n_groups):
+                for j in range(g * stride + j0, g * stride + j1):
+                    _panel1b(h, p, out, b0, j, K, bias)
             b0 += 1
+
+    @njit(cache=True, nogil=True)
+    def gemm_packed_bias(h, p, bias, out):
+        """out (n, N) = h (n, K) @ W (K, N) + bias (N,), W given as ``pack_columns(W)``: the bias is where the
+        accumulators start (the input projection needs no ``[X, 1]`` copy of its input)."""
+        gemm_blocks_bias(h, p, bias, out, 1, 0, 0, p.shape[0])
 
     @njit(cache=True, nogil=True)
     def gemm_packed(h, p, out):

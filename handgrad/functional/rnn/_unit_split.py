@@ -64,6 +64,7 @@ if _kernels.ENABLED:
     from handgrad.functional.rnn._kernels import (
         PANEL,
         gemm_blocks,
+        gemm_blocks_bias,
         gru_bwd_units,
         gru_fwd_units,
         gru_infer_units,
@@ -130,17 +131,24 @@ if _kernels.ENABLED:
                 d[j] += g[j]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def lstm_infer_seq(S, Hs, p, R, c, sizes, u0, u1, bar, k):
-        """No-grad LSTM, units [u0, u1): per step ``r = h_{t-1} W_hh^T`` on those units' 4 gate blocks, then
-        ``lstm_infer`` on them (``c`` updated in place, ``h_t`` written), then the barrier."""
+    def lstm_infer_seq(X, p_ih, bias, Hs, p, SX, R, c, sizes, u0, u1, bar, k):
+        """No-grad LSTM, units [u0, u1): per step the input projection ``s = x_t W_ih^T + b`` (into the reused
+        (B, 4H) buffer ``SX``) and ``r = h_{t-1} W_hh^T`` on those units' 4 gate blocks, then ``lstm_infer`` on
+        them (``c`` updated in place, ``h_t`` written), then the barrier.
+
+        The input projection per step rather than for all T steps at once: the (T, B, 4H) result (13 MB at T100
+        B32 H256) is then never written to memory and read back; measured (1 thread), the gate pass took 3.0 ms
+        per 100 steps reading it and 1.9 ms reading L2-resident buffers."""
         nb = c.shape[1] // PANEL
-        for t in range(S.shape[0]):
+        j0, j1 = u0 // PANEL, u1 // PANEL
+        for t in range(X.shape[0]):
             n = sizes[t]  # non-increasing; the rows still running
             if n == 0:
                 break
-            r = R[:n]
-            gemm_blocks(Hs[t, :n], p, r, 4, nb, u0 // PANEL, u1 // PANEL)
-            lstm_infer_units(S[t, :n], r, c[:n], Hs[t + 1, :n], u0, u1)
+            s, r = SX[:n], R[:n]
+            gemm_blocks_bias(X[t, :n], p_ih, bias, s, 4, nb, j0, j1)
+            gemm_blocks(Hs[t, :n], p, r, 4, nb, j0, j1)
+            lstm_infer_units(s, r, c[:n], Hs[t + 1, :n], u0, u1)
             barrier(bar, k, t)
 
     @njit(cache=True, nogil=True, error_model="numpy")

@@ -72,10 +72,14 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         scale = gate_scale(xp, dt, H, (-1.0, -1.0, -2.0, -1.0))
         w_hh_s = w_hh * scale[:, None]
         alloc = ws.zeros if self.sch.padded else ws.empty  # padded outputs must read zero
+        w_ih_s = w_ih * scale[:, None]
+        b_s = None if b_ih is None else (b_ih + b_hh) * scale
+        infer = not any(self.needs_input_grad) and _kernels.usable(xp, x)
+        if infer and _kernels.packable(xp, w_hh_s.T) and _unit_split.usable(True, H):
+            return self._infer_units(x, states, w_ih_s, b_s, w_hh_s)
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
         S = ws.empty(xp, (T, B, 4 * H), dt)
-        infer = not any(self.needs_input_grad) and _kernels.usable(xp, S)
-        input_projection(x, w_ih * scale[:, None], None if b_ih is None else (b_ih + b_hh) * scale, S, packed=True)
+        input_projection(x, w_ih_s, b_s, S, packed=True)
         if infer:
             return self._infer(S, states, w_hh_s)
         Hs = alloc(xp, (T + 1, B, H), dt)
@@ -172,11 +176,6 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
 
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
-        if _unit_split.usable(packed, H):  # all T steps in one compiled call per thread, split over units
-            _unit_split.run(_unit_split.lstm_infer_seq, H, T * B * G * H, S, Hs, packed, R, c, sizes_a)
-            ws.give(S, R)
-            return Hs, xp.broadcast_to(c, (T + 1, B, H))
-
         def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
             if packed is not None:  # all T steps in one compiled call (HANDGRAD_UNIT_SPLIT=0: split over rows)
                 _kernels.lstm_infer_rows(S, Hs, packed, R, c, sizes_a, lo, hi)
@@ -193,6 +192,25 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         ws.give(S, R)
         # rows past their length are not updated, so c holds every row's final cell state; broadcast_to gives
         # it the (T+1, B, H) shape of the states that Schedule.final indexes (any step -> the same c)
+        return Hs, xp.broadcast_to(c, (T + 1, B, H))
+
+    def _infer_units(self, x: Any, states: list[Any], w_ih_s: Any, b_s: Any, w_hh_s: Any) -> tuple[Any, Any]:
+        """The no-grad forward on the unit-split path (float32, H a multiple of 32): ``_infer``'s recurrence with
+        each step's input projection done in the same compiled loop (``_unit_split.lstm_infer_seq``), so the
+        (T, B, 4H) projections are never stored."""
+        xp = get_array_module(x)
+        T, B, I = x.shape
+        H = w_hh_s.shape[1]
+        dt = x.dtype
+        Hs = (ws.zeros if self.sch.padded else ws.empty)(xp, (T + 1, B, H), dt)
+        Hs[0] = states[0]
+        c = xp.array(states[1], dtype=dt, copy=True)  # may be the caller's c0: never written in place
+        bias = xp.zeros(4 * H, dt) if b_s is None else xp.ascontiguousarray(b_s, dtype=dt)
+        SX, R = ws.empty(xp, (B, 4 * H), dt), ws.empty(xp, (B, 4 * H), dt)
+        sizes_a = xp.asarray(self.sch.sizes, dtype=xp.int64)
+        _unit_split.run(_unit_split.lstm_infer_seq, H, T * B * 4 * H * (H + I), x, _kernels.pack_rows(w_ih_s), bias,
+                        Hs, _kernels.pack_rows(w_hh_s), SX, R, c, sizes_a)
+        ws.give(SX, R)
         return Hs, xp.broadcast_to(c, (T + 1, B, H))
 
     def _backward(self, gy: Any, gfinal: list[Any]) -> tuple:
