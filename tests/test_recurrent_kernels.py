@@ -261,7 +261,7 @@ def test_packed_training_matches_numpy_fallback(monkeypatch, kind, lengths, reve
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
     if _unit_split.ENABLED:  # the whole-sequence loops: record their packed-weight argument
-        pos = {"lstm": (5, 10), "gru": (3, 9)}[kind]
+        pos = {"lstm": (8, 10), "gru": (3, 9)}[kind]
         for name, at in ((f"{kind}_fwd_seq", pos[0]), (f"{kind}_bwd_seq", pos[1])):
             f = getattr(_unit_split, name)
             monkeypatch.setattr(_unit_split, name, lambda *a, _f=f, _i=at: (calls.append(a[_i].shape), _f(*a))[1])

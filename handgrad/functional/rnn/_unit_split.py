@@ -152,14 +152,17 @@ if _kernels.ENABLED:
             barrier(bar, k, t)
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def lstm_fwd_seq(S, Hs, Cs, TC, GG, p, R, sizes, u0, u1, bar, k):
-        """Training LSTM forward, units [u0, u1): the packed GEMM and ``lstm_fwd`` per step, then the barrier."""
+    def lstm_fwd_seq(X, p_ih, bias, S, Hs, Cs, TC, GG, p, R, sizes, u0, u1, bar, k):
+        """Training LSTM forward, units [u0, u1): per step the input projection into ``S[t]`` (kept: the gate
+        pass stores the sigmoids there for the backward; projected here, it is still in cache when the gate
+        pass reads it), the packed recurrent GEMM, ``lstm_fwd``, then the barrier."""
         nb = Hs.shape[2] // PANEL
         for t in range(S.shape[0]):
             n = sizes[t]
             if n == 0:
                 break
             r = R[:n]
+            gemm_blocks_bias(X[t, :n], p_ih, bias, S[t, :n], 4, nb, u0 // PANEL, u1 // PANEL)
             gemm_blocks(Hs[t, :n], p, r, 4, nb, u0 // PANEL, u1 // PANEL)
             lstm_fwd_units(S[t, :n], r, Cs[t, :n], Cs[t + 1, :n], TC[t, :n], GG[t, :n], Hs[t + 1, :n], u0, u1)
             barrier(bar, k, t)

@@ -75,11 +75,15 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         w_ih_s = w_ih * scale[:, None]
         b_s = None if b_ih is None else (b_ih + b_hh) * scale
         infer = not any(self.needs_input_grad) and _kernels.usable(xp, x)
-        if infer and _kernels.packable(xp, w_hh_s.T) and _unit_split.usable(True, H):
+        # the unit-split loops (float32, H a multiple of 32) project each step's input themselves
+        units = _kernels.usable(xp, x) and _kernels.packable(xp, w_hh_s.T) and _unit_split.usable(True, H)
+        if infer and units:
             return self._infer_units(x, states, w_ih_s, b_s, w_hh_s)
         # all steps' input projections in one GEMM: S = -(X W_ih^T + b) (g rows doubled)
         S = ws.empty(xp, (T, B, 4 * H), dt)
-        input_projection(x, w_ih_s, b_s, S, packed=True)
+        units = units and _kernels.usable(xp, S)  # (the compiled path below then runs: ``fast``)
+        if not units:
+            input_projection(x, w_ih_s, b_s, S, packed=True)
         if infer:
             return self._infer(S, states, w_hh_s)
         Hs = alloc(xp, (T + 1, B, H), dt)
@@ -98,10 +102,11 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
             w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None  # (H, 4H): see _infer
 
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi)
-                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                if units:  # one compiled loop, split over units, input projection included (see _unit_split)
                     sizes_a = xp.asarray(sizes, dtype=xp.int64)
-                    _unit_split.run(_unit_split.lstm_fwd_seq, H, T * B * 4 * H * H, S, Hs, Cs, TC, GG, packed, R,
-                                    sizes_a)
+                    bias = xp.zeros(4 * H, dt) if b_s is None else xp.ascontiguousarray(b_s, dtype=dt)
+                    _unit_split.run(_unit_split.lstm_fwd_seq, H, T * B * 4 * H * (H + I), x,
+                                    _kernels.pack_rows(w_ih_s), bias, S, Hs, Cs, TC, GG, packed, R, sizes_a)
                     return
                 for t in range(T):
                     n = min(sizes[t], hi)  # sizes never grow with t
@@ -115,7 +120,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     _kernels.lstm_fwd(S[t, lo:n], r, Cs[t, lo:n], Cs[t + 1, lo:n], TC[t, lo:n], GG[t, lo:n],
                                       Hs[t + 1, lo:n])
 
-            if _unit_split.usable(packed, H):
+            if units:
                 rows(0, B)
             else:
                 _threads.run(rows, B)
