@@ -40,8 +40,9 @@ serial gate pass per step; on a loaded 2-core machine the 2-thread training step
 ``HANDGRAD_CNN_THREADS=0`` (the switch of ``_threads``) turns the split off. On the packed path (float32, H a
 multiple of 32) the three loops are instead whole-sequence compiled calls split over HIDDEN UNITS, with a
 barrier per step (``_unit_split``: each thread streams only its units' half of ``W_hh``; at one thread the
-same calls, no Python per step). The float32 input projection (training too) runs on the packed GEMM, its
-rows split over the threads.
+same calls, no Python per step). There each step's input projection is done inside the loop too (no-grad:
+into one reused (B, 4H) buffer, the (T, B, 4H) projections never stored; training: into ``S[t]``, still in cache
+for the gate pass). Elsewhere the float32 input projection runs on the packed GEMM, rows split over threads.
 """
 
 from __future__ import annotations
