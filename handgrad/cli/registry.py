@@ -177,7 +177,7 @@ EXPERIMENTS: Mapping[str, ExperimentEntry] = MappingProxyType(dict(sorted([
            writes=("model.safetensors", "history.csv", "history.json", "learning_curves.png")),
     _entry("msdnet-fashion", "msdnet_fashion",
     "MSDNet anytime prediction + budgeted batch classification on Fashion-MNIST vs ResNets and an early-exit ResNet",
-           defaults={"epochs": 10, "batch_size": 64, "lr": 0.1, "layers": 8, "exits": "2,4,6,8", "channels": 8,
+           defaults={"epochs": 3, "batch_size": 64, "lr": 0.1, "layers": 8, "exits": "2,4,6,8", "channels": 8,
                      "growth": 8, "resnet_blocks": "1,2,3", "resnet_width": 16, "ee_exits": "2,4,6",
                      "classifier_channels": 32, "val_size": 6000},
            quick={"epochs": 1, "layers": 4, "exits": "2,4", "channels": 4, "growth": 4, "resnet_blocks": "1,2",
