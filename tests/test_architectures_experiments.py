@@ -36,6 +36,9 @@ def test_fabric_fashion_quick(tmp_path):
         node = (k.split(":")[0], k.split("->")[1])
         nodes[node] = nodes.get(node, 0.0) + v
     assert nodes and all(abs(t - 1) < 0.01 for t in nodes.values())
+    signal = r["edge_signal_shares"]  # the same nodes, shares of the RMS each edge adds into the node's sum
+    assert set(signal) == set(shares) and all(0 < v <= 1 for v in signal.values())
+    assert len(r["strongest_signal_path"]) == r["config"]["layers"] and r["strongest_signal_path"][-1] == 2
 
 
 def test_fabric_segment_quick(tmp_path):
@@ -44,6 +47,7 @@ def test_fabric_segment_quick(tmp_path):
     for name in ("fabric", "unet_path", "plain_cnn"):
         assert 0 <= r[name]["pixel_accuracy"] <= 1 and 0 <= r[name]["mean_iou"] <= 1
     assert r["strongest_path"]["scales"][-1] == 0  # segmentation: the path ends at the finest scale
+    assert r["strongest_signal_path"][-1] == 0 and r["edge_signal_shares"]
     assert r["unet_path"]["path"] == [0, 1, 0]
     for name in ("unet_path", "plain_cnn"):
         assert abs(r[name]["parameters"] - r["fabric"]["parameters"]) < 0.3 * r["fabric"]["parameters"]

@@ -170,3 +170,23 @@ def test_fabric_extreme_float32_inputs_stay_finite():
     out = m(x)
     (out * out).mean().backward()
     assert out.dtype == np.float32 and np.isfinite(out.numpy()).all() and np.isfinite(x.grad.numpy()).all()
+
+
+def test_edge_signals_are_the_rms_of_each_edge_output():
+    """edge_signals measures what each edge adds into its node's sum: checked against the conv applied by hand
+    to the node it reads (layer-0 edge into scale 1: the stem node's output), and the forwards are restored."""
+    import handgrad.functional as F
+    from handgrad.engine.grad_mode import no_grad
+    from handgrad.experiments._fabric_common import edge_signals
+
+    hg.manual_seed(0)
+    fab = Fabric(1, 3, layers=2, scales=2, channels=4, input_size=(8, 8))
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    sig = edge_signals(fab, [x[:3], x[3:]])
+    assert set(sig) == fab.used_edges() and fab.training
+    assert "forward" not in vars(fab.convs["edge_0_0_1"])  # the wrapper is gone
+    fab.eval()
+    with no_grad():
+        node = F.relu(fab.norms["node_0_0"](fab.stem(hg.tensor(x))))
+        out = fab.convs["edge_0_0_1"](node).numpy().astype(np.float64)
+    assert np.isclose(sig[(0, 0, 1)], np.sqrt((out ** 2).mean()), rtol=1e-6)

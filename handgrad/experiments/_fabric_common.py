@@ -1,5 +1,6 @@
 """What fabric-fashion and fabric-segment share: the trellis figure (edge widths proportional to each learned
-convolution's norm), the baseline paths through the trellis, batch-norm recalibration and the pruning study."""
+convolution's norm, and each edge's share of its node's input signal), the baseline paths through the trellis,
+batch-norm recalibration and the pruning study."""
 
 from __future__ import annotations
 
@@ -64,20 +65,50 @@ def recalibrate_bn(model: Any, batches: Iterable[numpy.ndarray]) -> None:
     model.eval()
 
 
-def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png: str, title: str) -> None:
-    """Nodes at (layer, -scale); each edge a line of width proportional to its convolution's norm; the
-    strongest path in red; edges from which no path reaches the output (untrained) thin and dotted."""
-    top = max(norms.values()) or 1.0
+def edge_signals(fabric: Fabric, batches: Iterable[numpy.ndarray]) -> dict[Edge, float]:
+    """The signal each live edge carries: the RMS of its convolution's output over ``batches`` (eval mode, no
+    grad), i.e. of what it adds into its node's sum before batch norm. A weight norm says how large a filter is;
+    this says how much of the node's input actually comes through that edge on real images."""
+    used = fabric.used_edges() or set()
+    sums: dict[Edge, float] = {e: 0.0 for e in used}
+    counts: dict[Edge, int] = {e: 0 for e in used}
+    wrapped = []
+    for e in used:
+        conv = fabric.convs[f"edge_{e[0]}_{e[1]}_{e[2]}"]
+        plain = type(conv).forward
+
+        def forward(x: Tensor, _conv: Any = conv, _e: Edge = e, _f: Any = plain) -> Tensor:
+            out = _f(_conv, x)
+            a = out.numpy().astype(numpy.float64)
+            sums[_e] += float((a * a).sum())
+            counts[_e] += a.size
+            return out
+
+        conv.forward = forward  # an instance attribute: shadows the class's forward until deleted below
+        wrapped.append(conv)
+    was_training = fabric.training
+    fabric.eval()
+    try:
+        with no_grad():
+            for xb in batches:
+                fabric(Tensor(xb))
+    finally:
+        for conv in wrapped:
+            del conv.forward
+        fabric.train(was_training)
+    return {e: float(numpy.sqrt(sums[e] / counts[e])) if counts[e] else 0.0 for e in used}
+
+
+def _panel(ax: Any, fabric: Fabric, values: dict[Edge, float], path: list[int], scale: float, title: str) -> None:
     on_path = set(chain_path(path))
     used = fabric.used_edges() or set()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * fabric.layers), 1.6 + 0.9 * fabric.scales))
-    for (ly, a, b), v in norms.items():
+    for (ly, a, b) in fabric.edge_keys:
         x0, x1 = (ly - 1, ly) if ly else (-0.25, 0.0)  # inside layer 0: drawn slightly to the left, going down
         if (ly, a, b) not in used:  # reaches no output: never trained (its gradient is zero), drawn thin
             ax.plot([x0, x1], [-a, -b], color="0.75", lw=0.8, ls=":", zorder=0)
             continue
         ax.plot([x0, x1], [-a, -b], color="tab:red" if (ly, a, b) in on_path else "tab:blue",
-                lw=7.0 * v / top, alpha=0.85, solid_capstyle="round", zorder=1)
+                lw=scale * values.get((ly, a, b), 0.0), alpha=0.85, solid_capstyle="round", zorder=1)
     for ly in range(fabric.layers):
         for s in range(fabric.scales):
             ax.scatter([ly], [-s], s=40, color="black", zorder=2)
@@ -87,9 +118,31 @@ def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png:
     ax.set_xlabel("layer")
     ax.set_ylabel("scale")
     ax.set_title(title, fontsize=9)
+
+
+def draw_trellis(fabric: Fabric, norms: dict[Edge, float], path: list[int], png: str, title: str,
+                 signals: dict[Edge, float] | None = None) -> list[int] | None:
+    """Nodes at (layer, -scale); each edge a line of width proportional to its convolution's norm; the
+    strongest path in red; edges from which no path reaches the output (untrained) thin and dotted. With
+    ``signals`` (:func:`edge_signals`) a second panel draws each edge's share of its node's input signal (width
+    proportional to the share; an equal split between three inputs is 1/3) and, in red, the path with the
+    largest summed shares, which it returns."""
+    top = max(norms.values()) or 1.0
+    width = max(5.0, 1.2 + 1.1 * fabric.layers)
+    panels = 1 if signals is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels, 1.6 + 0.9 * fabric.scales), squeeze=False)
+    _panel(axes[0, 0], fabric, norms, path, 7.0 / top, title)
+    signal_path = None
+    if signals is not None:
+        shares = node_shares(fabric, signals)
+        signal_path, _ = strongest_path(shares, fabric.layers, fabric.scales, fabric.out_scale)
+        _panel(axes[0, 1], fabric, shares, signal_path, 10.0,
+               "share of each node's input signal (RMS of each edge's output on real images);\n"
+               "red: the path with the largest summed shares")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
+    return signal_path
 
 
 def finetune(model: Any, batches: Iterable[tuple[numpy.ndarray, numpy.ndarray]], loss_fn: Callable[[Any, Any], Any],

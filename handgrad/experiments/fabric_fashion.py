@@ -30,6 +30,7 @@ from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters, fashion_mnist_splits
 from handgrad.experiments._fabric_common import (
     draw_trellis,
+    edge_signals,
     finetune,
     matched_path_fabric,
     node_shares,
@@ -134,14 +135,17 @@ def run(opts: Any) -> dict[str, Any]:
     rows, (norms, path, total) = pruning_study(
         fabric, keep, calib, lambda m: {"test_accuracy": accuracy_of(m, splits.x_test, splits.y_test)}, sample,
         tune if opts.prune_finetune_steps > 0 else None)
-    draw_trellis(fabric, norms, path, os.path.join(opts.out, "trellis.png"),
-                 f"fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest path in red\n"
-                 f"(test acc {r['test_accuracy']:.3f})")
+    signals = edge_signals(fabric, [splits.x_val[i:i + 250] for i in range(0, min(len(splits.x_val), 1000), 250)])
+    signal_path = draw_trellis(fabric, norms, path, os.path.join(opts.out, "trellis.png"),
+                               f"fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest "
+                               f"path in red\n(test acc {r['test_accuracy']:.3f})", signals)
     ranked = sorted(norms.items(), key=lambda kv: -kv[1])
     results["strongest_path"] = {"scales": path, "norm_sum": round(total, 4)}
     results["strongest_edges"] = [{"edge": list(e), "norm": round(v, 4)} for e, v in ranked[:8]]
     results["edge_norm_range"] = [round(min(v for v in norms.values() if v), 4), round(max(norms.values()), 4)]
     results["edge_node_shares"] = {_key(e): round(v, 3) for e, v in sorted(node_shares(fabric, norms).items())}
+    results["edge_signal_shares"] = {_key(e): round(v, 3) for e, v in sorted(node_shares(fabric, signals).items())}
+    results["strongest_signal_path"] = signal_path
     results["pruned"] = rows
     results["test_accuracy"] = r["test_accuracy"]
     results["target_test_accuracy"] = 0.92

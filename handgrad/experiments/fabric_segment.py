@@ -35,7 +35,15 @@ from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import count_parameters
-from handgrad.experiments._fabric_common import draw_trellis, finetune, matched_path_fabric, pruning_study, unet_path
+from handgrad.experiments._fabric_common import (
+    draw_trellis,
+    edge_signals,
+    finetune,
+    matched_path_fabric,
+    node_shares,
+    pruning_study,
+    unet_path,
+)
 from handgrad.experiments._parallel import resolve_jobs, run_tasks
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
@@ -237,15 +245,19 @@ def _model_task(name: str, opts: Any, keep: list[float]) -> dict[str, Any]:
     rows, (norms, spath, total) = pruning_study(
         fabric, keep, calib, lambda m: segmentation_scores(predict(m, data["test"][0]), data["test"][1], CLASSES),
         Tensor(data["test"][0][:1]), tune if opts.prune_finetune_steps > 0 else None)
-    draw_trellis(fabric, norms, spath, os.path.join(opts.out, "trellis.png"),
-                 f"segmentation fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ ||W||, strongest "
-                 f"path in red\n(mean IoU {rec['mean_iou']:.3f})")
+    signals = edge_signals(fabric, [data["val"][0][i:i + 32] for i in range(0, len(data["val"][0]), 32)])
+    signal_path = draw_trellis(fabric, norms, spath, os.path.join(opts.out, "trellis.png"),
+                               f"segmentation fabric {opts.layers}x{opts.scales}x{opts.channels}: edge width ~ "
+                               f"||W||, strongest path in red\n(mean IoU {rec['mean_iou']:.3f})", signals)
     ranked = sorted(norms.items(), key=lambda kv: -kv[1])
     print(f"strongest path (scale per layer): {spath}; pruned: " + "; ".join(
         f"keep {r['keep_fraction']:g}: mIoU {r['mean_iou']:.4f}"
         + (f" ({r['finetuned_mean_iou']:.4f} fine-tuned)" if "finetuned_mean_iou" in r else "")
         + f" at {r['multiply_adds']:,} MACs" for r in rows), flush=True)
+    shares = node_shares(fabric, signals)
     return {"fabric": rec, "strongest_path": {"scales": spath, "norm_sum": round(total, 4)},
+            "strongest_signal_path": signal_path,
+            "edge_signal_shares": {f"{e[0]}:{e[1]}->{e[2]}": round(v, 3) for e, v in sorted(shares.items())},
             "strongest_edges": [{"edge": list(e), "norm": round(v, 4)} for e, v in ranked[:8]], "pruned": rows}
 
 
