@@ -8,8 +8,10 @@ char-LM's sizes (B 32, H 256) streams the whole ``W_hh`` (1 MB of float32) per s
 holds next to the rest; split by rows, each thread streams all of it for half the rows, split by units each
 thread streams its half (512 KB, L2-resident) for all rows. The BPTT loop splits the same way: after the gate
 pass of its units and the barrier, each thread computes its units' columns of ``dh_{t-1} = dz_t W_hh``.
-Hazards: per step a thread writes only its units' columns (of ``R``, ``h_{t+1}``, ``c``, ``dz_t``, ``dh``), and
-reads other threads' columns only of arrays written before the last barrier (``h_t``, ``dz_t``).
+Hazards: per step a thread writes only its units' columns (of ``R``, the input projection ``S[t]`` / ``SX``,
+``h_{t+1}``, ``c``, ``dz_t``, ``dh``), and reads other threads' columns only of arrays written before the last
+barrier (``h_t``, ``dz_t``). The LSTM's forward loops also project each step's input (their units' columns)
+themselves, so the (T, B, 4H) projections are not written for the whole sequence first and read back cold.
 
 At one thread the same loops run with no barrier: one compiled call per sequence instead of two per step
 from Python (the training forward and BPTT).
