@@ -260,7 +260,7 @@ def test_packed_training_matches_numpy_fallback(monkeypatch, kind, lengths, reve
     if not _kernels.PACKED:
         pytest.skip("HANDGRAD_PACKED_GEMM=0")
     calls = []
-    if _unit_split.ENABLED:  # the whole-sequence loops: record their packed-weight argument
+    if _unit_split.usable(True, 32):  # the whole-sequence loops (one BLAS thread): record their packed weight
         pos = {"lstm": (8, 10), "gru": (3, 9)}[kind]
         for name, at in ((f"{kind}_fwd_seq", pos[0]), (f"{kind}_bwd_seq", pos[1])):
             f = getattr(_unit_split, name)
@@ -319,6 +319,7 @@ def test_unit_split_two_threads_matches_one_thread_and_numpy(monkeypatch, kind, 
         pytest.skip("HANDGRAD_PACKED_GEMM=0 or HANDGRAD_UNIT_SPLIT=0")
     if not _threads._numpy_blas():
         pytest.skip("NumPy's BLAS is not controllable")
+    monkeypatch.setattr(_unit_split, "THREADS", True)  # opt-in (HANDGRAD_UNIT_SPLIT=2): units split at 2 threads
     ks = []
     for name in (f"{kind}_fwd_seq", f"{kind}_bwd_seq", f"{kind}_infer_seq"):
         f = getattr(_unit_split, name)

@@ -20,7 +20,9 @@ The barrier is a shared int64 counter: each thread adds 1 (an atomic read-modify
 until it reaches ``k`` times the number of barriers passed; after ~4,000 spins it yields the core
 (``sched_yield``), so that a descheduled partner on a loaded machine, or fewer cores than threads, costs time
 but never a livelock. ``HANDGRAD_UNIT_SPLIT=0`` returns the packed paths to the per-step loops split over the
-batch.
+batch. Measured on the idle 2-core machine, the split over units with a barrier per step was slower at 2 threads
+than the row split (BENCHMARKS.md, third pass), so by default these loops run only at one BLAS thread (the row
+split runs at more); ``HANDGRAD_UNIT_SPLIT=2`` splits the units between the threads.
 """
 
 from __future__ import annotations
@@ -35,13 +37,19 @@ from handgrad.functional import _threads
 from handgrad.functional.rnn import _kernels
 
 ENABLED = os.environ.get("HANDGRAD_UNIT_SPLIT", "1") != "0"
+# Split the units between threads (barrier per step) only on request: measured on the idle 2-core machine it
+# was SLOWER than the row split at 2 threads (lstm-train ratio 1.48-1.55 against 1.21-1.23, lstm-fwd 1.05-1.37
+# against 0.77-0.91; BENCHMARKS.md), so by default these loops run at one BLAS thread only
+THREADS = os.environ.get("HANDGRAD_UNIT_SPLIT", "1") == "2"
 SPINS = 4000  # pause instructions (~40-60 ns each) before the barrier starts yielding the core
 
 
 def usable(packed: Any, H: int) -> bool:
-    """The unit-split loops apply: the packed GEMM is in use (float32, AVX-512, compiled path) and the hidden
-    size is a multiple of PANEL (each gate's columns whole blocks)."""
-    return ENABLED and packed is not None and H % _kernels.PANEL == 0
+    """The whole-sequence loops apply: the packed GEMM is in use (float32, AVX-512, compiled path), the hidden
+    size is a multiple of PANEL (each gate's columns whole blocks), and NumPy's BLAS runs one thread (or
+    ``HANDGRAD_UNIT_SPLIT=2``: split the units between its threads)."""
+    return (ENABLED and packed is not None and H % _kernels.PANEL == 0
+            and (THREADS or _threads.workers(2) == 1))
 
 
 def run(kernel: Callable[..., None], H: int, work: int, *args: Any) -> None:

@@ -79,8 +79,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
             packed = _kernels.pack_rows(w_hh_s) if _kernels.packable(xp, w_hh_s.T) else None
             w_hh_t = xp.ascontiguousarray(w_hh_s.T) if packed is None else None  # (H, 3H): see lstm_sequence
 
+            units_ = _unit_split.usable(packed, H)  # decided here: inside a split, BLAS runs 1 thread
+
             def rows(lo: int, hi: int) -> None:  # the whole recurrence of batch rows [lo, hi) (lstm_sequence)
-                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                if units_:  # one compiled loop, split over units (see _unit_split)
                     _unit_split.run(_unit_split.gru_fwd_seq, H, T * B * 3 * H * H, G, Hs, HN, packed, R, b_hn_k,
                                     xp.asarray(sizes, dtype=xp.int64))
                     return
@@ -95,7 +97,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                         xp.matmul(Hs[t, lo:n], w_hh_t, out=r)
                     _kernels.gru_fwd(G[t, lo:n], r, b_hn_k, HN[t, lo:n], Hs[t, lo:n], Hs[t + 1, lo:n])
 
-            if _unit_split.usable(packed, H):
+            if units_:
                 rows(0, B)
             else:
                 _threads.run(rows, B)
@@ -147,7 +149,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         R = ws.empty(xp, (B, G3), dt)
         sizes_a = xp.asarray(sizes, dtype=xp.int64)
 
-        if _unit_split.usable(packed, H):  # all T steps in one compiled call per thread, split over units
+        if _unit_split.usable(packed, H):  # all T steps in one compiled call (see _unit_split)
             _unit_split.run(_unit_split.gru_infer_seq, H, T * B * G3 * H, G, Hs, packed, R, b_hn_k, sizes_a)
             ws.give(G, R)
             return (Hs,)
@@ -187,8 +189,10 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
         if fast:
             packed = _kernels.pack_columns(w_hh) if _kernels.packable(xp, w_hh) else None  # float32
 
+            units_ = _unit_split.usable(packed, H)  # decided here: inside a split, BLAS runs 1 thread
+
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
-                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                if units_:  # one compiled loop, split over units (see _unit_split)
                     g = xp.zeros((1, 1, 1), dt) if gy is None else xp.ascontiguousarray(gy)
                     _unit_split.run(_unit_split.gru_bwd_seq, H, T * B * 3 * H * H, G, HN, Hs, dh, dGx, dGh, b_buf,
                                     g, gy is not None, packed, xp.asarray(sizes, dtype=xp.int64))
@@ -208,7 +212,7 @@ class GRUSequenceFunction(FusedRecurrenceFunction):
                         xp.matmul(dGh[t, lo:n], w_hh, out=dht)
                     dht += bz  # dh_{t-1} = dh z + dGh @ W_hh
 
-            if _unit_split.usable(packed, H):
+            if units_:
                 rows(0, B)
             else:
                 _threads.run(rows, B)

@@ -239,8 +239,10 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
         if fast:
             packed = _kernels.pack_columns(w_hh4) if _kernels.packable(xp, w_hh4) else None  # float32
 
+            units_ = _unit_split.usable(packed, H)  # decided here: inside a split, BLAS runs 1 thread
+
             def rows(lo: int, hi: int) -> None:  # the whole BPTT of batch rows [lo, hi) (rows are independent)
-                if _unit_split.usable(packed, H):  # one compiled loop, split over units (see _unit_split)
+                if units_:  # one compiled loop, split over units (see _unit_split)
                     g = xp.zeros((1, 1, 1), dt) if gy is None else xp.ascontiguousarray(gy)
                     _unit_split.run(_unit_split.lstm_bwd_seq, H, T * B * 4 * H * H, S, TC, Hs, GG, Cs, dh, dc, dZ,
                                     g, gy is not None, packed, xp.asarray(sizes, dtype=xp.int64))
@@ -260,7 +262,7 @@ class LSTMSequenceFunction(FusedRecurrenceFunction):
                     else:
                         xp.matmul(dz, w_hh4, out=dht)  # carry: dh_{t-1} = dz_t @ W_hh
 
-            if _unit_split.usable(packed, H):
+            if units_:
                 rows(0, B)
             else:
                 _threads.run(rows, B)
