@@ -24,7 +24,7 @@ and ``tanh(a) = 2 sigma(2a) - 1`` via ``exp`` with the sign and the 2 folded int
 compiled loops (training, BPTT, and the no-grad ``_infer`` that keeps nothing for a backward) are split over
 the batch when NumPy's BLAS has more than one thread, as in ``lstm_sequence``. In float32 (3H a multiple of
 32) the GEMMs (input projection, recurrent) run on ``_kernels.gemm_packed`` (weights packed once per call); with
-H a multiple of 32 the three recurrences are then whole-sequence compiled calls split over hidden units
+H a multiple of 32, at one BLAS thread, the three recurrences are then whole-sequence compiled calls
 (``_unit_split``, as in ``lstm_sequence``).
 """
 

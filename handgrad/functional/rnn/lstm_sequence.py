@@ -38,9 +38,10 @@ the loops), so with more than one BLAS thread the compiled loops are split over 
 gate kernels without the GIL. That is one fork-join per sequence instead of one per GEMM (OpenBLAS's) plus a
 serial gate pass per step; on a loaded 2-core machine the 2-thread training step went from 1154 to 383 ms.
 ``HANDGRAD_CNN_THREADS=0`` (the switch of ``_threads``) turns the split off. On the packed path (float32, H a
-multiple of 32) the three loops are instead whole-sequence compiled calls split over HIDDEN UNITS, with a
-barrier per step (``_unit_split``: each thread streams only its units' half of ``W_hh``; at one thread the
-same calls, no Python per step). There each step's input projection is done inside the loop too (no-grad:
+multiple of 32) at one BLAS thread the three loops are instead whole-sequence compiled calls (``_unit_split``;
+no Python per step; splitting their hidden units between threads with a barrier per step measured slower than
+the row split at 2 threads, so that is opt-in: ``HANDGRAD_UNIT_SPLIT=2``). There each step's input projection
+is done inside the loop too (no-grad:
 into one reused (B, 4H) buffer, the (T, B, 4H) projections never stored; training: into ``S[t]``, still in cache
 for the gate pass). Elsewhere the float32 input projection runs on the packed GEMM, rows split over threads.
 """
