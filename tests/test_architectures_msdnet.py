@@ -333,3 +333,20 @@ def test_extreme_float32_inputs_stay_finite():
         outs = m(x)
         multi_exit_loss(outs, hg.tensor(np.array([0, 1, 2]))).backward()
         assert all(np.isfinite(o.numpy()).all() for o in outs) and np.isfinite(x.grad.numpy()).all()
+
+
+def test_shared_threshold_counts_equal_the_per_candidate_loop():
+    """The shared rule's validation costs are counted for every candidate threshold at once; a direct loop over
+    the candidates (each one applied with _exit_index) must pick the same threshold, with ties included."""
+    from handgrad.architectures.anytime import _exit_index, _shared_threshold
+
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.ones(5) * 0.4, size=(4, 300))  # (K, N, C)
+    probs[1, :40] = probs[0, :40]  # ties between exits and samples
+    costs = np.array([1e6, 3e6, 7e6, 1.2e7])
+    cands = np.unique(np.concatenate([probs[:-1].max(axis=2).ravel(), [np.inf]]))
+    direct = np.array([costs[_exit_index(probs, np.full(4, t))].mean() for t in cands])
+    for budget in np.linspace(costs[0], costs[-1], 9):
+        ok = np.nonzero(direct <= budget + 1e-9)[0]
+        want = float(cands[ok[-1]]) if len(ok) else float(cands[0])
+        assert _shared_threshold(probs, costs, budget)[1]["threshold"] == want
