@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy
-
 from handgrad.engine.backend import get_array_module
 from handgrad.engine.function import Function
 from handgrad.engine.tensor import Tensor
@@ -143,31 +141,27 @@ class Conv2dFunction(Function):
         xpad, wk = self.kn2row
         g = _threads.contiguous(to_nhwc(gy))
         gxpad, dwk = _kn2row.backward(g, xpad, wk, self.k, self.stride, self.dilation, need[0], need[1])
-        gx = gw = gb = None
+        return self._grads(g, gxpad, _kn2row.weight_from_matrix(dwk, self.w_shape) if need[1] else None)
+
+    def _grads(self, g: Any, gxpad: Any, gw: Any) -> Any:
+        """The gradient tuple of the Winograd and kn2row paths: dx cropped out of the padded input's gradient,
+        dW as given, db as a GEMV of ones with the channels-last dY ``g`` (faster than a sum over its rows)."""
+        need = self.needs_input_grad
+        gx = gb = None
         if need[0]:
             (pt, _, pl, _), (_, _, h, wd) = self.pads, self.in_shape
             gx = from_nhwc(gxpad[:, pt : pt + h, pl : pl + wd, :])
-        if need[1]:
-            gw = _kn2row.weight_from_matrix(dwk, self.w_shape)
         if len(need) > 2 and need[2]:
-            gb = numpy.ones(g.shape[0] * g.shape[1] * g.shape[2], g.dtype) @ g.reshape(-1, g.shape[3])
+            xp = get_array_module(g)
+            gb = xp.ones(g.shape[0] * g.shape[1] * g.shape[2], g.dtype) @ g.reshape(-1, g.shape[3])
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
     def _backward_winograd(self, gy: Any) -> Any:
         need = self.needs_input_grad
-        xp = get_array_module(gy)
         v, u, xq_shape = self.wino
         g = _threads.contiguous(to_nhwc(gy))  # (N, Ho, Wo, O); free when gy is channels-last
         gxq, du = _winograd.backward(g, v, u, self.w_shape[2], xq_shape, need[0], need[1])
-        gx = gw = gb = None
-        if need[0]:
-            (pt, _, pl, _), (_, _, h, wd) = self.pads, self.in_shape
-            gx = from_nhwc(gxq[:, pt : pt + h, pl : pl + wd, :])
-        if need[1]:
-            gw = _winograd.filter_grad(du, self.w_shape)
-        if len(need) > 2 and need[2]:
-            gb = xp.ones(g.shape[0] * g.shape[1] * g.shape[2], g.dtype) @ g.reshape(-1, g.shape[3])
-        return (gx, gw) if len(need) == 2 else (gx, gw, gb)
+        return self._grads(g, gxq, _winograd.filter_grad(du, self.w_shape) if need[1] else None)
 
     def backward(self, gy: Any) -> Any:
         if self.wino is not None:
