@@ -179,6 +179,14 @@ def test_resume_from_the_command_line(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["epochs_run"] == 3
 
 
+def _default_sigint() -> None:
+    """Run in the child before exec: a test suite started in the background (``cmd &`` in a script) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the child would never see Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_saves_a_clean_checkpoint_and_exits_130(tmp_path):
     reason = fashion_mnist_missing()
     if reason:
@@ -189,7 +197,8 @@ def test_ctrl_c_saves_a_clean_checkpoint_and_exits_130(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "handgrad", "run", "mlp-fashion", "--quick", "--epochs", "500",
                              "--patience", "500", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            preexec_fn=_default_sigint)
     try:
         for line in proc.stdout:
             if line.startswith("epoch 3/500"):

@@ -181,6 +181,11 @@ def test_quick_writes_to_its_own_folder(tmp_path, monkeypatch, capsys):
 
 
 # -- Ctrl-C, then --resume: finishes with exit 0 and "interrupted": false ------------------------------------------
+def _default_sigint() -> None:
+    """In the child before exec: a suite started in the background inherits SIGINT ignored (see test_cli)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @needs_fashion_mnist
 def test_resume_after_ctrl_c_finishes_cleanly(tmp_path):
     out = tmp_path / "mlp"
@@ -189,7 +194,7 @@ def test_resume_after_ctrl_c_finishes_cleanly(tmp_path):
     cmd = [sys.executable, "-m", "handgrad", "run", "mlp-fashion", "--quick", "--no-progress", "--patience", "500",
            "--out", str(out)]
     proc = subprocess.Popen([*cmd, "--epochs", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=_default_sigint)
     try:
         for line in proc.stdout:
             if line.startswith("epoch 2/500"):
