@@ -43,14 +43,19 @@ def resolve_jobs(jobs: int | None, tasks: int) -> int:
 
 
 def _worker(fn: Callable[..., Any], name: str, args: tuple[Any, ...], out: str, threads: int) -> Any:
+    """One task in a worker process. Its stdout and stderr go to ``NAME/train.log``: several processes' lines and
+    progress bars would interleave on the terminal (and with stderr not a terminal the Trainer draws no bars);
+    an exception still reaches the parent through its future."""
     os.makedirs(os.path.join(out, name), exist_ok=True)
-    log, sys.stdout = sys.stdout, open(os.path.join(out, name, "train.log"), "w", buffering=1)  # noqa: SIM115
+    saved = sys.stdout, sys.stderr
+    log = open(os.path.join(out, name, "train.log"), "w", buffering=1)  # noqa: SIM115 - closed below
+    sys.stdout = sys.stderr = log
     try:
         with threadpool_limits(limits=threads, user_api="blas"):
             return fn(name, *args)
     finally:
-        sys.stdout.close()
-        sys.stdout = log
+        sys.stdout, sys.stderr = saved
+        log.close()
 
 
 def run_tasks(fn: Callable[..., Any], tasks: dict[str, tuple[Any, ...]], jobs: int | None, out: str,

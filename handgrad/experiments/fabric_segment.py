@@ -44,7 +44,7 @@ from handgrad.experiments._fabric_common import (
     pruning_study,
     unet_path,
 )
-from handgrad.experiments._parallel import resolve_jobs, run_tasks
+from handgrad.experiments._parallel import run_tasks
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -290,8 +290,6 @@ def run(opts: Any) -> dict[str, Any]:
                                "test_data_time_s": round(time.perf_counter() - start, 1),
                                "test_background_fraction": float(freq[0]), "recipe": recipe_record(opts)}
     order = [m for m in MODELS if m in models]
-    if resolve_jobs(opts.jobs, len(order)) > 1:
-        opts.progress = False  # several processes' bars would overwrite each other; each logs to MODEL/train.log
     done = run_tasks(_model_task, {m: (opts, keep) for m in order}, opts.jobs, opts.out, "fabric-segment",
                      _summary)
     for name in ("unet_path", "plain_cnn", "fabric"):

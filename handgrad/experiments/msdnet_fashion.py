@@ -43,7 +43,7 @@ from handgrad.engine.random import manual_seed
 from handgrad.engine.tensor import Tensor
 from handgrad.errors import ExperimentError
 from handgrad.experiments._common import fashion_mnist_splits
-from handgrad.experiments._parallel import resolve_jobs, run_tasks
+from handgrad.experiments._parallel import run_tasks
 from handgrad.experiments._recipe import (
     add_recipe_arguments,
     check_recipe,
@@ -224,8 +224,6 @@ def run(opts: Any) -> dict[str, Any]:
     splits = fashion_mnist_splits(opts.data, opts.seed, val_size=opts.val_size, train_size=opts.train_size,
                                   test_size=opts.test_size)
     results: dict[str, Any] = {"data": splits.data, **splits.sizes(), "recipe": recipe_record(opts)}
-    if resolve_jobs(opts.jobs, len(specs)) > 1:
-        opts.progress = False  # several processes' bars would overwrite each other; each logs to MODEL/train.log
     trained = run_tasks(_train_model, {name: (kind, kw, opts, weights) for name, (kind, kw) in specs.items()},
                         opts.jobs, opts.out, EXPERIMENT, _summary)
     probs: dict[str, numpy.ndarray] = {}
