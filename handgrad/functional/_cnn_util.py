@@ -99,8 +99,12 @@ def col2im(cols: Any, padded_shape: tuple[int, int, int, int], k: tuple[int, int
     One vectorised strided add per kernel offset (p, q): ``xpad[:, p*dh :: sh, q*dw :: sw, :] +=
     cols[..., p, q, :]`` (kh*kw adds in all, never a loop over pixels), or, when that is faster, one per
     (kernel row p, output column j) moving whole contiguous (kw, C) blocks. Offsets that cannot overlap
-    (the kernel tiles the input) are written with plain assignment.
+    (the kernel tiles the input) are written with plain assignment. A 1x1 kernel at stride 1 over an unpadded
+    input with one group scatters each row to its own pixel: the patch matrix is the image, returned reshaped
+    (no copy; the caller's fresh GEMM output).
     """
+    if k == (1, 1) and s == (1, 1) and groups == 1 and tuple(padded_shape[1:3]) == tuple(out):
+        return cols.reshape(padded_shape)
     xp = get_array_module(cols)
     if _cnn_kernels.usable(xp, cols, groups, d[1]):  # compiled: one pass over cols (same numbers)
         return _cnn_kernels.col2im(cols, padded_shape, k, s, d, out)

@@ -190,10 +190,7 @@ class Conv2dFunction(Function):
                 gw = _weight_from_matrix(g.transpose(0, 2, 1) @ self.cols, self.w_shape, self.groups)
             if need[0]:
                 gcols = g @ self.wm  # (G, M, K)
-                if self.k == (1, 1) and self.stride == (1, 1) and self.pads == (0, 0, 0, 0) and self.groups == 1:
-                    gpad = gcols.reshape(self.padded)  # a 1x1 conv's col2im is the identity: skip its copy
-                else:
-                    gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
+                gpad = col2im(gcols, self.padded, self.k, self.stride, self.dilation, self.out, self.groups)
         if need[0]:
             pt, _, pl, _ = self.pads
             _, _, h, wd = self.in_shape
