@@ -28,6 +28,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in this run")
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
+    ap.add_argument("--profile-wall", action="store_true", help="with --profile: wall time per op, not CPU time "
+                    "(at 2 threads CPU time counts both threads)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
     ap.add_argument("--vs-numpy", action="store_true",
                     help="lever check: handgrad with its numba kernels vs handgrad's NumPy fallback (not PyTorch)")
@@ -111,12 +113,12 @@ def main() -> None:
         set_threads(n)
         print(row("lenet-step", n, compare_blocks(hg_step, torch_step, args.block, args.rounds)), flush=True)
     if args.profile:
-        _profile(hg_step, time.process_time)
+        _profile(hg_step, time.perf_counter if args.profile_wall else time.process_time)
 
 
 def _profile(step, clock) -> None:
-
-    """Time (by ``clock``) per Function.forward / backward over 10 steps, by op name."""
+    """Time (by ``clock``: CPU time, or wall time with ``--profile-wall``) per Function.forward / backward over
+    10 steps, by op name."""
     from collections import defaultdict
 
     from handgrad.engine.function import Function

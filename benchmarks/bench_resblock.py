@@ -32,6 +32,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts, each timed in this run")
     ap.add_argument("--profile", action="store_true", help="also print handgrad's time per op (forward/backward)")
+    ap.add_argument("--profile-wall", action="store_true", help="with --profile: wall time per op, not CPU time "
+                    "(at 2 threads CPU time counts both threads)")
     ap.add_argument("--no-torch", action="store_true", help="time handgrad only")
     ap.add_argument("--vs-numpy", action="store_true",
                     help="lever check: handgrad with its numba kernels vs handgrad's NumPy fallback (not PyTorch)")
@@ -106,7 +108,7 @@ def main() -> None:
     if args.profile:
         from bench_lenet import _profile
 
-        _profile(hg_step, time.process_time)
+        _profile(hg_step, time.perf_counter if args.profile_wall else time.process_time)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """handgrad: a from-scratch deep-learning library on NumPy with hand-written backward passes."""
 
+
 from handgrad.engine.backend import Device, device, get_array_module, get_default_dtype, set_default_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import (
     detect_anomaly, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled,
 )
 from handgrad.engine.gradcheck import GradcheckError, gradcheck
+from handgrad.engine.host_memory import keep_freed_memory
 from handgrad.engine.ops import (
     abs, add, amax, amin, argmax, argmin, cast, cat, chunk, clamp, clip, clone, concat, concatenate, cos, div, elu,
     exp, expand, expand_as, flatten, gather, gelu, index_select, leaky_relu, log, log_softmax, logsumexp,
@@ -33,6 +35,8 @@ from handgrad.engine.dtypes import (  # noqa: E402 - PyTorch's dtype names; floa
 )
 
 __version__ = "0.1.0"
+
+keep_freed_memory()  # freed arrays stay in the process: no page faults for the next step's (engine/host_memory.py)
 
 # PyTorch's sub-package paths after a plain ``import handgrad``: handgrad.nn, handgrad.functional, handgrad.optim,
 # handgrad.data, handgrad.utils.data (never an experiment or the CLI: tests/test_package_layout.py)

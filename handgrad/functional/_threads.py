@@ -11,6 +11,13 @@ the benchmarks). The thread count is the one NumPy's BLAS is set to (``threadpoo
 
 The BLAS thread count is process-global: two ops splitting at the same moment from different Python threads
 would restore each other's setting; a lock serialises them.
+
+OpenBLAS's spin. After a GEMM run on more than one thread (a Linear layer, any NumPy matmul outside the split
+ops), OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) before they sleep, so they hold the other core
+while this module's threads want it: on a 2-core Intel Xeon, LeNet's training step took 35 ms at 2 threads as
+at 1. ``quiet_blas_spin`` shortens that wait to 2^``SPIN_LOG2`` cycles (OpenBLAS's own
+``OPENBLAS_THREAD_TIMEOUT`` setting, applied at run time: re-read, then the server restarted) the first time the
+BLAS is looked up; a timeout the user set in the environment is left as it is (BENCHMARKS.md, fourth pass).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ ENABLED = os.environ.get("HANDGRAD_CNN_THREADS", "1") != "0"  # 0: never split (
 # a split costs ~70 us (handing the chunks to the pool and back, measured at load ~5): ops with less work than
 # this (multiply-adds or elements) run on the calling thread alone
 MIN_WORK = 1 << 19
+# OpenBLAS's idle spin after a threaded call, log2 cycles (its default is 28, ~0.1 s at 2.5 GHz): 2^16 cycles
+# (~25 us) keeps back-to-back GEMMs from paying a wake-up and frees the core before the next split op starts
+SPIN_LOG2 = 16
 
 
 def _numpy_blas() -> list[Any]:
@@ -45,7 +55,30 @@ def _numpy_blas() -> list[Any]:
                      if lib.user_api == "blas" and lib.filepath.startswith(mine)]
         except Exception:  # noqa: BLE001 - no threadpoolctl or an unknown BLAS: never split
             _libs = []
+        for lib in _libs:
+            quiet_blas_spin(lib)
     return _libs
+
+
+def quiet_blas_spin(lib: Any) -> bool:
+    """Shorten an OpenBLAS's idle spin to 2^SPIN_LOG2 cycles unless ``OPENBLAS_THREAD_TIMEOUT`` is set; True
+    when applied. OpenBLAS reads its timeout from the environment when its thread server starts: set it, make
+    the library re-read its environment (``openblas_read_env``), and stop the server
+    (``blas_thread_shutdown_``, what OpenBLAS itself calls before a fork); the next threaded call starts it with
+    the new timeout. A BLAS without these symbols (MKL, BLIS, an OpenBLAS built with OpenMP) is left alone."""
+    if getattr(lib, "internal_api", "") != "openblas" or os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        return False
+    try:
+        import ctypes
+
+        so = ctypes.CDLL(lib.filepath)
+        read_env, shutdown = so.openblas_read_env, so.blas_thread_shutdown_
+    except (OSError, AttributeError):
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(SPIN_LOG2)  # child processes inherit it (set before their load)
+    read_env()
+    shutdown()
+    return True
 
 
 def workers(n_items: int, work: int | None = None) -> int:
