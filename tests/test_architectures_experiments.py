@@ -8,6 +8,7 @@ import json
 import numpy as np
 from _markers import needs_fashion_mnist
 
+import handgrad as hg
 from handgrad.cli.main import main
 from handgrad.experiments.fabric_segment import class_weights, segmentation_scores
 
@@ -65,9 +66,26 @@ def test_msdnet_fashion_quick(tmp_path):
     saved = np.load(out / "exit_probs.npz")  # the curves can be recomputed from the saved exit outputs
     assert saved["msdnet_val"].shape[:2] == (2, len(saved["y_val"]))
     assert saved["resnet_ee_test"].shape[0] == len(r["resnet_early_exit"]["exits"])
-    assert set(r["resnets"]) == {"resnet8", "resnet14"}
+    equal = [n for n in r["resnets"] if n.startswith("resnet8_w")]  # the first exit's equal-cost ResNet-8
+    assert set(r["resnets"]) == {"resnet8", "resnet14", *equal} and len(equal) <= 1
     assert r["resnets"]["resnet8"]["multiply_adds"] < r["resnets"]["resnet14"]["multiply_adds"]
-    assert r["comparison"]["shallowest_resnet"]["name"] == "resnet8"
+    shallow = r["comparison"]["shallowest_resnet"]
+    assert shallow["multiply_adds"] == min(x["multiply_adds"] for x in r["resnets"].values())
+    if equal:  # the narrowest width costing at least the first exit: one unit narrower costs less
+        w = int(equal[0][len("resnet8_w"):])
+        assert shallow["name"] == equal[0] and shallow["multiply_adds"] >= msd["exit_multiply_adds"][0]
+        assert _resnet8_cost(w - 1) < msd["exit_multiply_adds"][0]
+
+
+def _resnet8_cost(width: int) -> int:
+    from handgrad.architectures import ResNet
+    from handgrad.architectures.flops import count_multiply_adds
+
+    if width < 1:
+        return 0
+    model = ResNet(in_channels=1, num_classes=10, blocks=(1, 1, 1), widths=(width, 2 * width, 4 * width))
+    model.eval()
+    return count_multiply_adds(model, hg.tensor(np.zeros((1, 1, 28, 28), np.float32)))
 
 
 @needs_fashion_mnist

@@ -8,6 +8,8 @@ validation loss (the one training loop; the exits' summed cross-entropy for the 
 * ``msdnet/``: MSDNet (3 scales 28/14/7, ``--layers`` dense layers, exits after ``--exits``);
 * ``resnet<depth>/``: ResNets of several depths (``--resnet-blocks``: basic blocks per stage, depth = 6n + 2),
   each trained alone;
+* ``resnet8_w<W>/``: the equal-cost baseline of MSDNet's first exit: ResNet-8 (one block per stage) at the
+  narrowest width W whose multiply-adds are at least the first exit's (``--no-equal-cost-resnet`` leaves it out);
 * ``resnet_ee/``: the deepest of them with early-exit classifiers after blocks ``--ee-exits`` (the paper's
   baseline), trained on the summed loss like MSDNet.
 
@@ -25,6 +27,7 @@ ResNet of equal multiply-adds; budgeted curve above the early-exit ResNet's over
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -72,6 +75,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--test-size", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--val-size", type=int, default=None, help="validation images (default 6000)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
+    p.add_argument("--equal-cost-resnet", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train ResNet-8 at the narrowest width costing at least MSDNet's first exit "
+                        "(default on)")
     p.add_argument("--jobs", type=int, default=None,
                    help="train the models in this many processes at once, the BLAS threads shared out among them "
                         "(default: one per BLAS thread, at most one per model)")
@@ -168,7 +174,26 @@ def _specs(opts: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     for d in sorted(depths, reverse=True):
         specs[f"resnet{6 * d + 2}"] = ("resnet", dict(in_channels=1, num_classes=10, blocks=(d, d, d),
                                                        widths=(w, 2 * w, 4 * w)))
+    if getattr(opts, "equal_cost_resnet", False):
+        width = _equal_cost_width(_build(*specs["msdnet"]), w)
+        if not (width == w and 1 in depths):  # else ResNet-8 at the base width is that model already
+            specs[f"resnet8_w{width}"] = ("resnet", dict(in_channels=1, num_classes=10, blocks=(1, 1, 1),
+                                                         widths=(width, 2 * width, 4 * width)))
     return specs
+
+
+def _equal_cost_width(msdnet: Any, base_width: int) -> int:
+    """The narrowest first-stage width W (up to 4x ``base_width``) at which ResNet-8 (widths W, 2W, 4W) costs at
+    least MSDNet's first exit in multiply-adds per image: the "shallowest ResNet of equal multiply-adds", with
+    the ResNet given the larger budget of the two."""
+    sample = Tensor(numpy.zeros((1, 1, 28, 28), numpy.float32))
+    first = exit_costs(msdnet, sample)["anytime"][0]
+    for width in range(1, 4 * base_width + 1):
+        resnet = ResNet(in_channels=1, num_classes=10, blocks=(1, 1, 1), widths=(width, 2 * width, 4 * width))
+        resnet.eval()
+        if count_multiply_adds(resnet, sample) >= first:
+            return width
+    return 4 * base_width
 
 
 def _build(kind: str, kwargs: dict[str, Any]) -> Any:
@@ -248,6 +273,8 @@ def run(opts: Any) -> dict[str, Any]:
                               "multiply_adds": shallow["multiply_adds"]},
         "first_exit_beats_shallowest_resnet": (msd["exit_test_accuracy"][0] > shallow["test_accuracy"]
                                                and msd["exit_multiply_adds"][0] <= shallow["multiply_adds"]),
+        "first_exit_minus_shallowest_resnet_points": round(100 * (msd["exit_test_accuracy"][0]
+                                                                  - shallow["test_accuracy"]), 2),
         "budgeted_share_msdnet_above_early_exit_resnet": _above_share(msd["budgeted_batch"], eer["budgeted_batch"]),
         "budgeted_share_msdnet_above_early_exit_resnet_shared_threshold": _above_share(
             msd["budgeted_batch_shared_threshold"], eer["budgeted_batch_shared_threshold"]),
@@ -261,6 +288,10 @@ def run(opts: Any) -> dict[str, Any]:
             f"{a:.4f}@{m / 1e6:.2f}M" for a, m in zip(r["exit_test_accuracy"], r["exit_multiply_adds"])))
     print("ResNets: " + ", ".join(f"{n} {r['test_accuracy']:.4f}@{r['multiply_adds'] / 1e6:.2f}M"
                                   for n, r in results["resnets"].items()))
+    first, shallow_rec = c["msdnet_first_exit"], c["shallowest_resnet"]
+    print(f"first exit {first['accuracy']:.4f}@{first['multiply_adds'] / 1e6:.2f}M vs the cheapest ResNet "
+          f"({shallow_rec['name']}) {shallow_rec['accuracy']:.4f}@{shallow_rec['multiply_adds'] / 1e6:.2f}M: "
+          f"{'beaten' if c['first_exit_beats_shallowest_resnet'] else 'not beaten'}")
     print(f"budgeted batch: MSDNet above the early-exit ResNet on "
           f"{c['budgeted_share_msdnet_above_early_exit_resnet']} of the common budget range with per-exit thresholds, "
           f"{c['budgeted_share_msdnet_above_early_exit_resnet_shared_threshold']} with one shared threshold")
