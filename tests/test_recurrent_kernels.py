@@ -182,9 +182,11 @@ def test_batch_split_over_threads_matches_one_thread(kind, dtype, lengths, rever
         assert np.abs(a - b).max() <= tol * max(1.0, np.abs(a).max())
 
 
-@pytest.mark.parametrize("n,k,m", [(13, 16, 64), (8, 65, 32), (1, 7, 96), (32, 256, 1024), (5, 1, 32)])
+@pytest.mark.parametrize("n,k,m", [(13, 16, 64), (8, 65, 32), (1, 7, 96), (32, 256, 1024), (5, 1, 32), (20, 9, 64),
+                                   (29, 33, 32), (12, 3, 96)])
 def test_gemm_packed_matches_matmul(n, k, m):
-    """The packed float32 GEMM (row blocks of 8, 4, 1; any K) against a float64 product."""
+    """The packed float32 GEMM (row blocks of 12, 8, 4, 1: 29 rows use all four; any K) against a float64
+    product."""
     rng = np.random.default_rng(4)
     h = rng.standard_normal((n, k)).astype(np.float32)
     w = rng.standard_normal((k, m)).astype(np.float32)
