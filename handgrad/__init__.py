@@ -1,6 +1,5 @@
 """handgrad: a from-scratch deep-learning library on NumPy with hand-written backward passes."""
 
-
 from handgrad.engine.backend import Device, device, get_array_module, get_default_dtype, set_default_dtype
 from handgrad.engine.function import Function
 from handgrad.engine.grad_mode import (

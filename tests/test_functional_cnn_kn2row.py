@@ -134,3 +134,20 @@ def test_pointwise_conv_backward_matches_torch(dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 9 * 9 * 27 * 8])  # one image per chunk; two (last chunk short)
+def test_kn2row_chunks_match_torch_float64(chunk_bytes, threads, kn2row_everywhere, monkeypatch):
+    """Z / gZ made a few images at a time (``CHUNK_BYTES``): chunk offsets into y, gy and dx, and dW summed over
+    chunks, against PyTorch; at 2 threads each thread's range is chunked on its own (5 images: 2 + 3)."""
+    monkeypatch.setattr(_kn2row, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_threads, "MIN_WORK", 0)
+    if threads > 1 and not _threads._numpy_blas():
+        pytest.skip("threadpoolctl cannot see NumPy's BLAS")
+    arrs = arrays(4, (5, 6, 7, 7), (3, 6, 3, 3), (3,))  # padded 9x9, kh*kw*O = 27 columns of Z
+    assert _kn2row.chunk_images(9, 9, 27, 8) == (1 if chunk_bytes == 1 else 2)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        compare_torch(lambda x, w, b: F.conv2d(x, w, b, padding=1), lambda x, w, b: TF.conv2d(x, w, b, padding=1),
+                      arrs)
+    assert kn2row_everywhere

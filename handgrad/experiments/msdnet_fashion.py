@@ -174,7 +174,7 @@ def _specs(opts: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     for d in sorted(depths, reverse=True):
         specs[f"resnet{6 * d + 2}"] = ("resnet", dict(in_channels=1, num_classes=10, blocks=(d, d, d),
                                                        widths=(w, 2 * w, 4 * w)))
-    if getattr(opts, "equal_cost_resnet", False):
+    if opts.equal_cost_resnet:
         width = _equal_cost_width(_build(*specs["msdnet"]), w)
         if not (width == w and 1 in depths):  # else ResNet-8 at the base width is that model already
             specs[f"resnet8_w{width}"] = ("resnet", dict(in_channels=1, num_classes=10, blocks=(1, 1, 1),
